@@ -1,0 +1,1 @@
+"""evo control_unit package."""

@@ -1,0 +1,1 @@
+"""evo evo package."""

@@ -1,0 +1,1 @@
+"""evo grpc_bridge package."""

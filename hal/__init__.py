@@ -1,0 +1,1 @@
+"""evo hal package."""

@@ -1,0 +1,1 @@
+"""evo mqtt_bridge package."""

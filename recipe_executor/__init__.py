@@ -1,0 +1,1 @@
+"""evo recipe_executor package."""
