@@ -155,6 +155,8 @@ class CommandRingWriter:
         first = max(self._last_ack + 1, count - len(slots) + 1)
         for n in range(first, count + 1):
             a = slots[(n - 1) % len(slots)]
+            if int(a["cmd_epoch"]) != self.epoch:
+                continue  # an ack for an earlier instance of this writer
             seq = int(a["seq"])
             rid = self._pending.pop(seq, None)
             if rid is None:
@@ -236,6 +238,7 @@ class CommandRingReader:
         a = self._ack_slots[(n - 1) % len(self._ack_slots)]
         a["request_id"] = cmd.request_id
         a["seq"] = cmd.seq
+        a["cmd_epoch"] = self._writer_epoch
         a["result"] = int(result)
         a["detail"] = detail
         a["done_ns"] = time.monotonic_ns()

@@ -115,6 +115,7 @@ ACK = _struct(
     [
         ("request_id", "<u8"),
         ("seq", "<u8"),  # the command's seq
+        ("cmd_epoch", "<u8"),  # the command writer's epoch the seq belongs to
         ("result", "<i4"),  # ResultCode
         ("detail", "<u4"),
         ("done_ns", "<u8"),
