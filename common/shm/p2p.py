@@ -239,12 +239,16 @@ class _Mapping:
         buf = memoryview(self.mm)
         self.u8 = np.frombuffer(buf, dtype=np.uint8, count=size)
         self.header_u8 = self.u8[:P2P_HEADER_SIZE]
-        self.heartbeat = self.u8[OFF_HEARTBEAT : OFF_HEARTBEAT + 8].view("<u8")
-        self.write_seq = self.u8[OFF_WRITE_SEQ : OFF_WRITE_SEQ + 4].view("<u4")
+        # Header words through memoryview casts: single aligned loads/stores like the numpy views,
+        # but ~4x cheaper per access than numpy scalar indexing (measured in bench_shm).
+        self.heartbeat = buf[OFF_HEARTBEAT : OFF_HEARTBEAT + 8].cast("Q")
+        self.write_seq = buf[OFF_WRITE_SEQ : OFF_WRITE_SEQ + 4].cast("I")
         self.payload_u8 = self.u8[P2P_HEADER_SIZE : P2P_HEADER_SIZE + payload_size]
 
     def close(self) -> None:
         # Drop every view before closing the mmap, else BufferError.
+        self.heartbeat.release()
+        self.write_seq.release()
         del self.u8, self.header_u8, self.heartbeat, self.write_seq, self.payload_u8
         try:
             self.mm.close()
@@ -496,7 +500,7 @@ class TypedP2pReader:
 
     @property
     def heartbeat(self) -> int:
-        return int(self._hbv[0])
+        return self._hbv[0]
 
     def heartbeat_age_s(self) -> float:
         """Seconds since this reader last saw the heartbeat change."""
@@ -511,16 +515,16 @@ class TypedP2pReader:
         (the copy is still in `self.local`; a replaced segment is re-attached transparently)."""
         seq = self._seq
         for _ in range(MAX_READ_RETRIES):
-            s1 = int(seq[0])
+            s1 = seq[0]
             if s1 & 1:
                 continue
             np.copyto(self._local_u8, self._src)
-            if int(seq[0]) == s1:
+            if seq[0] == s1:
                 break
         else:
             self.contention_count += 1
             raise ReadContention(self.name, f"{MAX_READ_RETRIES} torn attempts")
-        hb = int(self._hbv[0])
+        hb = self._hbv[0]
         if hb != self._last_hb:
             self._last_hb = hb
             self._same_hb = 0
