@@ -106,7 +106,7 @@ class HalConfig:
     rt_priority: int = spec(0, bounds=RT_PRIORITY_BOUNDS)
     cpu: int = spec(-1, bounds=CPU_AFFINITY_BOUNDS)
     state_file: str = spec("")
-    stale_reads: int = spec(3, bounds=STALE_READS_BOUNDS)
+    stale_reads: int = spec(100, bounds=STALE_READS_BOUNDS)
     #: free-form options for the selected driver ([hal.driver_args]); the driver validates them
     driver_args: Mapping[str, Any] = spec(factory=lambda: _EMPTY, custom=True)
 
@@ -117,7 +117,7 @@ class CuConfig:
     rt_priority: int = spec(0, bounds=RT_PRIORITY_BOUNDS)
     cpu: int = spec(-1, bounds=CPU_AFFINITY_BOUNDS)
     hal_attach_timeout_s: float = spec(5.0, bounds=ATTACH_TIMEOUT_S_BOUNDS)
-    hal_stale_cycles: int = spec(10, bounds=STALE_READS_BOUNDS)
+    hal_stale_cycles: int = spec(100, bounds=STALE_READS_BOUNDS)
     manual_timeout_s: float = spec(30.0, bounds=MANUAL_TIMEOUT_S_BOUNDS)
     optional_attach_interval_s: float = spec(1.0, bounds=ATTACH_INTERVAL_S_BOUNDS)
 

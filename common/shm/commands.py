@@ -39,7 +39,7 @@ RE_TO_CU_ALLOWED = frozenset(
         CuCommand.NOP, CuCommand.MOVE_ABSOLUTE, CuCommand.MOVE_RELATIVE, CuCommand.MOVE_VELOCITY,
         CuCommand.HOME, CuCommand.STOP, CuCommand.EMERGENCY_STOP, CuCommand.ENABLE_AXIS,
         CuCommand.DISABLE_AXIS, CuCommand.SET_MODE, CuCommand.COUPLE, CuCommand.DECOUPLE,
-        CuCommand.GEAR_CHANGE, CuCommand.ALLOW_MANUAL_MODE,
+        CuCommand.GEAR_CHANGE, CuCommand.ALLOW_MANUAL_MODE, CuCommand.ACQUIRE_LOCK, CuCommand.RELEASE_LOCK,
     }
 )
 RPC_TO_CU_ALLOWED = frozenset(
