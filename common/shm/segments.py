@@ -188,8 +188,10 @@ PID_STATE = _struct(
 HAL_IO = _struct(
     [
         ("axes", HAL_AXIS_FEEDBACK, (MAX_AXES,)),
-        ("di_bank", "<u8", (BANK_WORDS,)),  # logical values after NC/NO and debounce
-        ("do_bank", "<u8", (BANK_WORDS,)),  # logical values as applied
+        # Banks carry PHYSICAL levels (DI after debounce/enable_pin); the logical value of a pin is
+        # derived with IoRegistry (di_logical: XOR NC; DO: XOR inverted) — same as hal_cu/cu_hal.
+        ("di_bank", "<u8", (BANK_WORDS,)),
+        ("do_bank", "<u8", (BANK_WORDS,)),
         ("ai_values", "<f8", (MAX_AI,)),  # engineering units
         ("ao_values", "<f8", (MAX_AO,)),
         ("axis_count", "u1"),

@@ -1,0 +1,273 @@
+"""The HAL's 1 kHz cycle: cu_hal/re_hal/rpc_hal in, driver exchange, I/O semantics, four segments out.
+
+`HalCycle.step()` is one cycle without sleeping (benchmarks call it); `run(config)` is the process.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from common.config import EvoConfig
+from common.consts import MAX_AXES
+from common.notify import WatchdogPinger, notify_ready, notify_stopping
+from common.rt import CycleTimer, StopFlag, freeze_gc, process_setup, setup_realtime
+from common.shm.p2p import TypedP2pWriter
+from common.shm.rings import CommandRingReader
+from common.shm.segments import HAL_IO, SEGMENTS
+
+from .commands import CommandExecutor
+from .drivers.base import Driver, DriverIO
+from .drivers.registry import create_driver
+from .io import IoProcessor
+from .links import InboundLink
+from .state_file import StateWriter, load_state
+
+log = logging.getLogger(__name__)
+
+COMMAND_STALE_S = 0.5  # re_hal / rpc_hal writers commit every <= 10 ms; stale after 0.5 s
+CU_RETRY_S = 0.1  # attach attempts for cu_hal (the CU matters: look often)
+OPTIONAL_RETRY_S = 1.0  # attach attempts for re_hal / rpc_hal
+SLOW_EVERY_S = 0.1  # state file offer, driver health
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    """Flat byte view of a whole structured payload (for memcpy-speed copies)."""
+    return a.reshape(1).view(np.uint8)
+
+
+class HalCycle:
+    """All HAL state and one cycle of work. Construct, `step()` every period, `close()`."""
+
+    def __init__(self, config: EvoConfig, driver: Driver | None = None) -> None:
+        self.config = config
+        hal = config.system.hal
+        self.period_ns = hal.cycle_time_us * 1000
+        self.driver = driver if driver is not None else create_driver(config)
+        self.configured = np.zeros(MAX_AXES, np.bool_)
+        for ax in config.axes:
+            self.configured[ax.id - 1] = True
+        self.axis_count = max(config.axis_ids)
+        self._writers: list[TypedP2pWriter] = []
+        self._links: list[InboundLink] = []
+        self.state_writer: StateWriter | None = None
+        try:
+            self._create_segments()
+            io = self.w_mqt.local["io"]
+            self.proc = IoProcessor(
+                config.io, config.io_registry, [ax.brake.do_brake for ax in config.axes if ax.brake is not None],
+                di_bank=io["di_bank"], do_bank=io["do_bank"], ai_values=io["ai_values"], ao_values=io["ao_values"],
+            )
+            self.executor = CommandExecutor(config.io, self.proc)
+            # the driver reads its commands from and writes its status into the published payload
+            fb = io["axes"]
+            self.dio = DriverIO(
+                do_bank=self.proc.do_bank, ao=self.proc.ao_norm,
+                position=fb["position"], velocity=fb["velocity"], torque_estimate=fb["torque_estimate"],
+                drive_ready=fb["drive_ready"].view(np.bool_), drive_fault=fb["drive_fault"].view(np.bool_),
+                referenced=fb["referenced"].view(np.bool_), axis_state=io["driver_state"],
+            )
+            self._open_driver()
+        except BaseException:
+            self.close(save=False)
+            raise
+        self.cycles = 0
+        self._cu_local: np.ndarray | None = None
+        self._cu_views: tuple[np.ndarray, ...] = ()
+        self._switch_key = b"-"  # forces the first write of enable / brake_release
+        self._targets = self.driver.uses_targets
+        self._next_slow = 0
+        self.cu_connected = False
+
+    # --- set-up -------------------------------------------------------------------------------
+    def _create_segments(self) -> None:
+        def writer(key: str) -> TypedP2pWriter:
+            s = SEGMENTS[key]
+            w = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
+            self._writers.append(w)
+            return w
+
+        self.w_cu = writer("hal_cu")
+        self.w_mqt = writer("hal_mqt")
+        self.w_rpc = writer("hal_rpc")
+        self.w_re = writer("hal_re")
+        cyc_us = self.config.system.hal.cycle_time_us
+        cmd_stale = max(1, int(COMMAND_STALE_S * 1e6 / cyc_us))
+        self.cu_in = InboundLink("cu_hal", self.config.system.hal.stale_reads, int(CU_RETRY_S * 1e9))
+        self.re_in = InboundLink("re_hal", cmd_stale, int(OPTIONAL_RETRY_S * 1e9))
+        self.rpc_in = InboundLink("rpc_hal", cmd_stale, int(OPTIONAL_RETRY_S * 1e9))
+        self._links = [self.cu_in, self.re_in, self.rpc_in]
+        self.re_cmds = CommandRingReader(self.w_re.local["acks"])
+        self.rpc_cmds = CommandRingReader(self.w_rpc.local["acks"])
+        # the hal_mqt payload is filled in place; the other three copy bytes from it
+        io = self.w_mqt.local["io"]
+        io["axes"]["active"] = self.configured
+        self.io_hal_state = io["hal_state"]
+        self.io_cu_connected = io["cu_connected"]
+        io["axis_count"] = self.axis_count
+        self.w_cu.local["axis_count"] = self.axis_count
+        self.stats = self.w_mqt.local["stats"]
+        n_io = HAL_IO.itemsize
+        src = _u8(self.w_mqt.local)
+        self._io_src = src[:n_io]
+        self._io_dst = [_u8(self.w_rpc.local)[:n_io], _u8(self.w_re.local)[:n_io]]
+        st_off = self.w_mqt.dtype.fields["stats"][1]
+        st_n = self.stats.dtype.itemsize
+        self._stats_src = src[st_off : st_off + st_n]
+        rpc_st = self.w_rpc.dtype.fields["stats"][1]
+        self._stats_dst = _u8(self.w_rpc.local)[rpc_st : rpc_st + st_n]
+        # hal_cu (upstream layout) = HAL_IO's axes + di_bank, then ai_values
+        cu = _u8(self.w_cu.local)
+        io_ai = HAL_IO.fields["ai_values"][1]
+        cu_ai = self.w_cu.dtype.fields["ai_values"][1]
+        n_ai = self.w_cu.dtype.fields["ai_values"][0].itemsize
+        self._cu_head_dst, self._cu_head_src = cu[:cu_ai], src[:cu_ai]
+        self._cu_ai_dst, self._cu_ai_src = cu[cu_ai : cu_ai + n_ai], src[io_ai : io_ai + n_ai]
+        assert HAL_IO.fields["di_bank"][1] == self.w_cu.dtype.fields["di_bank"][1]
+
+    def _open_driver(self) -> None:
+        cfg = self.config
+        d = self.driver
+        if d.persists_positions:
+            path = cfg.hal_state_file()
+            positions, referenced = load_state(path, cfg.axis_ids)
+            d.restore_positions(positions, referenced)
+            self.state_writer = StateWriter(path, cfg.axis_ids, d.name).start()
+        d.open(self.dio)
+        self.proc.inputs(self.dio.di, self.dio.ai, time.perf_counter_ns())
+        self.io_hal_state[...] = d.health().state
+
+    # --- the cycle ----------------------------------------------------------------------------
+    def step(self, now_ns: int, dt_s: float) -> None:
+        """One cycle: read inputs, execute commands, exchange with the driver, publish."""
+        dio = self.dio
+        proc = self.proc
+        cu = self.cu_in.poll(now_ns)
+        connected = cu is not None
+        if connected != self.cu_connected:
+            self.cu_connected = connected
+            if connected:
+                log.info("CU connected: outputs follow cu_hal")
+            else:
+                log.warning("CU absent or stale: drives disabled, brakes engaged, outputs safe")
+        self._commands(self.re_in, self.re_cmds, now_ns, connected)
+        self._commands(self.rpc_in, self.rpc_cmds, now_ns, connected)
+        if connected:
+            if cu is not self._cu_local:
+                self._bind_cu(cu)
+            v = self._cu_views
+            key = v[0].tobytes() + v[1].tobytes()
+            if key != self._switch_key:  # enable / brake_release change rarely
+                self._switch_key = key
+                np.not_equal(v[0], 0, out=dio.enable)
+                dio.enable &= self.configured
+                np.not_equal(v[1], 0, out=dio.brake_release)
+                dio.brake_release &= self.configured
+            np.add(v[2], v[3], out=dio.torque)
+            if self._targets:
+                dio.target_position[:] = v[4]
+                dio.target_velocity[:] = v[5]
+            proc.outputs(v[6], v[7], now_ns, self.cu_in.fresh)
+        else:
+            if self._switch_key:
+                self._switch_key = b""
+                dio.enable[:] = False
+                dio.brake_release[:] = False
+                dio.torque[:] = 0.0
+            proc.outputs(None, None, now_ns, False)
+        self.driver.cycle(dio, now_ns, dt_s)
+        proc.inputs(dio.di, dio.ai, now_ns)
+        self._publish(connected)
+        if now_ns >= self._next_slow:
+            self._slow(now_ns)
+        self.cycles += 1
+
+    def _bind_cu(self, cu: np.ndarray) -> None:
+        """Field views of the cu_hal reader's local copy (rebuilt only if it is a new array)."""
+        axes = cu["axes"]
+        self._cu_local = cu
+        self._cu_views = (
+            axes["enable"], axes["brake_release"], axes["calculated_torque"], axes["torque_offset"],
+            axes["target_position"], axes["target_velocity"], cu["do_bank"], cu["ao_values"],
+        )
+
+    def _commands(self, link: InboundLink, ring_reader: CommandRingReader, now_ns: int, connected: bool) -> None:
+        local = link.poll(now_ns)
+        if local is None:
+            return
+        for cmd in ring_reader.take(local["ring"]):
+            result, message = self.executor.execute(cmd, now_ns, connected)
+            ring_reader.ack(cmd, result, message)
+            if result:
+                log.info("%s command %d (request %d) refused: %s", link.key, cmd.code, cmd.request_id, message)
+
+    def _publish(self, connected: bool) -> None:
+        self.io_cu_connected[...] = connected
+        np.copyto(self._cu_head_dst, self._cu_head_src)
+        np.copyto(self._cu_ai_dst, self._cu_ai_src)
+        for dst in self._io_dst:
+            np.copyto(dst, self._io_src)
+        np.copyto(self._stats_dst, self._stats_src)
+        self.w_cu.commit()
+        self.w_mqt.commit()
+        self.w_rpc.commit()
+        self.w_re.commit()
+
+    def _slow(self, now_ns: int) -> None:
+        self._next_slow = now_ns + int(SLOW_EVERY_S * 1e9)
+        if self.state_writer is not None:
+            self.state_writer.offer(self.dio.position, self.dio.referenced)
+        self.io_hal_state[...] = self.driver.health().state
+
+    # --- teardown -----------------------------------------------------------------------------
+    def close(self, save: bool = True) -> None:
+        """Drives off, final state saved, segments unlinked (clean exit)."""
+        if self.state_writer is not None:
+            if save:
+                self.state_writer.close(self.dio.position, self.dio.referenced)
+            self.state_writer = None
+        try:
+            self.driver.close()
+        except Exception:  # noqa: BLE001 - teardown continues; the error is logged
+            log.exception("driver close failed")
+        for link in self._links:
+            link.close()
+        for w in self._writers:
+            w.close()
+        self._links, self._writers = [], []
+
+
+def run(config: EvoConfig) -> int:
+    """The HAL process: set up, loop at `[hal] cycle_time_us` until SIGTERM/SIGINT, clean up."""
+    process_setup("evo-hal")
+    stop = StopFlag().install()
+    hal_cfg = config.system.hal
+    hal = HalCycle(config)
+    log.info(
+        "HAL up: driver %s, %d axes, cycle %d us, state file %s",
+        hal.driver.name, len(config.axes), hal_cfg.cycle_time_us, config.hal_state_file(),
+    )
+    rt = setup_realtime(hal_cfg.rt_priority, hal_cfg.cpu)
+    freeze_gc()
+    period = hal.period_ns
+    timer = CycleTimer(period)
+    pinger = WatchdogPinger()
+    prev_deadline = timer.next_ns - period
+    try:
+        while not stop.is_set():
+            timer.wait()
+            deadline = timer.next_ns - period
+            ticks = min(max((deadline - prev_deadline) // period, 1), 20)
+            prev_deadline = deadline
+            timer.publish(hal.stats, rt)
+            hal.step(time.perf_counter_ns(), ticks * period / 1e9)
+            timer.done()
+            if hal.cycles == 1:
+                notify_ready(f"HAL cycling, driver {hal.driver.name}")
+            pinger.tick()
+    finally:
+        notify_stopping()
+        hal.close()
+        log.info("HAL stopped after %d cycles (%d overruns)", hal.cycles, timer.overruns)
+    return 0
