@@ -34,5 +34,10 @@ test: setup
 bench: setup
 	$(PY) -m benchmarks.run_all
 
+# Regenerate the gRPC bridge's Python modules from grpc_bridge/protos/evo/v1/*.proto (repo root as
+# include path, so the modules are grpc_bridge.protos.evo.v1.*_pb2); tests/test_grpc_protos.py checks them.
+protos:
+	$(PY) -m grpc_bridge.codegen
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

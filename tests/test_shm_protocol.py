@@ -218,3 +218,10 @@ def test_write_and_read_allocate_no_numpy_arrays(fresh_prefix):
         grown = sum(s.size for s in snap.statistics("filename") if "common/shm/p2p.py" in s.traceback[0].filename)
         assert grown < 4096, f"p2p hot path retained {grown} bytes over 2000 cycles"
         r.close()
+
+
+def test_failed_attach_leaves_no_lock_files(fresh_prefix):
+    name = segment_name("re", "cu")
+    with pytest.raises(SegmentNotFound):
+        TypedP2pReader.attach(name, "cu", HAL_TO_CU)
+    assert not os.path.exists(shm_path(name) + ".rlock")

@@ -451,6 +451,10 @@ class TypedP2pReader:
             self._map = self._open_and_validate()
         except BaseException:
             if self._rlock_fd >= 0:
+                try:
+                    os.unlink(shm_path(name) + ".rlock")  # ours, held exclusively: leave nothing behind
+                except FileNotFoundError:
+                    pass
                 os.close(self._rlock_fd)
             raise
         self.local = np.zeros((), dtype=self.dtype)

@@ -1,0 +1,139 @@
+"""Snapshot (segment copies) -> proto messages: MachineStatus, IoStatus, RecipeStatus.
+
+Built once per sample and shared by every caller of that tick (Snapshot.cached).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from common.config import EvoConfig, IoPoint, IoType
+from common.shm.conversions import decode_str
+from common.shm.io_helpers import unpack_bank
+from common.states import AXIS_ERROR_TEXT, MACHINE_ERROR_TEXT
+
+from .protos.evo.v1 import io_pb2, machine_pb2, recipes_pb2
+from .shm_link import Snapshot
+
+
+def _reasons(flags: int, table: dict) -> list[machine_pb2.ErrorReason]:
+    return [machine_pb2.ErrorReason(code=f.name, text=t) for f, t in table.items() if flags & f]
+
+
+class StatusBuilder:
+    """Turns snapshots into protos; knows the configured axes and I/O points."""
+
+    def __init__(self, cfg: EvoConfig) -> None:
+        self.cfg = cfg
+        self._axes = [(a.id, a.name) for a in cfg.axes]
+        self._io = {t: cfg.io.points_of(t) for t in IoType}
+
+    # -- machine ------------------------------------------------------------------------------------
+    def machine(self, snap: Snapshot) -> machine_pb2.MachineStatus:
+        cu = snap.sources["cu"]
+        hal = snap.sources["hal"]
+        msg = machine_pb2.MachineStatus(
+            hal_heartbeat_age_s=hal.heartbeat_age_s, cu_heartbeat_age_s=cu.heartbeat_age_s,
+            hal_ok=hal.ok, cu_ok=cu.ok, sample_seq=snap.seq, sampled_at_unix_ns=snap.unix_ns,
+        )
+        if cu.payload is None:
+            msg.message = cu.reason
+            msg.axes.extend(machine_pb2.AxisStatus(id=i, name=n) for i, n in self._axes)
+            return msg
+        st = cu.payload["status"]
+        flags = int(st["machine_errors"])
+        msg.machine_state = int(st["machine_state"])
+        msg.safety_state = int(st["safety_state"])
+        msg.estop = bool(st["estop"])
+        msg.reduced_speed = bool(st["reduced_speed"])
+        msg.manual_allowed = bool(st["manual_allowed"])
+        msg.machine_error_flags = flags
+        msg.machine_errors.extend(_reasons(flags, MACHINE_ERROR_TEXT))
+        msg.message = decode_str(st["message"]) if cu.ok else cu.reason
+        msg.cu_hal_age_cycles = int(st["hal_age_cycles"])
+        stats = cu.payload["stats"]
+        c = msg.cu_cycle
+        c.cycle_count = int(stats["cycle_count"])
+        c.cycle_time_ns = int(stats["cycle_time_ns"])
+        c.last_cycle_ns = int(stats["last_cycle_ns"])
+        c.max_cycle_ns = int(stats["max_cycle_ns"])
+        c.last_wake_jitter_ns = int(stats["last_wake_jitter_ns"])
+        c.max_wake_jitter_ns = int(stats["max_wake_jitter_ns"])
+        c.overruns = int(stats["overruns"])
+        c.rt_active = bool(stats["rt_active"])
+        axes = st["axes"]
+        for axis_id, name in self._axes:
+            a = axes[axis_id - 1]
+            ef = int(a["error_flags"])
+            msg.axes.append(machine_pb2.AxisStatus(
+                id=axis_id, name=name,
+                position=float(a["position"]), velocity=float(a["velocity"]),
+                target_position=float(a["target_position"]),
+                setpoint_position=float(a["setpoint_position"]),
+                setpoint_velocity=float(a["setpoint_velocity"]),
+                lag_error=float(a["lag_error"]), torque=float(a["torque"]),
+                power=int(a["power"]), motion=int(a["motion"]), mode=int(a["mode"]),
+                coupling=int(a["coupling"]), gearbox=int(a["gearbox"]), loading=int(a["loading"]),
+                referenced=bool(a["referenced"]), in_position=bool(a["in_position"]),
+                enabled=bool(a["enabled"]), brake_released=bool(a["brake_released"]),
+                lock_source=int(a["lock_source"]), safe_stop=int(a["safe_stop"]),
+                homing_phase=int(a["homing_phase"]), master_axis=int(a["master_axis"]),
+                error_flags=ef, errors=_reasons(ef, AXIS_ERROR_TEXT),
+            ))
+        return msg
+
+    # -- I/O -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _digital(points: tuple[IoPoint, ...], bits: np.ndarray | None) -> list[io_pb2.DigitalPoint]:
+        return [
+            io_pb2.DigitalPoint(pin=p.pin, value=bool(bits[p.pin]) if bits is not None else False,
+                                name=p.name, role=p.role or "", group=p.group)
+            for p in points
+        ]
+
+    @staticmethod
+    def _analog(points: tuple[IoPoint, ...], values: np.ndarray | None) -> list[io_pb2.AnalogPoint]:
+        return [
+            io_pb2.AnalogPoint(pin=p.pin, value=float(values[p.pin]) if values is not None else 0.0,
+                               name=p.name, role=p.role or "", group=p.group, unit=p.unit,
+                               min=p.min, max=p.max)
+            for p in points
+        ]
+
+    def io(self, snap: Snapshot) -> io_pb2.IoStatus:
+        hal = snap.sources["hal"]
+        io = None if hal.payload is None else hal.payload["io"]
+        di = None if io is None else unpack_bank(io["di_bank"])
+        do = None if io is None else unpack_bank(io["do_bank"])
+        return io_pb2.IoStatus(
+            digital_inputs=self._digital(self._io[IoType.DI], di),
+            digital_outputs=self._digital(self._io[IoType.DO], do),
+            analog_inputs=self._analog(self._io[IoType.AI], None if io is None else io["ai_values"]),
+            analog_outputs=self._analog(self._io[IoType.AO], None if io is None else io["ao_values"]),
+            hal_heartbeat_age_s=hal.heartbeat_age_s, hal_ok=hal.ok,
+            cu_connected=bool(io["cu_connected"]) if io is not None else False,
+            sample_seq=snap.seq, sampled_at_unix_ns=snap.unix_ns,
+        )
+
+    # -- recipes -------------------------------------------------------------------------------------
+    @staticmethod
+    def recipe(snap: Snapshot) -> recipes_pb2.RecipeStatus:
+        re = snap.sources["re"]
+        msg = recipes_pb2.RecipeStatus(
+            re_heartbeat_age_s=re.heartbeat_age_s, re_ok=re.ok,
+            sample_seq=snap.seq, sampled_at_unix_ns=snap.unix_ns,
+        )
+        if re.payload is None:
+            msg.message = re.reason
+            return msg
+        st = re.payload["status"]
+        msg.state = int(st["re_state"])
+        msg.step_result = int(st["step_result"])
+        msg.current_step = int(st["current_step"])
+        msg.step_count = int(st["step_count"])
+        msg.error_code = int(st["error_code"])
+        msg.cycle_count = int(st["cycle_count"])
+        msg.progress = float(st["progress"])
+        msg.program_name = decode_str(st["program_name"])
+        msg.step_kind = decode_str(st["step_kind"])
+        msg.message = decode_str(st["message"]) if re.ok else re.reason
+        return msg
