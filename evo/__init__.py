@@ -1,1 +1,4 @@
-"""evo evo package."""
+"""evo: the watchdog (`evo up`) that supervises the machine's processes, and the `evo` CLI.
+
+Imports only `common`; the modules it supervises run as subprocesses.
+"""

@@ -1,0 +1,122 @@
+"""`evo up` life cycle with real processes: bad config, one watchdog per instance, the watchdog killed
+(children die with it, mosquitto included; the next `evo up` starts clean), readiness timeouts.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import psutil
+import pytest
+
+from tests.fixtures.progs.evo_harness import EvoUp, instance_processes, pid_gone, prog_module
+from tests.helpers import free_port, remove_shm, shm_entries, unique_prefix, wait_for
+
+
+@pytest.fixture
+def instance(tmp_path):
+    """Factory of EvoUp instances; everything they started is gone afterwards."""
+    made: list[EvoUp] = []
+
+    def make(modules, prefix=None, **kw) -> EvoUp:
+        up = EvoUp(tmp_path / f"i{len(made)}", prefix or unique_prefix("wl"), modules, **kw)
+        made.append(up)
+        return up
+
+    yield make
+    leftovers = []
+    for up in made:
+        up.stop()
+        pids = instance_processes(up.prefix)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        leftovers += pids
+        remove_shm(up.prefix)
+    assert not leftovers, f"processes left behind: {leftovers}"
+
+
+def test_bad_config_exit_2_nothing_started(instance):
+    up = instance([prog_module("alpha", "--setup", wrap=False)], watchdog={"max_restarts": 5, "no_such_field": 1})
+    up.start()
+    assert up.proc.wait(30) == 2
+    out = up.output()
+    assert "no_such_field" in out and "nothing started" in out
+    assert not (up.run_dir / "watchdog.lock").exists()
+    assert instance_processes(up.prefix) == []
+
+
+def test_bad_module_table_exit_2(instance):
+    up = instance([{"name": "x", "argv": ["true"], "bogus": 1}])
+    up.start()
+    assert up.proc.wait(30) == 2
+    assert "bogus" in up.output()
+
+
+def test_cli_without_watchdog_is_a_one_line_error(instance):
+    up = instance([prog_module("alpha", wrap=False)])
+    for args in (["status"], ["stop", "alpha"], ["restart", "alpha"], ["down"]):
+        r = up.cli(*args)
+        assert r.returncode == 1, args
+        assert r.stderr.strip().count("\n") == 0 and "no watchdog running" in r.stderr, (args, r.stderr)
+
+
+def test_killed_watchdog_takes_children_and_next_up_starts_clean(instance):
+    port = free_port()
+    prefix = unique_prefix("wk")
+    mods = [
+        prog_module("alpha", "--segment", "hal_cu", "--setup", ready_segments=["hal_cu"], liveness_segments=["hal_cu"],
+                    wrap=False),
+        prog_module("beta", "--segment", "cu_hal"),  # no process_setup: dies through evo.launch's pdeathsig
+        {"name": "mosquitto", "argv": ["mosquitto", "-c", "{run_dir}/mosquitto.conf"], "notify": False,
+         "tcp": f"127.0.0.1:{port}", "watchdog_timeout_s": 0.0},
+    ]
+    extra = f"[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n"
+    up = instance(mods, prefix=prefix, extra_config=extra).start()
+    up.wait_api()
+    st = up.wait_all_running()
+    children = [m["pid"] for m in st.values()]
+    assert psutil.Process(st["mosquitto"]["pid"]).name() == "mosquitto"
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    # a second watchdog for the same instance is refused
+    second = instance(mods, prefix=prefix, extra_config=extra)
+    second.config_dir, second.run_dir, second.env = up.config_dir, up.run_dir, up.env
+    second.modules_file = up.modules_file
+    second.start()
+    assert second.proc.wait(30) == 1
+    assert "already running" in second.output() and str(up.proc.pid) in second.output()
+    # SIGKILL the watchdog: every child dies with it (PR_SET_PDEATHSIG)
+    up.close_client()
+    os.kill(up.proc.pid, signal.SIGKILL)
+    up.proc.wait(5)
+    wait_for(lambda: all(pid_gone(p) for p in children), 5, what="every child gone after the watchdog was killed")
+    assert "hal_cu" in " ".join(shm_entries(prefix))  # left by the killed alpha: stale
+    # the next `evo up` clears the leftovers and starts clean
+    again = instance(mods, prefix=prefix, extra_config=extra)
+    again.config_dir, again.run_dir, again.env, again.modules_file = up.config_dir, up.run_dir, up.env, up.modules_file
+    again.start()
+    again.wait_api()
+    st2 = again.wait_all_running()
+    assert all(m["restarts"] == 0 for m in st2.values())
+    assert "stale segment(s) left by a killed run" in again.output()
+    r = again.down()
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: all(pid_gone(m["pid"]) for m in st2.values()), 5, what="children gone after down")
+    assert shm_entries(prefix) == []
+    assert instance_processes(prefix) == []
+
+
+def test_never_ready_module_is_killed_then_left_down_and_start_up_continues(instance):
+    mods = [
+        prog_module("late", "--setup", "--no-ready", ready_timeout_s=0.3, wrap=False),
+        prog_module("after", "--setup", wrap=False),
+    ]
+    up = instance(mods, watchdog={"max_restarts": 1}).start()
+    up.wait_api()
+    m = up.wait_state("late", "failed", timeout=20)
+    assert m["last_exit"] == "SIGKILL" and "not ready within 0.3 s (waiting for READY=1)" in m["reason"]
+    up.wait_state("after", "running")
+    out = up.output()
+    assert "start-up finished" in out and "degraded: late failed" in out
+    assert up.down().returncode == 0
