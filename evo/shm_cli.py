@@ -9,10 +9,7 @@ import json
 import sys
 from typing import Any
 
-from common.shm.conversions import to_python
-from common.shm.discovery import list_segments
-from common.shm.p2p import ShmError, TypedP2pReader, read_header, shm_prefix
-from common.shm.segments import spec
+# numpy-backed modules are imported inside the commands: every `evo` call parses this file.
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from common.shm.discovery import list_segments
+    from common.shm.p2p import shm_prefix
+
     segs = list_segments()
     rows = [
         {
@@ -60,10 +60,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _full_name(name: str) -> str:
+    from common.shm.p2p import shm_prefix
+
     return name if name.startswith(shm_prefix() + "_") else f"{shm_prefix()}_{name}"
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
+    from common.shm.conversions import to_python
+    from common.shm.p2p import ShmError, TypedP2pReader, read_header
+    from common.shm.segments import spec
+
     try:
         sp = spec(args.name)
     except KeyError as e:

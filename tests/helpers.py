@@ -126,3 +126,16 @@ def remove_shm(prefix: str) -> None:
             os.unlink(os.path.join("/dev/shm", n))
         except FileNotFoundError:
             pass
+
+
+def reference_config_dir() -> Path:
+    """The upstream evo-core-config: `shared/` beside the checkout (CI), or $EVO_REFERENCE_CONFIG."""
+    env = os.environ.get("EVO_REFERENCE_CONFIG")
+    candidates = ([Path(env)] if env else []) + [
+        REPO.parent / "shared" / "reference" / "evo-core-config",
+        Path("/work/shared/reference/evo-core-config"),
+    ]
+    for c in candidates:
+        if (c / "config.toml").exists():
+            return c
+    raise FileNotFoundError("upstream reference config not found; set EVO_REFERENCE_CONFIG")

@@ -32,7 +32,9 @@ from common.config import (
 )
 from common.config.enums import parse_enum
 
-REF = Path("/work/shared/reference/evo-core-config")
+from tests.helpers import reference_config_dir
+
+REF = reference_config_dir()
 DEFAULT = PACKAGED_CONFIG_DIR
 
 # field of an axis file naming a role -> I/O type it needs
