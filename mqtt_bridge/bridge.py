@@ -1,0 +1,255 @@
+"""The MQTT bridge: read-only telemetry from the *_mqt segments and modules.json to MQTT topics.
+
+`Bridge.scan()` is one pass (tests call it); `run(config)` is the supervised process `evo-mqtt`.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from common.config import EvoConfig, MqttConfig
+from common.connector import ConfigurationError, Connecting, HealthEvent, Up
+from common.connector.health import ConnectorEvent, health_name, is_connected
+from common.connector.mqtt import MqttConnector, MqttMessage, MqttOptions, MqttTls
+from common.connector.reconnect import BackoffSettings
+from common.notify import WatchdogPinger, notify_ready, notify_status, notify_stopping
+from common.rt import StopFlag, process_setup
+from mqtt_bridge.discovery import discovery_configs
+from mqtt_bridge.payloads import (
+    IO_KINDS,
+    AxisInfo,
+    axis_payload,
+    axis_unavailable,
+    io_payload,
+    io_points,
+    module_payload,
+    recipe_payload,
+    state_payload,
+    state_unavailable,
+    unavailable,
+)
+from mqtt_bridge.publisher import TopicPublisher
+from mqtt_bridge.sources import SegmentSource, SourceStatus
+from mqtt_bridge.topics import Topics
+from mqtt_bridge.watch_modules import ModulesWatcher
+
+log = logging.getLogger(__name__)
+
+SCAN_HZ = 50.0  # segments are polled this often: on-change topics go out within one scan
+HEALTH_HISTORY = 16  # transitions kept in the retained health/<connector> payload
+CONNECTOR_NAME = "mqtt"
+BACKOFF = BackoffSettings(initial=0.2, max=5.0, factor=2.0, jitter=0.2)
+
+
+def mqtt_options(mq: MqttConfig, topics: Topics) -> MqttOptions:
+    """Connector options from `[mqtt]`: credentials, TLS, and online=true/false as birth and will."""
+    tls = None
+    if mq.tls_ca or mq.tls_cert:
+        tls = MqttTls(ca_certs=mq.tls_ca or None, certfile=mq.tls_cert or None, keyfile=mq.tls_key or None)
+    return MqttOptions(
+        host=mq.host,
+        port=mq.port,
+        client_id=f"evo-mqtt-{topics.machine_id}-{os.getpid()}",  # unique: no session takeover games
+        keepalive=mq.keepalive_s,
+        username=mq.username or None,
+        password=(mq.password or None) if mq.username else None,
+        tls=tls,
+        will=MqttMessage(topics.online, b"false", qos=1, retained=True),
+        birth=MqttMessage(topics.online, b"true", qos=1, retained=True),
+        backoff=BACKOFF,
+    )
+
+
+class Bridge:
+    """All bridge state; `scan(now)` reads every source once and publishes what is due."""
+
+    def __init__(self, config: EvoConfig, *, scan_hz: float = SCAN_HZ, connector: MqttConnector | None = None) -> None:
+        mq = config.system.mqtt
+        self.config = config
+        self.topics = Topics(mq.base_topic, config.machine_id)
+        self.telemetry_period = 1.0 / mq.telemetry_hz
+        self.discovery = mq.homeassistant_discovery
+        self.connector = connector or MqttConnector(mqtt_options(mq, self.topics), CONNECTOR_NAME, max_payload=16384)
+        self.publisher = TopicPublisher(self.connector)
+        self.sources = {k: SegmentSource(k, scan_hz) for k in ("cu_mqt", "hal_mqt", "re_mqt")}
+        self.modules = ModulesWatcher(config.run_dir() / "modules.json")
+        self.axes = tuple(AxisInfo.of(a) for a in config.axes)
+        self.points = io_points(config.io)
+        self._history: collections.deque[HealthEvent] = collections.deque(maxlen=HEALTH_HISTORY)
+        self._health_dirty = threading.Event()
+        self._new_session = threading.Event()
+        self.sessions = 0
+        self._next_telemetry = 0.0
+        self.scans = 0
+        self.connector.add_health_listener(self._on_connector_event)
+
+    # --- connector events (gateway thread: record only) ---
+    def _on_connector_event(self, event: ConnectorEvent) -> None:
+        if not isinstance(event, HealthEvent):
+            return
+        self._history.append(event)
+        self._health_dirty.set()
+        if is_connected(event.current) and isinstance(event.previous, Connecting):
+            self._new_session.set()
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        self.connector.start()
+
+    def stop(self) -> None:
+        # a clean exit says offline itself (a DISCONNECT suppresses the will)
+        self.publisher.publish_raw(self.topics.online, False, retained=True)
+        self.connector.stop()
+        for s in self.sources.values():
+            s.close()
+
+    @property
+    def ready(self) -> bool:
+        """Every source had an attach attempt and the first connection attempt has resolved."""
+        backend = self.connector.backend
+        attempted = backend is not None and backend.stats.attempts >= 1
+        return (
+            all(s.attach_attempted for s in self.sources.values())
+            and attempted
+            and not isinstance(self.connector.health, Connecting)
+        )
+
+    # --- one pass ---
+    def scan(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.scans += 1
+        if self._new_session.is_set():
+            self._new_session.clear()
+            if self.sessions:
+                # a reconnect: what the old session had not delivered is gone, and the broker may
+                # have lost its retained messages; before the first session nothing was accepted
+                self.publisher.invalidate()
+            self.sessions += 1
+            self._publish_discovery()
+        cu = self.sources["cu_mqt"].poll(now)
+        hal = self.sources["hal_mqt"].poll(now)
+        re_ = self.sources["re_mqt"].poll(now)
+        statuses = {k.split("_")[0]: s.status.value for k, s in self.sources.items()}
+        telemetry_due = now >= self._next_telemetry
+        if telemetry_due:
+            self._next_telemetry = now + self.telemetry_period
+
+        cu_status = self.sources["cu_mqt"].status.value
+        body = state_payload(cu["status"], statuses) if cu is not None else state_unavailable(cu_status, statuses)
+        self.publisher.publish(self.topics.state, body, retained=True)
+
+        self._publish_io(hal, telemetry_due)
+        if telemetry_due:
+            self._publish_axes(cu, hal)
+        self._publish_recipe(re_, telemetry_due)
+        self._publish_modules()
+        if self._health_dirty.is_set():
+            self._publish_health()
+
+    def _publish_io(self, hal: Any, telemetry_due: bool) -> None:
+        status = self.sources["hal_mqt"].status.value
+        for kind in IO_KINDS:
+            analog = kind in ("ai", "ao")
+            if hal is None:
+                self.publisher.publish(self.topics.io(kind), {**unavailable(status), "points": None}, retained=True)
+            elif not analog or telemetry_due:  # analog values move constantly: at most telemetry_hz
+                body = io_payload(kind, hal["io"], self.points[kind])
+                self.publisher.publish(self.topics.io(kind), body, retained=True)
+
+    def _publish_axes(self, cu: Any, hal: Any) -> None:
+        if cu is None:
+            status = self.sources["cu_mqt"].status.value
+            for ax in self.axes:  # once, not at telemetry_hz: the body does not change
+                self.publisher.publish(self.topics.axis(ax.id), axis_unavailable(ax, status), retained=False)
+            return
+        axes = cu["status"]["axes"]
+        feedback = hal["io"]["axes"] if hal is not None else None
+        for ax in self.axes:
+            i = ax.id - 1
+            body = axis_payload(ax, axes[i], None if feedback is None else feedback[i])
+            self.publisher.publish(self.topics.axis(ax.id), body, retained=False, qos=0, on_change=False)
+
+    def _publish_recipe(self, re_: Any, telemetry_due: bool) -> None:
+        if re_ is None:
+            status = self.sources["re_mqt"].status.value
+            self.publisher.publish(self.topics.recipe, {**unavailable(status), "state": None}, retained=True)
+        elif telemetry_due:
+            self.publisher.publish(self.topics.recipe, recipe_payload(re_["status"]), retained=True)
+
+    def _publish_modules(self) -> None:
+        self.modules.poll()
+        for name, entry in self.modules.modules.items():
+            try:
+                topic = self.topics.module(name)
+            except ConfigurationError:  # not a usable topic level (the watchdog never writes one)
+                continue
+            self.publisher.publish(topic, module_payload(entry), retained=True)
+
+    def _publish_health(self) -> None:
+        self._health_dirty.clear()
+        state = self.connector.health
+        body = {
+            "connector": CONNECTOR_NAME,
+            "state": health_name(state),
+            "reason": getattr(state, "reason", None),
+            "events": [
+                {
+                    "from": health_name(e.previous),
+                    "to": health_name(e.current),
+                    "reason": getattr(e.current, "reason", None),
+                    "at": e.at_ns / 1e9,
+                }
+                for e in list(self._history)
+            ],
+        }
+        if not self.publisher.publish(self.topics.health(CONNECTOR_NAME), body, retained=True, on_change=False):
+            self._health_dirty.set()  # not connected yet: it goes out with the next session
+
+    def _publish_discovery(self) -> None:
+        if self.discovery:
+            for topic, cfg in discovery_configs(self.topics, self.axes):
+                self.publisher.publish_raw(topic, cfg, retained=True)
+
+    def source_status(self) -> dict[str, SourceStatus]:
+        return {k: s.status for k, s in self.sources.items()}
+
+
+def run(config: EvoConfig, stop: StopFlag | None = None, scan_hz: float = SCAN_HZ) -> int:
+    """The `evo-mqtt` process: scan until SIGTERM/SIGINT, keep retrying the broker meanwhile."""
+    process_setup("evo-mqtt")
+    stop = stop or StopFlag().install()
+    bridge = Bridge(config, scan_hz=scan_hz)
+    pinger = WatchdogPinger(0.5)
+    topics = bridge.topics
+    log.info("publishing under %s/ to %s:%d", topics.root, config.system.mqtt.host, config.system.mqtt.port)
+    bridge.start()
+    period = 1.0 / scan_hz
+    announced = False
+    last_health = None
+    next_t = time.monotonic()
+    try:
+        while not stop.is_set():
+            now = time.monotonic()
+            bridge.scan(now)
+            pinger.tick()
+            health = bridge.connector.health
+            if health != last_health:
+                last_health = health
+                (log.info if isinstance(health, Up) else log.warning)("broker connection: %s", health)
+                notify_status(f"mqtt {health_name(health)}")
+            if not announced and bridge.ready:
+                announced = True
+                notify_ready(f"mqtt {health_name(health)}")
+            next_t += period
+            if next_t < now:  # overran: skip, never queue
+                next_t = now + period
+            stop.wait(max(0.0, next_t - time.monotonic()))
+    finally:
+        notify_stopping()
+        bridge.stop()
+    log.info("stopped (%d scans, %d messages sent)", bridge.scans, bridge.publisher.stats.sent)
+    return 0
