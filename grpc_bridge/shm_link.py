@@ -340,13 +340,14 @@ class ShmLink:
             read = sample or bool(src.futures)
             if acks_only and not read:
                 continue
-            alive = src.alive
+            probed: bool | None = None
             if read and now >= src.next_alive_check:
                 src.next_alive_check = now + ALIVE_CHECK_S
-                alive = writer_alive(src.ack_name)
+                probed = writer_alive(src.ack_name)
             done: list[tuple[Future[Ack], Ack]] = []
             with self._lock:
-                src.alive = alive
+                if probed is not None:  # never overwrite a fresher probe made by submit()
+                    src.alive = probed
                 if read:
                     if src.reader is None or not src.fresh():
                         src.maybe_attach(now)

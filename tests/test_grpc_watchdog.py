@@ -118,8 +118,9 @@ def test_restart_the_recipe_executor_through_the_bridge(system) -> None:  # noqa
             assert e.code() == grpc.StatusCode.UNAVAILABLE, e.details()  # only while it re-attaches
             return False
     wait_for(loads, timeout=30, interval=0.1, what="LoadRecipe accepted by the new executor")
-    status = recipes.GetRecipeStatus(recipes_pb2.GetRecipeStatusRequest(), metadata=MD, timeout=5)
-    assert status.re_ok
+    # status comes from the bridge's sampled snapshot: the next sample shows the new executor
+    wait_for(lambda: recipes.GetRecipeStatus(recipes_pb2.GetRecipeStatusRequest(), metadata=MD, timeout=5).re_ok,
+             what="recipe status sampled from the new executor")
     wait_for(lambda: recipes.GetRecipeStatus(recipes_pb2.GetRecipeStatusRequest(), metadata=MD, timeout=5).state
              == types_pb2.RE_STATE_LOADED, what="recipe LOADED")
     wait_for(lambda: "command Supervisor.RestartModule by ipv4:127.0.0.1" in (system.run_dir / "log" / "grpc.log").read_text(),
