@@ -84,8 +84,9 @@ class StatusBuilder:
     # -- I/O -----------------------------------------------------------------------------------------
     @staticmethod
     def _digital(points: tuple[IoPoint, ...], bits: np.ndarray | None) -> list[io_pb2.DigitalPoint]:
+        # The banks carry physical levels; operators see logical values (DI: XOR NC, DO: XOR inverted).
         return [
-            io_pb2.DigitalPoint(pin=p.pin, value=bool(bits[p.pin]) if bits is not None else False,
+            io_pb2.DigitalPoint(pin=p.pin, value=bool(bits[p.pin]) ^ p.inverts_logic if bits is not None else False,
                                 name=p.name, role=p.role or "", group=p.group)
             for p in points
         ]

@@ -60,6 +60,7 @@ class IoPointInfo:
     label: str
     pin: int
     unit: str
+    invert: bool = False  # physical level -> logical value (DI: NC contact, DO: inverted output)
 
 
 def io_points(io: IoConfig) -> dict[str, tuple[IoPointInfo, ...]]:
@@ -71,7 +72,9 @@ def io_points(io: IoConfig) -> dict[str, tuple[IoPointInfo, ...]]:
         for p in points:
             seen[p.label] = seen.get(p.label, 0) + 1
         out[kind] = tuple(
-            IoPointInfo(p.label if seen[p.label] == 1 else f"{p.label} ({kind}{p.pin})", p.pin, p.unit) for p in points
+            IoPointInfo(p.label if seen[p.label] == 1 else f"{p.label} ({kind}{p.pin})", p.pin, p.unit,
+                        p.inverts_logic)
+            for p in points
         )
     return out
 
@@ -143,7 +146,8 @@ def io_payload(kind: str, io: np.ndarray, points: Iterable[IoPointInfo]) -> dict
     """Configured points of one kind from a HAL_IO record: booleans for DI/DO, quantities for AI/AO."""
     if kind in ("di", "do"):
         bank = io[f"{kind}_bank"]
-        values: dict[str, Any] = {p.label: get_bit(bank, p.pin) for p in points}
+        # banks carry physical levels; dashboards get the logical value (what the point means)
+        values: dict[str, Any] = {p.label: get_bit(bank, p.pin) ^ p.invert for p in points}
     else:
         arr = io[f"{kind}_values"]
         values = {p.label: quantity(arr[p.pin], p.unit) for p in points}

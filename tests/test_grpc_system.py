@@ -127,8 +127,11 @@ def test_status_matches_the_segments(machine: Machine) -> None:
         seg = machine.segment("hal_rpc")["io"]
         assert [p.pin for p in io.digital_inputs] == [p.pin for p in machine.cfg.io.points_of(IoType.DI)]
         assert [p.pin for p in io.analog_outputs] == [p.pin for p in machine.cfg.io.points_of(IoType.AO)]
-        return all(p.value == get_bit(seg["di_bank"], p.pin) for p in io.digital_inputs) and \
-            all(p.value == get_bit(seg["do_bank"], p.pin) for p in io.digital_outputs) and \
+        # the banks hold physical levels; GetIo shows logical values (NC inputs, inverted outputs)
+        di_pts = {p.pin: p for p in machine.cfg.io.points_of(IoType.DI)}
+        do_pts = {p.pin: p for p in machine.cfg.io.points_of(IoType.DO)}
+        return all(p.value == (get_bit(seg["di_bank"], p.pin) ^ di_pts[p.pin].inverts_logic) for p in io.digital_inputs) and \
+            all(p.value == (get_bit(seg["do_bank"], p.pin) ^ do_pts[p.pin].inverts_logic) for p in io.digital_outputs) and \
             all(abs(p.value - float(seg["ai_values"][p.pin])) < 1e-6 for p in io.analog_inputs)
 
     wait_for(io_matches, timeout=10, interval=0.05, what="GetIo equal to hal_rpc")
@@ -243,3 +246,15 @@ def test_recipe_executor_gone_is_unavailable_at_once(machine: Machine) -> None:
     wait_for(lambda: health_status(machine.channel, "evo.v1.Recipes") == NOT_SERVING, what="Recipes NOT_SERVING")
     assert health_status(machine.channel, "evo.v1.Machine") == SERVING
     assert machine.procs["grpc_bridge"].alive()
+
+
+def test_io_shows_logical_values_not_wire_levels(machine: Machine) -> None:
+    """The NC E-stop's closed circuit (physical 1) must read as 'not pressed' to an operator."""
+    def estop_seen():
+        io = machine.stubs.io.GetIo(io_pb2.GetIoRequest(), timeout=5)
+        return next(p for p in io.digital_inputs if p.role == "EStop") if io.hal_ok else None
+
+    estop = wait_for(estop_seen, what="GetIo with a live HAL")
+    pin = machine.cfg.io_registry.pin("EStop").pin
+    assert get_bit(machine.segment("hal_rpc")["io"]["di_bank"], pin) is True  # circuit closed
+    assert estop.value is False

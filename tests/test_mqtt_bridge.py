@@ -70,7 +70,7 @@ def _fill(cu: LiveWriter, hal: LiveWriter, re_: LiveWriter) -> None:
         ax["referenced"] = 1
     with hal.lock:
         io = hal.local["io"]
-        set_bit(io["di_bank"], 0, True)  # "Main E-Stop" (NC contact: logical 1 = healthy circuit)
+        set_bit(io["di_bank"], 0, True)  # "Main E-Stop": NC contact, physical 1 = circuit closed = not pressed
         io["ai_values"][0] = 6.2  # "Air pressure" in bar
         io["axes"][0]["drive_ready"] = 1
     with re_.lock:
@@ -181,7 +181,8 @@ def test_topics_and_payloads_appear(writers, bridge_env, observer) -> None:
     assert ax["power"] == "STANDBY" and ax["referenced"] is True and ax["drive"]["ready"] is True
     assert _wait_last(observer, f"{ROOT}/axes/4", lambda v: v["live"])["position"]["unit"] == "deg"
     di = _wait_last(observer, f"{ROOT}/io/di", lambda v: v["live"])
-    assert di["points"]["Main E-Stop"] is True and di["points"]["Guard door closed"] is False
+    # logical values: the NC E-stop's closed circuit reads "not pressed" (the dashboard must not say pressed)
+    assert di["points"]["Main E-Stop"] is False and di["points"]["Guard door closed"] is False
     ai = _wait_last(observer, f"{ROOT}/io/ai", lambda v: v["live"])
     assert ai["points"]["Air pressure"] == {"value": 6.2, "unit": "bar"}
     _wait_last(observer, f"{ROOT}/io/do", lambda v: v["live"])

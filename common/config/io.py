@@ -170,6 +170,16 @@ class IoPoint:
     def is_nc(self) -> bool:
         return self.logic is Logic.NC
 
+    @property
+    def inverts_logic(self) -> bool:
+        """Whether the bank's physical level is the inverse of the logical value: an NC input or
+        an inverted output. Logical = physical XOR this (what operators must be shown)."""
+        if self.type is IoType.DI:
+            return self.logic is Logic.NC
+        if self.type is IoType.DO:
+            return bool(self.inverted)
+        return False
+
     def to_engineering(self, normalized: Any) -> Any:
         return self.curve.to_engineering(normalized)
 
