@@ -519,6 +519,12 @@ class _OutputAction(Action):
         return None
 
 
+def _logical(bank: object, pin: int, info: object) -> bool:
+    """A pin's logical value from a bank of physical levels (NC inputs / inverted outputs flip)."""
+    level = bool((int(bank[pin >> 6]) >> (pin & 63)) & 1)  # type: ignore[index]
+    return level ^ bool(getattr(info, "inverts_logic", False))
+
+
 class SetDoAction(_OutputAction):
     def begin(self, now: float) -> Outcome | None:
         s: SetDoStep = self.step  # type: ignore[assignment]
@@ -528,7 +534,7 @@ class SetDoAction(_OutputAction):
     def applied(self, io: object) -> bool:
         s: SetDoStep = self.step  # type: ignore[assignment]
         bank = io["do_bank"]  # type: ignore[index]
-        return bool((int(bank[s.pin >> 6]) >> (s.pin & 63)) & 1) == s.value
+        return _logical(bank, s.pin, self.machine.pin("do", s.pin)) == s.value
 
     def describe(self) -> str:
         s: SetDoStep = self.step  # type: ignore[assignment]
@@ -591,7 +597,7 @@ class WaitDiAction(_InputWait):
 
     def satisfied(self, io: object) -> bool:
         bank = io["di_bank"]  # type: ignore[index]
-        return bool((int(bank[self.pin >> 6]) >> (self.pin & 63)) & 1) == self.step.value  # type: ignore[attr-defined]
+        return _logical(bank, self.pin, self.machine.pin("di", self.pin)) == self.step.value  # type: ignore[attr-defined]
 
     def condition(self) -> str:
         return "on" if self.step.value else "off"  # type: ignore[attr-defined]

@@ -437,6 +437,15 @@ def test_wait_di_timeout_is_an_error_with_message(rig):
     assert ex.message == "r step 1 wait_di: DI 50 (Cycle start button) not on within 0.05 s"
 
 
+def test_wait_di_uses_the_logical_value_of_an_nc_contact(rig):
+    """The E-stop is NC: a closed circuit (bank bit 1) means 'not pressed', i.e. logical False."""
+    port, ex, d = rig
+    recipe(d, "r", '[[step]]\ntype = "wait_di"\nrole = "EStop"\nvalue = false\ntimeout = 2\n')
+    port.io["di_bank"][0] = 1  # pin 0: EStop circuit closed
+    load_start(ex, "r")
+    run_until(port, ex, lambda: ex.state == ReState.COMPLETED)
+
+
 def test_relative_move_checked_again_at_run_time(rig):
     port, ex, d = rig
     port.ax(1)["position"] = port.ax(1)["target_position"] = 590.0

@@ -45,6 +45,7 @@ class PinInfo:
     name: str = ""
     min: float = 0.0
     max: float = 0.0
+    inverts_logic: bool = False  # bank bit = logical value XOR this (NC input / inverted output)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class MachineLimits:
         pins = []
         for p in cfg.io.points:
             pins.append(PinInfo(type=str(p.type.value), pin=p.pin, role=p.role, name=p.name,
-                                min=float(p.min), max=float(p.max)))
+                                min=float(p.min), max=float(p.max), inverts_logic=p.inverts_logic))
         return cls(axes=tuple(axes), pins=tuple(pins))
 
     def axis(self, ref: AxisRef) -> AxisLimits | None:
