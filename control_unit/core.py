@@ -1,0 +1,317 @@
+"""ControlCore: one CU cycle without shared memory — inputs in, state machines, trajectories,
+control law, outputs out. The CycleRunner wraps it with segments; benchmarks call it directly.
+"""
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+
+from common.config import EvoConfig
+from common.consts import MAX_DI
+from common.states import (
+    AxisError,
+    CommandSource,
+    MachineError,
+    MachineState,
+    SafetyState,
+    machine_error_reasons,
+)
+
+from . import coupling, homing, safety
+from .control_law import ControlLaw
+from .machines import (
+    BLOCKING_ERRORS, PS, SSC, AxisStates, MachineStates, derive_loading, derive_motion, nz, power_step,
+)
+from .params import PIN_TRUE, UNREFERENCED_SPEED_FRACTION, AxisParams
+from .trajectory import HOLD, VELOCITY, Trajectory
+
+log = logging.getLogger(__name__)
+MST = SimpleNamespace(**{m.name: m for m in MachineState})  # fast member access on the hot path
+SST = SimpleNamespace(**{m.name: m for m in SafetyState})
+MAX_CATCHUP_CYCLES = 50  # after a longer stall the set-point resumes instead of jumping
+STARTUP_SETTLE_S = 0.1  # Starting: HAL inputs (debounce filters) settle before safety inputs latch
+_BLOCKING = np.uint64(BLOCKING_ERRORS)
+_ME_AXIS, _ME_SSTOP = int(MachineError.AXIS_ERROR), int(MachineError.SAFETY_STOP)
+_ME_GUARD, _ME_RECOVERY = int(MachineError.GUARD_OPEN), int(MachineError.RECOVERY_REQUIRED)
+_ME_KEEP = ~(_ME_AXIS | _ME_SSTOP | _ME_GUARD | _ME_RECOVERY)
+
+
+class ControlCore:
+    """All CU state for one configuration. Per cycle: `set_inputs(...)`, any number of
+    `commands.execute(core, ...)`, then `step(now)`; outputs in `torque`, `ax.enable`,
+    `ax.brake_release`, `traj.pos` / `traj.vel`."""
+
+    def __init__(self, cfg: EvoConfig, dt: float | None = None) -> None:
+        self.cfg = cfg
+        self.dt = float(dt if dt is not None else cfg.system.cu.cycle_time_us * 1e-6)
+        self.p = p = AxisParams.from_config(cfg)
+        self.n = n = p.n
+        self.ax = AxisStates(n)
+        self.m = MachineStates()
+        self.traj = Trajectory(n, self.dt)
+        self.law = ControlLaw(p.gains, self.dt)
+        z = lambda: np.zeros(n)  # noqa: E731
+        b = lambda: np.zeros(n, dtype=bool)  # noqa: E731
+        # inputs
+        self.pos, self.vel, self.torque_fb = z(), z(), z()
+        self.ready, self.fault, self.drive_ref = b(), b(), b()
+        self.bits = np.zeros(MAX_DI + 2, dtype=bool)
+        self.bits[PIN_TRUE] = True
+        self.lim_min, self.lim_max, self.ref_in, self.brake_in, self.index_in = b(), b(), b(), b(), b()
+        self.guard_closed = np.ones(n, dtype=bool)
+        self.hal_ok = False
+        self.hal_seen = False  # the HAL heartbeat has advanced at least once
+        self._starting_t = 0.0
+        self._t0: float | None = None
+        self._steps = 0
+        self.now = 0.0
+        self.hal_missing = False
+        self._prev_reset_btn = False
+        self.cycle = 0
+        # sequencer state
+        self.home = homing.HomingState(n)
+        self.cpl = coupling.CouplingRuntime(p)
+        self.gear = coupling.GearRuntime(n)
+        self.torque = self.law.output
+        self._ref_seen = ~self.ax.referenced  # forces the first NOT_REFERENCED refresh
+        self._soft_any = False
+        self._absolute = p.homing_kind == int(homing.HomingKind.ABSOLUTE)
+        self._absolute_any = bool(nz(self._absolute))
+        self._vmax_unref = np.where(p.needs_ref, UNREFERENCED_SPEED_FRACTION * p.vmax, p.vmax)
+        self._fb_obj: np.ndarray | None = None
+        self._fb_views: tuple = ()
+        self._bank = np.zeros(MAX_DI // 64, dtype=np.uint64)
+        self._bank_valid = False
+        self._machine_pins = {r: cfg.io_registry.pin(r).pin for r in p.machine_roles}
+
+    # --- inputs ---------------------------------------------------------------------------------
+    def set_inputs(self, axes_fb: np.ndarray | None, di_bank: np.ndarray | None, hal_ok: bool,
+                   hal_missing: bool = False) -> None:
+        """`axes_fb`: HAL_AXIS_FEEDBACK records (>= n); `di_bank`: the logical DI bank (u64[16],
+        NC already inverted) or a bool[1024] of logical pins. Role inputs are re-gathered only
+        when the bank changed."""
+        self.hal_ok = hal_ok
+        self.hal_missing = hal_missing
+        self.hal_seen = self.hal_seen or hal_ok
+        if not hal_ok:
+            return
+        if axes_fb is not None:
+            if axes_fb is not self._fb_obj:  # field views made once per source array
+                self._fb_obj = axes_fb
+                fb = axes_fb[: self.n]
+                self._fb_views = tuple(fb[f] for f in ("position", "velocity", "torque_estimate", "drive_ready",
+                                                       "drive_fault", "referenced"))
+            pos, vel, tq, ready, fault, ref = self._fb_views
+            self.pos[:] = pos
+            self.vel[:] = vel
+            self.torque_fb[:] = tq
+            np.not_equal(ready, 0, out=self.ready)
+            np.not_equal(fault, 0, out=self.fault)
+            np.not_equal(ref, 0, out=self.drive_ref)
+            if self._absolute_any:
+                # absolute encoders: referenced whenever the drive says so
+                self.ax.referenced[self._absolute] = self.drive_ref[self._absolute]
+        if di_bank is not None:
+            if di_bank.dtype == np.uint64:
+                if self._bank_valid and not nz(di_bank != self._bank):
+                    return
+                self._bank[:] = di_bank
+                self._bank_valid = True
+                self.bits[:MAX_DI] = np.unpackbits(di_bank.view(np.uint8), bitorder="little").view(bool)
+            else:
+                self.bits[:MAX_DI] = di_bank
+            p, bits = self.p, self.bits
+            self.lim_min[:] = bits[p.pin_limit_min]
+            self.lim_max[:] = bits[p.pin_limit_max]
+            self.ref_in[:] = bits[p.pin_ref]
+            self.brake_in[:] = bits[p.pin_brake_in]
+            self.guard_closed[:] = bits[p.pin_guard]
+            self.index_in[:] = bits[p.pin_index]
+
+    def role(self, role: str, default: bool = False) -> bool:
+        pin = self._machine_pins.get(role)
+        return default if pin is None else bool(self.bits[pin])
+
+    # --- helpers used by the sequencers and commands ------------------------------------------
+    def at_rest(self) -> np.ndarray:
+        return self.traj.done & (self.traj.vel == 0.0)
+
+    def stop_axis(self, s: int, quick: bool = False) -> None:
+        """Controlled stop (ramp at max_acceleration, or max_decel_safe when `quick`)."""
+        self.traj.mode[s] = HOLD
+        self.ax.stopping[s] = True
+        self.ax.quick[s] = self.ax.quick[s] or quick
+        self.home.cancel(self.ax, s)
+        self.gear.cancel(self.ax, s)
+
+    def begin_motion(self, s: int) -> None:
+        ax = self.ax
+        ax.power[s] = PS.MOTION
+        ax.stopping[s] = False
+        ax.quick[s] = False
+
+    def set_error(self, s: int, err: AxisError, stop: bool = True) -> None:
+        new = not (int(self.ax.errors[s]) & int(err))
+        self.ax.errors[s] |= np.uint64(err)
+        if new:
+            log.warning("axis %d (%s): %s", s + 1, self.p.names[s], safety.axis_text(err))
+            self.m.message = f"axis {s + 1}: {safety.axis_text(err)}"
+        if stop and self.ax.power[s] in (PS.STANDBY, PS.MOTION):
+            self.stop_axis(s, quick=True)
+
+    def zero_controller(self, mask: np.ndarray) -> None:
+        self.law.reset(mask)
+        self.traj.reset_to(mask, self.pos)
+
+    # --- one cycle ------------------------------------------------------------------------------
+    def step(self, now: float) -> None:
+        p, ax, m, tr = self.p, self.ax, self.m, self.traj
+        self.cycle += 1
+        self.now = now
+        ticks = self._ticks(now)
+        self._machine_progress(now)
+        safety.evaluate(self, now)
+        to_standby, _ = power_step(ax, p, now, self.pos, self.ready, self.brake_in, self.at_rest())
+        if nz(to_standby):
+            self.zero_controller(to_standby)
+        homing.step(self, now)
+        coupling.step_gear(self, now)
+        safety.step_safe_stops(self, now)
+        # limits of this cycle (unreferenced: 5 %; reduced speed; service speed of bypass axes)
+        vlim = np.where(ax.referenced, p.vmax, self._vmax_unref)
+        if m.safety is SST.SAFE_REDUCED_SPEED:
+            np.minimum(vlim, p.reduced_v, out=vlim)
+        if m.state is MST.SERVICE:
+            vlim = np.where(p.bypass, np.minimum(vlim, p.service_v), vlim)
+        np.minimum(vlim, ax.cmd_v, out=tr.vmax)
+        np.minimum(p.amax, ax.cmd_a, out=tr.amax)
+        if nz(ax.quick) or nz(ax.safe_stop):
+            tr.dmax[:] = np.where(ax.quick | (ax.safe_stop != SSC.NONE), p.decel_safe, tr.amax)
+        else:
+            tr.dmax[:] = tr.amax
+        # soft limits matter only for velocity moves (position targets are checked on command)
+        soft_any = False
+        if nz(tr.mode == VELOCITY):
+            soft = ax.referenced & ~p.rotary & (ax.homing_phase == 0)
+            soft_any = bool(nz(soft))
+            if soft_any:
+                tr.pmin[:] = np.where(soft, p.pmin, -np.inf)
+                tr.pmax[:] = np.where(soft, p.pmax, np.inf)
+        for _ in range(ticks):  # the set-point follows real time across missed cycles
+            tr.step(soft_any)
+        if nz(ax.ctrl_on) != self.n:
+            tr.reset_to(~ax.ctrl_on, self.pos)
+        coupling.follow(self)
+        # end of motion
+        rest = self.at_rest()
+        idle = rest
+        if nz(ax.homing_phase) or nz(ax.shifting):
+            idle = rest & (ax.homing_phase == 0) & ~ax.shifting
+        if nz(ax.stopping):
+            ax.stopping[:] &= ~rest
+        if nz(ax.quick):
+            ax.quick[:] &= ~(rest & (ax.safe_stop == SSC.NONE))
+        finished = (ax.power == PS.MOTION) & idle & (tr.mode != VELOCITY)
+        if nz(finished):
+            ax.power[finished] = PS.STANDBY
+            ax.cmd_v[finished] = np.inf
+            ax.cmd_a[finished] = np.inf
+            ax.lock[finished & ~ax.lock_explicit] = CommandSource.NONE  # implicit locks end with motion
+        # monitoring
+        np.subtract(tr.pos, self.pos, out=ax.lag)
+        ax.lag *= ax.ctrl_on
+        safety.monitor_lag(self)
+        coupling.monitor_sync(self)
+        np.less_equal(np.abs(tr.target - self.pos), p.window, out=ax.in_position)
+        ax.in_position &= ax.ctrl_on & tr.done
+        safety.hold_ss2(self, rest)
+        # control law
+        limit = np.minimum(p.gains.out_max, ax.torque_limit)
+        self.law.step(tr.pos, tr.vel, tr.acc, self.pos, self.vel, ax.ctrl_on & self.ready & ax.enable, limit,
+                      max(ticks, 1))
+        # derived states and flags
+        safety.refresh_reference_flags(self)
+        derive_motion(ax, tr.vel, tr.acc, rest)
+        if self.cycle % 10 == 0:  # status-only states at 100 Hz
+            derive_loading(ax, m)
+        self._machine_flags()
+
+    def _ticks(self, now: float) -> int:
+        """Trajectory steps due at `now`: 1 normally, more after missed cycles (bounded by
+        MAX_CATCHUP_CYCLES; time beyond is dropped), 0 when woken early twice in one period."""
+        if self._t0 is None:
+            self._t0, self._steps = now - self.dt, 0
+        due = int((now - self._t0) / self.dt + 0.5) - self._steps
+        if due > MAX_CATCHUP_CYCLES:
+            self._t0 += (due - MAX_CATCHUP_CYCLES) * self.dt
+            due = MAX_CATCHUP_CYCLES
+        due = max(due, 0)
+        self._steps += due
+        return due
+
+    def _machine_progress(self, now: float) -> None:
+        m = self.m
+        if m.state == MST.STOPPED and self.hal_ok and not m.stopped_by_command:
+            m.state = MST.STARTING
+            self._starting_t = now
+        elif m.state == MST.STARTING and self.hal_ok and now - self._starting_t >= STARTUP_SETTLE_S:
+            m.state = MST.IDLE
+            log.info("machine Idle (%d axes)", len(self.cfg.axes))
+        if m.state == MST.MANUAL:
+            if now - m.manual_t > self.cfg.system.cu.manual_timeout_s and self.all_standstill():
+                m.state = MST.IDLE
+                m.errors |= MachineError.MANUAL_TIMEOUT
+                m.message = "manual mode timed out: back to Idle"
+                log.warning(m.message)
+
+    def all_standstill(self) -> bool:
+        ax = self.ax
+        return bool(np.all(self.at_rest() & (ax.power != PS.MOTION) & (ax.power != PS.POWERING_ON)
+                           & (ax.power != PS.POWERING_OFF)))
+
+    def _machine_flags(self) -> None:
+        """Derived machine flags (plain ints: IntFlag arithmetic is slow on the hot path)."""
+        m, ax = self.m, self.ax
+        e = int(m.errors) & _ME_KEEP
+        if nz(ax.errors & _BLOCKING):
+            e |= _ME_AXIS
+        if m.safety == SST.SAFETY_STOP:
+            e |= _ME_SSTOP
+            if self.cfg.machine.global_safety.recovery_authorization_required and not safety.unhealthy(self):
+                e |= _ME_RECOVERY
+        if nz(self.guard_closed) != self.n or not self.role("GuardClosed", True):
+            e |= _ME_GUARD
+        m.errors = MachineError(e) if e != m.errors else m.errors
+
+    def machine_reasons(self) -> list[str]:
+        return machine_error_reasons(int(self.m.errors))
+
+    def source_lost(self, source: CommandSource) -> list[int]:
+        """A command source went away: its axes ramp to a stop and are unlocked. Returns their ids."""
+        held = np.flatnonzero(self.ax.lock == source)
+        for s in held:
+            if self.ax.power[s] in (PS.STANDBY, PS.MOTION) and not self.at_rest()[s] \
+                    or self.ax.power[s] == PS.MOTION:
+                self.stop_axis(int(s))
+            self.ax.lock[s] = CommandSource.NONE
+            self.ax.lock_explicit[s] = False
+        return [int(s) + 1 for s in held]
+
+    def adopt(self, old: "ControlCore") -> None:
+        """Take over the runtime state of `old` after a config reload (at standstill): machine
+        state, and per-axis power/errors/locks/references for the slots both have. Couplings
+        restart from the new configuration; set-points restart at the actual positions."""
+        self.m = old.m
+        k = min(self.n, old.n)
+        for name in ("power", "mode", "gearbox", "errors", "referenced", "enable", "brake_release", "ctrl_on",
+                     "safe_stop", "lock", "lock_explicit", "torque_limit"):
+            getattr(self.ax, name)[:k] = getattr(old.ax, name)[:k]
+        for name in ("pos", "vel", "torque_fb", "ready", "fault", "drive_ref", "lim_min", "lim_max", "ref_in",
+                     "brake_in", "guard_closed", "index_in"):
+            getattr(self, name)[:k] = getattr(old, name)[:k]
+        self.bits[:] = old.bits
+        self.hal_ok, self.hal_missing, self.hal_seen = old.hal_ok, old.hal_missing, old.hal_seen
+        self._prev_reset_btn = old._prev_reset_btn
+        self.zero_controller(np.ones(self.n, dtype=bool))

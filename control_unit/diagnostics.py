@@ -1,0 +1,86 @@
+"""Status and diagnostics the CU publishes: CU_STATUS (machine, safety, every per-axis state and
+error flag), cycle statistics and per-axis PID state, written into preallocated segment views.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from common.consts import ACK_MESSAGE_LEN, NAME_LEN
+from common.shm.conversions import encode_str
+
+if TYPE_CHECKING:
+    from .core import ControlCore
+
+_AXIS_FIELDS = ("position", "velocity", "target_position", "setpoint_position", "setpoint_velocity", "lag_error",
+                "torque", "error_flags", "power", "motion", "mode", "coupling", "gearbox", "loading", "referenced",
+                "in_position", "enabled", "brake_released", "lock_source", "safe_stop", "homing_phase",
+                "master_axis")
+
+
+class StatusWriter:
+    """Fills one CU_STATUS view from a ControlCore (views cached once; no per-cycle lookups)."""
+
+    def __init__(self, status: np.ndarray) -> None:
+        self.status = status
+        self.v: dict[str, np.ndarray] = {}
+        self._message = ""
+
+    def bind(self, core: "ControlCore") -> None:
+        """Static fields (ids, names); call again after a config reload."""
+        axes = self.status["axes"]
+        axes[:] = np.zeros((), dtype=axes.dtype)
+        n = core.n
+        ids = np.arange(1, n + 1)
+        axes["id"][:n] = np.where(core.p.configured, ids, 0)
+        for s, name in enumerate(core.p.names):
+            axes["name"][s] = encode_str(name, NAME_LEN)
+        self.status["axis_count"] = n
+        self.v = {f: axes[f][:n] for f in _AXIS_FIELDS}  # sliced once: one copy per field per cycle
+        self._message = None  # type: ignore[assignment]
+
+    def fill(self, core: "ControlCore", hal_heartbeat: int, hal_age: int) -> None:
+        ax, tr, v, st = core.ax, core.traj, self.v, self.status
+        m = core.m
+        st["machine_state"] = int(m.state)
+        st["safety_state"] = int(m.safety)
+        st["estop"] = m.estop
+        st["reduced_speed"] = m.reduced
+        st["manual_allowed"] = m.manual_allowed
+        st["machine_errors"] = int(m.errors)
+        st["hal_heartbeat"] = hal_heartbeat
+        st["hal_age_cycles"] = min(hal_age, 0xFFFFFFFF)
+        if m.message != self._message:
+            self._message = m.message
+            st["message"] = encode_str(m.message, ACK_MESSAGE_LEN)
+        v["position"][:] = core.pos
+        v["velocity"][:] = core.vel
+        v["target_position"][:] = tr.target
+        v["setpoint_position"][:] = tr.pos
+        v["setpoint_velocity"][:] = tr.vel
+        v["lag_error"][:] = ax.lag
+        v["torque"][:] = core.torque
+        v["error_flags"][:] = ax.errors
+        v["power"][:] = ax.power
+        v["motion"][:] = ax.motion
+        v["mode"][:] = ax.mode
+        v["coupling"][:] = ax.coupling
+        v["gearbox"][:] = ax.gearbox
+        v["loading"][:] = ax.loading
+        v["referenced"][:] = ax.referenced
+        v["in_position"][:] = ax.in_position
+        v["enabled"][:] = ax.enable
+        v["brake_released"][:] = ax.brake_release
+        v["lock_source"][:] = ax.lock
+        v["safe_stop"][:] = ax.safe_stop
+        v["homing_phase"][:] = ax.homing_phase
+        v["master_axis"][:] = core.cpl.master + 1
+
+
+def fill_pid(pid: np.ndarray, core: "ControlCore") -> None:
+    """PID_STATE[MAX_AXES] view: error, integral, derivative, output, feedforward, DOB estimate."""
+    n, law = core.n, core.law
+    for name, src in (("error", law.error), ("integral", law.integral), ("derivative", law.derivative),
+                      ("output", law.output), ("feedforward", law.feedforward), ("dob_estimate", law.dob)):
+        pid[name][:n] = src
