@@ -91,6 +91,7 @@ class CycleRunner:
         self._nc_mask = cfg.io_registry.di_nc_mask
         self._hal_advanced = False
         self._overruns_seen = 0
+        self._overrun_at = 0.0
 
     # --- setup ----------------------------------------------------------------------------------
     def _attach_hal(self) -> bool:
@@ -177,9 +178,14 @@ class CycleRunner:
                 timer.wait()
                 self.cycle(time.monotonic())
                 timer.done()
+                # The overrun count is published in the stats; the flag tells operators it is happening
+                # now (set for 1 s after the last overrun) instead of latching until a reset.
                 if timer.overruns != self._overruns_seen:
                     self._overruns_seen = timer.overruns
+                    self._overrun_at = time.monotonic()
                     self.core.m.errors |= MachineError.CYCLE_OVERRUN
+                elif self.core.m.errors & MachineError.CYCLE_OVERRUN and time.monotonic() - self._overrun_at > 1.0:
+                    self.core.m.errors &= ~MachineError.CYCLE_OVERRUN
                 timer.publish(self.stats_rpc, self.rt_active)
                 np.copyto(self.stats_mqt_u8, self.stats_rpc_u8)  # same figures, one byte copy
                 pinger.tick()
