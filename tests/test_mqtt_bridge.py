@@ -176,7 +176,8 @@ def test_topics_and_payloads_appear(writers, bridge_env, observer) -> None:
     state = _wait_last(observer, f"{ROOT}/state", lambda v: v["live"] and v["sources"] == all_live)
     assert state["machine_state"] == "IDLE" and state["safety_state"] == "SAFE"
     assert isinstance(state["ts"], float)
-    ax = _wait_last(observer, f"{ROOT}/axes/1", lambda v: v["live"])
+    # the HAL's drive feedback joins the axis once the bridge has seen hal_mqt live
+    ax = _wait_last(observer, f"{ROOT}/axes/1", lambda v: v["live"] and "drive" in v)
     assert ax["position"] == {"value": 12.5, "unit": "mm"} and ax["velocity"]["unit"] == "mm/s"
     assert ax["power"] == "STANDBY" and ax["referenced"] is True and ax["drive"]["ready"] is True
     assert _wait_last(observer, f"{ROOT}/axes/4", lambda v: v["live"])["position"]["unit"] == "deg"
