@@ -33,9 +33,10 @@ IO_KINDS = ("di", "do", "ai", "ao")
 
 
 def num(x: Any) -> float | None:
-    """A finite float, or None (JSON has no NaN/inf)."""
+    """A finite float to 12 significant digits (no 5.999999999999998 from scaling round-off),
+    or None (JSON has no NaN/inf)."""
     v = float(x)
-    return v if math.isfinite(v) else None
+    return float(f"{v:.12g}") if math.isfinite(v) else None
 
 
 def quantity(x: Any, unit: str) -> dict[str, Any]:
