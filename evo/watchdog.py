@@ -365,6 +365,14 @@ class Watchdog:
         rt.intent = ""
         rt.status = ""
         rt.hb = {k: [self._heartbeat(k), now, False] for k in (*spec.ready_segments, *spec.liveness_segments)}
+        if spec.tcp and _tcp_accepts(*spec.tcp):
+            # Someone else already serves the port: starting would fail ("address in use") and,
+            # worse, the port check would call our module ready while the other program answers.
+            why = f"{spec.tcp[0]}:{spec.tcp[1]} is already in use by another program"
+            log.error("%s: not started: %s", rt.name, why)
+            rt.log.note(f"not started: {why}")
+            self._after_failure(rt, why, now)
+            return
         try:
             child = Child(argv, child_env(self.env, extra))
         except OSError as e:

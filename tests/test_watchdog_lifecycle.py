@@ -120,3 +120,23 @@ def test_never_ready_module_is_killed_then_left_down_and_start_up_continues(inst
     out = up.output()
     assert "start-up finished" in out and "degraded: late failed" in out
     assert up.down().returncode == 0
+
+
+def test_port_taken_by_another_program_is_reported_not_called_ready(instance):
+    """A tcp-readiness module (e.g. the embedded broker) whose port another program already serves
+    is not started and not declared ready because of the other program's answer."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        mods = [
+            prog_module("alpha", wrap=False),
+            {"name": "broker", "argv": ["mosquitto", "-p", str(port)], "notify": False,
+             "tcp": f"127.0.0.1:{port}", "watchdog_timeout_s": 0.0},
+        ]
+        up = instance(mods, watchdog={"max_restarts": 1, "initial_backoff_ms": 10}).start()
+        up.wait_api()
+        m = up.wait_state("broker", "failed")
+        assert "already in use by another program" in m["reason"] and str(port) in m["reason"]
+        assert up.status()["alpha"]["state"] == "running"  # the rest keeps running
+        assert "already in use" in up.output()
