@@ -25,7 +25,7 @@ from common.states import (
     SafetyState,
 )
 from tests.helpers import ModuleProcess, shm_entries, wait_for
-from tests.test_cu_support import CuClient, Machine, axis_errors, test_config
+from tests.cu_support import CuClient, Machine, axis_errors, machine_test_config
 
 X, Y, Z, SP = 1, 2, 3, 4
 
@@ -33,7 +33,7 @@ X, Y, Z, SP = 1, 2, 3, 4
 @pytest.fixture(scope="module")
 def machine(shm_prefix, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cu_machine")
-    m = Machine(shm_prefix, test_config(tmp), tmp / "run")
+    m = Machine(shm_prefix, machine_test_config(tmp), tmp / "run")
     try:
         m.start()
         yield m
@@ -63,8 +63,20 @@ def enable(c: CuClient, *axes: int) -> None:
     wait_for(lambda: all(power(c, a) == PowerState.STANDBY for a in axes), 10, what=f"axes {axes} in Standby")
 
 
+def ready(c: CuClient, *axes: int, homed: bool = False) -> None:
+    """Bring axes to Standby (and referenced) whatever earlier tests left, so each test also runs alone."""
+    off = [a for a in axes if power(c, a) == PowerState.POWER_OFF]
+    if off:
+        enable(c, *off)
+    for a in axes if homed else ():
+        if not c.axis(a)["referenced"]:
+            c.cmd(C.HOME, a)
+            wait_for(lambda: c.axis(a)["referenced"] == 1 and c.axis(a)["motion"] == MotionState.STANDSTILL, 30,
+                     what=f"axis {a} homed")
+
+
 def test_cu_without_hal_exits_after_attach_timeout(fresh_prefix, tmp_path):
-    cfg = test_config(tmp_path, {"config.toml": {"cu": {"hal_attach_timeout_s": 0.3}}})
+    cfg = machine_test_config(tmp_path, {"config.toml": {"cu": {"hal_attach_timeout_s": 0.3}}})
     cu = ModuleProcess("control_unit", fresh_prefix, ["--config", str(cfg)], log_dir=tmp_path).start()
     try:
         cu.proc.wait(30)
@@ -113,6 +125,7 @@ def test_jog_unreferenced_axis_limited_to_5_percent(rpc):
 
 
 def test_limit_switch_stops_axis_and_blocks_that_direction(machine, rpc):
+    ready(rpc, X)
     rpc.cmd(C.JOG_POSITIVE, X, args=(30.0,))
     wait_for(lambda: rpc.axis(X)["setpoint_velocity"] > 0, 5, what="X jogging")
     machine.inject({"di_logical": {"11": True}})  # LimitMax1
@@ -131,6 +144,7 @@ def test_limit_switch_stops_axis_and_blocks_that_direction(machine, rpc):
 
 
 def test_re_commands_locks_and_re_lost(machine, rpc):
+    ready(rpc, Y)
     assert rpc.axis(Y)["lock_source"] == CommandSource.NONE  # the jog's implicit lock ended with it
     re = CuClient("re")
     try:
@@ -171,6 +185,7 @@ def test_machine_states_and_manual_timeout(rpc):
 
 
 def test_estop_during_motion_ss1_then_recovery_needs_reset(machine, rpc):
+    ready(rpc, X, homed=True)
     rpc.cmd(C.MOVE_ABSOLUTE, X, args=(500.0,))
     wait_for(lambda: rpc.axis(X)["setpoint_velocity"] > 200, 5, what="X fast")
     machine.inject({"di": {"0": False}})  # EStop is NC: physical 0 = pressed
@@ -197,6 +212,7 @@ def test_estop_during_motion_ss1_then_recovery_needs_reset(machine, rpc):
 
 
 def test_guard_opened_during_motion_stops_axis(machine, rpc):
+    ready(rpc, X, homed=True)
     rpc.cmd(C.MOVE_ABSOLUTE, X, args=(300.0,))
     wait_for(lambda: rpc.axis(X)["setpoint_velocity"] > 100, 5, what="X moving")
     machine.inject({"di": {"1": False}})  # GuardClosed (NO): door opened
@@ -238,6 +254,7 @@ def test_hal_killed_safety_stop_and_no_motion_until_reset(machine, rpc):
 
 
 def test_reload_config_at_standstill_only(machine, rpc, tmp_path):
+    ready(rpc, X)
     ack = rpc.cmd(C.RELOAD_CONFIG)  # "" = the running directory
     assert "reloaded" in ack.message
     assert power(rpc, X) == PowerState.STANDBY  # state carried over
@@ -258,9 +275,16 @@ def test_reload_config_at_standstill_only(machine, rpc, tmp_path):
 
 
 def test_diagnostics_segments(machine, rpc):
-    with rpc._lock:
-        d = rpc._read()
-    assert d["stats"]["cycle_count"] > 1000
+    ready(rpc, X)
+    def read():  # noqa: ANN202
+        with rpc._lock:
+            return rpc._read().copy()
+
+    rpc.cmd(C.JOG_POSITIVE, X, args=(10.0,))  # the PID state shows while the axis works
+    d = wait_for(lambda: (x := read())["stats"]["cycle_count"] > 1000 and x["pid"][X - 1]["output"] != 0.0 and x,
+                 10, what="1000 CU cycles and PID output while jogging")
+    rpc.cmd(C.JOG_STOP, X)
+    wait_for(lambda: power(rpc, X) == PowerState.STANDBY, 5, what="X at rest")
     assert d["stats"]["cycle_time_ns"] == 1_000_000
     assert int(d["stats"]["jitter_hist"].sum()) > 0
     assert d["pid"][X - 1]["output"] != 0.0 or d["pid"][X - 1]["integral"] != 0.0

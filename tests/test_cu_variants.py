@@ -19,7 +19,7 @@ from common.states import (
     SafetyState,
 )
 from tests.helpers import wait_for
-from tests.test_cu_support import CuClient, Machine, axis_errors, test_config
+from tests.cu_support import CuClient, Machine, axis_errors, machine_test_config
 
 CONTROL = """kp = 90.0
 ki = 400.0
@@ -85,7 +85,7 @@ io = [
 @pytest.fixture(scope="module")
 def machine(shm_prefix, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cu_variants")
-    cfg = test_config(tmp, extra_io=EXTRA_IO)
+    cfg = machine_test_config(tmp, extra_io=EXTRA_IO)
     for i, (method, direction) in HOMING.items():
         (cfg / f"axis_{i:02d}_a{i}.toml").write_text(axis_file(i, method, direction))
     for i, policy in LAG.items():

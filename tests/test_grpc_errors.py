@@ -19,7 +19,7 @@ from common.shm.segments import SEGMENTS
 from grpc_bridge.protos.evo.v1 import io_pb2, machine_pb2, recipes_pb2, types_pb2
 from grpc_bridge.status_map import RESULT_METADATA_KEY, RESULT_TO_STATUS
 from tests.helpers import free_port, shm_entries, unique_prefix, wait_for
-from tests.test_grpc_support import FakeConsumer, Stubs, health_status, make_config, rpc_error, start_bridge, wait_serving
+from tests.grpc_support import FakeConsumer, Stubs, health_status, make_config, rpc_error, start_bridge, wait_serving
 
 pytestmark = pytest.mark.timeout(120)
 

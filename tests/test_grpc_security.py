@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from common.protos.evo.v1 import supervisor_pb2, supervisor_pb2_grpc
 from grpc_bridge.protos.evo.v1 import io_pb2, machine_pb2, recipes_pb2, types_pb2
 from tests.helpers import free_port, wait_for
-from tests.test_grpc_support import FakeConsumer, Stubs, health_status, make_config, rpc_error, start_bridge
+from tests.grpc_support import FakeConsumer, Stubs, health_status, make_config, rpc_error, start_bridge
 
 pytestmark = pytest.mark.timeout(120)
 

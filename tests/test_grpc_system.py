@@ -20,7 +20,7 @@ from common.shm.p2p import TypedP2pReader, read_header
 from common.shm.segments import SEGMENTS
 from grpc_bridge.protos.evo.v1 import io_pb2, machine_pb2, recipes_pb2, types_pb2
 from tests.helpers import ModuleProcess, free_port, wait_for
-from tests.test_grpc_support import Stubs, health_status, make_config, rpc_error, wait_serving
+from tests.grpc_support import Stubs, health_status, make_config, rpc_error, wait_serving
 
 pytestmark = pytest.mark.timeout(180)
 

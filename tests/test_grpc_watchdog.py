@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2
 from common.protos.evo.v1 import supervisor_pb2, supervisor_pb2_grpc
 from grpc_bridge.protos.evo.v1 import machine_pb2, recipes_pb2, types_pb2
 from tests.helpers import REPO, free_port, module_env, shm_entries, wait_for
-from tests.test_grpc_support import Stubs, health_status, make_config, rpc_error, wait_serving
+from tests.grpc_support import Stubs, health_status, make_config, rpc_error, wait_serving
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -12,7 +12,7 @@ from common.shm.commands import HalCommand, ResultCode
 from common.states import DriverState
 from hal.synthetic_config import axis_toml, write_config
 from tests.helpers import wait_for
-from tests.test_hal_harness import CommandClient, FakeCu, HalView, Injector, ok, read, start_hal
+from tests.hal_harness import CommandClient, FakeCu, HalView, Injector, ok, read, start_hal
 
 STALE_READS = 100
 

@@ -12,7 +12,7 @@ import pytest
 from common.shm.p2p import HeartbeatStale
 from hal.synthetic_config import write_config
 from tests.helpers import ModuleProcess, shm_entries, wait_for
-from tests.test_hal_harness import FakeCu, read, reader, start_hal
+from tests.hal_harness import FakeCu, read, reader, start_hal
 
 
 def _state_position(path, axis_id: int) -> float | None:

@@ -182,7 +182,7 @@ class Machine:
         return f"--- CU ---\n{self.cu.output()[-4000:]}\n--- HAL ---\n{self.hal.output()[-2000:]}"
 
 
-def test_config(tmp: Path, edits: dict | None = None, extra_io: str = "") -> Path:
+def machine_test_config(tmp: Path, edits: dict | None = None, extra_io: str = "") -> Path:
     """make_config plus what every CU test machine uses: SCHED_FIFO when permitted (the suite runs
     on loaded 2-core machines), tolerant HAL staleness and lag limits, a short manual timeout."""
     base = {"config.toml": {"cu": {"rt_priority": 40, "manual_timeout_s": 1.5, "hal_stale_cycles": 100},
@@ -198,7 +198,7 @@ def test_config(tmp: Path, edits: dict | None = None, extra_io: str = "") -> Pat
     return make_config(tmp, base, extra_io)
 
 
-test_config.__test__ = False  # type: ignore[attr-defined]
+machine_test_config.__test__ = False  # type: ignore[attr-defined]
 
 
 def axis_errors(client: CuClient, axis_id: int) -> int:
