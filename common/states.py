@@ -197,7 +197,7 @@ MACHINE_ERROR_TEXT: dict[MachineError, str] = {
     MachineError.ESTOP: "emergency stop pressed",
     MachineError.HAL_STALE: "HAL heartbeat stale",
     MachineError.HAL_MISSING: "HAL segment missing",
-    MachineError.CYCLE_OVERRUN: "control cycle overrun within the last second (count in the cycle stats)",
+    MachineError.CYCLE_OVERRUN: "control cycle overrunning: more than 10 missed ticks in the last second",
     MachineError.AXIS_ERROR: "one or more axes in error",
     MachineError.SAFETY_STOP: "safety stop active: operator reset required",
     MachineError.GUARD_OPEN: "guard open",
