@@ -224,6 +224,7 @@ def test_on_change_semantics(writers, bridge_env, observer) -> None:
     # the state names its sources: it settles once all three are live
     _wait_last(observer, f"{ROOT}/state", lambda v: v["live"] and set(v["sources"].values()) == {"live"})
     _wait_last(observer, f"{ROOT}/modules/hal", lambda v: True)
+    _wait_last(observer, f"{ROOT}/modules/cu", lambda v: True)  # both initial module messages are in
     n_state, n_hal, n_cu = (len(observer.on(f"{ROOT}/{t}")) for t in ("state", "modules/hal", "modules/cu"))
     # axes telemetry is periodic: use it as the clock for "several scans went by"
     base = len(observer.on(f"{ROOT}/axes/1"))
