@@ -34,10 +34,12 @@ test: setup
 bench: setup
 	$(PY) -m benchmarks.run_all
 
-# Regenerate the gRPC bridge's Python modules from grpc_bridge/protos/evo/v1/*.proto (repo root as
-# include path, so the modules are grpc_bridge.protos.evo.v1.*_pb2); tests/test_grpc_protos.py checks them.
+# Regenerate the Python modules of every .proto (repo root as include path, so the modules are
+# package-qualified: grpc_bridge.protos.evo.v1.*_pb2, common.protos.evo.v1.supervisor_pb2);
+# tests/test_grpc_protos.py checks the bridge's are current.
 protos:
 	$(PY) -m grpc_bridge.codegen
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. common/protos/evo/v1/supervisor.proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

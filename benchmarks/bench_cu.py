@@ -271,7 +271,7 @@ def bench_loop(tmp: Path, seconds: float, fifo: bool, pin: bool = False) -> dict
     from common.shm.commands import CuCommand as C
     from common.shm.segments import JITTER_BUCKET_US
     from tests.helpers import remove_shm
-    from tests.test_cu_support import Machine
+    from tests.cu_support import Machine
 
     prefix = f"bc{uuid.uuid4().hex[:8]}"
     os.environ["EVO_SHM_PREFIX"] = prefix

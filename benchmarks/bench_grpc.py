@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from tests.helpers import free_port, remove_shm
-    from tests.test_grpc_support import Stubs, make_config
+    from tests.grpc_support import Stubs, make_config
 
     prefix = args.shm_prefix or f"bgr{uuid.uuid4().hex[:8]}"
     tmp = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
