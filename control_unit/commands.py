@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from common.shm.commands import RE_TO_CU_ALLOWED, RPC_TO_CU_ALLOWED, CuCommand, ResultCode
-from common.shm.p2p import HeartbeatStale, ReadContention, SegmentNotFound, ShmError, TypedP2pReader, shm_path
+from common.shm.p2p import HeartbeatStale, ReadContention, SegmentNotFound, ShmError, TypedP2pReader
 from common.shm.rings import Command, CommandRingReader
 from common.states import (
     CommandSource,
@@ -487,14 +486,6 @@ _HANDLERS = {
 
 
 # --- ring plumbing ------------------------------------------------------------------------------
-def _drop_reader_lock(name: str) -> None:
-    """A failed attach leaves `<name>.rlock` behind (common.shm.p2p); the CU is the only reader."""
-    try:
-        os.unlink(shm_path(name) + ".rlock")
-    except FileNotFoundError:
-        pass
-
-
 class CommandPath:
     """One inbound command segment (re_cu or rpc_cu): optional attach (retry every
     `attach_interval` s), staleness = source lost, exactly-once take + ack into `acks`."""
@@ -521,7 +512,6 @@ class CommandPath:
                 self.reader = TypedP2pReader.attach(self.name, "cu", self.dtype, stale_reads=self.stale_reads)
                 log.info("attached %s", self.name)
             except SegmentNotFound:
-                _drop_reader_lock(self.name)
                 return "absent"
             except ShmError as e:
                 log.warning("cannot attach %s: %s", self.name, e)

@@ -104,7 +104,7 @@ class CycleRunner:
                 log.info("attached %s", name)
                 return True
             except SegmentNotFound:
-                drop_reader_lock(name)
+                pass
             if time.monotonic() > deadline:
                 log.error("%s did not appear within %.1f s (hal_attach_timeout_s)", name,
                           self.cu.hal_attach_timeout_s)
@@ -338,15 +338,6 @@ def _field_bytes(local: np.ndarray, field: str) -> np.ndarray:
     """Flat uint8 view of one top-level field of a writer's local payload."""
     dt, off = local.dtype.fields[field][:2]
     return local.reshape(1).view(np.uint8)[off: off + dt.itemsize]
-
-
-def drop_reader_lock(name: str) -> None:
-    """TypedP2pReader.attach leaves `<name>.rlock` behind when the segment is missing; the CU is
-    the only reader of its inbound segments, so it removes that file after a failed attach."""
-    try:
-        os.unlink(shm_path(name) + ".rlock")
-    except FileNotFoundError:
-        pass
 
 
 def _code_name(code: int) -> str:

@@ -153,12 +153,7 @@ class _Source:
                 self.ack_name, "rpc", self.ack_dtype, stale_reads=READER_STALE_READS
             )
         except SegmentNotFound:
-            # attach() leaves the <name>.rlock it created behind when the segment is missing; we
-            # are the only reader of <x>_rpc, so remove it (else /dev/shm keeps a stray file).
-            try:
-                os.unlink(shm_path(self.ack_name) + ".rlock")
-            except FileNotFoundError:
-                pass
+            pass  # not there yet: the next tick retries (attach leaves nothing behind)
         except ShmError as e:
             log.warning("cannot attach %s: %s", self.ack_name, e)
         else:

@@ -103,8 +103,3 @@ class InboundLink:
             self.reader.close()
             self.reader = None
             self.local = None
-        else:
-            try:  # a failed attach can leave our reader-lock file behind
-                os.unlink(shm_path(self.name) + ".rlock")
-            except OSError:
-                pass

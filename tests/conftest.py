@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.helpers import remove_shm, shm_entries, unique_prefix
+from tests.helpers import remove_shm, unique_prefix
 
 
 @pytest.fixture(scope="module")

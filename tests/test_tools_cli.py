@@ -5,7 +5,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 from common.shm.p2p import TypedP2pWriter
 from common.shm.segments import SEGMENTS
