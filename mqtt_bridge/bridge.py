@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import threading
@@ -19,6 +18,7 @@ from common.connector.reconnect import BackoffSettings
 from common.notify import WatchdogPinger, notify_ready, notify_status, notify_stopping
 from common.rt import StopFlag, process_setup
 from mqtt_bridge.discovery import discovery_configs
+from mqtt_bridge.health_history import HealthHistory
 from mqtt_bridge.payloads import (
     IO_KINDS,
     AxisInfo,
@@ -79,7 +79,7 @@ class Bridge:
         self.modules = ModulesWatcher(config.run_dir() / "modules.json")
         self.axes = tuple(AxisInfo.of(a) for a in config.axes)
         self.points = io_points(config.io)
-        self._history: collections.deque[HealthEvent] = collections.deque(maxlen=HEALTH_HISTORY)
+        self._history = HealthHistory(HEALTH_HISTORY)
         self._health_dirty = threading.Event()
         self._new_session = threading.Event()
         self.sessions = 0
@@ -91,7 +91,7 @@ class Bridge:
     def _on_connector_event(self, event: ConnectorEvent) -> None:
         if not isinstance(event, HealthEvent):
             return
-        self._history.append(event)
+        self._history.add(event)
         self._health_dirty.set()
         if is_connected(event.current) and isinstance(event.previous, Connecting):
             self._new_session.set()
@@ -196,16 +196,17 @@ class Bridge:
             "connector": CONNECTOR_NAME,
             "state": health_name(state),
             "reason": getattr(state, "reason", None),
-            "events": [
-                {
-                    "from": health_name(e.previous),
-                    "to": health_name(e.current),
-                    "reason": getattr(e.current, "reason", None),
-                    "at": e.at_ns / 1e9,
-                }
-                for e in list(self._history)
-            ],
+            "events": self._history.as_list(),
         }
+        backend = self.connector.backend
+        if backend is not None:
+            st = backend.stats
+            body["link"] = {
+                "attempts": st.attempts,
+                "connects": st.connects,
+                "failures": st.failures,
+                "last_failure": st.last_failure or None,
+            }
         if not self.publisher.publish(self.topics.health(CONNECTOR_NAME), body, retained=True, on_change=False):
             self._health_dirty.set()  # not connected yet: it goes out with the next session
 

@@ -295,12 +295,16 @@ def test_broker_restart_reconnects_and_republishes(writers, bridge_env, observer
         fresh.subscribe(f"{ROOT}/#")
         health = _wait_last(fresh, f"{ROOT}/health/mqtt", lambda v: v["state"] == "Up", 15, "health after restart")
         steps = [(e["from"], e["to"]) for e in health["events"]]
-        # Up -> (Degraded, if the outbound bridge filled first) -> Down -> Connecting -> ... -> Up
-        first_out = next(i for i, st in enumerate(steps) if st[0] == "Up")
+        # Up -> (Degraded, if the outbound bridge filled first) -> Down -> Connecting (retries fold
+        # into this one entry) -> Up, possibly via Degraded while the republish burst drains
+        first_out = next((i for i, st in enumerate(steps) if st[0] == "Up"), None)
+        assert first_out is not None, steps
         rest = steps[first_out:]
         assert rest[0][1] in ("Down", "Degraded"), steps
         down = next(i for i, st in enumerate(rest) if st[1] == "Down")
-        assert rest[down + 1] == ("Down", "Connecting") and steps[-1] == ("Connecting", "Up"), steps
+        assert rest[down + 1] == ("Down", "Connecting"), steps
+        assert rest[down + 2] in (("Connecting", "Up"), ("Connecting", "Degraded")) and steps[-1][1] == "Up", steps
+        assert health["link"]["connects"] >= 2 and health["link"]["failures"] >= 1, health["link"]
         # retained state is republished into the empty broker
         _wait_last(fresh, f"{ROOT}/online", lambda v: v is True)
         _wait_last(fresh, f"{ROOT}/state", lambda v: v["live"])
