@@ -4,6 +4,9 @@ and the per-tick walk through the program. Pure logic over a Port, so unit tests
 Pause = controlled STOP of every axis the run is positioning or homing; resume re-issues those
 moves / homings (absolute targets, so a relative move is not applied twice), then continues.
 Abort = STOP of every axis the run has commanded, wait for standstill, then Aborted.
+A run owns its axes: START takes an explicit CU lock on every axis the program names before the
+first step (refused -> Error, nothing moved) and gives them back when the run ends, so no other
+source can command them between steps.
 A failed step applies its on_error (abort: STOP the run's axes; stop: STOP all; estop:
 EMERGENCY_STOP), waits for standstill, then Error with the step's reason.
 """
@@ -18,6 +21,7 @@ from common.recipes import MachineLimits, OnError, RecipeError, load_bundle
 from common.shm.commands import CuCommand, ReCommand, ResultCode
 from common.states import MotionState, PowerState, ReState, StepResult
 
+from . import actions as _actions
 from .actions import ACK_TIMEOUT_S, SETTLE_COMMITS, Action, Motion, Outcome, fail, machine_fault, make_action
 from .port import Port, Ticket
 from .program import Leaf, LoopEnd, LoopStart, Program, compile_bundle
@@ -69,6 +73,15 @@ class _StopJob:
         self.notes: list[str] = []
 
 
+class _ClaimJob:
+    """After START: ACQUIRE_LOCK sent for every axis of the program; the first step waits for the acks."""
+
+    def __init__(self, axes: tuple[int, ...], deadline: float) -> None:
+        self.axes = axes
+        self.deadline = deadline  # for the CU to be there at all
+        self.tickets: list[Ticket] = []
+
+
 class _ResumeJob:
     """After RESUME: wait for the paused axes to rest, re-issue their moves / homings, wait acks."""
 
@@ -103,6 +116,8 @@ class Executor:
         self._paused_axes: tuple[int, ...] = ()
         self._resume: _ResumeJob | None = None
         self._stop: _StopJob | None = None
+        self._claim: _ClaimJob | None = None
+        self._claimed: tuple[int, ...] = ()  # axes this run holds locked
         self._safety_stop_axes: tuple[int, ...] = ()
         self.dirty = True
         if recovered is not None:
@@ -160,12 +175,12 @@ class Executor:
     def _cmd_start(self, _: str, now: float) -> tuple[ResultCode, str]:
         if self.state not in (ReState.LOADED, ReState.COMPLETED) or self.program is None:
             return self._forbid("START", "a loaded recipe")
-        self._begin_run(single_step=False)
+        self._begin_run(now, single_step=False)
         return ResultCode.OK, f"started {self.program.name}"
 
     def _cmd_step(self, _: str, now: float) -> tuple[ResultCode, str]:
         if self.state in (ReState.LOADED, ReState.COMPLETED) and self.program is not None:
-            self._begin_run(single_step=True)
+            self._begin_run(now, single_step=True)
             return ResultCode.OK, "running one step"
         if self.state == ReState.RUNNING:
             self.single_step = True
@@ -226,6 +241,9 @@ class Executor:
             self._tick_stopping(now)
 
     def _tick_running(self, now: float) -> None:
+        if self._claim is not None:
+            self._tick_claim(now)
+            return
         if self._resume is not None:
             out = self._tick_resume(now)
             if out is not None:
@@ -303,6 +321,7 @@ class Executor:
                 return True
         self.action = None
         self.leaf = None
+        self._release_axes()
         self.cycle_count += 1
         self.step_result = StepResult.OK
         self.message = f"completed {self.program.name} (cycle {self.cycle_count})"
@@ -334,6 +353,44 @@ class Executor:
             self._begin_stop(now, CuCommand.STOP, touched, ReState.ERROR, int(out.code), msg, all_axes=True)
         else:
             self._begin_stop(now, CuCommand.STOP, touched, ReState.ERROR, int(out.code), msg)
+
+    # ==================================================================== axis ownership ==
+    def _tick_claim(self, now: float) -> None:
+        job = self._claim
+        assert job is not None
+        if not job.tickets:
+            if self.port.cu_ready():
+                job.tickets = [self.port.send_cu(int(CuCommand.ACQUIRE_LOCK), axis=a) for a in job.axes]
+            elif now > job.deadline:
+                self._claim_failed(now, ResultCode.NOT_EXECUTED,
+                                   f"CU not connected: cannot take {self._labels(job.axes)}")
+            return
+        for t in job.tickets:
+            if t.ack is None:
+                if now - t.sent_at > ACK_TIMEOUT_S:
+                    self._claim_failed(now, ResultCode.TIMEOUT, "no ack from the CU for the axis locks")
+                return
+        self._claimed = tuple(t.axis for t in job.tickets if t.ack is not None and t.ack.ok)
+        refused = [t for t in job.tickets if t.ack is not None and not t.ack.ok]
+        if refused:
+            self._claim = None  # every ack is in: only the locks granted are given back
+            t = refused[0]
+            assert t.ack is not None
+            self._claim_failed(now, t.ack.result, f"cannot take {self._labels((t.axis,))}: {t.ack.message}")
+            return
+        self._claim = None
+        log.info("holding %s for %s", self._labels(self._claimed), self.program.name if self.program else "")
+
+    def _claim_failed(self, now: float, code: ResultCode, message: str) -> None:
+        self.step_result = StepResult.FAILED
+        self._begin_stop(now, CuCommand.STOP, (), ReState.ERROR, int(code), f"start: {message}")
+
+    def _release_axes(self) -> None:
+        """Give back the run's axis locks (the CU drops them itself if we die or the link goes)."""
+        if self._claimed and self.port.cu_ready():
+            for a in self._claimed:
+                self.port.send_cu(int(CuCommand.RELEASE_LOCK), axis=a)
+        self._claimed = ()
 
     # ==================================================================== pause / resume ==
     def _do_pause(self, now: float, why: str) -> None:
@@ -401,6 +458,9 @@ class Executor:
                     message: str, all_axes: bool = False) -> None:
         tickets: list[Ticket] = []
         wait_axes = tuple(a.id for a in self.machine.axes) if all_axes else axes
+        if self._claim is not None:  # stopped while taking the locks: give back every one asked for
+            self._claimed = tuple(t.axis for t in self._claim.tickets)
+            self._claim = None
         if self.port.cu_ready():
             if code is CuCommand.EMERGENCY_STOP:
                 tickets.append(self.port.send_cu(int(code)))
@@ -447,6 +507,7 @@ class Executor:
         self._stop = None
         self.motion.moving.clear()
         self.motion.homing.clear()
+        self._release_axes()
         self.error_code = job.code
         self.message = job.message + ("; " + "; ".join(job.notes) if job.notes else "")
         if job.final == ReState.ERROR:
@@ -465,8 +526,10 @@ class Executor:
         vmax = lim.max_velocity if lim else 1.0
         return abs(float(ax["velocity"])) <= 1e-3 * vmax or int(ax["power"]) == PowerState.POWER_OFF
 
-    def _begin_run(self, single_step: bool) -> None:
+    def _begin_run(self, now: float, single_step: bool) -> None:
         self._reset_run()
+        if self.program is not None and self.program.axes:
+            self._claim = _ClaimJob(self.program.axes, now + _actions.CONNECT_WAIT_S)
         self.single_step = single_step
         self.error_code = 0
         self.step_result = StepResult.NONE
@@ -484,6 +547,7 @@ class Executor:
         self._paused_axes = ()
         self._resume = None
         self._stop = None
+        self._claim = None
 
     def _set_state(self, state: ReState) -> None:
         if state != self.state:

@@ -222,7 +222,7 @@ def test_recipe_control_and_an_axis_locked_by_the_recipe_is_aborted(machine: Mac
     r.LoadRecipe(recipes_pb2.LoadRecipeRequest(name="home_all"), timeout=5)
     wait_for(lambda: machine.recipe().state == types_pb2.RE_STATE_LOADED, what="recipe LOADED")
     r.StartRecipe(recipes_pb2.StartRecipeRequest(), timeout=5)
-    # The enable step locks X, Y, Z to the recipe executor.
+    # START takes X, Y, Z (every axis the recipe names) for the recipe executor until the run ends.
     wait_for(lambda: machine.status().axes[0].lock_source == types_pb2.COMMAND_SOURCE_RE, timeout=10,
              what="axis 1 locked by the recipe")
     err = rpc_error(machine.stubs.machine.EnableAxis, machine_pb2.AxisRequest(axis=1), timeout=5)
@@ -235,6 +235,8 @@ def test_recipe_control_and_an_axis_locked_by_the_recipe_is_aborted(machine: Mac
     r.AbortRecipe(recipes_pb2.AbortRecipeRequest(), timeout=5)
     wait_for(lambda: machine.recipe().state in (types_pb2.RE_STATE_ABORTED, types_pb2.RE_STATE_COMPLETED),
              timeout=10, what="recipe aborted")
+    wait_for(lambda: all(a.lock_source == types_pb2.COMMAND_SOURCE_NONE for a in machine.status().axes[:3]),
+             what="the recipe's axis locks given back")
     assert decode_str(machine.segment("re_rpc")["status"]["program_name"]) == machine.recipe().program_name
 
 

@@ -33,7 +33,8 @@ from tests.helpers import REPO
 
 class FakePort:
     """A CU + HAL that take every command at the next `cycle()`, ack it and move axes `speed`
-    units per cycle. `refuse[code] = (ResultCode, message)` refuses a command code."""
+    units per cycle. `refuse[(target, code)] = (ResultCode, message)` refuses a command code
+    (`(target, code, axis)`: only for that axis)."""
 
     def __init__(self, machine: MachineLimits) -> None:
         self.st = np.zeros((), CU_STATUS)
@@ -98,7 +99,7 @@ class FakePort:
             if (t.target == "cu" and not self.cu_on) or (t.target == "hal" and not self.hal_on):
                 keep.append(t)
                 continue
-            r = self.refuse.get((t.target, t.code))
+            r = self.refuse.get((t.target, t.code, t.axis)) or self.refuse.get((t.target, t.code))
             if r is None:
                 self._apply(t)
                 r = (ResultCode.OK, "ok")
@@ -379,6 +380,72 @@ def test_full_recipe_runs_to_completed(rig):
     assert cmd(ex, ReCommand.START)[0] == ResultCode.OK
     run_until(port, ex, lambda: ex.state != ReState.RUNNING)
     assert ex.snapshot().cycle_count == 2
+
+
+# --- axis ownership ---------------------------------------------------------------------------
+def _codes_in_order(port: FakePort) -> list[tuple[str, int]]:
+    return [(CuCommand(t.code).name, t.axis) for t in port.sent if t.target == "cu"]
+
+
+def test_a_run_holds_its_axes_from_start_to_end(rig):
+    port, ex, d = rig
+    recipe(d, "r", '[[step]]\ntype = "enable"\naxes = ["X", "Y"]\n[[step]]\ntype = "move"\ntargets = { Y = 20 }\n')
+    load_start(ex, "r")
+    run_until(port, ex, lambda: ex.state == ReState.COMPLETED)
+    assert _codes_in_order(port) == [
+        ("ACQUIRE_LOCK", 1), ("ACQUIRE_LOCK", 2),  # before anything moves
+        ("ENABLE_AXIS", 1), ("ENABLE_AXIS", 2), ("MOVE_ABSOLUTE", 2),
+        ("RELEASE_LOCK", 1), ("RELEASE_LOCK", 2),  # given back when the run ends
+    ]
+
+
+def test_an_axis_held_by_another_source_refuses_the_start_and_nothing_moves(rig):
+    port, ex, d = rig
+    recipe(d, "r", '[[step]]\ntype = "enable"\naxes = ["X", "Y"]\n')
+    port.refuse[("cu", CuCommand.ACQUIRE_LOCK, 2)] = (ResultCode.LOCKED, "axis 2 is locked by RPC")
+    load_start(ex, "r")
+    run_until(port, ex, lambda: ex.state == ReState.ERROR)
+    snap = ex.snapshot()
+    assert snap.error_code == ResultCode.LOCKED and snap.step_result == StepResult.FAILED
+    assert snap.message == "start: cannot take Y: axis 2 is locked by RPC"
+    run_until(port, ex, lambda: len(port.sent) >= 3)
+    # X was taken and is given back; nothing else was commanded
+    assert _codes_in_order(port) == [("ACQUIRE_LOCK", 1), ("ACQUIRE_LOCK", 2), ("RELEASE_LOCK", 1)]
+
+
+def test_abort_while_taking_the_axes_gives_every_one_back(rig):
+    port, ex, d = rig
+    recipe(d, "r", '[[step]]\ntype = "enable"\naxes = ["X", "Z"]\n')
+    load_start(ex, "r")
+    ex.tick(time.monotonic())  # ACQUIRE_LOCK sent, not yet acked
+    assert [t.code for t in port.sent] == [CuCommand.ACQUIRE_LOCK] * 2
+    assert cmd(ex, ReCommand.ABORT)[0] == ResultCode.OK
+    run_until(port, ex, lambda: ex.state == ReState.ABORTED)
+    assert _codes_in_order(port) == [("ACQUIRE_LOCK", 1), ("ACQUIRE_LOCK", 3), ("RELEASE_LOCK", 1),
+                                     ("RELEASE_LOCK", 3)]
+
+
+def test_locks_are_given_back_after_an_abort_and_after_a_failed_step(rig):
+    port, ex, d = rig
+    port.speed = 0.5
+    recipe(d, "r", '[[step]]\ntype = "enable"\naxes = ["X"]\n[[step]]\ntype = "move"\ntargets = { X = 100 }\n')
+    load_start(ex, "r")
+    run_until(port, ex, lambda: float(port.ax(1)["position"]) > 2)
+    cmd(ex, ReCommand.ABORT)
+    run_until(port, ex, lambda: ex.state == ReState.ABORTED)
+    assert _codes_in_order(port)[-1] == ("RELEASE_LOCK", 1)
+    port.refuse[("cu", CuCommand.MOVE_ABSOLUTE)] = (ResultCode.SAFETY, "safety stop active")
+    load_start(ex, "r")
+    run_until(port, ex, lambda: ex.state == ReState.ERROR)
+    assert _codes_in_order(port)[-2:] == [("STOP", 1), ("RELEASE_LOCK", 1)]
+
+
+def test_a_recipe_without_axes_takes_no_locks(rig):
+    port, ex, d = rig
+    recipe(d, "r", '[[step]]\ntype = "set_do"\npin = 21\nvalue = true\n')
+    load_start(ex, "r")
+    run_until(port, ex, lambda: ex.state == ReState.COMPLETED)
+    assert _codes_in_order(port) == []
 
 
 # --- failures ---------------------------------------------------------------------------------
