@@ -54,11 +54,11 @@ def run(cfg: EvoConfig) -> int:
                     result, msg = ResultCode.INTERNAL, f"internal error: {e}"
                 links.ack(cmd, result, msg)
             ex.tick(now)
-            links.publish(ex.snapshot())
-            links.commit()
-            if ex.dirty:
+            if ex.dirty:  # before commit: the file names a step before its commands or status leave
                 ex.dirty = False
                 writer.submit(ex.persist_record())
+            links.publish(ex.snapshot())
+            links.commit()
             if first:
                 first = False
                 notify_ready(f"tick {tick_ms} ms")

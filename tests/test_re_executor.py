@@ -664,13 +664,17 @@ def test_state_file_round_trip(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [state_file.FILE_NAME]  # no temp files left
 
 
-def test_state_writer_writes_the_latest_record_off_the_loop(tmp_path):
+def test_state_writer_writes_each_new_record_at_once(tmp_path):
     from recipe_executor import state_file
 
     path = tmp_path / state_file.FILE_NAME
     w = state_file.StateWriter(path)
     for step in range(1, 50):
         w.submit({"state": "RUNNING", "program": "p", "step": step, "kind": "dwell", "axes": []})
+        assert state_file.recover(path) == RecoveredRun("p", step, "dwell", "RUNNING", ())  # no lag
+    before = path.stat().st_mtime_ns, path.stat().st_ino
+    w.submit({"state": "RUNNING", "program": "p", "step": 49, "kind": "dwell", "axes": []})
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == before  # unchanged record: not rewritten
     w.flush({"state": "RUNNING", "program": "p", "step": 50, "kind": "move", "axes": [3]})
     assert state_file.recover(path) == RecoveredRun("p", 50, "move", "RUNNING", (3,))
 
