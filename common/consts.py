@@ -33,6 +33,7 @@ DEFAULT_STATE_FILE = "/etc/evo/hal_state"
 ENV_CONFIG_DIR = "EVO_CONFIG_DIR"
 ENV_RUN_DIR = "EVO_RUN_DIR"
 ENV_NOTIFY_FD = "EVO_NOTIFY_FD"
+ENV_START_GATE_FD = "EVO_START_GATE_FD"  # preloaded module: wait here until the watchdog says go
 
 # --- command rings ---------------------------------------------------------------------------
 CMD_RING_SLOTS = 16  # commands in flight per command path

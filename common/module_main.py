@@ -10,6 +10,7 @@ import sys
 from typing import Callable
 
 from common.config import ConfigError, EvoConfig, format_errors, load_config, resolve_config_dir
+from common.notify import wait_start_gate
 
 
 def module_main(
@@ -33,7 +34,10 @@ def module_main(
     except ConfigError as e:
         log.error("configuration refused:\n%s", format_errors(e))
         return 2
-    run = load_run()
+    run = load_run()  # the heavy imports: a preloaded module has them done before its turn
+    if not wait_start_gate():
+        log.info("start cancelled by the watchdog before this module's turn")
+        return 0
     try:
         return run(config)
     except tuple(start_errors or {}) as e:  # type: ignore[misc]

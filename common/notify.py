@@ -1,4 +1,5 @@
-"""Readiness and liveness notifications to the watchdog over an inherited pipe (like sd_notify).
+"""Readiness and liveness notifications to the watchdog over an inherited pipe (like sd_notify),
+and the start gate a preloaded module waits at.
 
 A module calls `notify_ready()` once, `notify_watchdog()` periodically and `notify_status(...)`.
 """
@@ -8,7 +9,7 @@ import os
 import threading
 import time
 
-from common.consts import ENV_NOTIFY_FD
+from common.consts import ENV_NOTIFY_FD, ENV_START_GATE_FD
 
 _lock = threading.Lock()
 _fd: int | None = None
@@ -86,3 +87,27 @@ class WatchdogPinger:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def wait_start_gate() -> bool:
+    """A preloaded module (imports and config done) waits here for its turn in the start order:
+    the watchdog writes one byte when the modules before it are ready. True to go on (also when
+    not preloaded); False when the watchdog closed the gate without opening it (gone, or not
+    starting us after all) — the module then exits without touching any segment."""
+    raw = os.environ.pop(ENV_START_GATE_FD, None)
+    if not raw:
+        return True
+    try:
+        fd = int(raw)
+    except ValueError:
+        return True
+    try:
+        data = os.read(fd, 1)  # blocks; EINTR is retried by Python, SIGTERM's default kills us
+    except OSError:
+        return True  # not a pipe we were given: behave as if not preloaded
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return data == b"1"

@@ -40,16 +40,18 @@ class LineSplitter:
 class Child:
     """A spawned process with its pidfd, notify pipe (read end) and merged stdout/stderr pipe."""
 
-    def __init__(self, argv: list[str], env: Mapping[str, str], cwd: Path | None = None) -> None:
+    def __init__(self, argv: list[str], env: Mapping[str, str], cwd: Path | None = None,
+                 pass_fds: tuple[int, ...] = ()) -> None:
         notify_r, notify_w = os.pipe2(os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         env = dict(env)
         env[ENV_NOTIFY_FD] = str(notify_w)
         try:
             # start_new_session: a Ctrl-C at the terminal reaches only the watchdog, which then
-            # stops the modules in order. pass_fds clears CLOEXEC on the notify write end only.
+            # stops the modules in order. pass_fds clears CLOEXEC on the notify write end (and
+            # the start gate's read end, when preloaded) only.
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(notify_w,),
+                argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, pass_fds=(notify_w, *pass_fds),
                 env=env, cwd=cwd, start_new_session=True, close_fds=True,
             )
         except BaseException:

@@ -36,7 +36,10 @@ class ModuleSpec:
     once spawned. Liveness once ready: WATCHDOG=1 at least every `watchdog_timeout_s` when
     `notify` and `watchdog_timeout_s > 0`, and the heartbeats of `liveness_segments` advancing
     within `watchdog_timeout_s`. Start order is table order; `wait_ready=False` lets the next
-    module start as soon as this one is spawned (no dependency between them).
+    module start as soon as this one is spawned (no dependency between them). `preload` (ours, and
+    `package` entries of a table): spawned at boot with the others so the imports overlap, held at
+    a start gate (`EVO_START_GATE_FD`, honoured by `common.module_main`) until its turn; its ready
+    timeout counts from then.
     """
 
     name: str
@@ -50,6 +53,8 @@ class ModuleSpec:
     enabled: bool = True
     wait_ready: bool = True  # the next module in the table starts only once this one is ready
     wrap: bool = False  # run through evo.launch (sets PR_SET_PDEATHSIG for programs that don't)
+    # spawned at boot ahead of its turn: imports done, it waits at its start gate (our modules)
+    preload: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -82,7 +87,7 @@ def default_modules(cfg: Any) -> list[ModuleSpec]:
 
     def ours(name: str, **kw: Any) -> ModuleSpec:
         return ModuleSpec(name=name, argv=package_argv(PACKAGES[name], cdir), watchdog_timeout_s=timeout,
-                          enabled=wd.module_enabled(name), **kw)
+                          enabled=wd.module_enabled(name), preload=True, **kw)
 
     mods = [
         ours("hal", ready_segments=("hal_cu",), liveness_segments=("hal_cu",),
@@ -103,7 +108,7 @@ def default_modules(cfg: Any) -> list[ModuleSpec]:
 
 
 _KEYS = {"name", "package", "argv", "notify", "ready_segments", "tcp", "liveness_segments", "ready_timeout_s",
-         "watchdog_timeout_s", "enabled", "wait_ready", "wrap", "env"}
+         "watchdog_timeout_s", "enabled", "wait_ready", "wrap", "env", "preload"}
 
 
 def load_module_table(path: Path, config_dir: Path, default_timeout_s: float = 2.0) -> list[ModuleSpec]:
@@ -153,6 +158,7 @@ def load_module_table(path: Path, config_dir: Path, default_timeout_s: float = 2
                 watchdog_timeout_s=float(e.get("watchdog_timeout_s", default_timeout_s)),
                 enabled=bool(e.get("enabled", True)), wait_ready=bool(e.get("wait_ready", True)),
                 wrap=bool(e.get("wrap", "argv" in e)),
+                preload=bool(e.get("preload", "package" in e)),
                 env={str(k): str(v) for k, v in dict(e.get("env", {})).items()},
             )
         except (TypeError, ValueError) as err:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from common.consts import ENV_CONFIG_DIR, ENV_RUN_DIR, ENV_SHM_PREFIX
+from common.consts import ENV_CONFIG_DIR, ENV_RUN_DIR, ENV_SHM_PREFIX, ENV_START_GATE_FD
 from common.shm.discovery import unlink_all
 from common.shm.p2p import ShmError, read_header
 
@@ -106,6 +106,7 @@ class Runtime:
     held: bool = False  # stopped by an operator: boot does not start it
     boot_spawned: bool = False
     fds: set[int] = field(default_factory=set)
+    gate_w: int | None = None  # preloaded and held at its start gate: writing b"1" lets it start
 
     @property
     def name(self) -> str:
@@ -160,6 +161,7 @@ class Watchdog:
         self._call_lock = threading.Lock()
         self._closed = False  # no more calls accepted (the loop has ended)
         self._boot_queue: list[Runtime] = list(self.modules.values())
+        self._preloaded = False
         self._stop_queue: list[Runtime] = []
         self._shutting_down = False
         self._shutdown_t0 = 0.0
@@ -297,7 +299,7 @@ class Watchdog:
 
     def _check(self, now: float) -> None:
         for rt in self.modules.values():
-            if rt.child is None or rt.kill_reason:
+            if rt.child is None or rt.kill_reason or rt.gate_w is not None:
                 continue
             if rt.state == S.STARTING:
                 self._sample_heartbeats(rt, now)
@@ -351,7 +353,9 @@ class Watchdog:
         return ", ".join(missing) or "nothing"
 
     # ---------------------------------------------------------------- spawning and child I/O
-    def _spawn(self, rt: Runtime) -> None:
+    def _spawn(self, rt: Runtime, preload: bool = False) -> None:
+        """Start the module's process. `preload`: it imports and loads its config now but waits at
+        its start gate (touching no segment) until `_open_gate` — its turn in the start order."""
         spec = rt.spec
         argv = list(spec.argv)
         if spec.wrap:
@@ -373,20 +377,61 @@ class Watchdog:
             rt.log.note(f"not started: {why}")
             self._after_failure(rt, why, now)
             return
+        gate_r = gate_w = -1
+        if preload:
+            gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+            extra[ENV_START_GATE_FD] = str(gate_r)
         try:
-            child = Child(argv, child_env(self.env, extra))
+            child = Child(argv, child_env(self.env, extra), pass_fds=(gate_r,) if preload else ())
         except OSError as e:
+            if preload:
+                os.close(gate_w)
             log.error("%s: cannot start %s: %s", rt.name, argv[0], e)
             rt.log.note(f"cannot start {argv[0]}: {e}")
             self._after_failure(rt, f"cannot start: {e.strerror or e}", now)
             return
+        finally:
+            if preload:
+                os.close(gate_r)
         rt.child = child
         for fd, handler in ((child.pidfd, lambda: self._on_exit(rt)), (child.notify_fd, lambda: self._on_notify(rt)),
                             (child.out_fd, lambda: self._on_output(rt))):
             self._sel.register(fd, selectors.EVENT_READ, handler)
             rt.fds.add(fd)
+        Timers.cancel(rt.timer)
+        rt.timer = None
+        if preload:
+            rt.gate_w = gate_w
+            log.info("%s: preloading pid %d (%s); starts in its turn", rt.name, child.pid, spec.kind)
+            rt.log.note(f"preloading pid {child.pid}: {' '.join(argv)}")
+            self._set_state(rt, S.STARTING, "preloaded: waiting for its turn in the start order")
+            return
         log.info("%s: started pid %d (%s)", rt.name, child.pid, spec.kind)
         rt.log.note(f"started pid {child.pid}: {' '.join(argv)}")
+        self._await_ready(rt, now)
+
+    def _open_gate(self, rt: Runtime) -> None:
+        """A preloaded module's turn: let it start, and judge its readiness from now."""
+        assert rt.child is not None and rt.gate_w is not None
+        try:
+            os.write(rt.gate_w, b"1")
+        except OSError:
+            pass  # it is gone already: its pidfd reports the exit
+        self._close_gate(rt)
+        now = time.monotonic()
+        rt.started_mono = now
+        rt.hb = {k: [self._heartbeat(k), now, False] for k in (*rt.spec.ready_segments, *rt.spec.liveness_segments)}
+        log.info("%s: started pid %d (%s, preloaded)", rt.name, rt.child.pid, rt.spec.kind)
+        rt.log.note(f"started pid {rt.child.pid} (preloaded)")
+        self._await_ready(rt, now)
+
+    def _close_gate(self, rt: Runtime) -> None:
+        if rt.gate_w is not None:
+            os.close(rt.gate_w)
+            rt.gate_w = None
+
+    def _await_ready(self, rt: Runtime, now: float) -> None:
+        spec = rt.spec
         self._set_state(rt, S.STARTING, f"waiting for {spec.readiness}")
         Timers.cancel(rt.timer)
         rt.timer = self._timers.call_at(now + spec.ready_timeout_s, lambda: self._ready_timeout(rt))
@@ -481,6 +526,7 @@ class Watchdog:
             self._unregister(rt, fd)
         child.close()
         rt.child = None
+        self._close_gate(rt)
         Timers.cancel(rt.timer)
         rt.timer = None
         info = ExitInfo.from_returncode(rc)
@@ -526,10 +572,25 @@ class Watchdog:
     def _restart_due(self, rt: Runtime) -> None:
         rt.timer = None
         if rt.state == S.BACKOFF and not self._shutting_down:
-            self._spawn(rt)
+            self._spawn(rt, preload=self._before_its_turn(rt))
 
     # ---------------------------------------------------------------- start order / stop order
+    def _before_its_turn(self, rt: Runtime) -> bool:
+        return rt.spec.preload and not rt.boot_spawned and rt in self._boot_queue
+
+    def _preload(self) -> None:
+        """Spawn every preloadable module at once: their imports (most of a Python module's
+        start-up) overlap, and each waits at its gate until the modules before it are ready."""
+        for rt in self._boot_queue:
+            if rt.spec.preload and not rt.boot_spawned and rt.state == S.STOPPED and not rt.held:
+                self._spawn(rt, preload=True)
+
     def _advance_boot(self) -> None:
+        if not self._preloaded and not self._shutting_down:
+            self._preloaded = True
+            self._advance_boot()  # the first module is spawned first, then the rest preload
+            self._preload()
+            return
         while self._boot_queue and not self._shutting_down:
             rt = self._boot_queue[0]
             if rt.state == S.DISABLED or (rt.held and not rt.state.alive):
@@ -537,7 +598,9 @@ class Watchdog:
                 continue
             if not rt.boot_spawned:
                 rt.boot_spawned = True
-                if rt.state == S.STOPPED:
+                if rt.gate_w is not None:
+                    self._open_gate(rt)
+                elif rt.state == S.STOPPED:
                     self._spawn(rt)
                 continue
             if rt.state in (S.RUNNING, S.FAILED, S.STOPPED) or not rt.spec.wait_ready:
@@ -600,6 +663,7 @@ class Watchdog:
             return
         rt.intent = intent
         Timers.cancel(rt.timer)
+        self._close_gate(rt)  # a preloaded module leaves at its gate if the signal finds it there
         to = self.policy.sigterm_timeout_s
         rt.child.send_signal(signal.SIGTERM)
         rt.log.note(f"SIGTERM ({intent})")
