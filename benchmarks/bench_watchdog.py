@@ -35,7 +35,10 @@ METHOD = (
     "crash->ready: from kill() to the new process's 'ready' event; evo runs its default restart backoff of "
     "100 ms (initial_backoff_ms), every kill after >= stable_run_s of uptime so the backoff is never doubled; "
     "supervisord restarts at once (autorestart, startsecs=0). cold up: from spawning `evo up` on the default "
-    "machine to every enabled module RUNNING in <run_dir>/modules.json (polled every 2 ms). down: from SIGTERM "
+    "machine to every enabled module RUNNING in <run_dir>/modules.json (polled every 2 ms), alternately with our "
+    "modules preloaded (the default: spawned together at boot, waiting at a start gate for their turn) and with "
+    "the same module table but preload = false (each spawned only when the ones before it are ready, as "
+    "systemd's After=/Requires= ordering would). down: from SIGTERM "
     "to the watchdog until it has exited with every module stopped and every segment unlinked. The watchdog "
     "runs at nice -10 (its modules at 0); supervisord at its default priority."
 )
@@ -184,18 +187,45 @@ def bench_supervisord_kills(tmp: Path, kills: int) -> dict[str, Any] | None:
 
 
 # ------------------------------------------------------------------------------------ cold up / down
+def _sequential_table(cfg: Path, path: Path) -> Path:
+    """The default machine's module table with preload off: the strictly sequential alternative."""
+    from common.config import load_config
+    from evo.modules import default_modules
+
+    lines = []
+    for s in default_modules(load_config(cfg)):
+        fields: dict[str, Any] = {
+            "name": s.name, "argv": list(s.argv), "notify": s.notify, "ready_segments": list(s.ready_segments),
+            "liveness_segments": list(s.liveness_segments), "ready_timeout_s": s.ready_timeout_s,
+            "watchdog_timeout_s": s.watchdog_timeout_s, "enabled": s.enabled, "wait_ready": s.wait_ready,
+            "wrap": s.wrap, "preload": False,
+        }
+        if s.tcp:
+            fields["tcp"] = f"{s.tcp[0]}:{s.tcp[1]}"
+        lines.append("[[module]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
 def bench_up_down(tmp: Path, runs: int) -> dict[str, Any]:
     cfg, modules = machine_config(tmp / "machine")
-    ups, internal, downs, cli_downs = [], [], [], []
-    for i in range(runs):
+    sequential = _sequential_table(cfg, tmp / "sequential.toml")
+    ups, internal, downs, cli_downs, seq_ups = [], [], [], [], []
+    for i in range(2 * runs):
+        preload = i % 2 == 0  # alternate, so drift in the machine's load hits both alike
         prefix = unique_prefix("bu")
         run_dir = tmp / f"run{i}"
         env = dict(os.environ, EVO_SHM_PREFIX=prefix, EVO_RUN_DIR=str(run_dir), PYTHONPATH=str(REPO))
         env.pop("EVO_CONFIG_DIR", None)
         out = open(tmp / f"up{i}.out", "wb")
         t0 = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "evo", "--config", str(cfg), "up"], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        argv = [sys.executable, "-m", "evo", "--config", str(cfg), "up"]
+        if not preload:
+            argv += ["--modules", str(sequential)]
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
         def all_running() -> bool:
             mods = json.loads((run_dir / "modules.json").read_text())["modules"]
@@ -207,11 +237,15 @@ def bench_up_down(tmp: Path, runs: int) -> dict[str, Any]:
             except AssertionError as e:
                 tail = (tmp / f"up{i}.out").read_text(errors="replace")[-3000:]
                 raise AssertionError(f"{e}; rc={proc.poll()}; evo up output:\n{tail}") from None
-            ups.append(time.monotonic() - t0)
+            (ups if preload else seq_ups).append(time.monotonic() - t0)
             wait_for(lambda: "modules ready in" in (tmp / f"up{i}.out").read_text(), 10, 0.01, "ready log line")
             m = re.search(r"all \d+ modules ready in ([\d.]+) s", (tmp / f"up{i}.out").read_text())
-            internal.append(float(m.group(1)) if m else float("nan"))
-            if i == runs - 1:  # the last run goes down through the CLI, the others by SIGTERM (Ctrl-C)
+            if preload:
+                internal.append(float(m.group(1)) if m else float("nan"))
+            if not preload:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+            elif i == 2 * runs - 2:  # the last run goes down through the CLI, the others by SIGTERM (Ctrl-C)
                 t1 = time.monotonic()
                 r = subprocess.run([sys.executable, "-m", "evo", "--config", str(cfg), "down"], cwd=REPO, env=env,
                                    capture_output=True, text=True, timeout=60)
@@ -231,7 +265,8 @@ def bench_up_down(tmp: Path, runs: int) -> dict[str, Any]:
                 proc.wait(10)
             out.close()
             remove_shm(prefix)
-    return {"modules": modules, "up_s": ups, "up_internal_s": internal, "down_s": downs, "cli_down_s": cli_downs}
+    return {"modules": modules, "up_s": ups, "up_internal_s": internal, "down_s": downs, "cli_down_s": cli_downs,
+            "sequential_up_s": seq_ups}
 
 
 # ------------------------------------------------------------------------------------ main
@@ -277,6 +312,9 @@ def main() -> int:
          "supervisord": None, "anchor": f"upstream 3 s; aim {AIM_READY_S:g} s",
          "ratio": ratio(ANCHORS["upstream_start_s"], up_med)},
         {"what": "  same, max [s]", "evo": max(ud["up_s"]), "supervisord": None, "anchor": "", "ratio": None},
+        {"what": "  same table, preload off (strictly sequential), median [s]",
+         "evo": statistics.median(ud["sequential_up_s"]), "supervisord": None,
+         "anchor": "systemd-style ordering", "ratio": ratio(statistics.median(ud["sequential_up_s"]), up_med)},
         {"what": "  same, inside the watchdog [s]", "evo": statistics.median(ud["up_internal_s"]),
          "supervisord": None, "anchor": "(after its own imports)", "ratio": None},
         {"what": "down: SIGTERM -> all stopped, median [s]", "evo": down_med, "supervisord": None,
