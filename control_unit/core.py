@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 MST = SimpleNamespace(**{m.name: m for m in MachineState})  # fast member access on the hot path
 SST = SimpleNamespace(**{m.name: m for m in SafetyState})
 MAX_CATCHUP_CYCLES = 50  # after a longer stall the set-point resumes instead of jumping
+LAG_HISTORY = 128  # cycles of set-points kept to judge late feedback against its own cycle
 STARTUP_SETTLE_S = 0.1  # Starting: HAL inputs (debounce filters) settle before safety inputs latch
 _BLOCKING = np.uint64(BLOCKING_ERRORS)
 _ME_AXIS, _ME_SSTOP = int(MachineError.AXIS_ERROR), int(MachineError.SAFETY_STOP)
@@ -68,6 +69,11 @@ class ControlCore:
         self._steps = 0
         self.now = 0.0
         self.hal_missing = False
+        self.fb_age = 0  # CU cycles since the HAL last published (0 = this cycle's feedback is fresh)
+        # set-points of the last LAG_HISTORY cycles: a feedback `fb_age` cycles old is judged
+        # against the set-point of its own cycle, so a late HAL frame is not a following error
+        self._sp_hist = np.zeros((LAG_HISTORY, n))
+        self._sp_i = 0
         self._prev_reset_btn = False
         self.cycle = 0
         # sequencer state
@@ -88,10 +94,11 @@ class ControlCore:
 
     # --- inputs ---------------------------------------------------------------------------------
     def set_inputs(self, axes_fb: np.ndarray | None, di_bank: np.ndarray | None, hal_ok: bool,
-                   hal_missing: bool = False) -> None:
+                   hal_missing: bool = False, fb_age: int = 0) -> None:
         """`axes_fb`: HAL_AXIS_FEEDBACK records (>= n); `di_bank`: the logical DI bank (u64[16],
         NC already inverted) or a bool[1024] of logical pins. Role inputs are re-gathered only
-        when the bank changed."""
+        when the bank changed. `fb_age`: CU cycles since the HAL's heartbeat last advanced."""
+        self.fb_age = fb_age
         self.hal_ok = hal_ok
         self.hal_missing = hal_missing
         self.hal_seen = self.hal_seen or hal_ok
@@ -220,7 +227,11 @@ class ControlCore:
             ax.cmd_a[finished] = np.inf
             ax.lock[finished & ~ax.lock_explicit] = CommandSource.NONE  # implicit locks end with motion
         # monitoring
-        np.subtract(tr.pos, self.pos, out=ax.lag)
+        self._sp_i = i = (self._sp_i + 1) % LAG_HISTORY
+        self._sp_hist[i] = tr.pos
+        age = self.fb_age
+        sp = tr.pos if age == 0 or age >= LAG_HISTORY else self._sp_hist[(i - age) % LAG_HISTORY]
+        np.subtract(sp, self.pos, out=ax.lag)
         ax.lag *= ax.ctrl_on
         safety.monitor_lag(self)
         coupling.monitor_sync(self)

@@ -228,7 +228,7 @@ class CycleRunner:
             if fb is not self._fb_obj:
                 self._fb_obj, self._fb_axes, self._fb_di = fb, fb["axes"], fb["di_bank"]
             np.bitwise_xor(self._fb_di, self._nc_mask, out=self._di_logical)
-            core.set_inputs(self._fb_axes, self._di_logical, ok, missing)
+            core.set_inputs(self._fb_axes, self._di_logical, ok, missing, self.hal_age)
         else:
             core.set_inputs(None, None, ok, missing)
         for path in self.paths:
