@@ -10,7 +10,7 @@ import sys
 from typing import Callable
 
 from common.config import ConfigError, EvoConfig, format_errors, load_config, resolve_config_dir
-from common.notify import wait_start_gate
+from common.notify import notify_loaded, wait_start_gate
 
 
 def module_main(
@@ -35,6 +35,7 @@ def module_main(
         log.error("configuration refused:\n%s", format_errors(e))
         return 2
     run = load_run()  # the heavy imports: a preloaded module has them done before its turn
+    notify_loaded()
     if not wait_start_gate():
         log.info("start cancelled by the watchdog before this module's turn")
         return 0

@@ -62,6 +62,11 @@ def notify_stopping() -> bool:
     return notify("STOPPING=1")
 
 
+def notify_loaded() -> bool:
+    """Imports and configuration done (the watchdog then preloads the modules after us)."""
+    return notify("LOADED=1")
+
+
 class WatchdogPinger:
     """Calls `notify_watchdog()` at most every `interval_s` when `tick()` is called from a loop,
     or from its own daemon thread with `start()` (for modules without a loop of their own)."""

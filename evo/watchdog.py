@@ -480,6 +480,8 @@ class Watchdog:
                 self._emit(rt, "status", rt.state)
             elif key == "STOPPING" and value == "1":
                 rt.log.note("module reports STOPPING=1")
+            elif key == "LOADED" and value == "1":
+                self._preload()
         if rt.state == S.STARTING and rt.notified_ready and not rt.kill_reason:
             self._sample_heartbeats(rt, now)
             self._check_ready(rt, now)
@@ -495,6 +497,7 @@ class Watchdog:
         log.info("%s: ready in %.3f s%s", rt.name, took, f" ({rt.status})" if rt.status else "")
         rt.log.note(f"ready in {took:.3f} s")
         self._set_state(rt, S.RUNNING, f"ready in {took:.3f} s")
+        self._preload()
         self._advance_boot()
 
     def _ready_timeout(self, rt: Runtime) -> None:
@@ -567,6 +570,7 @@ class Watchdog:
             log.warning("%s: %s; restart #%d in %.3f s", rt.name, why, rt.restarts, delay)
             self._set_state(rt, S.BACKOFF, f"{why}; restart #{rt.restarts} in {delay:.3f} s", at=at)
             rt.timer = self._timers.call_at(now + delay, lambda: self._restart_due(rt))
+        self._preload()
         self._advance_boot()
 
     def _restart_due(self, rt: Runtime) -> None:
@@ -579,18 +583,19 @@ class Watchdog:
         return rt.spec.preload and not rt.boot_spawned and rt in self._boot_queue
 
     def _preload(self) -> None:
-        """Spawn every preloadable module at once: their imports (most of a Python module's
-        start-up) overlap, and each waits at its gate until the modules before it are ready."""
+        """Spawn every preloadable module not yet started, once: their imports (most of a Python
+        module's start-up) overlap with each other and with the first module's own start, and
+        each waits at its gate until the modules before it are ready. Called when the first
+        module has done its imports (LOADED=1), or is ready, or failed — so its own imports never
+        compete with the others' and its ready timeout is not charged for them."""
+        if self._preloaded or self._shutting_down:
+            return
+        self._preloaded = True
         for rt in self._boot_queue:
             if rt.spec.preload and not rt.boot_spawned and rt.state == S.STOPPED and not rt.held:
                 self._spawn(rt, preload=True)
 
     def _advance_boot(self) -> None:
-        if not self._preloaded and not self._shutting_down:
-            self._preloaded = True
-            self._advance_boot()  # the first module is spawned first, then the rest preload
-            self._preload()
-            return
         while self._boot_queue and not self._shutting_down:
             rt = self._boot_queue[0]
             if rt.state == S.DISABLED or (rt.held and not rt.state.alive):

@@ -1,5 +1,6 @@
-"""Preloading: modules after the first are spawned at boot, load while the ones before them start,
-and wait at their start gate for their turn (real `evo up`, real subprocesses)."""
+"""Preloading: once the first module has done its imports (LOADED=1), the modules after it are
+spawned, load while the ones before them start, and wait at their start gate for their turn (real
+`evo up`, real subprocesses)."""
 from __future__ import annotations
 
 import os
@@ -61,6 +62,8 @@ def test_preloaded_modules_load_while_the_first_starts_and_start_in_order(tmp_pa
         assert _first(e, "ready", "b") < _first(e, "start", "c")
         assert _first(e, "start", "c") < _first(e, "start", "d")  # c has wait_ready = false
         out = up.output()
+        # the first module spawns alone; the others preload once it reports LOADED=1
+        assert out.index("a: started pid") < out.index("b: preloading pid") < out.index("a: ready in")
         assert out.index("a: ready in") < out.index("b: started pid") < out.index("b: ready in")
         r = up.cli("down")
         assert r.returncode == 0, r.stderr
