@@ -368,7 +368,7 @@ class Watchdog:
         rt.kill_reason = ""
         rt.intent = ""
         rt.status = ""
-        rt.hb = {k: [self._heartbeat(k), now, False] for k in (*spec.ready_segments, *spec.liveness_segments)}
+        self._reset_heartbeats(rt, now)
         if spec.tcp and _tcp_accepts(*spec.tcp):
             # Someone else already serves the port: starting would fail ("address in use") and,
             # worse, the port check would call our module ready while the other program answers.
@@ -420,7 +420,7 @@ class Watchdog:
         self._close_gate(rt)
         now = time.monotonic()
         rt.started_mono = now
-        rt.hb = {k: [self._heartbeat(k), now, False] for k in (*rt.spec.ready_segments, *rt.spec.liveness_segments)}
+        self._reset_heartbeats(rt, now)
         log.info("%s: started pid %d (%s, preloaded)", rt.name, rt.child.pid, rt.spec.kind)
         rt.log.note(f"started pid {rt.child.pid} (preloaded)")
         self._await_ready(rt, now)
@@ -438,6 +438,10 @@ class Watchdog:
         self._next_check = now  # sample heartbeats / ports right away
         if spec.readiness == "none":
             self._became_ready(rt, now)
+
+    def _reset_heartbeats(self, rt: Runtime, now: float) -> None:
+        """Heartbeats as of now: readiness needs them to advance after this."""
+        rt.hb = {k: [self._heartbeat(k), now, False] for k in (*rt.spec.ready_segments, *rt.spec.liveness_segments)}
 
     def _heartbeat(self, key: str) -> int | None:
         try:
