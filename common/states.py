@@ -128,6 +128,7 @@ class DriverState(enum.IntEnum):
     READY = 2
     ENABLED = 3
     FAULT = 4
+    DEGRADED = 5  # the driver as a whole: running, but part of the bus is missing or recovering
 
 
 class AxisError(enum.IntFlag):

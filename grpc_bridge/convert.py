@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from common.config import EvoConfig, IoPoint, IoType
+from common.drive_errors import drive_error_text
 from common.shm.conversions import decode_str
 from common.shm.io_helpers import unpack_bank
 from common.states import AXIS_ERROR_TEXT, MACHINE_ERROR_TEXT
@@ -61,6 +62,10 @@ class StatusBuilder:
         c.overruns = int(stats["overruns"])
         c.rt_active = bool(stats["rt_active"])
         axes = st["axes"]
+        hio = hal.payload["io"] if hal.payload is not None else None
+        if hio is not None:
+            msg.hal_driver_state = int(hio["hal_state"])
+            msg.hal_driver_message = decode_str(hio["hal_message"])
         for axis_id, name in self._axes:
             a = axes[axis_id - 1]
             ef = int(a["error_flags"])
@@ -79,6 +84,16 @@ class StatusBuilder:
                 homing_phase=int(a["homing_phase"]), master_axis=int(a["master_axis"]),
                 error_flags=ef, errors=_reasons(ef, AXIS_ERROR_TEXT),
             ))
+            if hio is not None:
+                fb = hio["axes"][axis_id - 1]
+                code = int(hio["drive_error_code"][axis_id - 1])
+                ax = msg.axes[-1]
+                ax.drive_ready = bool(fb["drive_ready"])
+                ax.drive_fault = bool(fb["drive_fault"])
+                ax.driver_state = int(hio["driver_state"][axis_id - 1])
+                if code:
+                    ax.drive_error_code = code
+                    ax.drive_error = drive_error_text(code)
         return msg
 
     # -- I/O -----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 from common.config import EvoConfig
 from common.consts import MAX_AXES
 from common.notify import WatchdogPinger, notify_ready, notify_stopping
+from common.states import DriverState
 from common.rt import CycleTimer, StopFlag, freeze_gc, process_setup, setup_realtime
 from common.shm.p2p import TypedP2pWriter
 from common.shm.rings import CommandRingReader
@@ -67,6 +68,7 @@ class HalCycle:
                 position=fb["position"], velocity=fb["velocity"], torque_estimate=fb["torque_estimate"],
                 drive_ready=fb["drive_ready"].view(np.bool_), drive_fault=fb["drive_fault"].view(np.bool_),
                 referenced=fb["referenced"].view(np.bool_), axis_state=io["driver_state"],
+                drive_error_code=io["drive_error_code"],
             )
             self._open_driver()
         except BaseException:
@@ -104,6 +106,8 @@ class HalCycle:
         io = self.w_mqt.local["io"]
         io["axes"]["active"] = self.configured
         self.io_hal_state = io["hal_state"]
+        self.io_hal_message = io["hal_message"]
+        self._health = None
         self.io_cu_connected = io["cu_connected"]
         io["axis_count"] = self.axis_count
         self.w_cu.local["axis_count"] = self.axis_count
@@ -136,7 +140,7 @@ class HalCycle:
             self.state_writer = StateWriter(path, cfg.axis_ids, d.name).start()
         d.open(self.dio)
         self.proc.inputs(self.dio.di, self.dio.ai, time.perf_counter_ns())
-        self.io_hal_state[...] = d.health().state
+        self._publish_health()
 
     # --- the cycle ----------------------------------------------------------------------------
     def step(self, now_ns: int, dt_s: float) -> None:
@@ -218,7 +222,18 @@ class HalCycle:
         self._next_slow = now_ns + int(SLOW_EVERY_S * 1e9)
         if self.state_writer is not None:
             self.state_writer.offer(self.dio.position, self.dio.referenced)
-        self.io_hal_state[...] = self.driver.health().state
+        self._publish_health()
+
+    def _publish_health(self) -> None:
+        """Driver state and reason into the status segments; a change is logged once."""
+        health = self.driver.health()
+        if health != self._health:
+            if self._health is not None:
+                (log.info if health.state in (DriverState.READY, DriverState.ENABLED) else log.warning)(
+                    "driver %s: %s%s", self.driver.name, health.state.name, f" ({health.message})" if health.message else "")
+            self._health = health
+            self.io_hal_state[...] = health.state
+            self.io_hal_message[...] = health.message.encode("utf-8", "replace")[: self.io_hal_message.dtype.itemsize]
 
     # --- teardown -----------------------------------------------------------------------------
     def close(self, save: bool = True) -> None:

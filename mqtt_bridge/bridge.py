@@ -24,6 +24,7 @@ from mqtt_bridge.payloads import (
     AxisInfo,
     axis_payload,
     axis_unavailable,
+    driver_payload,
     io_payload,
     io_points,
     module_payload,
@@ -32,6 +33,7 @@ from mqtt_bridge.payloads import (
     state_unavailable,
     unavailable,
 )
+from mqtt_bridge.output import BridgeOutput
 from mqtt_bridge.publisher import TopicPublisher
 from mqtt_bridge.sources import SegmentSource, SourceStatus
 from mqtt_bridge.topics import Topics
@@ -86,6 +88,8 @@ class Bridge:
         self._next_telemetry = 0.0
         self.scans = 0
         self.connector.add_health_listener(self._on_connector_event)
+        #: further outputs of the same sources (mqtt_bridge/output.py); started and stopped with the bridge
+        self.outputs: list[BridgeOutput] = []
 
     # --- connector events (gateway thread: record only) ---
     def _on_connector_event(self, event: ConnectorEvent) -> None:
@@ -99,8 +103,15 @@ class Bridge:
     # --- lifecycle ---
     def start(self) -> None:
         self.connector.start()
+        for output in self.outputs:
+            output.start()
 
     def stop(self) -> None:
+        for output in reversed(self.outputs):
+            try:
+                output.stop()
+            except Exception:  # noqa: BLE001 - the other outputs and the JSON tree still stop cleanly
+                log.exception("stopping output %s failed", output.name)
         # a clean exit says offline itself (a DISCONNECT suppresses the will)
         self.publisher.publish_raw(self.topics.online, False, retained=True)
         self.connector.stop()
@@ -140,7 +151,11 @@ class Bridge:
 
         cu_status = self.sources["cu_mqt"].status.value
         body = state_payload(cu["status"], statuses) if cu is not None else state_unavailable(cu_status, statuses)
+        body["driver"] = driver_payload(hal["io"]) if hal is not None else None
         self.publisher.publish(self.topics.state, body, retained=True)
+
+        for output in self.outputs:  # further outputs of the same samples (Zenoh, Sparkplug B, ...)
+            output.scan(now, cu, hal, re_, statuses, telemetry_due)
 
         self._publish_io(hal, telemetry_due)
         if telemetry_due:
@@ -168,9 +183,10 @@ class Bridge:
             return
         axes = cu["status"]["axes"]
         feedback = hal["io"]["axes"] if hal is not None else None
+        codes = hal["io"]["drive_error_code"] if hal is not None else None
         for ax in self.axes:
             i = ax.id - 1
-            body = axis_payload(ax, axes[i], None if feedback is None else feedback[i])
+            body = axis_payload(ax, axes[i], None if feedback is None else feedback[i], 0 if codes is None else int(codes[i]))
             self.publisher.publish(self.topics.axis(ax.id), body, retained=False, qos=0, on_change=False)
 
     def _publish_recipe(self, re_: Any, telemetry_due: bool) -> None:

@@ -12,8 +12,10 @@ import numpy as np
 
 from common.config import AxisConfig, IoConfig
 from common.shm.conversions import decode_str
+from common.drive_errors import drive_error_text
 from common.shm.io_helpers import get_bit
 from common.states import (
+    DriverState,
     CouplingState,
     GearboxState,
     LoadingState,
@@ -104,12 +106,18 @@ def state_payload(status: np.ndarray, sources: dict[str, str]) -> dict[str, Any]
     }
 
 
+def driver_payload(io: np.ndarray) -> dict[str, Any]:
+    """The HAL driver's health from a HAL_IO record: state and the driver's reason."""
+    return {"state": enum_name(DriverState, io["hal_state"]), "message": decode_str(io["hal_message"])}
+
+
 def state_unavailable(cu_status: str, sources: dict[str, str]) -> dict[str, Any]:
     return {**unavailable(cu_status), "machine_state": None, "safety_state": None, "sources": dict(sources)}
 
 
-def axis_payload(info: AxisInfo, ax: Any, feedback: Any | None) -> dict[str, Any]:
-    """One axis from a CU_AXIS_STATUS record (+ the HAL's HAL_AXIS_FEEDBACK when live)."""
+def axis_payload(info: AxisInfo, ax: Any, feedback: Any | None, drive_error_code: int = 0) -> dict[str, Any]:
+    """One axis from a CU_AXIS_STATUS record (+ the HAL's HAL_AXIS_FEEDBACK and the drive's own
+    error code when live)."""
     u = info.unit
     flags = int(ax["error_flags"])
     out: dict[str, Any] = {
@@ -135,7 +143,9 @@ def axis_payload(info: AxisInfo, ax: Any, feedback: Any | None) -> dict[str, Any
         "torque": quantity(ax["torque"], "%"),
     }
     if feedback is not None:
-        out["drive"] = {"ready": bool(feedback["drive_ready"]), "fault": bool(feedback["drive_fault"])}
+        out["drive"] = {"ready": bool(feedback["drive_ready"]), "fault": bool(feedback["drive_fault"]),
+                        "error_code": int(drive_error_code),
+                        "error": drive_error_text(drive_error_code) if drive_error_code else None}
     return out
 
 

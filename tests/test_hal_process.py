@@ -113,6 +113,7 @@ def test_without_cu_outputs_are_safe_and_feedback_published(view):
     assert view.axis(2)["referenced"] == 1  # absolute encoder
     assert int(io["driver_state"][0]) == DriverState.READY and int(io["driver_state"][5]) == DriverState.OFFLINE
     assert int(io["hal_state"]) == DriverState.READY
+    assert bytes(io["hal_message"]).startswith(b"simulated plant")  # the driver's health reason
     assert view.do(1) and view.do(4)  # init=true
     assert not view.do(2) and view.do_phys(2)  # inverted: logical off = physical on
     assert not view.do(5) and not view.do(10)  # brake engaged
@@ -316,14 +317,17 @@ def test_cu_frozen_then_absent_gives_safe_outputs(view, env):
 def test_drive_fault_injection_latches_until_disable(view, env, cu, inj):
     cu.set_axis(1, enable=1)
     wait_for(lambda: view.axis(1)["drive_ready"] == 1, what="drive ready")
-    inj.set(axes={1: {"drive_fault": True}})
+    inj.set(axes={1: {"drive_fault": True, "drive_error_code": 0x7500}})
     wait_for(lambda: view.axis(1)["drive_fault"] == 1 and view.axis(1)["drive_ready"] == 0, what="fault")
     assert int(view.io()["driver_state"][0]) == DriverState.FAULT
+    assert int(view.io()["drive_error_code"][0]) == 0x7500  # the drive's own code travels with the fault
     inj.clear()
     wait_for(lambda: view.di(5) is False, what="injection cleared")  # applied in the same poll
     assert view.axis(1)["drive_fault"] == 1, "fault must latch while enabled"
+    assert int(view.io()["drive_error_code"][0]) == 0x7500
     cu.set_axis(1, enable=0)
     wait_for(lambda: view.axis(1)["drive_fault"] == 0, what="fault reset by disabling")
+    assert int(view.io()["drive_error_code"][0]) == 0
     cu.set_axis(1, enable=1)
     wait_for(lambda: view.axis(1)["drive_ready"] == 1, what="ready again")
 

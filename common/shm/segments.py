@@ -198,6 +198,10 @@ HAL_IO = _struct(
         ("driver_state", "u1", (MAX_AXES,)),  # DriverState per axis
         ("hal_state", "u1"),  # DriverState of the driver as a whole
         ("cu_connected", "u1"),  # cu_hal attached and fresh (else outputs are safe)
+        # The drive's own error code per axis (CiA 402 0x603F, a CANopen EMCY code; 0 = none):
+        # common/drive_errors.py turns it into text for the axis error on gRPC and MQTT.
+        ("drive_error_code", "<u4", (MAX_AXES,)),
+        ("hal_message", f"S{ACK_MESSAGE_LEN}"),  # the driver's health reason (bus lost, AL status, ...)
     ]
 )
 RE_STATUS = _struct(

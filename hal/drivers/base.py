@@ -55,6 +55,9 @@ class DriverIO:
     drive_fault: np.ndarray = field(default_factory=lambda: np.zeros(MAX_AXES, np.bool_))
     referenced: np.ndarray = field(default_factory=lambda: np.zeros(MAX_AXES, np.bool_))
     axis_state: np.ndarray = field(default_factory=lambda: np.zeros(MAX_AXES, np.uint8))  # DriverState
+    # the drive's own error code while drive_fault is set (CiA 402 0x603F, CANopen EMCY); 0 = none.
+    # The bridges turn it into text (common/drive_errors.py) beside the CU's DRIVE_FAULT flag.
+    drive_error_code: np.ndarray = field(default_factory=lambda: np.zeros(MAX_AXES, np.uint32))
     di: np.ndarray = field(default_factory=lambda: np.zeros(MAX_DI, np.bool_))  # physical levels
     ai: np.ndarray = field(default_factory=lambda: np.zeros(MAX_AI))  # normalised 0..1
 
@@ -93,7 +96,8 @@ class Driver(ABC):
 
     @abstractmethod
     def health(self) -> DriverHealth:
-        """Overall state and a readable reason."""
+        """Overall state and a readable reason. The HAL reads it every 100 ms and publishes the
+        state (`hal_state`) and the reason (`hal_message`) in hal_mqt / hal_rpc / hal_re."""
 
     def restore_positions(self, positions: Mapping[int, float], referenced: Mapping[int, bool]) -> None:
         """Positions (and referenced flags) saved by a previous HAL instance, by axis id.

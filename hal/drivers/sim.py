@@ -218,6 +218,7 @@ class SimDriver(Driver):
         self.enable_since = np.zeros(n, np.int64)
         self.prev_enable = np.zeros(n, np.bool_)
         self.fault = np.zeros(n, np.bool_)
+        self.fault_code = np.zeros(n, np.uint32)  # the code a latched fault reports
         self.brake_cmd = np.zeros(n, np.bool_)
         self.brake_cmd_since = np.zeros(n, np.int64)
         self.brake_released = np.zeros(n, np.bool_)
@@ -444,11 +445,14 @@ class SimDriver(Driver):
         ready &= enable
         if self._fault_any or inj.any_fault:
             np.bitwise_or(enable, inj.drive_fault, out=b)
+            new = inj.drive_fault & ~self.fault
+            self.fault_code[new] = inj.drive_error_code[new]
             self.fault |= inj.drive_fault
             self.fault &= b
             self._fault_any = bool(np.count_nonzero(self.fault))
             np.greater(ready, self.fault, out=ready)
             io.drive_fault[:] = self.fault
+            np.multiply(self.fault_code, self.fault, out=io.drive_error_code)
         self._waiting_ready = bool(np.count_nonzero(enable ^ ready))
         self._ready_f[:] = ready
         self._plant_dirty = True

@@ -19,7 +19,7 @@ from common.consts import MAX_AI, MAX_AXES, MAX_DI
 
 log = logging.getLogger(__name__)
 
-AXIS_KEYS = frozenset({"drive_fault", "load_torque", "set_position"})
+AXIS_KEYS = frozenset({"drive_fault", "drive_error_code", "load_torque", "set_position"})
 TOP_KEYS = frozenset({"axes", "di", "di_logical", "ai", "ai_raw"})
 
 
@@ -37,6 +37,8 @@ class Injection:
     ai_value: np.ndarray = field(default_factory=lambda: np.zeros(MAX_AI))  # normalised raw
     drive_fault: np.ndarray = field(default_factory=lambda: np.zeros(MAX_AXES, np.bool_))
     load_torque: np.ndarray = field(default_factory=lambda: np.zeros(MAX_AXES))  # % rated
+    # the code an injected fault reports (CiA 402 0x603F style); 0x1000 "generic error" by default
+    drive_error_code: np.ndarray = field(default_factory=lambda: np.full(MAX_AXES, 0x1000, np.uint32))
     set_position: dict[int, float] = field(default_factory=dict)  # axis id -> position (one-shot)
 
     any_di: bool = False  # summaries, computed once by parse_injection (the sim checks them per cycle)
@@ -103,6 +105,11 @@ def parse_injection(data: Any, io: IoConfig) -> Injection:
         i = axis_id - 1
         if "drive_fault" in spec:
             inj.drive_fault[i] = _bool(spec["drive_fault"], f"axes.{key}.drive_fault")
+        if "drive_error_code" in spec:
+            code = spec["drive_error_code"]
+            if isinstance(code, bool) or not isinstance(code, int) or not 0 < code <= 0xFFFF:
+                raise InjectionError(f"axes.{key}.drive_error_code: expected an integer 1..0xFFFF, got {code!r}")
+            inj.drive_error_code[i] = code
         if "load_torque" in spec:
             inj.load_torque[i] = _num(spec["load_torque"], f"axes.{key}.load_torque")
         if "set_position" in spec:

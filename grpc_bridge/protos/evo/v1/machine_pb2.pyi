@@ -30,7 +30,7 @@ class ErrorReason(_message.Message):
     def __init__(self, code: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class AxisStatus(_message.Message):
-    __slots__ = ("id", "name", "position", "velocity", "target_position", "setpoint_position", "setpoint_velocity", "lag_error", "torque", "power", "motion", "mode", "coupling", "gearbox", "loading", "referenced", "in_position", "enabled", "brake_released", "lock_source", "safe_stop", "homing_phase", "master_axis", "error_flags", "errors")
+    __slots__ = ("id", "name", "position", "velocity", "target_position", "setpoint_position", "setpoint_velocity", "lag_error", "torque", "power", "motion", "mode", "coupling", "gearbox", "loading", "referenced", "in_position", "enabled", "brake_released", "lock_source", "safe_stop", "homing_phase", "master_axis", "error_flags", "errors", "drive_ready", "drive_fault", "drive_error_code", "drive_error", "driver_state")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,11 @@ class AxisStatus(_message.Message):
     MASTER_AXIS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FLAGS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    DRIVE_READY_FIELD_NUMBER: _ClassVar[int]
+    DRIVE_FAULT_FIELD_NUMBER: _ClassVar[int]
+    DRIVE_ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    DRIVE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_STATE_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     position: float
@@ -81,10 +86,15 @@ class AxisStatus(_message.Message):
     master_axis: int
     error_flags: int
     errors: _containers.RepeatedCompositeFieldContainer[ErrorReason]
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., position: _Optional[float] = ..., velocity: _Optional[float] = ..., target_position: _Optional[float] = ..., setpoint_position: _Optional[float] = ..., setpoint_velocity: _Optional[float] = ..., lag_error: _Optional[float] = ..., torque: _Optional[float] = ..., power: _Optional[_Union[_types_pb2.PowerState, str]] = ..., motion: _Optional[_Union[_types_pb2.MotionState, str]] = ..., mode: _Optional[_Union[_types_pb2.OperationalMode, str]] = ..., coupling: _Optional[_Union[_types_pb2.CouplingState, str]] = ..., gearbox: _Optional[_Union[_types_pb2.GearboxState, str]] = ..., loading: _Optional[_Union[_types_pb2.LoadingState, str]] = ..., referenced: _Optional[bool] = ..., in_position: _Optional[bool] = ..., enabled: _Optional[bool] = ..., brake_released: _Optional[bool] = ..., lock_source: _Optional[_Union[_types_pb2.CommandSource, str]] = ..., safe_stop: _Optional[_Union[_types_pb2.SafeStopCategory, str]] = ..., homing_phase: _Optional[int] = ..., master_axis: _Optional[int] = ..., error_flags: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ErrorReason, _Mapping]]] = ...) -> None: ...
+    drive_ready: bool
+    drive_fault: bool
+    drive_error_code: int
+    drive_error: str
+    driver_state: _types_pb2.DriverState
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., position: _Optional[float] = ..., velocity: _Optional[float] = ..., target_position: _Optional[float] = ..., setpoint_position: _Optional[float] = ..., setpoint_velocity: _Optional[float] = ..., lag_error: _Optional[float] = ..., torque: _Optional[float] = ..., power: _Optional[_Union[_types_pb2.PowerState, str]] = ..., motion: _Optional[_Union[_types_pb2.MotionState, str]] = ..., mode: _Optional[_Union[_types_pb2.OperationalMode, str]] = ..., coupling: _Optional[_Union[_types_pb2.CouplingState, str]] = ..., gearbox: _Optional[_Union[_types_pb2.GearboxState, str]] = ..., loading: _Optional[_Union[_types_pb2.LoadingState, str]] = ..., referenced: _Optional[bool] = ..., in_position: _Optional[bool] = ..., enabled: _Optional[bool] = ..., brake_released: _Optional[bool] = ..., lock_source: _Optional[_Union[_types_pb2.CommandSource, str]] = ..., safe_stop: _Optional[_Union[_types_pb2.SafeStopCategory, str]] = ..., homing_phase: _Optional[int] = ..., master_axis: _Optional[int] = ..., error_flags: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ErrorReason, _Mapping]]] = ..., drive_ready: _Optional[bool] = ..., drive_fault: _Optional[bool] = ..., drive_error_code: _Optional[int] = ..., drive_error: _Optional[str] = ..., driver_state: _Optional[_Union[_types_pb2.DriverState, str]] = ...) -> None: ...
 
 class MachineStatus(_message.Message):
-    __slots__ = ("machine_state", "safety_state", "estop", "reduced_speed", "manual_allowed", "machine_error_flags", "machine_errors", "message", "axes", "hal_heartbeat_age_s", "cu_heartbeat_age_s", "hal_ok", "cu_ok", "cu_hal_age_cycles", "sample_seq", "sampled_at_unix_ns", "cu_cycle")
+    __slots__ = ("machine_state", "safety_state", "estop", "reduced_speed", "manual_allowed", "machine_error_flags", "machine_errors", "message", "axes", "hal_heartbeat_age_s", "cu_heartbeat_age_s", "hal_ok", "cu_ok", "cu_hal_age_cycles", "sample_seq", "sampled_at_unix_ns", "cu_cycle", "hal_driver_state", "hal_driver_message")
     MACHINE_STATE_FIELD_NUMBER: _ClassVar[int]
     SAFETY_STATE_FIELD_NUMBER: _ClassVar[int]
     ESTOP_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +112,8 @@ class MachineStatus(_message.Message):
     SAMPLE_SEQ_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     CU_CYCLE_FIELD_NUMBER: _ClassVar[int]
+    HAL_DRIVER_STATE_FIELD_NUMBER: _ClassVar[int]
+    HAL_DRIVER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     machine_state: _types_pb2.MachineState
     safety_state: _types_pb2.SafetyState
     estop: bool
@@ -119,7 +131,9 @@ class MachineStatus(_message.Message):
     sample_seq: int
     sampled_at_unix_ns: int
     cu_cycle: CycleStats
-    def __init__(self, machine_state: _Optional[_Union[_types_pb2.MachineState, str]] = ..., safety_state: _Optional[_Union[_types_pb2.SafetyState, str]] = ..., estop: _Optional[bool] = ..., reduced_speed: _Optional[bool] = ..., manual_allowed: _Optional[bool] = ..., machine_error_flags: _Optional[int] = ..., machine_errors: _Optional[_Iterable[_Union[ErrorReason, _Mapping]]] = ..., message: _Optional[str] = ..., axes: _Optional[_Iterable[_Union[AxisStatus, _Mapping]]] = ..., hal_heartbeat_age_s: _Optional[float] = ..., cu_heartbeat_age_s: _Optional[float] = ..., hal_ok: _Optional[bool] = ..., cu_ok: _Optional[bool] = ..., cu_hal_age_cycles: _Optional[int] = ..., sample_seq: _Optional[int] = ..., sampled_at_unix_ns: _Optional[int] = ..., cu_cycle: _Optional[_Union[CycleStats, _Mapping]] = ...) -> None: ...
+    hal_driver_state: _types_pb2.DriverState
+    hal_driver_message: str
+    def __init__(self, machine_state: _Optional[_Union[_types_pb2.MachineState, str]] = ..., safety_state: _Optional[_Union[_types_pb2.SafetyState, str]] = ..., estop: _Optional[bool] = ..., reduced_speed: _Optional[bool] = ..., manual_allowed: _Optional[bool] = ..., machine_error_flags: _Optional[int] = ..., machine_errors: _Optional[_Iterable[_Union[ErrorReason, _Mapping]]] = ..., message: _Optional[str] = ..., axes: _Optional[_Iterable[_Union[AxisStatus, _Mapping]]] = ..., hal_heartbeat_age_s: _Optional[float] = ..., cu_heartbeat_age_s: _Optional[float] = ..., hal_ok: _Optional[bool] = ..., cu_ok: _Optional[bool] = ..., cu_hal_age_cycles: _Optional[int] = ..., sample_seq: _Optional[int] = ..., sampled_at_unix_ns: _Optional[int] = ..., cu_cycle: _Optional[_Union[CycleStats, _Mapping]] = ..., hal_driver_state: _Optional[_Union[_types_pb2.DriverState, str]] = ..., hal_driver_message: _Optional[str] = ...) -> None: ...
 
 class CycleStats(_message.Message):
     __slots__ = ("cycle_count", "cycle_time_ns", "last_cycle_ns", "max_cycle_ns", "last_wake_jitter_ns", "max_wake_jitter_ns", "overruns", "rt_active")

@@ -121,6 +121,7 @@ class DriverState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DRIVER_STATE_READY: _ClassVar[DriverState]
     DRIVER_STATE_ENABLED: _ClassVar[DriverState]
     DRIVER_STATE_FAULT: _ClassVar[DriverState]
+    DRIVER_STATE_DEGRADED: _ClassVar[DriverState]
 
 class ResultCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -214,6 +215,7 @@ DRIVER_STATE_INIT: DriverState
 DRIVER_STATE_READY: DriverState
 DRIVER_STATE_ENABLED: DriverState
 DRIVER_STATE_FAULT: DriverState
+DRIVER_STATE_DEGRADED: DriverState
 RESULT_CODE_OK: ResultCode
 RESULT_CODE_INVALID_ARGUMENT: ResultCode
 RESULT_CODE_STATE_FORBIDS: ResultCode
