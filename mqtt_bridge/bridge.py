@@ -66,6 +66,21 @@ def mqtt_options(mq: MqttConfig, topics: Topics) -> MqttOptions:
     )
 
 
+def build_outputs(config: EvoConfig, bridge: "Bridge") -> list[BridgeOutput]:
+    """The further outputs `config` enables, in start order. Each entry is one output module's
+    factory: `factory(config, bridge) -> BridgeOutput | None` (None = disabled in config). The
+    bridge is handed over for its topics, axis/point tables and module watcher (read-only)."""
+    factories: list = [
+        # one line per output module, e.g. `zenoh_output.create`, `sparkplug.create`
+    ]
+    outputs: list[BridgeOutput] = []
+    for factory in factories:
+        out = factory(config, bridge)
+        if out is not None:
+            outputs.append(out)
+    return outputs
+
+
 class Bridge:
     """All bridge state; `scan(now)` reads every source once and publishes what is due."""
 
@@ -89,7 +104,7 @@ class Bridge:
         self.scans = 0
         self.connector.add_health_listener(self._on_connector_event)
         #: further outputs of the same sources (mqtt_bridge/output.py); started and stopped with the bridge
-        self.outputs: list[BridgeOutput] = []
+        self.outputs: list[BridgeOutput] = build_outputs(config, self)
 
     # --- connector events (gateway thread: record only) ---
     def _on_connector_event(self, event: ConnectorEvent) -> None:
