@@ -323,6 +323,10 @@ class ControlCore:
                      "brake_in", "guard_closed", "index_in"):
             getattr(self, name)[:k] = getattr(old, name)[:k]
         self.bits[:] = old.bits
+        # late feedback after the reload is judged against the set-points of its own cycle, as before
+        # (a zeroed history read as a lag of the whole position when the HAL frame was a cycle old)
+        self._sp_hist[:, :k] = old._sp_hist[:, :k]
+        self._sp_i, self.fb_age = old._sp_i, old.fb_age
         self.hal_ok, self.hal_missing, self.hal_seen = old.hal_ok, old.hal_missing, old.hal_seen
         self._prev_reset_btn = old._prev_reset_btn
         self.zero_controller(np.ones(self.n, dtype=bool))

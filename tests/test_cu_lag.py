@@ -106,3 +106,32 @@ def test_an_axis_that_stops_following_is_still_a_lag_error():
         if not _healthy(core):
             break
     assert int(core.m.errors) & MachineError.LAG_CRITICAL and core.m.safety == SafetyState.SAFETY_STOP
+
+
+def test_a_config_reload_keeps_judging_late_feedback_against_its_own_set_point():
+    """A reload at standstill hands the set-point history to the new core: a HAL frame that is a few
+    cycles old right after it is not read as a lag of the whole position (seen as a flaky LAG_ERROR
+    right after RELOAD_CONFIG on a loaded machine)."""
+    rig = Rig()
+    for _ in range(200):
+        rig.cycle()
+    rig.cmd(C.ENABLE_AXIS, Z)
+    for _ in range(3000):
+        rig.cycle()
+        if rig.core.ax.power[Z - 1] == PowerState.STANDBY:
+            break
+    rig.core.ax.referenced[:] = True
+    rig.cmd(C.MOVE_ABSOLUTE, Z, -50.0)
+    for _ in range(5000):
+        rig.cycle()
+        if rig.core.traj.done[Z - 1] and rig.core.ax.power[Z - 1] == PowerState.STANDBY:
+            break
+    assert abs(float(rig.core.pos[Z - 1])) > rig.limit  # far from 0: a zeroed history would trip
+    new = ControlCore(rig.core.cfg)
+    new.adopt(rig.core)
+    rig.core = new
+    for k in range(1, 6):  # the first frames after the reload are late
+        rig.cycle(fresh=False, age=k)
+    rig.cycle()
+    assert _healthy(new), new.m.message
+    assert abs(float(new.ax.lag[Z - 1])) < 0.5 * rig.limit
