@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 STAMP   := $(VENV)/.installed
-DEB_PKGS := mosquitto mosquitto-clients iproute2
+DEB_PKGS := mosquitto mosquitto-clients iproute2 chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: setup run test bench clean protos
