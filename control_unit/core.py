@@ -290,7 +290,8 @@ class ControlCore:
             e |= _ME_AXIS
         if m.safety == SST.SAFETY_STOP:
             e |= _ME_SSTOP
-            if self.cfg.machine.global_safety.recovery_authorization_required and not safety.unhealthy(self):
+            if (m.reset_required or self.cfg.machine.global_safety.recovery_authorization_required) \
+                    and not safety.unhealthy(self):
                 e |= _ME_RECOVERY
         if nz(self.guard_closed) != self.n or not self.role("GuardClosed", True):
             e |= _ME_GUARD
@@ -309,6 +310,14 @@ class ControlCore:
             self.ax.lock[s] = CommandSource.NONE
             self.ax.lock_explicit[s] = False
         return [int(s) + 1 for s in held]
+
+    def restore_latch(self, message: str) -> None:
+        """Start in SafetyStop, cleared only by an operator reset: the previous CU left a latched
+        SafetyStop, or did not exit cleanly (see control_unit/latch.py). Every axis is off anyway."""
+        m = self.m
+        m.safety = SafetyState.SAFETY_STOP
+        m.reset_required = True
+        m.message = message
 
     def adopt(self, old: "ControlCore") -> None:
         """Take over the runtime state of `old` after a config reload (at standstill): machine

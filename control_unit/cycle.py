@@ -27,11 +27,12 @@ from common.shm.p2p import (
 )
 from common.shm.rings import Command
 from common.shm.segments import CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC, HAL_TO_CU, RE_TO_CU, RPC_TO_CU
-from common.states import CommandSource, MachineError, MachineState
+from common.states import CommandSource, MachineError, MachineState, SafetyState
 
 from . import commands
 from .core import ControlCore
 from .diagnostics import StatusWriter, fill_pid
+from .latch import FILE_NAME as LATCH_FILE, SafetyLatch
 from .params import AxisParams
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class CycleRunner:
         self._hal_advanced = False
         self._overruns_seen = 0
         self._overrun_at = 0.0
+        self.latch = SafetyLatch(cfg.run_dir() / LATCH_FILE)
 
     # --- setup ----------------------------------------------------------------------------------
     def _attach_hal(self) -> bool:
@@ -167,6 +169,9 @@ class CycleRunner:
             log.error("cannot create CU segments: %s", e)
             self.hal.close()
             return 1
+        verdict = self.latch.start()
+        if verdict.required:  # before the first cycle: no frame ever shows this CU without its latch
+            self.core.restore_latch(verdict.message)
         # Under SCHED_FIFO, busy-wait the last RT_SPIN_US before each deadline: wake p99 ~25 us instead
         # of ~100 us and a warm CPU for the cycle, for ~15 % of one core. Never without RT (it would
         # only steal time from the others).
@@ -174,6 +179,7 @@ class CycleRunner:
         pinger = WatchdogPinger(0.5)
         freeze_gc()
         first = True
+        clean = False
         try:
             while not self.stop.is_set():
                 timer.wait()
@@ -198,9 +204,12 @@ class CycleRunner:
                     notify_ready("control unit running")
                     log.info("first cycle done: %d axes, %s", self.core.n, "SCHED_FIFO" if self.rt_active
                              else "normal scheduling")
+            clean = True
         finally:
             notify_stopping()
             self._shutdown()
+            if clean:  # only a stop we asked for; an exception out of the loop is an unclean exit
+                self.latch.clean_exit()
         log.info("stopped (signal %d)", self.stop.signum)
         return 0
 
@@ -243,6 +252,8 @@ class CycleRunner:
                         core.m.state = MachineState.IDLE
             self._take_commands(path, now)
         core.step(now)
+        # write-ahead: a SafetyStop (or its reset) is on disk before anyone can see it or its ack
+        self.latch.update(core.m.safety == SafetyState.SAFETY_STOP, core.m.message)
         self._write_outputs()
         self.status.fill(core, hb, self.hal_age)
         if core.cycle % PID_EVERY == 0:

@@ -111,6 +111,9 @@ class MachineStates:
         self.safety_stop_t = 0.0
         self.force_sto = False  # HAL lost: every axis STO
         self.stopped_by_command = False  # SetMachineState(Stopped): stay there
+        # a SafetyStop carried over a CU restart (control_unit/latch.py): only an operator reset
+        # clears it, whatever recovery_authorization_required says
+        self.reset_required = False
 
 
 def _errors_any(errors: np.ndarray) -> np.ndarray:

@@ -86,7 +86,7 @@ def evaluate(core: "ControlCore", now: float) -> None:
         m.safety = SST.SAFE_REDUCED_SPEED if m.reduced else SST.SAFE
     # auto-recovery when no authorization is required
     if m.safety == SST.SAFETY_STOP and not core.cfg.machine.global_safety.recovery_authorization_required \
-            and not unhealthy(core) and core.all_standstill():
+            and not m.reset_required and not unhealthy(core) and core.all_standstill():
         _clear_safety_stop(core)
     # drive faults: STO of the axis (each rare path below is skipped by one count)
     if nz(core.fault):
@@ -227,6 +227,7 @@ def _clear_safety_stop(core: "ControlCore") -> None:
     m, ax = core.m, core.ax
     m.safety = SST.SAFE_REDUCED_SPEED if m.reduced else SST.SAFE
     m.force_sto = False
+    m.reset_required = False
     m.errors &= ~(MachineError.ESTOP | MachineError.HAL_STALE | MachineError.HAL_MISSING | MachineError.LAG_CRITICAL)
     ax.safe_stop[:] = 0
     ax.torque_limit[:] = np.inf

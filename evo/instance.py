@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from common.consts import DEFAULT_SHM_PREFIX, ENV_RUN_DIR, ENV_SHM_PREFIX
+from common.files import write_atomic
 
 LOCK_FILE = "watchdog.lock"
 SOCKET_FILE = "supervisor.sock"
@@ -112,8 +113,4 @@ def lock_holder(run_dir: Path) -> int | None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write-then-rename, so readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"))
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, separators=(",", ":")) + "\n", sync=False)  # rewritten often

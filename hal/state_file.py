@@ -7,27 +7,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from common.files import write_atomic
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text`: readers see the old or the new file, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_state(path: Path, axis_ids: tuple[int, ...]) -> tuple[dict[int, float], dict[int, bool]]:

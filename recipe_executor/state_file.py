@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
+from common.files import write_atomic
 from common.states import ReState
 
 from .executor import RecoveredRun
@@ -20,12 +20,9 @@ _ACTIVE = {ReState.RUNNING.name, ReState.PAUSED.name, ReState.STOPPING.name}
 
 
 def write(path: Path, record: dict[str, object]) -> None:
-    """Atomic replace (write a temp file, rename); failures are logged, never fatal."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    """Atomic, synced replace (common.files.write_atomic); failures are logged, never fatal."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(record, sort_keys=True))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(record, sort_keys=True))
     except OSError as e:
         log.warning("cannot write %s: %s", path, e)
 
