@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISREG, S_ISSOCK
 
 
 def write_atomic(path: Path, text: str, *, sync: bool = True) -> None:
@@ -36,3 +37,39 @@ def write_atomic(path: Path, text: str, *, sync: bool = True) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+class FileRefused(OSError):
+    """A file we will not read: not a regular file (a device, a FIFO) or larger than the limit."""
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. A symlink to /dev/zero, a FIFO or a
+    huge file is refused with FileRefused (never read without a bound)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+    try:
+        st = os.fstat(fd)
+        if not S_ISREG(st.st_mode):
+            raise FileRefused(f"not a regular file ({_kind(st.st_mode)})")
+        if st.st_size > limit:
+            raise FileRefused(f"{st.st_size} bytes, at most {limit} allowed")
+        chunks, size = [], 0
+        while size <= limit:  # the size may grow while we read: still bounded
+            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise FileRefused(f"more than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((S_ISDIR, "a directory"), (S_ISCHR, "a character device"), (S_ISBLK, "a block device"),
+                       (S_ISFIFO, "a FIFO"), (S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"

@@ -13,6 +13,8 @@ from types import MappingProxyType
 from typing import Any
 
 from common.consts import DEFAULT_CONFIG_PATH, ENV_CONFIG_DIR, MAX_AXES
+from common.files import FileRefused, read_limited
+from common.toml_text import MAX_TOML_BYTES, TomlTooDeep, parse_toml
 
 from .enums import HomingMethod, ModuleName
 from .errors import (
@@ -65,9 +67,12 @@ def resolve_config_dir(cli_arg: str | os.PathLike[str] | None = None) -> Path:
 def _read_toml(path: Path, col: Collector, hasher: Any = None) -> dict[str, Any] | None:
     name = path.name
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, MAX_TOML_BYTES)
     except FileNotFoundError:
         col.add(FileNotFound(f"missing mandatory file (looked in {path.parent})", file=name))
+        return None
+    except FileRefused as e:
+        col.add(ParseError(f"refused: {e}", file=name))
         return None
     except OSError as e:
         col.add(ParseError(f"cannot read: {e.strerror or e}", file=name))
@@ -75,7 +80,9 @@ def _read_toml(path: Path, col: Collector, hasher: Any = None) -> dict[str, Any]
     if hasher is not None:
         hasher.update(name.encode() + b"\0" + raw + b"\0")
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        return parse_toml(raw.decode("utf-8"))
+    except TomlTooDeep as e:
+        col.add(ParseError(f"refused: {e}", file=name))
     except UnicodeDecodeError as e:
         col.add(ParseError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=name))
     except tomllib.TOMLDecodeError as e:
@@ -111,6 +118,12 @@ def _parse_system(data: dict[str, Any], col: Collector, file: str) -> SystemConf
                     kw["driver_args"] = MappingProxyType(dict(args))
             else:
                 ctx.parse_error("driver_args", f"expected a table, got {type_name(args)}")
+        if name == "mqtt" and isinstance(table, dict) and "sparkplug" in table:  # issue 18
+            from .sparkplug import parse_sparkplug
+
+            spb = parse_sparkplug(table["sparkplug"], col, file)
+            if kw is not None and spb is not None:
+                kw["sparkplug"] = spb
         if kw is not None:
             parts[name] = cls(**kw)
     if len(col.errors) != n0:
@@ -162,6 +175,13 @@ def _check_system(s: SystemConfig, col: Collector, file: str) -> None:
     for f in ("viewer_tokens", "operator_tokens"):
         if any(not t for t in getattr(s.grpc, f)):
             g.invalid(f, "tokens must not be empty strings")
+    h = Ctx(col, file, "hmi")  # issue 17: the operator web page
+    if not s.hmi.bind:
+        h.invalid("bind", "must not be empty")
+    if s.hmi.enabled and s.hmi.port == s.grpc.port:
+        h.invalid("port", f"{s.hmi.port} is also [grpc] port; the HMI needs a port of its own")
+    if s.hmi.default_live_hz > s.hmi.max_live_hz:
+        h.invalid("default_live_hz", f"{s.hmi.default_live_hz:g} exceeds max_live_hz = {s.hmi.max_live_hz:g}")
 
 
 # --- machine.toml ---------------------------------------------------------------------------
@@ -355,6 +375,11 @@ def load_config(path: str | os.PathLike[str] | None = None, *, check_roles: bool
     if registry is not None and check_roles:
         for e in registry.check(axes):
             col.add(e)
+    # --- fieldbus network files: part of the config, a bad one starts nothing ---
+    if system is not None and system.hal.driver == "canopen":
+        from common.fieldbus.canopen_config import check_canopen
+
+        check_canopen(d, system.hal.driver_args, axes, io, col)
     col.raise_if_any()
     assert system is not None and machine is not None and io is not None and registry is not None
     assert all_axes_ok

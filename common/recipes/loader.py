@@ -9,6 +9,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
+from common.files import FileRefused, read_limited
+from common.toml_text import TomlTooDeep, parse_toml
+
 from .model import (
     MAX_NAME_BYTES,
     RECIPE_MODES,
@@ -83,13 +86,13 @@ def read_recipe(directory: str | Path, name: str) -> Recipe:
         raise RecipeError(str(name)[:40], 0, "name", why)
     path = recipe_path(directory, name)
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, MAX_FILE_BYTES)
     except FileNotFoundError:
         raise RecipeNotFound(name, 0, "name", f"no recipe file {path.name} in {directory}") from None
+    except FileRefused as e:
+        raise RecipeError(name, 0, "file", f"{path.name} refused: {e}") from None
     except OSError as e:
         raise RecipeNotFound(name, 0, "name", f"cannot read {path.name}: {e.strerror}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise RecipeError(name, 0, "file", f"{len(raw)} bytes, at most {MAX_FILE_BYTES}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -103,7 +106,9 @@ def parse_recipe(text: str, name: str, source: str = "") -> Recipe:
     if why:
         raise RecipeError(str(name)[:40], 0, "name", why)
     try:
-        doc = tomllib.loads(text)
+        doc = parse_toml(text)
+    except TomlTooDeep as e:
+        raise RecipeError(name, 0, "file", str(e)) from None
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(name, 0, "file", f"TOML syntax: {e}") from None
     p = _Parser(name)
