@@ -133,6 +133,7 @@ class ControlLaw:
         active: np.ndarray,
         limit: np.ndarray | None = None,
         ticks: int = 1,
+        hold: bool = False,
     ) -> np.ndarray:
         """One cycle. `active` masks axes whose loop is closed (their inputs are zeroed so their
         state stays at rest; output 0); `limit` overrides out_max per axis (homing torque limit,
@@ -140,7 +141,12 @@ class ControlLaw:
 
         The error derivative is taken from velocities (de/dt = sp_vel - vel): exact for the
         set-point and immune to the repeated or skipped position samples of two unsynchronised
-        1 kHz loops. `ticks` > 1 when cycles were missed: the integral covers the elapsed time."""
+        1 kHz loops. `ticks` > 1 when cycles were missed: the integral covers the elapsed time.
+
+        `hold`: the feedback is too old to close the loop on (`[cu] feedback_hold_cycles`): no state
+        moves (integrator, derivative, observer, filters) and the output stays at its last value —
+        no torque build-up on a frozen position — still clamped to `limit` and zero for inactive
+        axes. The loop resumes bumplessly from the held state when fresh feedback returns."""
         g = self.g
         if nz(np.not_equal(active, self._was_active, out=self._changed)):
             newly_off = self._was_active & ~active
@@ -151,6 +157,13 @@ class ControlLaw:
             self._all_active = nz(active) == self.n
         masked = not self._all_active
         act = self._act
+        if hold:
+            lim = g.out_max if limit is None else limit
+            out = np.minimum(self.output, lim, out=self.output)
+            np.maximum(out, np.negative(lim, out=self._t), out=out)
+            if masked:
+                out *= act
+            return out
         e = np.subtract(sp_pos, pos, out=self.error)
         if masked:
             e *= act

@@ -70,6 +70,8 @@ class ControlCore:
         self.now = 0.0
         self.hal_missing = False
         self.fb_age = 0  # CU cycles since the HAL last published (0 = this cycle's feedback is fresh)
+        # feedback older than this does not drive the control law (it holds: control_law.step)
+        self.hold_cycles = cfg.system.cu.feedback_hold_cycles
         # set-points of the last LAG_HISTORY cycles: a feedback `fb_age` cycles old is judged
         # against the set-point of its own cycle, so a late HAL frame is not a following error
         self._sp_hist = np.zeros((LAG_HISTORY, n))
@@ -241,7 +243,7 @@ class ControlCore:
         # control law
         limit = np.minimum(p.gains.out_max, ax.torque_limit)
         self.law.step(tr.pos, tr.vel, tr.acc, self.pos, self.vel, ax.ctrl_on & self.ready & ax.enable, limit,
-                      max(ticks, 1))
+                      max(ticks, 1), self.fb_age > self.hold_cycles)
         # derived states and flags
         safety.refresh_reference_flags(self)
         derive_motion(ax, tr.vel, tr.acc, rest)

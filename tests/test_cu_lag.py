@@ -135,3 +135,35 @@ def test_a_config_reload_keeps_judging_late_feedback_against_its_own_set_point()
     rig.cycle()
     assert _healthy(new), new.m.message
     assert abs(float(new.ax.lag[Z - 1])) < 0.5 * rig.limit
+
+
+def test_frozen_feedback_does_not_drive_the_loop():
+    """Issue 16: while the HAL's feedback is frozen (heartbeat stuck), the control law holds — no
+    torque build-up on a stale position — until the stale threshold stops the machine. Without the
+    hold the same freeze winds the torque up (the defect found: 11 % -> 100 %)."""
+    def frozen_run(hold_cycles: int) -> tuple[float, float, float]:
+        rig = Rig()
+        rig.core.hold_cycles = hold_cycles
+        rig.cruising_z()
+        core = rig.core
+        rig.cmd(C.MOVE_ABSOLUTE, Z, -120.0, 20.0)  # slow down to 20 mm/s: room below saturation
+        for _ in range(1500):
+            rig.cycle()
+        assert abs(abs(float(core.traj.vel[Z - 1])) - 20.0) < 1.0
+        start_torque = float(core.torque[Z - 1])
+        held = (float("nan"), float(core.law.integral[Z - 1]))
+        for k in range(1, 61):  # 60 cycles of frozen feedback (below the 100-cycle stale threshold)
+            rig.cycle(fresh=False, age=k)
+            if k == hold_cycles + 1:
+                held = float(core.torque[Z - 1]), float(core.law.integral[Z - 1])
+        end = float(core.torque[Z - 1])
+        if hold_cycles < 60:
+            assert held[1] == float(core.law.integral[Z - 1])  # the integrator held too
+        return start_torque, held[0], end
+
+    start, held, end = frozen_run(1)  # the default: feedback more than one cycle old holds
+    assert end == held  # no build-up after the hold began
+    start_n, _, end_n = frozen_run(10_000)  # the hold disabled: what the defect looked like
+    assert abs(end_n) == 100.0  # wound up into saturation
+    assert abs(end) < 100.0 and abs(end - start) < 10.0  # a couple of cycles' worth, then held
+    assert abs(end_n - start_n) > 5 * abs(end - start)

@@ -118,6 +118,7 @@ class CuConfig:
     cpu: int = spec(-1, bounds=CPU_AFFINITY_BOUNDS)
     hal_attach_timeout_s: float = spec(5.0, bounds=ATTACH_TIMEOUT_S_BOUNDS)
     hal_stale_cycles: int = spec(100, bounds=STALE_READS_BOUNDS)
+    feedback_hold_cycles: int = spec(1, bounds=STALE_READS_BOUNDS)
     manual_timeout_s: float = spec(30.0, bounds=MANUAL_TIMEOUT_S_BOUNDS)
     optional_attach_interval_s: float = spec(1.0, bounds=ATTACH_INTERVAL_S_BOUNDS)
 
@@ -126,6 +127,21 @@ class CuConfig:
 class ReConfig:
     recipes_dir: str = spec("recipes")
     tick_ms: int = spec(5, bounds=RE_TICK_MS_BOUNDS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparkplugConfig:
+    """[mqtt.sparkplug]: the MQTT bridge as a Sparkplug B edge node (issue 18), off by default.
+
+    `metrics`: glob patterns over metric names (`Axes/*/Position`); `deadband`: pattern -> absolute
+    deadband in the metric's unit, for analog metrics ([mqtt.sparkplug.deadband])."""
+
+    enabled: bool = spec(False)
+    group_id: str = spec("evo")
+    edge_node_id: str = spec("")  # "" = the machine id
+    primary_host_id: str = spec("")  # "" = no primary host: births go out on connect
+    metrics: tuple[str, ...] = spec(("*",))
+    deadband: Mapping[str, float] = spec(factory=lambda: _EMPTY, custom=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +159,7 @@ class MqttConfig:
     embedded_broker: bool = spec(False)
     keepalive_s: int = spec(30, bounds=MQTT_KEEPALIVE_S_BOUNDS)
     base_topic: str = spec("evo")
+    sparkplug: SparkplugConfig = spec(factory=SparkplugConfig, custom=True)  # [mqtt.sparkplug]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +172,33 @@ class GrpcConfig:
     operator_tokens: tuple[str, ...] = spec(factory=tuple)
     max_watch_hz: float = spec(50.0, bounds=PUBLISH_RATE_HZ_BOUNDS)
     command_timeout_s: float = spec(2.0, bounds=COMMAND_TIMEOUT_S_BOUNDS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HmiConfig:
+    """[hmi]: the operator web page and HTTP/JSON API served by the gRPC bridge (issue 17)."""
+
+    enabled: bool = spec(True)
+    bind: str = spec("127.0.0.1")
+    port: int = spec(8080, bounds=NET_PORT_BOUNDS)
+    max_live_hz: float = spec(20.0, bounds=PUBLISH_RATE_HZ_BOUNDS)
+    default_live_hz: float = spec(10.0, bounds=PUBLISH_RATE_HZ_BOUNDS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZenohConfig:
+    """[zenoh]: the MQTT bridge's Zenoh output (issue 14) and the optional router module."""
+
+    enabled: bool = spec(True)
+    mode: str = spec("peer")  # "peer" | "client"
+    listen: tuple[str, ...] = spec(factory=lambda: ("tcp/127.0.0.1:7447",))
+    connect: tuple[str, ...] = spec(factory=tuple)
+    multicast_scouting: bool = spec(False)
+    gossip_scouting: bool = spec(False)
+    key_prefix: str = spec("evo")
+    query_timeout_s: float = spec(2.0, bounds=COMMAND_TIMEOUT_S_BOUNDS)
+    router: bool = spec(False)  # the watchdog runs a Zenoh router session (module zenoh_router)
+    router_listen: tuple[str, ...] = spec(factory=lambda: ("tcp/127.0.0.1:7448",))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,6 +226,8 @@ class SystemConfig:
     re: ReConfig = field(default_factory=ReConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    hmi: HmiConfig = field(default_factory=HmiConfig)
+    zenoh: ZenohConfig = field(default_factory=ZenohConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     diagnostic: DiagnosticConfig = field(default_factory=DiagnosticConfig)
@@ -189,8 +235,9 @@ class SystemConfig:
 
 SYSTEM_SECTIONS: dict[str, type] = {
     "watchdog": WatchdogConfig, "hal": HalConfig, "cu": CuConfig, "re": ReConfig,
-    "mqtt": MqttConfig, "grpc": GrpcConfig, "api": ApiConfig, "dashboard": DashboardConfig,
+    "mqtt": MqttConfig, "grpc": GrpcConfig, "hmi": HmiConfig, "api": ApiConfig, "dashboard": DashboardConfig,
     "diagnostic": DiagnosticConfig,
+    "zenoh": ZenohConfig,
 }
 
 # =========================================================================== machine.toml ===
