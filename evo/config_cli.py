@@ -30,5 +30,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         for err in errors:
             print(f"  {type(err).__name__}: {err}", file=sys.stderr)
         return 1
+    from common.recipes.catalog import check_recipes
+
+    problems = check_recipes(cfg).problems()
+    if problems:
+        print(f"{path}: configuration refused ({len(problems)} recipe error{'s' if len(problems) != 1 else ''}):",
+              file=sys.stderr)
+        for line in problems:
+            print(f"  RecipeError: {line}", file=sys.stderr)
+        return 1
     print(summarize(cfg))
     return 0

@@ -57,6 +57,12 @@ def run_up(config_arg: str | None, modules_file: str | None = None) -> int:
         for err in errors:
             print(f"  {err.message}", file=sys.stderr)
         return EXIT_CONFIG
+    from common.recipes.catalog import check_recipes
+
+    recipes = check_recipes(cfg)
+    if recipes.dir_error:  # the recipe executor would have nothing to run: a config error
+        print(f"evo up: configuration {cdir} refused; nothing started:\n  {recipes.problems()[0]}", file=sys.stderr)
+        return EXIT_CONFIG
     prefix = shm_prefix()
     run_dir, log_dir = cfg.run_dir(), cfg.log_dir()
     wd_cfg = cfg.system.watchdog
@@ -87,6 +93,8 @@ def run_up(config_arg: str | None, modules_file: str | None = None) -> int:
     wd = None
     try:
         log.info("evo-watchdog pid %d, %s", os.getpid(), priority)
+        for line in recipes.problems():  # listed as invalid (LoadRecipe refuses them); the machine starts
+            log.warning("invalid recipe: %s", line)
         stale = cleanup_stale(prefix)
         if stale:
             log.info("removed %d stale segment(s) left by a killed run: %s", len(stale), ", ".join(stale))

@@ -140,3 +140,26 @@ def test_port_taken_by_another_program_is_reported_not_called_ready(instance):
         assert "already in use by another program" in m["reason"] and str(port) in m["reason"]
         assert up.status()["alpha"]["state"] == "running"  # the rest keeps running
         assert "already in use" in up.output()
+
+
+BAD_RECIPE = '[recipe]\ndescription = "names an axis the machine lacks"\n\n[[step]]\ntype = "move"\ntargets = { Q = 1.0 }\nvelocity = 5.0\n'
+
+
+def test_invalid_recipes_are_listed_at_evo_up_and_the_machine_starts(instance):
+    """Issue 16: recipes are checked with the config; `evo up` starts with the bad ones listed."""
+    up = instance([prog_module("alpha", wrap=False)])
+    (up.config_dir / "recipes" / "bad_axis.toml").write_text(BAD_RECIPE)
+    up.start()
+    up.wait_all_running()
+    out = wait_for(lambda: "invalid recipe" in up.output() and up.output(), 10, what="the invalid recipe listed")
+    assert "recipes/bad_axis.toml" in out and "Q" in out
+    assert up.down().returncode == 0
+
+
+def test_a_missing_recipes_dir_is_a_config_error_nothing_started(instance):
+    up = instance([prog_module("alpha", wrap=False)], extra_config='[re]\nrecipes_dir = "no_such_dir"\n')
+    up.start()
+    assert up.proc.wait(30) == 2
+    out = up.output()
+    assert "config.toml [re] recipes_dir" in out and "no_such_dir" in out and "nothing started" in out
+    assert instance_processes(up.prefix) == []

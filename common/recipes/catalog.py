@@ -6,12 +6,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .limits import MachineLimits
 from .loader import read_recipe, recipe_names
 from .model import RecipeError
 
-__all__ = ["RecipeInfo", "list_recipes"]
+if TYPE_CHECKING:
+    from common.config import EvoConfig
+
+__all__ = ["RecipeCheck", "RecipeInfo", "check_recipes", "list_recipes"]
 
 
 @dataclass(frozen=True)
@@ -45,3 +49,33 @@ def list_recipes(directory: str | Path, machine: MachineLimits | None = None) ->
                 error = e.message
         out.append(RecipeInfo(name, recipe.description, len(recipe.steps), not error, error))
     return out
+
+
+@dataclass(frozen=True)
+class RecipeCheck:
+    """The recipes of a configuration, checked as LOAD would: `dir_error` when `[re] recipes_dir`
+    cannot be used, else every recipe with its validity."""
+
+    directory: Path
+    dir_error: str
+    recipes: tuple[RecipeInfo, ...]
+
+    @property
+    def invalid(self) -> tuple[RecipeInfo, ...]:
+        return tuple(r for r in self.recipes if not r.valid)
+
+    def problems(self) -> list[str]:
+        """One line per problem, naming the file and the field (empty = all good)."""
+        if self.dir_error:
+            return [f"config.toml [re] recipes_dir: {self.dir_error}"]
+        return [f"{self.directory.name}/{r.name}.toml: {r.error}" for r in self.invalid]
+
+
+def check_recipes(cfg: "EvoConfig") -> RecipeCheck:
+    """`evo config check` and `evo up`: the configured recipes directory and every recipe in it."""
+    d = cfg.recipes_dir()
+    if not d.exists():
+        return RecipeCheck(d, f"directory {d} does not exist", ())
+    if not d.is_dir():
+        return RecipeCheck(d, f"{d} is not a directory", ())
+    return RecipeCheck(d, "", tuple(list_recipes(d, MachineLimits.from_config(cfg))))
