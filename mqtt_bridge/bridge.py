@@ -34,6 +34,7 @@ from mqtt_bridge.payloads import (
     unavailable,
 )
 from mqtt_bridge.output import BridgeOutput
+from mqtt_bridge import sparkplug  # issue 18: the Sparkplug B output
 from mqtt_bridge.publisher import TopicPublisher
 from mqtt_bridge.sources import SegmentSource, SourceStatus
 from mqtt_bridge.topics import Topics
@@ -72,6 +73,7 @@ def build_outputs(config: EvoConfig, bridge: "Bridge") -> list[BridgeOutput]:
     bridge is handed over for its topics, axis/point tables and module watcher (read-only)."""
     factories: list = [
         # one line per output module, e.g. `zenoh_output.create`, `sparkplug.create`
+        sparkplug.create,  # Sparkplug B edge node ([mqtt.sparkplug], issue 18)
     ]
     outputs: list[BridgeOutput] = []
     for factory in factories:
@@ -243,7 +245,7 @@ class Bridge:
 
     def _publish_discovery(self) -> None:
         if self.discovery:
-            for topic, cfg in discovery_configs(self.topics, self.axes):
+            for topic, cfg in discovery_configs(self.topics, self.axes, self.config.io, self.config.machine.name):
                 self.publisher.publish_raw(topic, cfg, retained=True)
 
     def source_status(self) -> dict[str, SourceStatus]:

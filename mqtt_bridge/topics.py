@@ -55,5 +55,5 @@ class Topics:
     def health(self, connector: str) -> str:
         return f"{self.root}/health/{connector}"
 
-    def ha_config(self, thing: str) -> str:
-        return f"homeassistant/sensor/{self.machine_id}_{thing}/config"
+    def ha_config(self, thing: str, component: str = "sensor") -> str:
+        return f"homeassistant/{component}/{self.machine_id}_{thing}/config"
