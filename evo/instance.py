@@ -1,6 +1,6 @@
 """The instance's run directory: the one-watchdog lock, the control socket path, modules.json.
 
-An instance is identified by its run dir (`[watchdog] run_dir` / $EVO_RUN_DIR / /tmp/evo-<prefix>).
+An instance is identified by its run dir (`[watchdog] run_dir` / $EVO_RUN_DIR / common.rundir's default).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from common.consts import DEFAULT_SHM_PREFIX, ENV_RUN_DIR, ENV_SHM_PREFIX
 from common.files import write_atomic
+from common.rundir import resolve_run_dir
 
 LOCK_FILE = "watchdog.lock"
 SOCKET_FILE = "supervisor.sock"
@@ -51,13 +51,9 @@ def _raw_watchdog_section(config_dir: Path | None) -> dict:
 def run_dir_for(config_dir: Path | None) -> Path:
     """The run dir a client should use, without requiring the whole config to load (same rule
     as WatchdogConfig.resolved_run_dir): config.toml `[watchdog] run_dir` if set, else
-    $EVO_RUN_DIR, else /tmp/evo-<EVO_SHM_PREFIX or "evo">."""
+    $EVO_RUN_DIR, else the per-user default (common/rundir.py)."""
     rd = _raw_watchdog_section(config_dir).get("run_dir")
-    if isinstance(rd, str) and rd:
-        return Path(rd)
-    if os.environ.get(ENV_RUN_DIR):
-        return Path(os.environ[ENV_RUN_DIR])
-    return Path("/tmp") / f"evo-{os.environ.get(ENV_SHM_PREFIX) or DEFAULT_SHM_PREFIX}"
+    return resolve_run_dir(rd if isinstance(rd, str) else "")
 
 
 def log_dir_for(config_dir: Path | None) -> Path:

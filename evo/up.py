@@ -46,6 +46,7 @@ def _set_title() -> None:
 
 def run_up(config_arg: str | None, modules_file: str | None = None) -> int:
     from common.config import ConfigError, load_config, resolve_config_dir
+    from common.rundir import UnsafeRunDir, ensure_private_dir
 
     cdir = resolve_config_dir(config_arg)
     try:
@@ -75,9 +76,13 @@ def run_up(config_arg: str | None, modules_file: str | None = None) -> int:
         print(f"evo up: {e}; nothing started", file=sys.stderr)
         return EXIT_CONFIG
     specs = [expand(s, run_dir) for s in specs]
+    os.umask(0o077)  # every file the watchdog and its children create is private (state, logs, sockets)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        log_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(run_dir)
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except UnsafeRunDir as e:
+        print(f"evo up: {e}; nothing started", file=sys.stderr)
+        return EXIT_CONFIG
     except OSError as e:
         print(f"evo up: cannot create {run_dir} / {log_dir}: {e}", file=sys.stderr)
         return EXIT_ERROR

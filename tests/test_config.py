@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.rundir import default_run_dir
 from common.config import (
     PACKAGED_CONFIG_DIR,
     AxisType,
@@ -220,7 +221,7 @@ def test_default_config_loads():
 
 def test_default_config_every_section_present_and_documented():
     data = _toml(DEFAULT / "config.toml")
-    assert set(data) == {"watchdog", "hal", "cu", "re", "mqtt", "grpc", "api", "dashboard",
+    assert set(data) == {"watchdog", "hal", "cu", "re", "mqtt", "grpc", "hmi", "api", "dashboard",
                          "diagnostic"}
     for f in DEFAULT.glob("*.toml"):
         assert f.read_text().startswith("# ╔"), f"{f.name} lacks its header"
@@ -230,7 +231,7 @@ def test_default_config_matches_dataclass_defaults_except_broker():
     cfg = load_config(DEFAULT)
     from common.config.schema import SystemConfig
     d = SystemConfig()
-    for sec in ("hal", "cu", "re", "grpc"):
+    for sec in ("hal", "cu", "re", "grpc", "hmi"):
         assert getattr(cfg.system, sec) == getattr(d, sec), sec
     assert d.mqtt.embedded_broker is False
     assert dataclasses.replace(cfg.system.mqtt, embedded_broker=False) == d.mqtt
@@ -276,9 +277,10 @@ def test_axis_vector_and_paths(monkeypatch: pytest.MonkeyPatch):
     assert np.isnan(brake_timeout[0]) and brake_timeout[2] == 2.0
     monkeypatch.delenv("EVO_RUN_DIR", raising=False)
     monkeypatch.setenv("EVO_SHM_PREFIX", "t123")
-    assert cfg.run_dir() == Path("/tmp/evo-t123")
-    assert cfg.log_dir() == Path("/tmp/evo-t123/log")
-    assert cfg.hal_state_file() == Path("/tmp/evo-t123/hal_state.json")
+    base = default_run_dir()  # the per-user default: /run/evo-t123 as root
+    assert base.name.startswith("evo-t123") and cfg.run_dir() == base
+    assert cfg.log_dir() == base / "log"
+    assert cfg.hal_state_file() == base / "hal_state.json"
     monkeypatch.setenv("EVO_RUN_DIR", "/tmp/somewhere")
     assert cfg.run_dir() == Path("/tmp/somewhere")
     assert cfg.recipes_dir() == DEFAULT.resolve() / "recipes"

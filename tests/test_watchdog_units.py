@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from evo.child import LineSplitter
+from common.rundir import default_run_dir
 from evo.instance import AlreadyRunning, InstanceLock, lock_holder, log_dir_for, run_dir_for
 from evo.logread import follow, merged_tail, tail
 from evo.modules import ModuleTableError, default_modules, load_module_table
@@ -117,7 +118,7 @@ def test_instance_lock_is_exclusive(tmp_path):
 def test_run_and_log_dir_resolution(tmp_path, monkeypatch):
     monkeypatch.delenv("EVO_RUN_DIR", raising=False)
     monkeypatch.setenv("EVO_SHM_PREFIX", "pfx")
-    assert run_dir_for(None) == Path("/tmp/evo-pfx")
+    assert run_dir_for(None) == default_run_dir() and default_run_dir().name.startswith("evo-pfx")
     monkeypatch.setenv("EVO_RUN_DIR", str(tmp_path / "r"))
     assert run_dir_for(tmp_path) == tmp_path / "r" and log_dir_for(tmp_path) == tmp_path / "r" / "log"
     (tmp_path / "config.toml").write_text('[watchdog]\nrun_dir = "/x/run"\nlog_dir = "/x/log"\n')
