@@ -4,7 +4,6 @@ Field names are the TOML keys; defaults and bounds (common.consts) are declared 
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,6 @@ from common.consts import (
     CTRL_GAIN_BOUNDS,
     CTRL_TIME_CONSTANT_S_BOUNDS,
     CYCLE_TIME_US_BOUNDS,
-    DEFAULT_SHM_PREFIX,
-    ENV_RUN_DIR,
-    ENV_SHM_PREFIX,
     MANUAL_TIMEOUT_S_BOUNDS,
     MQTT_KEEPALIVE_S_BOUNDS,
     NET_PORT_BOUNDS,
@@ -86,13 +82,10 @@ class WatchdogConfig:
         return True if m is None else m.enabled
 
     def resolved_run_dir(self, env: Mapping[str, str] | None = None) -> Path:
-        """run_dir, else $EVO_RUN_DIR, else /tmp/evo-<EVO_SHM_PREFIX or "evo">."""
-        env = os.environ if env is None else env
-        if self.run_dir:
-            return Path(self.run_dir)
-        if env.get(ENV_RUN_DIR):
-            return Path(env[ENV_RUN_DIR])
-        return Path("/tmp") / f"evo-{env.get(ENV_SHM_PREFIX) or DEFAULT_SHM_PREFIX}"
+        """run_dir, else $EVO_RUN_DIR, else the per-user default (common/rundir.py)."""
+        from common.rundir import resolve_run_dir
+
+        return resolve_run_dir(self.run_dir, env)
 
     def resolved_log_dir(self, env: Mapping[str, str] | None = None) -> Path:
         """log_dir, else <run_dir>/log."""
