@@ -29,6 +29,7 @@ from .errors import (
 from .io import IoConfig, parse_io
 from .parsing import Collector, Ctx, check_keys, parse_table, type_name
 from .registry import IoRegistry
+from .zenoh_check import check_zenoh
 from .schema import (
     AXIS_REQUIRED_SECTIONS,
     AXIS_SECTIONS,
@@ -175,6 +176,7 @@ def _check_system(s: SystemConfig, col: Collector, file: str) -> None:
     for f in ("viewer_tokens", "operator_tokens"):
         if any(not t for t in getattr(s.grpc, f)):
             g.invalid(f, "tokens must not be empty strings")
+    check_zenoh(s.zenoh, Ctx(col, file, "zenoh"))  # issue 14
     h = Ctx(col, file, "hmi")  # issue 17: the operator web page
     if not s.hmi.bind:
         h.invalid("bind", "must not be empty")
@@ -380,6 +382,11 @@ def load_config(path: str | os.PathLike[str] | None = None, *, check_roles: bool
         from common.fieldbus.canopen_config import check_canopen
 
         check_canopen(d, system.hal.driver_args, axes, io, col)
+    # issue 12: the EtherCAT network file (SubDevices, ESI files, axis / pin blocks)
+    if system is not None and system.hal.driver == "ethercat":
+        from common.fieldbus.ethercat_config import check_ethercat
+
+        check_ethercat(d, system.hal.driver_args, axes, io, col)
     col.raise_if_any()
     assert system is not None and machine is not None and io is not None and registry is not None
     assert all_axes_ok
