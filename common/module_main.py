@@ -9,6 +9,7 @@ import logging
 import sys
 from typing import Callable
 
+from common import logsafe
 from common.config import ConfigError, EvoConfig, format_errors, load_config, resolve_config_dir
 from common.notify import notify_loaded, wait_start_gate
 
@@ -28,6 +29,7 @@ def module_main(
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logsafe.install()  # caller-supplied strings cannot forge log lines
     log = logging.getLogger(prog)
     try:
         config = load_config(resolve_config_dir(args.config))

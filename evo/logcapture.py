@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
+from common import logsafe
+
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 3
 FILE_FORMAT = "%(asctime)s.%(msecs)03d %(message)s"
@@ -85,6 +87,7 @@ def setup_watchdog_logging(log_dir: Path, console: Console) -> list[logging.Hand
     fh = file_handler(log_dir / f"{WATCHDOG_NAME}.log")
     fh.setFormatter(logging.Formatter(FILE_FORMAT.replace("%(message)s", "%(levelname)s %(message)s"), DATE_FORMAT))
     handlers = [_ConsoleHandler(console), fh]
+    logsafe.install(handlers)
     for h in handlers:
         root.addHandler(h)
     return handlers

@@ -252,3 +252,17 @@ def read_segment(rig, key: str):  # noqa: ANN001, ANN201
 
 def rig_ring_count(rig, key: str) -> int:  # noqa: ANN001
     return int(read_segment(rig, f"rpc_{key}")["ring"]["count"])
+
+
+def test_a_caller_cannot_forge_log_lines(rig):
+    """Issue 16 (log injection): a newline or NUL in a caller's string is escaped in the log, and a
+    1 MB reason is capped — one line per logged command."""
+    forged = "pressed\nERROR grpc_bridge: FORGED LINE\x00"
+    rig.stubs.machine.EmergencyStop(machine_pb2.EmergencyStopRequest(reason=forged), timeout=5)
+    rig.stubs.machine.EmergencyStop(machine_pb2.EmergencyStopRequest(reason="x" * (1 << 20)), timeout=10)
+    out = wait_for(lambda: "more characters" in (o := rig.bridge.output()) and o, 10,
+                   what="the capped 1 MB reason in the log")
+    assert "FORGED LINE" in out  # logged, but escaped on its own line:
+    assert not any(line.startswith("ERROR grpc_bridge: FORGED") for line in out.splitlines())
+    assert "pressed\\nERROR" in out and "\\x00" in out
+    assert max(len(line) for line in out.splitlines()) < 4000
