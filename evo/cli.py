@@ -202,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     shm_cli.add_parser(sub)
     config_cli.add_parser(sub)
+    from evo import fleet  # issue 14: the machines on Zenoh
+
+    fleet.add_parser(sub)
+    from evo import canopen_cli
+
+    canopen_cli.add_parser(sub)
     return parser
 
 

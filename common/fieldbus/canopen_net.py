@@ -12,6 +12,7 @@ from typing import Any
 
 import can
 import canopen
+from canopen.sdo.exceptions import SdoError
 
 __all__ = ["EvoNetwork", "open_network", "NMT_STATE_NAMES", "NodeIdentity", "scan", "sdo_u32"]
 
@@ -125,7 +126,7 @@ def scan(net: EvoNetwork, *, wait_s: float = 0.5, sdo_timeout_s: float = 0.3, li
                                       "serial": (0x1018, 4)}.items():
                 try:
                     vals[key] = sdo_u32(node, index, sub)
-                except (canopen.SdoError, struct.error) as e:
+                except (SdoError, struct.error) as e:
                     vals[key] = None
                     if key != "serial":
                         error = error or f"0x{index:04X}:{sub:02X}: {e}"

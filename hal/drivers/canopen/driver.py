@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import can
 import canopen
+from canopen.sdo.exceptions import SdoError
 import numpy as np
 
 from common.config import ConfigError, EvoConfig, HomingMethod
@@ -335,7 +336,7 @@ class CanopenDriver(Driver):
                     continue
                 try:
                     link.configure()
-                except (DriverError, canopen.SdoError, can.CanError, OSError) as e:
+                except (DriverError, SdoError, can.CanError, OSError) as e:
                     self._retry_at[link.cfg.id] = now + self.bus.reconnect_ms / 1000.0
                     msg = str(e)
                     if self._reported.get(link.cfg.id) != msg:

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import canopen
+from canopen.sdo.exceptions import SdoError
 
 from common.fieldbus.canopen_config import BusSettings, DriveMode, NodeConfig, NodeKind
 from common.fieldbus.canopen_net import NMT_STATE_NAMES, sdo_u32
@@ -113,7 +114,7 @@ class NodeLink:
                 self.node.sdo[0x6060].raw = self.cfg.mode.code
             self._map_pdos()
             self.node.sdo[0x1017].raw = self.bus.heartbeat_ms
-        except canopen.SdoError as e:
+        except SdoError as e:
             raise NodeStartError(f"{self.where}: SDO failed during start-up: {e}") from e
         self.emcy_code = 0
         self.last_rx_ns = 0
