@@ -34,7 +34,8 @@ def sparkplug_config(dest: Path, mqtt_port: int, *, run_dir: Path, primary_host:
     assert n == 1, "config.toml has no [mqtt] port = 1883"
     text = re.sub(r"(?m)^port = 50051$", f"port = {grpc_port or free_port()}", text)
     text = re.sub(r"(?m)^port = 8080$", f"port = {free_port()}", text)  # the HMI, where there is one
-    text = re.sub(r"(?m)^port = 7447$", f"port = {free_port()}", text)  # Zenoh, where there is one
+    # Zenoh is another output of the same bridge (issue 14): off here, so no fixed port is shared
+    text = re.sub(r"(?m)^(\[zenoh\]\n)enabled = true$", r"\1enabled = false", text)
     text = re.sub(r'(?m)^machine_id = ""$', f'machine_id = "{MID}"', text)
     text = re.sub(r"(?m)^embedded_broker = (true|false)$", f"embedded_broker = {str(embedded_broker).lower()}", text)
     text = re.sub(r'(?m)^run_dir = ""$', f'run_dir = "{run_dir}"', text)

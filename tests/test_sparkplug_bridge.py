@@ -1,0 +1,290 @@
+"""Issue 18: the MQTT bridge process as a Sparkplug B edge node, against a real mosquitto and a host
+application decoding with the compiled Tahu proto; the bridge is fed by live test writers on /dev/shm.
+
+Births with every metric typed, DATA by alias with seq, deadbands, DDEATH/DBIRTH with a source,
+Rebirth and refused commands, primary-host STATE, the NDEATH of a clean stop, config errors.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from common.config import load_config
+from common.config.errors import ConfigError
+from common.shm.io_helpers import set_bit
+from common.shm.segments import CU_TO_MQT, HAL_TO_MQT, RE_TO_MQT
+from mqtt_bridge.sparkplug import sparkplug_b_pb2 as pb
+from tests.connector.observer import Observer
+from tests.helpers import REPO, ModuleProcess, module_env, shm_entries, wait_for
+from tests.mosquitto_broker import start_broker
+from tests.sparkplug_host import VALUE_FIELD, HostApp, seq_gaps, unit_of, value_of
+from tests.sparkplug_support import GROUP, MID, LiveWriter, fill, sparkplug_config
+
+pytestmark = pytest.mark.timeout(120)
+
+AXIS_DEVICES = ["Axis-X", "Axis-Y", "Axis-Z", "Axis-Spindle"]
+IO_DEVICES = ["IO-Safety", "IO-Axes", "IO-Workholding", "IO-Spindle", "IO-Panel"]
+NODE_TOPIC = f"spBv1.0/{GROUP}/%s/{MID}"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    b = start_broker(tmp_path_factory.mktemp("spb-broker"))
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def writers(shm_prefix):
+    ws = {"cu": LiveWriter("cu", CU_TO_MQT), "hal": LiveWriter("hal", HAL_TO_MQT), "re": LiveWriter("re", RE_TO_MQT)}
+    fill(ws["cu"], ws["hal"], ws["re"])
+    yield ws
+    for w in ws.values():
+        w.close()
+
+
+@pytest.fixture
+def host(broker):
+    h = HostApp(broker.host, broker.port, GROUP, host_id="scada1")
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def bridge(tmp_path, broker, shm_prefix):
+    """start(**config) -> a running `python -m mqtt_bridge` with [mqtt.sparkplug] on."""
+    procs: list[ModuleProcess] = []
+
+    def start(**kw) -> ModuleProcess:
+        cfg = sparkplug_config(tmp_path / f"config{len(procs)}", broker.port, run_dir=tmp_path / "run", **kw)
+        p = ModuleProcess("mqtt_bridge", shm_prefix, ["--config", str(cfg)], log_dir=tmp_path).start()
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop()
+
+
+def _typed(m: pb.Payload.Metric) -> bool:
+    """A birth metric names itself, has an alias and a data type, and carries its value in that type's field."""
+    if not (m.name and m.HasField("alias") and m.datatype in VALUE_FIELD):
+        return False
+    return m.is_null or m.WhichOneof("value") == VALUE_FIELD[m.datatype]
+
+
+def test_births_every_metric_typed_then_data_by_alias_with_seq(writers, bridge, host) -> None:
+    """Must exist: NBIRTH, one DBIRTH per axis and I/O group with every metric typed, then DDATA with
+    increasing seq (here the axis moves in the CU's segment; the machine test moves it over gRPC)."""
+    bridge()
+    nb = host.wait("NBIRTH")
+    assert nb.topic == NODE_TOPIC % "NBIRTH" and nb.seq == 0 and nb.payload.timestamp > 0
+    bd = nb.metric("bdSeq")
+    assert bd.datatype == pb.Int64 and 0 <= bd.long_value <= 255
+    rebirth = nb.metric("Node Control/Rebirth")
+    assert rebirth.datatype == pb.Boolean and rebirth.boolean_value is False
+    for name in ("Machine/State", "Safety/State", "Safety/E-Stop", "Machine/Errors", "Recipe/State",
+                 "Recipe/Progress", "Sources/CU"):
+        assert name in nb.names(), name
+    assert all(_typed(m) for m in nb.payload.metrics if m.name != "bdSeq"), nb.payload
+    wait_for(lambda: {m.device for m in host.of("DBIRTH")} >= set(AXIS_DEVICES + IO_DEVICES), 15,
+             what="a DBIRTH per axis and per I/O group")
+    births = {m.device: m for m in host.of("DBIRTH")}
+    assert sorted(births) == sorted(AXIS_DEVICES + IO_DEVICES) and len(host.of("DBIRTH")) == 9
+    aliases = [m.alias for b in [nb, *births.values()] for m in b.payload.metrics if m.HasField("alias")]
+    assert len(aliases) == len(set(aliases)), "aliases are unique across the edge node"
+    for dev, b in births.items():
+        assert all(_typed(m) for m in b.payload.metrics), (dev, b.payload)
+    x = {m.name: m for m in births["Axis-X"].payload.metrics}
+    assert x["Axes/X/Position"].datatype == pb.Double and x["Axes/X/Position"].double_value == 12.5
+    assert unit_of(x["Axes/X/Position"]) == "mm" and unit_of(x["Axes/X/Velocity"]) == "mm/s"
+    assert value_of(x["Axes/X/Power"]) == "STANDBY" and x["Axes/X/Referenced"].boolean_value is True
+    assert x["Axes/X/Drive/Ready"].boolean_value is True
+    spindle = {m.name: m for m in births["Axis-Spindle"].payload.metrics}
+    assert unit_of(spindle["Axes/Spindle/Position"]) == "deg"
+    work = {m.name: m for m in births["IO-Workholding"].payload.metrics}
+    assert work["IO/AI/Air pressure"].double_value == pytest.approx(6.2) and unit_of(work["IO/AI/Air pressure"]) == "bar"
+    safety = {m.name: m for m in births["IO-Safety"].payload.metrics}
+    # logical values: the NC E-stop's closed circuit is "not pressed"
+    assert safety["IO/DI/Main E-Stop"].boolean_value is False and safety["IO/DI/Guard door closed"].boolean_value is False
+    assert host.value("Machine/State") == "IDLE" and host.value("Recipe/Program") == "demo_cycle"
+
+    mark = host.count()
+    for pos in (13.0, 14.0, 15.5):
+        with writers["cu"].lock:
+            writers["cu"].local["status"]["axes"][0]["position"] = pos
+        host.wait("DDATA", "Axis-X", since=mark, pred=lambda m, pos=pos: any(
+            value_of(x) == pos for x in m.payload.metrics))
+    data = [m for m in host.of("DDATA", "Axis-X", since=mark)]
+    assert len(data) >= 3
+    for m in data:  # DATA carries aliases only: no names, no data types
+        assert all(not x.name and x.HasField("alias") and not x.HasField("datatype") for x in m.payload.metrics)
+    seqs = [m.seq for m in data]
+    assert all((b - a) % 256 >= 1 for a, b in zip(seqs, seqs[1:])), seqs
+    assert host.value("Axes/X/Position") == 15.5
+    assert seq_gaps(host.messages) == [] and not host.decode_errors
+
+
+def test_deadband_holds_back_small_changes(writers, bridge, host) -> None:
+    """Must exist: an analog value changing below its deadband produces no DDATA (compared with the
+    value last reported, so small steps that add up past the deadband are reported)."""
+    bridge(deadband={"IO/AI/Air pressure": 0.5})
+    host.wait("DBIRTH", "IO-Workholding")
+    hal = writers["hal"]
+    io = hal.local["io"]
+
+    def step(pressure: float, part_present: bool):
+        """One consistent write (the bridge sees both changes in the same scan); the DDATA it caused."""
+        mark = host.count()
+        with hal.lock:
+            io["ai_values"][0] = pressure
+            set_bit(io["di_bank"], 41, part_present)
+        return host.wait("DDATA", "IO-Workholding", since=mark, pred=lambda m: any(
+            host.aliases[x.alias].name == "IO/DI/Part present" and value_of(x) is part_present
+            for x in m.payload.metrics))
+
+    def names(msg) -> list[str]:
+        return [host.aliases[x.alias].name for x in msg.payload.metrics]
+
+    start = host.count()
+    assert "IO/AI/Air pressure" not in names(step(6.4, True))  # +0.2 bar: inside the deadband
+    assert "IO/AI/Air pressure" not in names(step(6.6, False))  # +0.4 from the last REPORTED 6.2: inside
+    assert "IO/AI/Air pressure" in names(step(6.9, True))  # +0.7 from 6.2: out
+    assert "IO/AI/Air pressure" not in names(step(7.1, False))  # +0.2 from the new reference 6.9
+    assert [v for _, v in host.data_for("IO/AI/Air pressure", since=start)] == [pytest.approx(6.9)]
+    assert seq_gaps(host.messages) == []
+
+
+def test_source_not_live_is_ddeath_and_back_is_dbirth(writers, bridge, host) -> None:
+    """Must exist (bridge level): CU down -> the axis devices' DDEATH, node metrics of the CU null;
+    CU back -> DBIRTH again; HAL gone -> the I/O devices' DDEATH and the axes' drive metrics null."""
+    bridge()
+    wait_for(lambda: len(host.of("DBIRTH")) == 9, 15, what="every DBIRTH")
+    mark = host.count()
+    writers["cu"].paused.set()  # heartbeat frozen: the CU hangs or died
+    wait_for(lambda: {m.device for m in host.of("DDEATH", since=mark)} == set(AXIS_DEVICES), 10,
+             what="DDEATH of every axis device")
+    assert not host.of("DDEATH", "IO-Safety", since=mark)
+    wait_for(lambda: host.value("Machine/State") is None and host.value("Sources/CU") == "stale",
+             what="CU node metrics null")
+    mark = host.count()
+    writers["cu"].paused.clear()
+    wait_for(lambda: {m.device for m in host.of("DBIRTH", since=mark)} == set(AXIS_DEVICES), 10,
+             what="DBIRTH of every axis device again")
+    assert host.value("Machine/State") == "IDLE"
+    mark = host.count()
+    writers["hal"].close()  # HAL exits: its segment is gone
+    wait_for(lambda: {m.device for m in host.of("DDEATH", since=mark)} == set(IO_DEVICES), 10,
+             what="DDEATH of every I/O device")
+    wait_for(lambda: host.value("Axes/X/Drive/Ready") is None, what="drive metrics null without the HAL")
+    assert not host.of("DDEATH", "Axis-X", since=mark)
+    assert seq_gaps(host.messages) == []
+
+
+def test_rebirth_ncmd_and_every_other_command_refused(writers, bridge, host, shm_prefix) -> None:
+    """Must exist: Rebirth NCMD -> a full rebirth (NBIRTH seq 0, same bdSeq, every DBIRTH); any other
+    NCMD/DCMD is refused (logged, counted in Node Info/Refused commands) and nothing is written."""
+    proc = bridge()
+    first = host.wait("NBIRTH")
+    wait_for(lambda: len(host.of("DBIRTH")) == 9, 15, what="every DBIRTH")
+    segments = shm_entries(shm_prefix)
+    mark = host.count()
+    host.rebirth(MID)
+    nb = host.wait("NBIRTH", since=mark)
+    assert nb.seq == 0 and nb.metric("bdSeq").long_value == first.metric("bdSeq").long_value
+    wait_for(lambda: {m.device for m in host.of("DBIRTH", since=mark)} == set(AXIS_DEVICES + IO_DEVICES), 10,
+             what="every DBIRTH after the rebirth")
+    # the rebirth by alias works too (Ignition sends the alias it learned)
+    alias = next(m.alias for m in nb.payload.metrics if m.name == "Node Control/Rebirth")
+    mark = host.count()
+    host.command(NODE_TOPIC % "NCMD", [{"alias": alias, "datatype": pb.Boolean, "value": True}])
+    host.wait("NBIRTH", since=mark)
+    # refusals: a node write, a device write, garbage
+    host.command(NODE_TOPIC % "NCMD", [{"name": "Axes/X/Position", "datatype": pb.Double, "value": 100.0}])
+    wait_for(lambda: host.value("Node Info/Refused commands") == 1, what="first refusal counted")
+    host.command(f"spBv1.0/{GROUP}/DCMD/{MID}/IO-Panel",
+                 [{"name": "IO/DO/Lamp green (running)", "datatype": pb.Boolean, "value": True}])
+    wait_for(lambda: host.value("Node Info/Refused commands") == 2, what="DCMD refusal counted")
+    host.client.publish(NODE_TOPIC % "NCMD", b"\xff\xff not protobuf", 0).wait_for_publish(5)
+    wait_for(lambda: host.value("Node Info/Refused commands") == 3, what="malformed NCMD refused")
+    out = proc.output()
+    assert "refused NCMD" in out and "refused DCMD" in out and "Axes/X/Position" in out
+    # nothing written: the bridge made no segment (it has no command path) and the machine values stand
+    assert shm_entries(shm_prefix) == segments
+    assert host.value("IO/DO/Lamp green (running)") is False and host.value("Axes/X/Position") == 12.5
+    assert seq_gaps(host.messages) == []
+
+
+def test_primary_host_state_holds_births(writers, bridge, host, broker) -> None:
+    """Primary host awareness: no NBIRTH until spBv1.0/STATE/<host> says online; the host going
+    offline -> NDEATH and a new session (next bdSeq) that waits for it again; a stale STATE is ignored."""
+    host.client.publish("spBv1.0/STATE/scada1", b"", 1, True).wait_for_publish(5)  # no retained state
+    proc = bridge(primary_host="scada1")
+    wait_for(lambda: "Sparkplug session bdSeq=" in proc.output(), 15, what="the Sparkplug session up")
+    # the JSON tree of the same process publishes axes telemetry every scan at telemetry_hz: once
+    # five of those went by after the session began, births would have been sent long ago
+    obs = Observer(broker.host, broker.port)
+    try:
+        obs.subscribe(f"evo/{MID}/axes/1")
+        wait_for(lambda: len(obs.on(f"evo/{MID}/axes/1")) >= 5, 10, what="five telemetry periods")
+    finally:
+        obs.close()
+    assert host.of("NBIRTH") == [] and host.of("DBIRTH") == []
+    t0 = time.time_ns() // 10**6
+    host.publish_state(True, t0)
+    nb = host.wait("NBIRTH")
+    first_bd = nb.metric("bdSeq").long_value
+    wait_for(lambda: len(host.of("DBIRTH")) == 9, 15, what="every DBIRTH")
+    mark = host.count()
+    host.publish_state(False, t0 - 1000)  # older than the last STATE: ignored
+    host.publish_state(False, t0 + 1)
+    death = host.wait("NDEATH", since=mark)
+    assert death.metric("bdSeq").long_value == first_bd and death.seq is None
+    assert [m for m in host.of("NDEATH", since=mark)] == [death]  # the stale one did nothing
+    wait_for(lambda: proc.output().count("Sparkplug session bdSeq=") >= 2, 15, what="a new session")
+    assert host.of("NBIRTH", since=mark) == []
+    host.publish_state(True, t0 + 2)
+    nb2 = host.wait("NBIRTH", since=mark)
+    assert nb2.metric("bdSeq").long_value == (first_bd + 1) % 256
+    host.client.publish("spBv1.0/STATE/scada1", b"", 1, True).wait_for_publish(5)  # leave no retained state
+
+
+def test_clean_stop_sends_ndeath_with_the_birth_bdseq(writers, bridge, host) -> None:
+    proc = bridge()
+    nb = host.wait("NBIRTH")
+    mark = host.count()
+    assert proc.stop() == 0
+    death = host.wait("NDEATH", since=mark)
+    assert death.metric("bdSeq").long_value == nb.metric("bdSeq").long_value
+
+
+def test_bad_sparkplug_config_is_refused_with_file_section_and_field(tmp_path, broker) -> None:
+    cfg = sparkplug_config(tmp_path / "cfg", broker.port, run_dir=tmp_path / "run")
+    path = cfg / "config.toml"
+    good = path.read_text()
+    cases = [
+        ('group_id = "plant1"', 'group_id = "plant/1"', "group_id", "one topic level"),
+        ('group_id = "plant1"', 'group_id = ""', "group_id", "must not be empty"),
+        ('group_id = "plant1"', 'group_id = "plant1"\nedge_nod_id = "x"', "edge_nod_id", "did you mean"),
+        ("[mqtt.sparkplug.deadband]\n", "[mqtt.sparkplug.deadband]\n\"Axes/*/Position\" = -1\n", "deadband", ">= 0"),
+        ("[mqtt.sparkplug.deadband]\n", "[mqtt.sparkplug.deadband]\n\"Axes/*/Position\" = \"x\"\n", "deadband",
+         "expected a number"),
+        ('metrics = ["*"]', "metrics = []", "metrics", "at least one"),
+    ]
+    for old, new, fld, text in cases:
+        assert old in good, old
+        path.write_text(good.replace(old, new, 1))
+        with pytest.raises(ConfigError) as info:
+            load_config(cfg)
+        e = info.value
+        assert e.file == "config.toml" and e.section == "mqtt.sparkplug" and fld in (e.field or ""), (new, e)
+        assert text in str(e), (new, str(e))
+    # patterns are checked against this machine's metrics when the bridge starts: nothing starts
+    path.write_text(good.replace('metrics = ["*"]', 'metrics = ["Axes/Q/*"]'))
+    load_config(cfg)  # well-formed ...
+    r = subprocess.run([sys.executable, "-m", "mqtt_bridge", "--config", str(cfg)], cwd=REPO,
+                       env=module_env("spbbad"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "'Axes/Q/*' matches no metric" in r.stdout + r.stderr, r
