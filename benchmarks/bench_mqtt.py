@@ -172,7 +172,9 @@ def _bridge_config(base: Path, port: int) -> Path:
     text = re.sub(r"(?m)^port = 1883$", f"port = {port}", text)
     text = re.sub(r'(?m)^machine_id = ""$', 'machine_id = "bench"', text)
     text = re.sub(r'(?m)^run_dir = ""$', f'run_dir = "{base / "run"}"', text)
-    (d / "config.toml").write_text(text)
+    from tests.helpers import zenoh_isolated  # 7447 may be another machine's
+
+    (d / "config.toml").write_text(zenoh_isolated(text))
     (base / "run").mkdir(exist_ok=True)
     return d
 

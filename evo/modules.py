@@ -103,6 +103,10 @@ def default_modules(cfg: Any) -> list[ModuleSpec]:
             name="mosquitto", argv=("mosquitto", "-c", "{run_dir}/mosquitto.conf"), notify=False,
             tcp=(mq.host, int(mq.port)), watchdog_timeout_s=0.0, wrap=True,
         ))
+    z = cfg.system.zenoh
+    if z.router:  # issue 14: a Python Zenoh router session for plants without zenohd
+        mods.append(ModuleSpec(name="zenoh_router", argv=package_argv("evo.zenoh_router", cdir),
+                               watchdog_timeout_s=timeout, preload=True))
     mods.append(ours("mqtt"))
     return mods
 

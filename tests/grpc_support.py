@@ -61,7 +61,9 @@ def make_config(dest: Path, port: int, *, viewer_tokens: tuple[str, ...] = (), o
     if run_dir:
         text, n = re.subn(r'(?m)^run_dir = ".*"$', f'run_dir = "{run_dir}"', text)
         assert n == 1
-    path.write_text(text)
+    from tests.helpers import zenoh_isolated
+
+    path.write_text(zenoh_isolated(text))
     return dest
 
 

@@ -46,6 +46,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+ZENOH_DEFAULT_LISTEN = '"tcp/127.0.0.1:7447"'
+
+
+def zenoh_isolated(config_toml: str, port: int | None = None) -> str:
+    """config.toml text whose [zenoh] listens on its own free loopback port instead of the
+    default 7447 (another machine or test may hold it); a text without [zenoh] gets a section."""
+    port = port or free_port()
+    if "[zenoh]" not in config_toml:
+        return config_toml.rstrip("\n") + f'\n\n[zenoh]\nlisten = ["tcp/127.0.0.1:{port}"]\n'
+    return config_toml.replace(ZENOH_DEFAULT_LISTEN, f'"tcp/127.0.0.1:{port}"')
+
+
 def module_env(prefix: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["EVO_SHM_PREFIX"] = prefix

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.connector import Connecting, Degraded, DroppedInbound, HealthEvent, Up, ZenohRouting
+from common.connector import Connecting, Down, DroppedInbound, HealthEvent, Up, ZenohRouting
 from common.connector.routing import Congestion
 from common.connector.zenoh import ZenohConnector, ZenohOptions
 from tests.helpers import free_port, wait_for
@@ -74,15 +74,19 @@ def test_inbound_flood_into_a_tiny_bridge_reports_dropped_inbound() -> None:
         assert binding.dropped_total >= total - 2 and all(e.channel == "flood/x" for e in drops)
 
 
-def test_losing_the_only_peer_degrades_and_its_return_restores() -> None:
+def test_losing_the_only_peer_goes_down_and_its_return_restores() -> None:
+    """Issue 14: peer-count-driven health — every peer gone is Down with the reason, then
+    Connecting (Zenoh keeps dialling), Up again once a peer is back."""
     port = free_port()
     a, b = _pair(port)
+    events = a.subscribe_health()
     with a:
         b.start()
         wait_for(lambda: a.health == Up() and b.health == Up())
         b.stop()
-        wait_for(lambda: isinstance(a.health, Degraded), what="a degraded without peers")
-        assert "peers" in a.health.reason
+        wait_for(lambda: isinstance(a.health, Connecting), what="a connecting again without peers")
+        downs = [e.current for e in events.drain() if isinstance(e, HealthEvent) and isinstance(e.current, Down)]
+        assert downs and "no zenoh router or peer connected" in downs[-1].reason
         b2 = ZenohConnector(ZenohOptions(connect=(f"tcp/127.0.0.1:{port}",)), name="zb2")
         with b2:
             wait_for(lambda: a.health == Up(), what="a up again once a peer is back")
