@@ -35,6 +35,7 @@ from mqtt_bridge.payloads import (
 )
 from mqtt_bridge.output import BridgeOutput
 from mqtt_bridge import sparkplug  # issue 18: the Sparkplug B output
+from mqtt_bridge import zenoh_output  # issue 14: the Zenoh output
 from mqtt_bridge.publisher import TopicPublisher
 from mqtt_bridge.sources import SegmentSource, SourceStatus
 from mqtt_bridge.topics import Topics
@@ -74,6 +75,7 @@ def build_outputs(config: EvoConfig, bridge: "Bridge") -> list[BridgeOutput]:
     factories: list = [
         # one line per output module, e.g. `zenoh_output.create`, `sparkplug.create`
         sparkplug.create,  # Sparkplug B edge node ([mqtt.sparkplug], issue 18)
+        zenoh_output.create,  # the machine on Zenoh ([zenoh], issue 14)
     ]
     outputs: list[BridgeOutput] = []
     for factory in factories:

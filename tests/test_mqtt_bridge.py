@@ -22,7 +22,7 @@ from common.shm.p2p import TypedP2pWriter, segment_name
 from common.shm.segments import CU_TO_MQT, HAL_TO_MQT, RE_TO_MQT
 from common.states import MachineState, PowerState, ReState, SafetyState
 from tests.connector.observer import Observer
-from tests.helpers import REPO, ModuleProcess, free_port, module_env, wait_for
+from tests.helpers import REPO, ModuleProcess, free_port, module_env, wait_for, zenoh_isolated
 from tests.mosquitto_broker import start_broker
 
 MID = "testcell"
@@ -108,7 +108,7 @@ def _config_dir(tmp_path: Path, port: int) -> Path:
     text = re.sub(r"(?m)^telemetry_hz = 10.0$", "telemetry_hz = 20.0", text)
     text = re.sub(r"(?m)^homeassistant_discovery = false$", "homeassistant_discovery = true", text)
     text = re.sub(r'(?m)^run_dir = ""$', f'run_dir = "{tmp_path / "run"}"', text)
-    (d / "config.toml").write_text(text)
+    (d / "config.toml").write_text(zenoh_isolated(text))
     (tmp_path / "run").mkdir(exist_ok=True)
     return d
 
