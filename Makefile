@@ -40,6 +40,7 @@ bench: setup
 protos:
 	$(PY) -m grpc_bridge.codegen
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. common/protos/evo/v1/supervisor.proto
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. mqtt_bridge/sparkplug/sparkplug_b.proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -288,3 +288,28 @@ def test_bad_sparkplug_config_is_refused_with_file_section_and_field(tmp_path, b
     r = subprocess.run([sys.executable, "-m", "mqtt_bridge", "--config", str(cfg)], cwd=REPO,
                        env=module_env("spbbad"), capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "'Axes/Q/*' matches no metric" in r.stdout + r.stderr, r
+
+
+def test_committed_sparkplug_module_matches_its_proto(tmp_path) -> None:
+    """The generated sparkplug_b_pb2 is what `make protos` makes of the committed .proto."""
+    rel = "mqtt_bridge/sparkplug/sparkplug_b.proto"
+    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).write_bytes((REPO / rel).read_bytes())
+    r = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", str(tmp_path), f"--python_out={tmp_path}",
+                        f"--pyi_out={tmp_path}", str(tmp_path / rel)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for suffix in ("_pb2.py", "_pb2.pyi"):
+        name = rel.replace(".proto", suffix)
+        assert (tmp_path / name).read_bytes() == (REPO / name).read_bytes(), f"{name} is stale: run make protos"
+
+
+def test_bdseq_survives_restarts_and_wraps_at_255(tmp_path) -> None:
+    from mqtt_bridge.sparkplug.session import BdSeqStore
+
+    path = tmp_path / "spb.bdseq"
+    assert [BdSeqStore(path).advance() for _ in range(3)] == [0, 1, 2]  # a new store each time: from the file
+    path.write_text("254\n")
+    store = BdSeqStore(path)
+    assert [store.advance(), store.advance(), store.advance()] == [255, 0, 1]
+    path.write_text("garbage")
+    assert BdSeqStore(path).advance() == 0
