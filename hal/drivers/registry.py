@@ -14,6 +14,7 @@ from .base import Driver, DriverError
 # name -> "module:Class", imported lazily so a fieldbus driver's libraries load only when chosen
 _BUILTIN: dict[str, str] = {
     "sim": "hal.drivers.sim:SimDriver",
+    "ethercat": "hal.drivers.ethercat:EthercatDriver",  # issue 12
     "canopen": "hal.drivers.canopen:CanopenDriver",
 }
 _FACTORIES: dict[str, Callable[..., Driver]] = {}

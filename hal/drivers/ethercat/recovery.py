@@ -1,0 +1,141 @@
+"""Which SubDevices are in OP, and bringing the others back (SOEM's recover / reconfig path) with back-off.
+
+Each step is one bounded SOEM call per SubDevice down (datagram time-outs), so the HAL cycle is never held long.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from common.states import DriverState
+
+from ..base import DriverHealth, DriverIO
+
+log = logging.getLogger(__name__)
+
+STEP_TIMEOUT_US = 2000  # per datagram of a recover / reconfig step
+
+
+class Recovery:
+    def __init__(self, driver: Any, pysoem: Any, backoff_ns: int, max_backoff_ns: int) -> None:
+        self.d = driver
+        self.pysoem = pysoem
+        self.backoff0 = backoff_ns
+        self.backoff_max = max_backoff_ns
+        n = len(driver.slaves)
+        self.ok = [True] * n
+        self.reasons = [""] * n
+        self.since = [0] * n
+        self.attempts = [0] * n
+        self.backoff = [backoff_ns] * n
+        self.contrib = [(2 if r.rx.size else 0) + (1 if r.tx.size else 0) for r in driver.routes]
+        self.expected_wkc = sum(self.contrib)
+        self.down = False
+        self.next_try = 0
+        self.last_back = ""
+        self._health = DriverHealth(DriverState.READY, self._all_ok_text())
+
+    def _all_ok_text(self) -> str:
+        t = f"{len(self.ok)} SubDevices in OP on {self.d.interface}"
+        return t + (f"; {self.last_back}" if self.last_back else "")
+
+    def health(self) -> DriverHealth:
+        return self._health
+
+    def _update(self) -> None:
+        self.down = not all(self.ok)
+        self.expected_wkc = sum(c for c, ok in zip(self.contrib, self.ok) if ok)
+        if not self.down:
+            self._health = DriverHealth(DriverState.READY, self._all_ok_text())
+            return
+        subs = self.d.net.subdevices
+        text = "; ".join(f"{subs[k].label}: {self.reasons[k]}" for k, ok in enumerate(self.ok) if not ok)
+        state = DriverState.FAULT if not any(self.ok) else DriverState.DEGRADED
+        self._health = DriverHealth(state, f"{text}; recovering")
+
+    # --- detection ---------------------------------------------------------------------------
+    def check(self, now_ns: int, wkc: int, io: DriverIO) -> None:
+        """Read every AL state (bounded: one BRD, then FPRDs when they differ) and note changes."""
+        from .driver import state_text
+
+        p = self.pysoem
+        master = self.d.master
+        master.read_state()
+        changed = False
+        for k, slave in enumerate(self.d.slaves):
+            st = slave.state
+            healthy = st == p.OP_STATE
+            if healthy and not self.ok[k]:
+                took = (now_ns - self.since[k]) / 1e9
+                self.ok[k] = True
+                self.attempts[k] = 0
+                self.backoff[k] = self.backoff0
+                label = self.d.net.subdevices[k].label
+                self.last_back = f"{label} back in OP after {took:.1f} s"
+                log.info("EtherCAT %s", self.last_back)
+                changed = True
+            elif not healthy:
+                reason = state_text(p, st, slave.al_status)
+                if self.ok[k] or reason != self.reasons[k]:
+                    if self.ok[k]:
+                        self.since[k] = now_ns
+                        if not self.down:
+                            self.next_try = now_ns + self.backoff0
+                        log.warning("EtherCAT %s: %s (working counter %d of %d)", self.d.net.subdevices[k].label,
+                                    reason, wkc, self.expected_wkc)
+                    self.ok[k] = False
+                    self.reasons[k] = reason
+                    self.d.routes[k].bus_lost(io)
+                    changed = True
+        if changed:
+            self._update()
+
+    # --- recovery ----------------------------------------------------------------------------
+    def step(self, now_ns: int) -> None:
+        """One recovery action for every SubDevice that is down; the next after its back-off."""
+        p = self.pysoem
+        soonest = None
+        for k, slave in enumerate(self.d.slaves):
+            if self.ok[k]:
+                continue
+            self.attempts[k] += 1
+            progressed = self._act(p, slave)
+            if progressed:
+                delay = 2_000_000  # next stage shortly (state check in between)
+            else:
+                delay = self.backoff[k]
+                self.backoff[k] = min(self.backoff[k] * 2, self.backoff_max)
+            due = now_ns + delay
+            soonest = due if soonest is None else min(soonest, due)
+        self.next_try = soonest if soonest is not None else now_ns + self.backoff0
+
+    def _act(self, p: Any, slave: Any) -> bool:
+        """True when the SubDevice moved a stage up (ack, OP request, found again, reconfigured)."""
+        st = slave.state
+        try:
+            if st == p.NONE_STATE:
+                if slave.recover(STEP_TIMEOUT_US) > 0:
+                    slave.is_lost = False
+                    slave.state = p.INIT_STATE
+                    return True
+                return False
+            if st & 0x0F == p.SAFEOP_STATE and st & p.STATE_ERROR:
+                slave.state = p.SAFEOP_STATE + p.STATE_ACK
+                slave.write_state()
+                return True
+            if st == p.SAFEOP_STATE:
+                slave.state = p.OP_STATE
+                slave.write_state()
+                return True
+            t0 = time.perf_counter()
+            got = slave.reconfig(STEP_TIMEOUT_US)
+            log.debug("EtherCAT reconfig -> 0x%02X in %.1f ms", got, (time.perf_counter() - t0) * 1e3)
+            if got == p.SAFEOP_STATE:
+                slave.state = p.OP_STATE
+                slave.write_state()
+                return True
+            return False
+        except Exception as e:  # noqa: BLE001 - a failed step is retried after the back-off
+            log.debug("EtherCAT recovery step failed: %s", e)
+            return False

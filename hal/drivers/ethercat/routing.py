@@ -1,0 +1,206 @@
+"""Process-image routing: which bytes and bits of a SubDevice's PDOs carry which axis value or DI/DO/AI/AO pin.
+
+Layouts come from the ESI PDO entries (in SM order, as SOEM maps them); pack/unpack work on preallocated buffers.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.config import EvoConfig, HomingMethod
+from common.fieldbus.esi import DATA_TYPES, EsiDevice, Pdo
+from common.fieldbus.ethercat_config import DriveMode, SubDeviceConfig
+from common.states import DriverState
+
+from ..base import DriverIO
+from .cia402 import Cia402State, controlword, decode
+
+COMM_ERROR = 0x7500  # CiA 301 "communication error": the drive's SubDevice is lost or not in OP
+#: a drive fault is reset (enable low) only after it has been shown this long: the bridges (10-20 Hz) and the
+#: operator see the drive's error code before it goes
+FAULT_HOLD_NS = 1_000_000_000
+
+
+class Layout:
+    """Offsets of the mapped objects of one direction: byte-aligned values and single bits."""
+
+    def __init__(self, pdos: tuple[Pdo, ...]) -> None:
+        self.values: dict[tuple[int, int], tuple[int, struct.Struct]] = {}
+        self.bits: list[tuple[tuple[int, int], int]] = []  # (key, bit offset) in PDO order
+        bit = 0
+        for p in pdos:
+            for e in p.entries:
+                if not e.is_padding:
+                    code = DATA_TYPES[e.data_type][1]
+                    if e.bit_len == 1:
+                        self.bits.append(((e.index, e.subindex), bit))
+                    elif code:
+                        self.values[(e.index, e.subindex)] = (bit // 8, struct.Struct("<" + code))
+                bit += e.bit_len
+        self.size = (bit + 7) // 8
+
+    def value(self, index: int, sub: int = 0) -> tuple[int, struct.Struct] | None:
+        return self.values.get((index, sub))
+
+    def words(self) -> list[tuple[int, struct.Struct]]:
+        """The integer values in PDO order (what AI/AO pin blocks take)."""
+        return [v for v in self.values.values() if v[1].format[-1] in "bBhHiI"]
+
+
+def _type_range(s: struct.Struct) -> tuple[float, float]:
+    bits = s.size * 8
+    if s.format[-1].islower():
+        return float(-(1 << (bits - 1))), float((1 << (bits - 1)) - 1)
+    return 0.0, float((1 << bits) - 1)
+
+
+class DriveRoute:
+    """One CiA 402 drive: controlword / targets out, statusword / actual values / error code in."""
+
+    def __init__(self, sub: SubDeviceConfig, dev: EsiDevice, config: EvoConfig) -> None:
+        self.sub = sub
+        self.i = sub.axis - 1
+        self.mode = sub.mode
+        self.scale = sub.increments_per_unit
+        self.absolute = config.axis(sub.axis).homing.method is HomingMethod.ABSOLUTE
+        self.rx, self.tx = Layout(dev.rx_pdos), Layout(dev.tx_pdos)
+        self.out = bytearray(self.rx.size)
+        self.cw = self.rx.value(0x6040)
+        self.tpos = self.rx.value(0x607A)
+        self.tvel = self.rx.value(0x60FF)
+        self.ttrq = self.rx.value(0x6071)
+        self.mop = self.rx.value(0x6060)
+        self.sw = self.tx.value(0x6041)
+        self.apos = self.tx.value(0x6064)
+        self.avel = self.tx.value(0x606C)
+        self.atrq = self.tx.value(0x6077)
+        self.err = self.tx.value(0x603F)
+        self.state = Cia402State.NOT_READY
+        self.statusword = 0
+        self.error_code = 0
+        self.actual_inc = 0
+        self._phase = False
+        self.fault_since = 0
+        if self.mop is not None:
+            self.mop[1].pack_into(self.out, self.mop[0], sub.mode.code)
+
+    def pack(self, io: DriverIO, bus_ok: bool, now_ns: int) -> bytes:
+        """The outputs for this cycle (controlword walks the state machine; targets scaled to increments)."""
+        i = self.i
+        self._phase = not self._phase
+        enable = bool(io.enable[i]) and bus_ok
+        may_reset = self._phase and now_ns - self.fault_since >= FAULT_HOLD_NS
+        cw = controlword(self.state, enable, may_reset)
+        assert self.cw is not None
+        self.cw[1].pack_into(self.out, self.cw[0], cw)
+        following = self.state is Cia402State.OPERATION_ENABLED and enable
+        if self.tpos is not None:
+            # until the drive follows, the target is where it stands: enabling never jumps
+            t = float(io.target_position[i]) * self.scale if following and self.mode is DriveMode.CSP else self.actual_inc
+            self.tpos[1].pack_into(self.out, self.tpos[0], _clamp_i32(t))
+        if self.tvel is not None:
+            v = float(io.target_velocity[i]) * self.scale if following else 0.0
+            self.tvel[1].pack_into(self.out, self.tvel[0], _clamp_i32(v))
+        if self.ttrq is not None:
+            t = float(io.torque[i]) * 10.0 if following and self.mode is DriveMode.CST else 0.0  # % -> per mille
+            self.ttrq[1].pack_into(self.out, self.ttrq[0], int(max(-32768, min(32767, round(t)))))
+        return bytes(self.out)
+
+    def unpack(self, data: bytes, io: DriverIO) -> None:
+        i = self.i
+        assert self.sw is not None and self.apos is not None
+        sw = self.sw[1].unpack_from(data, self.sw[0])[0]
+        self.statusword = sw
+        self.state = st = decode(sw)
+        self.actual_inc = self.apos[1].unpack_from(data, self.apos[0])[0]
+        io.position[i] = self.actual_inc / self.scale
+        io.velocity[i] = self.avel[1].unpack_from(data, self.avel[0])[0] / self.scale if self.avel else 0.0
+        io.torque_estimate[i] = self.atrq[1].unpack_from(data, self.atrq[0])[0] / 10.0 if self.atrq else 0.0
+        fault = st in (Cia402State.FAULT, Cia402State.FAULT_REACTION_ACTIVE)
+        if fault and not io.drive_fault[i]:
+            self.fault_since = time.monotonic_ns()
+        self.error_code = self.err[1].unpack_from(data, self.err[0])[0] if (fault and self.err) else 0
+        io.drive_fault[i] = fault
+        io.drive_error_code[i] = self.error_code if fault else 0
+        io.drive_ready[i] = st is Cia402State.OPERATION_ENABLED
+        io.referenced[i] = self.absolute
+        if fault:
+            io.axis_state[i] = DriverState.FAULT
+        elif st is Cia402State.OPERATION_ENABLED:
+            io.axis_state[i] = DriverState.ENABLED
+        elif io.enable[i]:
+            io.axis_state[i] = DriverState.INIT
+        else:
+            io.axis_state[i] = DriverState.READY
+
+    def bus_lost(self, io: DriverIO) -> None:
+        """The SubDevice is gone or out of OP: a drive fault the CU stops on (values hold)."""
+        i = self.i
+        self.state = Cia402State.NOT_READY
+        io.drive_fault[i] = True
+        io.drive_ready[i] = False
+        io.drive_error_code[i] = COMM_ERROR
+        io.axis_state[i] = DriverState.FAULT
+
+
+@dataclass
+class _Bits:
+    pins: np.ndarray  # pin numbers
+    byte: np.ndarray  # byte offset in the image
+    mask: np.ndarray  # bit mask in that byte
+
+
+class IoRoute:
+    """A terminal: BOOL entries onto DI/DO pins, integer entries onto AI/AO pins (normalised 0..1 over the type)."""
+
+    def __init__(self, sub: SubDeviceConfig, dev: EsiDevice) -> None:
+        self.sub = sub
+        self.rx, self.tx = Layout(dev.rx_pdos), Layout(dev.tx_pdos)
+        self.out = bytearray(self.rx.size)
+        self.di = self._bits(self.tx, sub.di.pins if sub.di else range(0))
+        self.do = self._bits(self.rx, sub.do.pins if sub.do else range(0))
+        self.ai = list(zip(sub.ai.pins, self.tx.words())) if sub.ai else []
+        self.ao = list(zip(sub.ao.pins, self.rx.words())) if sub.ao else []
+        self._out_np = np.frombuffer(self.out, np.uint8) if self.out else np.zeros(0, np.uint8)
+
+    @staticmethod
+    def _bits(layout: Layout, pins: range) -> _Bits:
+        offs = [b for _, b in layout.bits][: len(pins)]
+        return _Bits(np.array(list(pins)[: len(offs)], np.int64), np.array([b // 8 for b in offs], np.int64),
+                     np.array([1 << (b % 8) for b in offs], np.uint8))
+
+    def pack(self, io: DriverIO, bus_ok: bool, now_ns: int) -> bytes:
+        out = self._out_np
+        out[:] = 0
+        d = self.do
+        if len(d.pins) and bus_ok:
+            lv = (io.do_bank[d.pins >> 6] >> (d.pins & 63).astype(np.uint64)) & np.uint64(1)
+            np.bitwise_or.at(out, d.byte, np.where(lv.astype(bool), d.mask, 0).astype(np.uint8))
+        for pin, (off, s) in self.ao:
+            lo, hi = _type_range(s)
+            v = lo + float(min(1.0, max(0.0, io.ao[pin]))) * (hi - lo) if bus_ok else 0.0
+            s.pack_into(self.out, off, int(round(v)))
+        return bytes(self.out)
+
+    def unpack(self, data: bytes, io: DriverIO) -> None:
+        d = self.di
+        if len(d.pins):
+            raw = np.frombuffer(data, np.uint8)
+            io.di[d.pins] = (raw[d.byte] & d.mask) != 0
+        for pin, (off, s) in self.ai:
+            lo, hi = _type_range(s)
+            io.ai[pin] = (s.unpack_from(data, off)[0] - lo) / (hi - lo)
+
+    def bus_lost(self, io: DriverIO) -> None:
+        """Inputs of a lost terminal read 0 (de-energised): an NC E-stop or guard on it reads "open"."""
+        if len(self.di.pins):
+            io.di[self.di.pins] = False
+        for pin, _ in self.ai:
+            io.ai[pin] = 0.0
+
+
+def _clamp_i32(x: float) -> int:
+    return int(max(-2147483648, min(2147483647, round(x))))
