@@ -222,7 +222,7 @@ def test_default_config_loads():
 def test_default_config_every_section_present_and_documented():
     data = _toml(DEFAULT / "config.toml")
     assert set(data) == {"watchdog", "hal", "cu", "re", "mqtt", "grpc", "hmi", "api", "dashboard",
-                         "diagnostic"}
+                         "diagnostic", "zenoh"}
     for f in DEFAULT.glob("*.toml"):
         assert f.read_text().startswith("# ╔"), f"{f.name} lacks its header"
 
@@ -231,7 +231,7 @@ def test_default_config_matches_dataclass_defaults_except_broker():
     cfg = load_config(DEFAULT)
     from common.config.schema import SystemConfig
     d = SystemConfig()
-    for sec in ("hal", "cu", "re", "grpc", "hmi"):
+    for sec in ("hal", "cu", "re", "grpc", "hmi", "zenoh"):
         assert getattr(cfg.system, sec) == getattr(d, sec), sec
     assert d.mqtt.embedded_broker is False
     assert dataclasses.replace(cfg.system.mqtt, embedded_broker=False) == d.mqtt

@@ -57,9 +57,19 @@ def fleet_cli(f, *args: str, timeout: float = 60.0) -> subprocess.CompletedProce
 
 
 def fleet_ls(f) -> dict[str, dict]:
+    """`evo fleet ls --json` as a real CLI subprocess."""
     r = fleet_cli(f, "ls", "--json")
     assert r.returncode == 0, r.stderr
     return {m["machine_id"]: m for m in json.loads(r.stdout)["machines"]}
+
+
+def fleet_rows(f) -> dict[str, dict]:
+    """The same survey in-process (the code behind `evo fleet ls`), for polling without a CLI start."""
+    from dataclasses import asdict
+
+    from evo.fleet import survey
+
+    return {r.machine_id: asdict(r) for r in survey(f.probe, "evo", 2.0).rows}
 
 
 def test_fleet_ls_lists_all_three_machines(fleet) -> None:
@@ -101,14 +111,14 @@ def test_killed_watchdog_leaves_the_fleet_and_comes_back(fleet) -> None:
         m["up"].proc.wait(10)
         gone = wait_for(lambda: next((t for k, a, t in seen if not a), None), 15, 0.01, "fleet-a's token gone")
         print(f"fleet-a left the fleet {gone - t_kill:.3f} s after SIGKILL")
-        rows = fleet_ls(fleet)
+        rows = fleet_rows(fleet)
         assert "fleet-a" not in rows and {"fleet-b", "fleet-c"} <= set(rows)
         stop_machine(m["up"])  # nothing of the killed instance may be left
         m["up"] = start_machine(m["tmp"] / "again", m["prefix"], m["cfg"])
         m["up"].wait_api(60)
         m["up"].wait_all_running(90)
         wait_for(lambda: any(a for k, a, t in seen if t > gone), 30, 0.02, "fleet-a's token back")
-        assert "fleet-a" in fleet_ls(fleet)
+        assert "fleet-a" in fleet_ls(fleet)  # the CLI sees it again
     finally:
         sub.undeclare()
 
@@ -142,13 +152,13 @@ def test_killed_module_shows_down_in_the_fleet_view(fleet) -> None:
         m["up"].wait_state("re", "failed", timeout=30)
         wait_for(lambda: watch_saw(lambda e: e["event"] == "module down" and e.get("module") == "re"
                                    and e["machine"] == "fleet-c"), 15, 0.0, "the watch reporting re down")
-        row = fleet_ls(fleet)["fleet-c"]
+        row = fleet_rows(fleet)["fleet-c"]
         assert "re" in row["modules_down"] and "re" not in row["modules_up"], row
         table = fleet_cli(fleet, "ls")
         assert "DOWN: re" in table.stdout
         r = m["up"].cli("start", "re")
         assert r.returncode == 0, r.stderr
-        wait_for(lambda: fleet_ls(fleet)["fleet-c"]["modules_down"] == [], 30, 0.2, "re up again in the fleet view")
+        wait_for(lambda: fleet_rows(fleet)["fleet-c"]["modules_down"] == [], 30, 0.1, "re up again in the fleet view")
     finally:
         watch.kill()
         watch.wait(10)
