@@ -107,7 +107,8 @@ def test_births_then_ddata_with_seq_as_an_axis_moves_over_grpc(machine: Machine)
     work = {m.name: m for m in births["IO-Workholding"].payload.metrics}
     assert unit_of(work["IO/AI/Air pressure"]) == ai["Air pressure"].unit == "bar"
     assert work["IO/AI/Air pressure"].double_value == pytest.approx(ai["Air pressure"].value, abs=0.05)
-    assert host.value("Machine/State") == _enum(types_pb2.MachineState, st.machine_state, "MACHINE_STATE_")
+    wait_for(lambda: host.value("Machine/State") == _enum(types_pb2.MachineState, machine.status().machine_state,
+                                                          "MACHINE_STATE_"), 10, what="Machine/State as GetStatus")
 
     # move Y over gRPC and follow it in DDATA
     axis = 2

@@ -17,7 +17,8 @@ from typing import Any
 from common.config import EvoConfig
 from common.connector import BackPressure, CodecError, Connecting, HealthEvent, MqttRouting, NotConnected
 from common.connector.codec import RawCodec
-from common.connector.health import ConnectorEvent, is_connected
+from common.connector.health import ConnectorEvent, health_name, is_connected
+from mqtt_bridge.health_history import HealthHistory
 from mqtt_bridge.sparkplug import sparkplug_b_pb2 as pb
 from mqtt_bridge.sparkplug.metrics import REBIRTH, DeviceSpec, MetricSpec, Samples, build_catalogue
 from mqtt_bridge.sparkplug.payload import (
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 FRAME_CAPACITY = 64  # frames between the bridge loop and the gateway (a birth burst is 1 + devices)
 MAX_FRAME = 64 * 1024  # the largest birth (an I/O group of ~1000 points) still fits
 COMMAND_BURST = 32  # commands/STATE messages taken per scan (bounded work per scan)
+HEALTH_HISTORY = 16  # transitions kept in the JSON tree's retained health/sparkplug payload
+LOGGED_REFUSALS = 10  # refusals logged one by one; after that every 100th (a flood must not flood the log)
 _UNSET = object()
 
 
@@ -64,6 +67,8 @@ class SparkplugEdgeNode:
         self.primary = spc.primary_host_id or None
         self.catalogue = build_catalogue(config, spc.metrics, spc.deadband)
         self._modules_watch = bridge.modules
+        self._publisher = bridge.publisher  # the JSON tree's: health/sparkplug beside health/mqtt
+        self._health_topic = bridge.topics.health(self.name)
         if connector is None:
             options = dataclasses.replace(
                 bridge.connector.options,  # same broker, credentials and TLS as the JSON tree
@@ -83,6 +88,8 @@ class SparkplugEdgeNode:
         if self.primary:
             self._state = connector.reader(MqttRouting(Namespace.state(self.primary), 1), name="state", codec=raw)
         connector.add_health_listener(self._on_connector_event)
+        self._history = HealthHistory(HEALTH_HISTORY)
+        self._health_dirty = threading.Event()
         self._new_session = threading.Event()
         self.session: int | None = None  # bdSeq of the session being served
         self.primary_online = self.primary is None
@@ -99,7 +106,11 @@ class SparkplugEdgeNode:
 
     # --- connector events (gateway thread: record only) ---
     def _on_connector_event(self, event: ConnectorEvent) -> None:
-        if isinstance(event, HealthEvent) and is_connected(event.current) and isinstance(event.previous, Connecting):
+        if not isinstance(event, HealthEvent):
+            return
+        self._history.add(event)
+        self._health_dirty.set()
+        if is_connected(event.current) and isinstance(event.previous, Connecting):
             self._new_session.set()
 
     # --- lifecycle ---
@@ -128,6 +139,8 @@ class SparkplugEdgeNode:
         if self._new_session.is_set():
             self._new_session.clear()
             self._start_session()
+        if self._health_dirty.is_set() or telemetry_due:
+            self._publish_health()
         if self.session is None or not is_connected(self.connector.health):
             return
         self._take_commands()
@@ -156,6 +169,34 @@ class SparkplugEdgeNode:
         self.primary_online = self.primary is None
         log.info("Sparkplug session bdSeq=%s%s", self.session,
                  f"; births wait for primary host {self.primary!r}" if self.primary else "")
+
+    def _publish_health(self) -> None:
+        """health/sparkplug in the JSON tree: the session's link, births and counters (sent on change)."""
+        self._health_dirty.clear()
+        state = self.connector.health
+        backend = self.connector.backend
+        body: dict[str, Any] = {
+            "connector": self.name,
+            "state": health_name(state),
+            "reason": getattr(state, "reason", None),
+            "events": self._history.as_list(),
+            "sparkplug": {
+                "node": self.ns.node_topic("NBIRTH"),
+                "bdseq": self.session,
+                "primary_host": self.primary,
+                "primary_online": self.primary_online,
+                "node_born": self.node_born,
+                "devices_born": sorted(self.born),
+                # counters that move with every data message stay out: this body changes only on events
+                **{k: v for k, v in dataclasses.asdict(self.stats).items() if k not in ("ndata", "ddata")},
+            },
+        }
+        if backend is not None:
+            st = backend.stats
+            body["link"] = {"attempts": st.attempts, "connects": st.connects, "failures": st.failures,
+                            "last_failure": st.last_failure or None}
+        # on change only; a body that could not be sent stays "changed" and goes with the next tick
+        self._publisher.publish(self._health_topic, body, retained=True)
 
     # --- sending ---
     def _send(self, frame: Frame) -> bool:
@@ -277,6 +318,8 @@ class SparkplugEdgeNode:
 
     def _refuse(self, kind: str, topic: str, what: str) -> None:
         self.stats.refused += 1
+        if self.stats.refused > LOGGED_REFUSALS and self.stats.refused % 100:
+            return
         log.warning("refused %s on %s (%s): the bridge is read-only, commands go through gRPC (%d refused so far)",
                     kind, topic, what, self.stats.refused)
 

@@ -224,7 +224,10 @@ def _module_specs(names: Iterable[str]) -> list[MetricSpec]:
             def read(s: Samples) -> Any:
                 entry = (s.modules or {}).get(name)
                 v = None if entry is None else entry.get(key)
-                return None if v is None else cast(v)
+                try:
+                    return None if v is None else cast(v)
+                except (TypeError, ValueError):  # modules.json is another process's file: never crash on it
+                    return None
             return read
 
         out.append(MetricSpec(f"Modules/{name}/State", pb.String, Source.NODE, field("state", str)))
