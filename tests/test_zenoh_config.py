@@ -67,3 +67,11 @@ def test_router_module_runs_before_the_bridge_when_enabled(tmp_path: Path) -> No
     assert names.index("zenoh_router") == names.index("mqtt") - 1
     spec = default_modules(cfg)[names.index("zenoh_router")]
     assert spec.argv[1:3] == ("-m", "evo.zenoh_router") and spec.notify and spec.preload
+
+
+def test_fleet_example_runs_the_router_and_joins_it() -> None:
+    """The fleet example: router on (module zenoh_router), the machine connected to it, scouting off."""
+    cfg = load_config(REPO / "config" / "examples" / "fleet")
+    z = cfg.system.zenoh
+    assert z.router and z.connect and not z.multicast_scouting and not z.gossip_scouting
+    assert cfg.machine_id == "cell-1" and "zenoh_router" in [m.name for m in default_modules(cfg)]
