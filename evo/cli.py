@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     from evo import canopen_cli
 
     canopen_cli.add_parser(sub)
+    from evo import ethercat_cli  # issue 12
+
+    ethercat_cli.add_parser(sub)
     return parser
 
 
