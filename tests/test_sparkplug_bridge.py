@@ -108,10 +108,12 @@ def test_births_every_metric_typed_then_data_by_alias_with_seq(writers, bridge, 
     spindle = {m.name: m for m in births["Axis-Spindle"].payload.metrics}
     assert unit_of(spindle["Axes/Spindle/Position"]) == "deg"
     work = {m.name: m for m in births["IO-Workholding"].payload.metrics}
-    assert work["IO/AI/Air pressure"].double_value == pytest.approx(6.2) and unit_of(work["IO/AI/Air pressure"]) == "bar"
+    air = work["IO/AI/Air pressure"]
+    assert air.double_value == pytest.approx(6.2) and unit_of(air) == "bar"
     safety = {m.name: m for m in births["IO-Safety"].payload.metrics}
     # logical values: the NC E-stop's closed circuit is "not pressed"
-    assert safety["IO/DI/Main E-Stop"].boolean_value is False and safety["IO/DI/Guard door closed"].boolean_value is False
+    assert safety["IO/DI/Main E-Stop"].boolean_value is False
+    assert safety["IO/DI/Guard door closed"].boolean_value is False
     wait_for(lambda: host.value("Machine/State") == "IDLE" and host.value("Recipe/Program") == "demo_cycle",
              what="node metrics of the CU and the RE")
 

@@ -131,16 +131,9 @@ def device_id(kind: str, name: str) -> str:
     return f"{kind}-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-def _f(x: Any) -> float:
-    return float(x)
-
-
 def _axis_specs(info: AxisInfo) -> list[MetricSpec]:
     i, u, p = info.id - 1, info.unit, f"Axes/{info.name}/"
     cu, hal = Source.CU, Source.HAL
-
-    def ax(field: str) -> Callable[[Any], Any]:
-        return lambda st: st["axes"][i][field]
 
     def q(name: str, field: str, unit: str) -> MetricSpec:
         return MetricSpec(p + name, pb.Double, cu, lambda st: float(st["axes"][i][field]), unit)
@@ -168,7 +161,8 @@ def _axis_specs(info: AxisInfo) -> list[MetricSpec]:
         flag("Enabled", "enabled"),
         flag("In position", "in_position"),
         flag("Brake released", "brake_released"),
-        MetricSpec(p + "Errors", pb.String, cu, lambda st: ", ".join(axis_error_reasons(int(ax("error_flags")(st))))),
+        MetricSpec(p + "Errors", pb.String, cu,
+                   lambda st: ", ".join(axis_error_reasons(int(st["axes"][i]["error_flags"])))),
         MetricSpec(p + "Error flags", pb.UInt64, cu, lambda st: int(st["axes"][i]["error_flags"])),
         MetricSpec(p + "Drive/Ready", pb.Boolean, hal, lambda io: bool(io["axes"][i]["drive_ready"])),
         MetricSpec(p + "Drive/Fault", pb.Boolean, hal, lambda io: bool(io["axes"][i]["drive_fault"])),
