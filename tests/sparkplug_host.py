@@ -56,11 +56,17 @@ def value_of(m: pb.Payload.Metric) -> Any:
     return None if f is None else getattr(m, f)
 
 
-def unit_of(m: pb.Payload.Metric) -> str | None:
+def prop_of(m: pb.Payload.Metric, key: str) -> Any:
+    """The value of property `key` of a birth metric, None if it has none."""
     for k, v in zip(m.properties.keys, m.properties.values):
-        if k == "engUnit":
-            return v.string_value
+        if k == key:
+            f = v.WhichOneof("value")
+            return None if f is None else getattr(v, f)
     return None
+
+
+def unit_of(m: pb.Payload.Metric) -> str | None:
+    return prop_of(m, "engUnit")
 
 
 @dataclass

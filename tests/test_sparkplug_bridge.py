@@ -21,7 +21,7 @@ from mqtt_bridge.sparkplug import sparkplug_b_pb2 as pb
 from tests.connector.observer import Observer
 from tests.helpers import REPO, ModuleProcess, module_env, shm_entries, wait_for
 from tests.mosquitto_broker import start_broker
-from tests.sparkplug_host import VALUE_FIELD, HostApp, seq_gaps, unit_of, value_of
+from tests.sparkplug_host import VALUE_FIELD, HostApp, prop_of, seq_gaps, unit_of, value_of
 from tests.sparkplug_support import GROUP, MID, LiveWriter, fill, sparkplug_config
 
 pytestmark = pytest.mark.timeout(120)
@@ -102,6 +102,7 @@ def test_births_every_metric_typed_then_data_by_alias_with_seq(writers, bridge, 
     x = {m.name: m for m in births["Axis-X"].payload.metrics}
     assert x["Axes/X/Position"].datatype == pb.Double and x["Axes/X/Position"].double_value == 12.5
     assert unit_of(x["Axes/X/Position"]) == "mm" and unit_of(x["Axes/X/Velocity"]) == "mm/s"
+    assert (prop_of(x["Axes/X/Position"], "engLow"), prop_of(x["Axes/X/Position"], "engHigh")) == (0.0, 600.0)
     assert value_of(x["Axes/X/Power"]) == "STANDBY" and x["Axes/X/Referenced"].boolean_value is True
     # the drive's metrics come from the HAL: null in the birth if the CU was seen live first, then DDATA
     wait_for(lambda: host.value("Axes/X/Drive/Ready") is True, what="drive ready from the HAL")
@@ -110,6 +111,7 @@ def test_births_every_metric_typed_then_data_by_alias_with_seq(writers, bridge, 
     work = {m.name: m for m in births["IO-Workholding"].payload.metrics}
     air = work["IO/AI/Air pressure"]
     assert air.double_value == pytest.approx(6.2) and unit_of(air) == "bar"
+    assert (prop_of(air, "engLow"), prop_of(air, "engHigh")) == (0.0, 10.0)
     safety = {m.name: m for m in births["IO-Safety"].payload.metrics}
     # logical values: the NC E-stop's closed circuit is "not pressed"
     assert safety["IO/DI/Main E-Stop"].boolean_value is False
@@ -221,6 +223,25 @@ def test_rebirth_ncmd_and_every_other_command_refused(writers, bridge, host, shm
     assert shm_entries(shm_prefix) == segments
     assert host.value("IO/DO/Lamp green (running)") is False and host.value("Axes/X/Position") == 12.5
     assert seq_gaps(host.messages) == []
+
+
+def test_metrics_selection_publishes_only_the_chosen_metrics(writers, bridge, host) -> None:
+    """[mqtt.sparkplug] metrics: only matching metrics are born; a device with none is not published."""
+    bridge(metrics=["Axes/*/Position", "Machine/State", "IO/AI/*"])
+    nb = host.wait("NBIRTH")
+    assert sorted(nb.names()) == ["Machine/State", "Node Control/Rebirth", "bdSeq"]
+    wait_for(lambda: {m.device for m in host.of("DBIRTH")} == set(AXIS_DEVICES) | {"IO-Workholding"}, 15,
+             what="DBIRTH of the devices with a selected metric")
+    births = {m.device: m.names() for m in host.of("DBIRTH")}
+    assert births["Axis-X"] == ["Axes/X/Position"]
+    assert births["IO-Workholding"] == ["IO/AI/Air pressure", "IO/AI/Spindle motor temperature"]
+    mark = host.count()
+    with writers["cu"].lock:
+        writers["cu"].local["status"]["axes"][0]["velocity"] = 5.0  # not selected: no DDATA
+        writers["cu"].local["status"]["axes"][0]["position"] = 20.0
+    msg = host.wait("DDATA", "Axis-X", since=mark)
+    assert [host.aliases[m.alias].name for m in msg.payload.metrics] == ["Axes/X/Position"]
+    assert not [m for m in host.of("DBIRTH") if m.device in ("IO-Safety", "IO-Panel")]
 
 
 def test_primary_host_state_holds_births(writers, bridge, host, broker) -> None:

@@ -82,6 +82,7 @@ class MetricSpec:
     unit: str = ""
     alias: int = 0
     deadband: float = 0.0
+    eng_range: tuple[float, float] | None = None  # (engLow, engHigh): the span a tag browser scales to
 
     @property
     def analog(self) -> bool:
@@ -131,7 +132,7 @@ def device_id(kind: str, name: str) -> str:
     return f"{kind}-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-def _axis_specs(info: AxisInfo) -> list[MetricSpec]:
+def _axis_specs(info: AxisInfo, travel: tuple[float, float]) -> list[MetricSpec]:
     i, u, p = info.id - 1, info.unit, f"Axes/{info.name}/"
     cu, hal = Source.CU, Source.HAL
 
@@ -146,7 +147,7 @@ def _axis_specs(info: AxisInfo) -> list[MetricSpec]:
 
     code = lambda io: int(io["drive_error_code"][i])  # noqa: E731
     return [
-        q("Position", "position", u),
+        replace(q("Position", "position", u), eng_range=travel),
         q("Velocity", "velocity", f"{u}/s"),
         q("Target position", "target_position", u),
         q("Lag error", "lag_error", u),
@@ -171,14 +172,14 @@ def _axis_specs(info: AxisInfo) -> list[MetricSpec]:
     ]
 
 
-def _io_spec(kind: str, point: IoPointInfo) -> MetricSpec:
+def _io_spec(kind: str, point: IoPointInfo, span: tuple[float, float]) -> MetricSpec:
     name, pin = f"IO/{kind.upper()}/{point.label}", point.pin
     if kind in ("di", "do"):
         bank, inv = f"{kind}_bank", point.invert
         # banks carry physical levels; a tag shows what the point means (an NC E-stop: pressed = true)
         return MetricSpec(name, pb.Boolean, Source.HAL, lambda io: get_bit(io[bank], pin) ^ inv)
     values = f"{kind}_values"
-    return MetricSpec(name, pb.Double, Source.HAL, lambda io: float(io[values][pin]), point.unit)
+    return MetricSpec(name, pb.Double, Source.HAL, lambda io: float(io[values][pin]), point.unit, eng_range=span)
 
 
 def _node_specs(config: EvoConfig) -> list[MetricSpec]:
@@ -252,11 +253,12 @@ def build_catalogue(config: EvoConfig, select: tuple[str, ...], deadband: Mappin
     devices: list[tuple[str, Source, list[MetricSpec]]] = []
     for axis in config.axes:
         info = AxisInfo.of(axis)
-        devices.append((device_id("Axis", info.name), Source.CU, _axis_specs(info)))
+        travel = (axis.kinematics.min_pos, axis.kinematics.max_pos)
+        devices.append((device_id("Axis", info.name), Source.CU, _axis_specs(info, travel)))
     points = io_points(config.io)
     by_pin = {(kind, p.pin): p for kind in IO_KINDS for p in points[kind]}
     for group in config.io.groups:
-        specs = [_io_spec(p.type.value, by_pin[(p.type.value, p.pin)]) for p in group.points]
+        specs = [_io_spec(p.type.value, by_pin[(p.type.value, p.pin)], (p.min, p.max)) for p in group.points]
         devices.append((device_id("IO", group.key), Source.HAL, specs))
 
     module_templates = _module_specs(m.value for m in ModuleName)

@@ -15,7 +15,9 @@ from mqtt_bridge.sparkplug.metrics import BDSEQ, MetricSpec
 _INT32 = frozenset({pb.Int8, pb.Int16, pb.Int32, pb.UInt8, pb.UInt16, pb.UInt32})
 _INT64 = frozenset({pb.Int64, pb.UInt64, pb.DateTime})
 _STRING = frozenset({pb.String, pb.Text, pb.UUID})
-ENG_UNIT = "engUnit"  # the property key Ignition and Tahu read as the engineering unit
+ENG_UNIT = "engUnit"  # the property keys Ignition's MQTT Engine reads as the tag's unit and range
+ENG_LOW = "engLow"
+ENG_HIGH = "engHigh"
 
 
 def now_ms() -> int:
@@ -56,6 +58,10 @@ def add_birth_metric(payload: pb.Payload, spec: MetricSpec, value: Any, ts: int)
     if spec.unit:
         m.properties.keys.append(ENG_UNIT)
         m.properties.values.add(type=pb.String, string_value=spec.unit)
+    if spec.eng_range is not None:
+        for key, v in zip((ENG_LOW, ENG_HIGH), spec.eng_range):
+            m.properties.keys.append(key)
+            m.properties.values.add(type=pb.Double, double_value=float(v))
 
 
 def add_data_metric(payload: pb.Payload, spec: MetricSpec, value: Any, ts: int) -> None:
