@@ -64,6 +64,8 @@ def mqtt_options(mq: MqttConfig, topics: Topics) -> MqttOptions:
         tls=tls,
         will=MqttMessage(topics.online, b"false", qos=1, retained=True),
         birth=MqttMessage(topics.online, b"true", qos=1, retained=True),
+        # an idle machine still proves the broker answers: the retained online=true it already holds
+        probe=MqttMessage(topics.online, b"true", qos=1, retained=True),
         backoff=BACKOFF,
     )
 

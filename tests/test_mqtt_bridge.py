@@ -293,7 +293,10 @@ def test_broker_restart_reconnects_and_republishes(writers, bridge_env, observer
     fresh = Observer(broker.host, broker.port)
     try:
         fresh.subscribe(f"{ROOT}/#")
-        health = _wait_last(fresh, f"{ROOT}/health/mqtt", lambda v: v["state"] == "Up", 15, "health after restart")
+        # the payload that tells of the outage: a body queued before the kill may reach the new broker first
+        health = _wait_last(fresh, f"{ROOT}/health/mqtt",
+                            lambda v: v["state"] == "Up" and any(e["to"] == "Down" for e in v["events"]), 15,
+                            "health after restart")
         steps = [(e["from"], e["to"]) for e in health["events"]]
         # Up -> (Degraded, if the outbound bridge filled first) -> Down -> Connecting (retries fold
         # into this one entry) -> Up, possibly via Degraded while the republish burst drains
@@ -356,3 +359,24 @@ def test_starts_without_a_broker_and_connects_later(writers, tmp_path, shm_prefi
         if broker is not None:
             broker.close()
     assert proc.returncode == 0
+
+
+def test_a_frozen_broker_is_degraded_then_down_and_recovers(writers, bridge_env, observer) -> None:
+    """Issue 16: with mosquitto SIGSTOPped the bridge stayed Up. Now unanswered publishes (or the idle
+    probe) make it Degraded within seconds, then Down; after SIGCONT it recovers by itself and the
+    retained health history keeps the outage."""
+    bridge = bridge_env["start"]()
+    broker = bridge_env["broker"]
+    _wait_last(observer, f"{ROOT}/health/mqtt", lambda v: v["state"] == "Up")
+    os.kill(broker.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: "broker not answering" in bridge.output(), 10, what="Degraded: broker not answering")
+        wait_for(lambda: "broker unresponsive" in bridge.output(), 15, what="Down: broker unresponsive")
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    health = _wait_last(observer, f"{ROOT}/health/mqtt",
+                        lambda v: v["state"] == "Up" and any("unresponsive" in (e.get("reason") or "")
+                                                             for e in v["events"]), 30, "recovered, outage kept")
+    steps = [(e["from"], e["to"]) for e in health["events"]]
+    assert ("Up", "Degraded") in steps and any(t == "Down" for _, t in steps), steps
+    assert bridge.alive()

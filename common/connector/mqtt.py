@@ -68,6 +68,14 @@ class MqttOptions:
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
     max_queued: int = 1000  # paho's outgoing QoS>0 queue; full -> outbound bridge backs up
     max_inflight: int = 20
+    # A broker that stops answering (frozen, overloaded, a half-open link) is noticed by its acks: a
+    # QoS>=1 publish without PUBACK for ack_timeout -> Degraded; for dead_timeout -> Down, reconnect.
+    ack_timeout: float = 2.0
+    dead_timeout: float = 6.0
+    # Published (QoS 1) when no QoS>=1 publish went out for probe_interval, so that an idle link is
+    # judged too; e.g. the retained `online = true` it already holds. None: judged only by traffic.
+    probe: MqttMessage | None = None
+    probe_interval: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -76,6 +84,10 @@ class MqttOptions:
             raise ConfigurationError("MQTT keepalive must be >= 1 s")
         if self.password is not None and self.username is None:
             raise ConfigurationError("MQTT password given without a username")
+        if not 0 < self.ack_timeout < self.dead_timeout:
+            raise ConfigurationError("MQTT ack_timeout must be > 0 and below dead_timeout")
+        if self.probe is not None and self.probe.qos < 1:
+            raise ConfigurationError("the MQTT probe message must be QoS 1 or 2 (its PUBACK is the answer)")
 
     def to_dict(self) -> dict[str, Any]:
         def msg(m: MqttMessage | None) -> dict | None:
@@ -98,6 +110,10 @@ class MqttOptions:
             "backoff": {k: getattr(self.backoff, k) for k in BackoffSettings.__dataclass_fields__},
             "max_queued": self.max_queued,
             "max_inflight": self.max_inflight,
+            "ack_timeout": self.ack_timeout,
+            "dead_timeout": self.dead_timeout,
+            "probe": msg(self.probe),
+            "probe_interval": self.probe_interval,
         }
 
     @classmethod
@@ -110,8 +126,12 @@ class MqttOptions:
         data["tls"] = None if data.get("tls") is None else MqttTls(**data["tls"])
         data["will"] = msg(data.get("will"))
         data["birth"] = msg(data.get("birth"))
+        data["probe"] = msg(data.get("probe"))
         data["backoff"] = BackoffSettings(**data.get("backoff", {}))
         return cls(**data)
+
+
+UNRESPONSIVE = "broker-unresponsive"  # the HealthMonitor degradation cause of _judge_broker
 
 
 class _Phase(enum.Enum):
@@ -140,6 +160,8 @@ class MqttStats:
     published: int = 0
     received: int = 0
     acks_sent: int = 0
+    probes: int = 0
+    unresponsive: int = 0  # times the broker stopped acknowledging (Degraded for that cause)
     last_delay: float = 0.0
     last_failure: str = ""
 
@@ -162,6 +184,8 @@ class MqttBackend(ProtocolBackend):
         self._withheld: collections.deque[_Withheld] = collections.deque()
         self._suback_pending: set[int] = set()
         self._closing = False
+        self._unacked: dict[int, float] = {}  # mid -> monotonic send time of our QoS>=1 publishes
+        self._last_qos1 = 0.0
 
     @property
     def withheld(self) -> int:
@@ -209,6 +233,7 @@ class MqttBackend(ProtocolBackend):
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_publish = self._on_publish
         return c
 
     def open(self) -> None:
@@ -264,6 +289,9 @@ class MqttBackend(ProtocolBackend):
         self._phase = _Phase.CONNECTED
         self._generation += 1
         self.stats.connects += 1
+        self._unacked.clear()  # a new session: what the old one had in flight is not ours to judge
+        self._last_qos1 = time.monotonic()
+        self.monitor.recover(UNRESPONSIVE)
         self.policy.reset()
         assert self.gateway is not None
         self._suback_pending.clear()
@@ -271,7 +299,7 @@ class MqttBackend(ProtocolBackend):
             self._subscribe(b)
         birth = self.options.birth
         if birth is not None:
-            client.publish(birth.topic, birth.payload, birth.qos, birth.retained)
+            self._track(client.publish(birth.topic, birth.payload, birth.qos, birth.retained), birth.qos)
         self.monitor.set_link(Up())
 
     def _subscribe(self, binding: InboundBinding) -> None:
@@ -282,6 +310,35 @@ class MqttBackend(ProtocolBackend):
 
     def _on_subscribe(self, _c: paho.Client, _ud: Any, mid: int, _codes: Any, _props: Any) -> None:
         self._suback_pending.discard(mid)
+
+    def _on_publish(self, _c: paho.Client, _ud: Any, mid: int, _rc: Any, _props: Any) -> None:
+        if self._unacked.pop(mid, None) is not None and not self._unacked:
+            self.monitor.recover(UNRESPONSIVE)  # the broker answers again
+
+    def _track(self, info: paho.MQTTMessageInfo, qos: int) -> None:
+        if qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            now = time.monotonic()
+            self._unacked[info.mid] = now
+            self._last_qos1 = now
+
+    def _judge_broker(self, now: float) -> None:
+        """Degraded when the oldest QoS>=1 publish waits too long for its PUBACK, Down past
+        dead_timeout; an idle link gets a probe (see MqttOptions)."""
+        o = self.options
+        if self._unacked:
+            waited = now - next(iter(self._unacked.values()))  # dicts keep insertion order: the oldest
+            if waited > o.dead_timeout:
+                c = self.client
+                self._lost(f"broker unresponsive: no PUBACK for {waited:.1f} s")
+                if c is not None and c.socket() is not None:
+                    c.disconnect()
+            elif waited > o.ack_timeout and not self.monitor.is_degraded_by(UNRESPONSIVE):
+                self.stats.unresponsive += 1
+                self.monitor.degrade(UNRESPONSIVE, f"broker not answering: no PUBACK for {waited:.1f} s")
+        elif o.probe is not None and now - self._last_qos1 >= o.probe_interval and self.client is not None:
+            p = o.probe
+            self.stats.probes += 1
+            self._track(self.client.publish(p.topic, p.payload, p.qos, p.retained), p.qos)
 
     def _on_disconnect(self, _c: paho.Client, _ud: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         if not self._closing:
@@ -335,6 +392,8 @@ class MqttBackend(ProtocolBackend):
             self._connect()
         elif self._phase is _Phase.CONNECTING and now - self._attempt_started > self.options.connect_timeout:
             self._abort_attempt()
+        elif self._phase is _Phase.CONNECTED:
+            self._judge_broker(now)
         if self._withheld:
             self._retry_withheld()
         if self._phase is _Phase.WAITING:
@@ -343,6 +402,8 @@ class MqttBackend(ProtocolBackend):
             return 0.05
         if self._withheld:
             return 0.01  # a cross-process reader frees room without waking us: look again soon
+        if self._phase is _Phase.CONNECTED and (self._unacked or self.options.probe is not None):
+            return 0.25  # judge the broker's answers (_judge_broker) a few times a second
         return None
 
     def _abort_attempt(self) -> None:
@@ -402,6 +463,7 @@ class MqttBackend(ProtocolBackend):
         info = c.publish(r.topic, bytes(payload), r.qos, r.retained)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             return False
+        self._track(info, r.qos)
         self.stats.published += 1
         return True
 
