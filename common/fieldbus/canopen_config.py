@@ -76,6 +76,7 @@ class BusSettings:
     heartbeat_ms: int = spec(100, bounds=(10, 60_000))  # producer time written to every node's 0x1017
     heartbeat_timeout_ms: int = spec(350, bounds=(10, 60_000))  # consumer: no heartbeat this long = lost
     reconnect_ms: int = spec(500, bounds=(10, 60_000))  # retry period for a lost node / a failed bus
+    fault_reset_ms: int = spec(1000, bounds=(0, 60_000))  # a drive FAULT is held this long before a reset
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -50,6 +50,7 @@ class _Axis:
     cw: int = 0
     state: DriveState = DriveState.NOT_READY
     ok: bool = False
+    fault_seen_ns: int = 0  # when the drive's FAULT was first seen (0: not in fault)
 
 
 @dataclass(eq=False)
@@ -95,6 +96,8 @@ class CanopenDriver(Driver):
         self.axes: list[_Axis] = []
         self.io_nodes: list[_IoNode] = []
         self._n = 0
+        self._fault_hold_ns = self.bus.fault_reset_ms * 1_000_000
+        self._last_sync_ns = 0
         self._bus_error = ""
         self._errors_seen = 0
         self._error_frames_at = 0
@@ -190,12 +193,13 @@ class CanopenDriver(Driver):
     def cycle(self, io: DriverIO, now_ns: int, dt_s: float) -> None:
         mono = time.monotonic_ns()
         self._n += 1
+        sync = self._last_sync_ns
         for a in self.axes:
-            reason = a.link.judge(mono)
+            reason = a.link.judge(mono, sync)
             a.link.problem = reason
             a.ok = not reason
         for n in self.io_nodes:
-            n.link.problem = n.link.judge(mono)
+            n.link.problem = n.link.judge(mono, sync)
         if self._n % self.bus.sync_every == 0:
             self._send_outputs(io)
         self._read_inputs(io)
@@ -212,6 +216,16 @@ class CanopenDriver(Driver):
                 t1 = link.tpdo[0] if link.tpdo else None
                 a.state = state = decode(t1[0]) if t1 is not None else DriveState.NOT_READY
                 enable = io is not None and a.ok and bool(io.enable[a.i])
+                if state in _FAULTS:  # held fault_reset_ms before a reset: the code is seen, resets are paced
+                    now = time.monotonic_ns()
+                    if not a.fault_seen_ns:
+                        a.fault_seen_ns = now
+                    if now - a.fault_seen_ns >= self._fault_hold_ns:
+                        a.fault_seen_ns = now  # next reset attempt one period later if it faults again
+                    else:
+                        enable = True  # a FAULT with enable high stays latched (controlword 0)
+                else:
+                    a.fault_seen_ns = 0
                 a.cw = cw = controlword(state, enable, a.cw)
                 if state is not _OE or io is None:
                     target = t1[1] if (t1 is not None and a.mode is DriveMode.CSP) else 0  # hold where it is
@@ -228,6 +242,7 @@ class CanopenDriver(Driver):
                 if link.configured and link.rpdo:
                     self._send_io(n, io)
             net.send_message(SYNC_COB_ID, b"")
+            self._last_sync_ns = time.monotonic_ns()
         except (can.CanError, OSError) as e:
             if not self._bus_error:
                 log.error("CANopen bus %s %s: send failed: %s", self.bus.interface, self.bus.channel, e)

@@ -178,8 +178,9 @@ class NodeLink:
         return rx, tx
 
     # --- judgement (cheap; HAL cycle and health) -------------------------------------------------------
-    def judge(self, now_ns: int) -> str:
+    def judge(self, now_ns: int, sync_ns: int) -> str:
         """Why the node is unusable now ("" = fine): not configured, heartbeat lost, NMT state, TPDOs stale.
+        Staleness counts from our last SYNC (`sync_ns`), so a HAL that was itself late does not blame the node.
         Returns one of a few constant texts (no allocation in the HAL cycle)."""
         if not self.configured:
             return self._msg_rebooted if self.boot_count > 1 else self._msg_unconfigured
@@ -187,7 +188,7 @@ class NodeLink:
             return self._msg_hb_lost
         if self.nmt_state != ST_OPERATIONAL and self.last_heartbeat_ns > self.configured_ns + GRACE_NS:
             return self._msg_not_operational
-        if now_ns - (self.last_rx_ns or self.configured_ns) > self._pdo_timeout_ns:
+        if sync_ns - (self.last_rx_ns or self.configured_ns) > self._pdo_timeout_ns:
             return self._msg_stale
         return ""
 
