@@ -144,23 +144,27 @@ ready_timeout_s = {hal_ready_timeout_s}
 [[module]]
 name = "cu"
 package = "control_unit"
+ready_timeout_s = 60.0
 liveness_segments = ["cu_hal"]
 
 [[module]]
 name = "re"
 package = "recipe_executor"
+ready_timeout_s = 60.0
 liveness_segments = ["re_cu"]
 wait_ready = false
 
 [[module]]
 name = "grpc"
 package = "grpc_bridge"
+ready_timeout_s = 60.0
 liveness_segments = ["rpc_cu"]
 wait_ready = false
 
 [[module]]
 name = "mqtt"
 package = "mqtt_bridge"
+ready_timeout_s = 60.0
 """)
     return path
 

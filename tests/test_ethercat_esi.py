@@ -220,3 +220,37 @@ def test_routing_scales_drive_values_and_maps_terminal_bits_onto_pins() -> None:
     assert list(np.flatnonzero(io.di[:8])) == [1, 6]
     ior.bus_lost(io)
     assert not io.di[:8].any()  # a lost terminal's inputs read 0: an NC E-stop on it reads "pressed"
+
+
+def test_cst_axis_sends_the_cu_torque_to_0x6071_and_the_emulated_drive_integrates_it(tmp_path: Path) -> None:
+    """Must exist (driver): cyclic synchronous torque per axis from config — the CU's torque goes to 0x6071
+    (per mille), and the emulated drive's position integrates it (its dynamics model)."""
+    from hal.drivers.ethercat_emulator.devices import Cia402Drive
+
+    d = _broken(tmp_path, 'axis = 2\nmode = "csp"', 'axis = 2\nmode = "cst"')
+    cfg = load_config(d)
+    y = load_ethercat(cfg).subdevices[1]
+    assert y.mode.value == "cst" and y.mode.code == 10
+    r = DriveRoute(y, y.esi_device, cfg)
+    drive = Cia402Drive(y.esi_device)
+    drive.al_changed(8)
+    io = DriverIO()
+    io.enable[1] = True
+    io.torque[1] = 25.0  # % of rated
+    io.target_position[1] = 99.0  # ignored in CST
+    t = 100.0
+    for _ in range(6):  # shutdown -> switch on -> enable operation, then torque flows
+        drive.outputs(r.pack(io, True, 0), t)
+        t += 0.001
+        r.unpack(drive.inputs(t), io)
+    assert io.drive_ready[1] and drive.mode == 10
+    out = r.pack(io, True, 0)
+    cw, tpos, _tvel, ttrq, mode = struct.unpack_from("<HiihB", out, 0)
+    assert (cw, ttrq, mode) == (CW_ENABLE_OPERATION, 250, 10)
+    assert tpos == r.actual_inc  # CST: the position target stays where the drive stands
+    p0 = io.position[1]
+    for _ in range(50):
+        drive.outputs(r.pack(io, True, 0), t)
+        t += 0.001
+        r.unpack(drive.inputs(t), io)
+    assert io.position[1] > p0 and io.velocity[1] > 0 and io.torque_estimate[1] == pytest.approx(25.0)

@@ -128,10 +128,25 @@ class EthercatDriver(Driver):
                     f"{s.esi_device.type_name if s.esi_device else '?'} in {s.esi_path.name} maps {r.rx.size} B / "
                     f"{r.tx.size} B (PDO assignment differs from the ESI)")
         self.expected_wkc = master.expected_wkc
+        if self.net.master.dc:
+            self._distributed_clocks()
         timeout_us = self.net.master.state_timeout_ms * 1000
         if master.state_check(pysoem.SAFEOP_STATE, timeout_us) != pysoem.SAFEOP_STATE:
             raise DriverError("EtherCAT: segment did not reach SAFE-OP: " + self._not_in(pysoem, pysoem.SAFEOP_STATE))
         self._go_op(pysoem, io)
+
+    def _distributed_clocks(self) -> None:
+        """[master] dc = true: SOEM's DC set-up, then SYNC0 at the HAL cycle on every DC-capable SubDevice."""
+        if not self.master.config_dc():
+            log.warning("EtherCAT: [master] dc = true, but no SubDevice on %s supports distributed clocks",
+                        self.interface)
+            return
+        cycle_ns = self.config.system.hal.cycle_time_us * 1000
+        for s, slave in zip(self.net.subdevices, self.slaves):
+            try:
+                slave.dc_sync(True, cycle_ns)
+            except Exception as e:  # noqa: BLE001 - a SubDevice without DC: named, the others still sync
+                log.warning("EtherCAT %s: no SYNC0 (%s)", s.label, e)
 
     def _check_identities(self, subs: tuple[SubDeviceConfig, ...]) -> None:
         found = self.slaves
@@ -225,8 +240,8 @@ class EthercatDriver(Driver):
                 self._next_wkc_check = now_ns + RECHECK_AFTER_WKC_NS
                 self._next_check = now_ns
         if now_ns >= self._next_check:
-            self._next_check = now_ns + self.check_ns
-            rec.check(now_ns, wkc, io)
+            pending = rec.check(now_ns, wkc, io)
+            self._next_check = now_ns + (RECHECK_AFTER_WKC_NS if pending else self.check_ns)
         if rec.down and now_ns >= rec.next_try:
             rec.step(now_ns)
             self._next_check = now_ns  # see the result at once

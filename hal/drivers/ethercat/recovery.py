@@ -15,6 +15,9 @@ from ..base import DriverHealth, DriverIO
 log = logging.getLogger(__name__)
 
 STEP_TIMEOUT_US = 2000  # per datagram of a recover / reconfig step
+#: "no answer" must be seen by this many state checks in a row (>= 10 ms apart) before a SubDevice counts as
+#: lost: one late frame (a loaded host, a retried datagram) is not a bus loss; an AL error state counts at once
+LOST_CONFIRMATIONS = 2
 
 
 class Recovery:
@@ -29,6 +32,7 @@ class Recovery:
         self.since = [0] * n
         self.attempts = [0] * n
         self.backoff = [backoff_ns] * n
+        self.suspect = [0] * n
         self.contrib = [(2 if r.rx.size else 0) + (1 if r.tx.size else 0) for r in driver.routes]
         self.expected_wkc = sum(self.contrib)
         self.down = False
@@ -55,17 +59,25 @@ class Recovery:
         self._health = DriverHealth(state, f"{text}; recovering")
 
     # --- detection ---------------------------------------------------------------------------
-    def check(self, now_ns: int, wkc: int, io: DriverIO) -> None:
-        """Read every AL state (bounded: one BRD, then FPRDs when they differ) and note changes."""
+    def check(self, now_ns: int, wkc: int, io: DriverIO) -> bool:
+        """Read every AL state (bounded: one BRD, then FPRDs when they differ) and note changes.
+        True when a SubDevice did not answer but is not yet confirmed lost (check again soon)."""
         from .driver import state_text
 
         p = self.pysoem
         master = self.d.master
         master.read_state()
-        changed = False
+        changed = pending = False
         for k, slave in enumerate(self.d.slaves):
             st = slave.state
             healthy = st == p.OP_STATE
+            if healthy:
+                self.suspect[k] = 0
+            elif st == p.NONE_STATE and self.ok[k]:
+                self.suspect[k] += 1
+                if self.suspect[k] < LOST_CONFIRMATIONS:
+                    pending = True
+                    continue
             if healthy and not self.ok[k]:
                 took = (now_ns - self.since[k]) / 1e9
                 self.ok[k] = True
@@ -90,6 +102,7 @@ class Recovery:
                     changed = True
         if changed:
             self._update()
+        return pending
 
     # --- recovery ----------------------------------------------------------------------------
     def step(self, now_ns: int) -> None:

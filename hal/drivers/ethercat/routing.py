@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import struct
 import time
-from dataclasses import dataclass
-
-import numpy as np
 
 from common.config import EvoConfig, HomingMethod
 from common.fieldbus.esi import DATA_TYPES, EsiDevice, Pdo
@@ -146,15 +143,11 @@ class DriveRoute:
         io.axis_state[i] = DriverState.FAULT
 
 
-@dataclass
-class _Bits:
-    pins: np.ndarray  # pin numbers
-    byte: np.ndarray  # byte offset in the image
-    mask: np.ndarray  # bit mask in that byte
-
-
 class IoRoute:
-    """A terminal: BOOL entries onto DI/DO pins, integer entries onto AI/AO pins (normalised 0..1 over the type)."""
+    """A terminal: BOOL entries onto DI/DO pins, integer entries onto AI/AO pins (normalised 0..1 over the type).
+
+    Bits are routed with plain ints (a terminal has a handful): numpy's per-call cost would dominate.
+    """
 
     def __init__(self, sub: SubDeviceConfig, dev: EsiDevice) -> None:
         self.sub = sub
@@ -162,42 +155,42 @@ class IoRoute:
         self.out = bytearray(self.rx.size)
         self.di = self._bits(self.tx, sub.di.pins if sub.di else range(0))
         self.do = self._bits(self.rx, sub.do.pins if sub.do else range(0))
+        self.do_words = sorted({pin >> 6 for pin, _, _ in self.do})
         self.ai = list(zip(sub.ai.pins, self.tx.words())) if sub.ai else []
         self.ao = list(zip(sub.ao.pins, self.rx.words())) if sub.ao else []
-        self._out_np = np.frombuffer(self.out, np.uint8) if self.out else np.zeros(0, np.uint8)
 
     @staticmethod
-    def _bits(layout: Layout, pins: range) -> _Bits:
-        offs = [b for _, b in layout.bits][: len(pins)]
-        return _Bits(np.array(list(pins)[: len(offs)], np.int64), np.array([b // 8 for b in offs], np.int64),
-                     np.array([1 << (b % 8) for b in offs], np.uint8))
+    def _bits(layout: Layout, pins: range) -> list[tuple[int, int, int]]:
+        """(pin, byte offset, bit mask) per routed channel, in PDO order."""
+        return [(pin, b // 8, 1 << (b % 8)) for pin, (_, b) in zip(pins, layout.bits)]
 
     def pack(self, io: DriverIO, bus_ok: bool, now_ns: int) -> bytes:
-        out = self._out_np
-        out[:] = 0
-        d = self.do
-        if len(d.pins) and bus_ok:
-            lv = (io.do_bank[d.pins >> 6] >> (d.pins & 63).astype(np.uint64)) & np.uint64(1)
-            np.bitwise_or.at(out, d.byte, np.where(lv.astype(bool), d.mask, 0).astype(np.uint8))
+        out = self.out
+        for i in range(len(out)):
+            out[i] = 0
+        if bus_ok and self.do:
+            words = {w: int(io.do_bank[w]) for w in self.do_words}
+            for pin, byte, mask in self.do:
+                if words[pin >> 6] >> (pin & 63) & 1:
+                    out[byte] |= mask
         for pin, (off, s) in self.ao:
             lo, hi = _type_range(s)
             v = lo + float(min(1.0, max(0.0, io.ao[pin]))) * (hi - lo) if bus_ok else 0.0
-            s.pack_into(self.out, off, int(round(v)))
-        return bytes(self.out)
+            s.pack_into(out, off, int(round(v)))
+        return bytes(out)
 
     def unpack(self, data: bytes, io: DriverIO) -> None:
-        d = self.di
-        if len(d.pins):
-            raw = np.frombuffer(data, np.uint8)
-            io.di[d.pins] = (raw[d.byte] & d.mask) != 0
+        di = io.di
+        for pin, byte, mask in self.di:
+            di[pin] = data[byte] & mask != 0
         for pin, (off, s) in self.ai:
             lo, hi = _type_range(s)
             io.ai[pin] = (s.unpack_from(data, off)[0] - lo) / (hi - lo)
 
     def bus_lost(self, io: DriverIO) -> None:
         """Inputs of a lost terminal read 0 (de-energised): an NC E-stop or guard on it reads "open"."""
-        if len(self.di.pins):
-            io.di[self.di.pins] = False
+        for pin, _, _ in self.di:
+            io.di[pin] = False
         for pin, _ in self.ai:
             io.ai[pin] = 0.0
 
