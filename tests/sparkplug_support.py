@@ -37,6 +37,12 @@ def sparkplug_config(dest: Path, mqtt_port: int, *, run_dir: Path, primary_host:
     # Zenoh is another output of the same bridge (issue 14): off here, so no fixed port is shared
     text = re.sub(r"(?m)^(\[zenoh\]\n)enabled = true$", r"\1enabled = false", text)
     text = re.sub(r'(?m)^machine_id = ""$', f'machine_id = "{MID}"', text)
+    # a loaded 2-core test box: start-up waits that fit a quiet machine may not (nothing here times them)
+    text = re.sub(r"(?m)^hal_ready_timeout_s = [0-9.]+$", "hal_ready_timeout_s = 30.0", text)
+    text = re.sub(r"(?m)^hal_attach_timeout_s = [0-9.]+$", "hal_attach_timeout_s = 30.0", text)
+    # ... and a CU that misses a few ms must not stop the machine at random (cf. tests/grpc_support.py)
+    text = re.sub(r"(?m)^stale_reads = \d+$", "stale_reads = 300", text, count=1)
+    text = re.sub(r"(?m)^hal_stale_cycles = \d+$", "hal_stale_cycles = 300", text)
     text = re.sub(r"(?m)^embedded_broker = (true|false)$", f"embedded_broker = {str(embedded_broker).lower()}", text)
     text = re.sub(r'(?m)^run_dir = ""$', f'run_dir = "{run_dir}"', text)
     if discovery:
