@@ -31,7 +31,15 @@ from mqtt_bridge.sparkplug.payload import (
     now_ms,
     read_command,
 )
-from mqtt_bridge.sparkplug.session import END_SESSION, BdSeqStore, Frame, FrameCodec, Namespace, SparkplugConnector
+from mqtt_bridge.sparkplug.session import (
+    END_SESSION,
+    FRAMES,
+    BdSeqStore,
+    Frame,
+    FrameCodec,
+    Namespace,
+    SparkplugConnector,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +87,7 @@ class SparkplugEdgeNode:
             store = BdSeqStore(config.run_dir() / f"sparkplug-{self.ns.group}-{self.ns.node}.bdseq")
             connector = SparkplugConnector(options, store, self.ns, max_payload=MAX_FRAME)
         self.connector = connector
-        self._frames = connector.writer(MqttRouting(self.ns.node_topic("NDATA"), 0, False), name="sparkplug-frames",
+        self._frames = connector.writer(MqttRouting(self.ns.node_topic("NDATA"), 0, False), name=FRAMES,
                                         capacity=FRAME_CAPACITY, codec=FrameCodec())
         raw = RawCodec()
         self._ncmd = connector.reader(MqttRouting(self.ns.node_topic("NCMD"), 1), name="ncmd", codec=raw)
