@@ -42,7 +42,8 @@ METHOD = (
     "flips at a random phase, the real `python -m mqtt_bridge` process (50 Hz scan) publishes evo/bench/state "
     "on MQTT (mosquitto, QoS 1) and on Zenoh from the same scan; both arrivals are timed against the same "
     "commit. (c) query round trip: get(evo/bench/status) from a client session with a fresh correlation id "
-    "(the connector's query()), answered by the bridge from the next scan's samples; beside a bare zenoh "
+    "(the connector's query()) at a random phase, answered by the bridge from the next scan's samples (so "
+    "it waits up to one 20 ms scan by design); beside a bare zenoh "
     "queryable answering a pre-encoded payload of the same size in its callback."
 )
 
@@ -197,6 +198,7 @@ def bench_bridge(changes: int, queries: int, base: Path) -> dict[str, Any]:
             mq_lat.append(next(ts for ts, p in msink.arrivals if name in p) - t0)
             z_lat.append(next(ts for ts, p in zsink.arrivals if name in p) - t0)
         for _ in range(queries):
+            time.sleep(rng.uniform(0.0, 0.02))  # random phase against the scan that answers it
             t0 = time.perf_counter_ns()
             res = probe.query("evo/bench/status")
             q_lat.append(time.perf_counter_ns() - t0)

@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+
 from common.config import EvoConfig
 from common.config.schema import ZenohConfig
 from common.connector import ConfigurationError, Connecting, HealthEvent, Up
@@ -26,8 +28,41 @@ log = logging.getLogger(__name__)
 
 CONNECTOR_NAME = "zenoh"
 HEALTH_HISTORY = 16
-QUERY_CAPACITY = 32  # queries waiting for the next scan; more are answered "busy"
-QUERIES_PER_SCAN = 32
+QUERY_CAPACITY = 32  # queries waiting for the answering thread; more are answered "busy"
+
+
+class Snapshot:
+    """The last scan's samples, copied (the readers reuse their buffers), for the query thread.
+
+    Queries are answered at once from what the last scan read (at most one scan, 20 ms, old: the
+    same data the tree publishes), never from the segments directly: the bridge is their only reader.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._buf: dict[str, Any] = {}
+        self.samples: dict[str, Any] = {"cu": None, "hal": None, "re": None}
+        self.statuses: dict[str, str] = {}
+        self.state: dict[str, Any] = {}
+        self.modules: dict[str, dict[str, Any]] = {}
+        self.last_change: float | None = None
+        self.scans = 0
+
+    def update(self, samples: dict[str, Any], statuses: dict[str, str], state: dict[str, Any],
+               modules: dict[str, dict[str, Any]], last_change: float | None) -> None:
+        with self.lock:
+            for key, sample in samples.items():
+                if sample is None:
+                    self.samples[key] = None
+                    continue
+                buf = self._buf.get(key)
+                if buf is None or buf.dtype != sample.dtype or buf.shape != sample.shape:
+                    buf = self._buf[key] = sample.copy()
+                else:
+                    np.copyto(buf, sample)
+                self.samples[key] = buf
+            self.statuses, self.state, self.modules, self.last_change = dict(statuses), state, modules, last_change
+            self.scans += 1
 
 
 def zenoh_options(z: ZenohConfig) -> ZenohOptions:
@@ -75,6 +110,9 @@ class ZenohOutput:
         self._new_session = threading.Event()
         self._state_body: dict[str, Any] | None = None
         self._last_change: float | None = None
+        self.snapshot = Snapshot()
+        self._answering: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.connector.add_health_listener(self._on_event)
         bridge.connector.add_health_listener(self._on_mqtt_event)
 
@@ -99,13 +137,18 @@ class ZenohOutput:
         self.connector.start()
         self.connector.declare_token(self.keys.root)
         self.queryable = self.connector.queryable(f"{self.keys.root}/**", capacity=QUERY_CAPACITY)
+        self._answering = threading.Thread(target=self._answer_loop, name="evo-zenoh-queries", daemon=True)
+        self._answering.start()
         log.info("zenoh: %s/... (%s)", self.keys.root, self.connector.options.to_dict())
 
     def stop(self) -> None:
+        self._stopping.set()
         for key in list(self.module_tokens):
             self.connector.undeclare_token(key)
         self.module_tokens.clear()
-        self.connector.stop()
+        self.connector.stop()  # closes the queryable: the answering thread wakes and ends
+        if self._answering is not None:
+            self._answering.join(2.0)
 
     # --- health bodies ---
     def _link(self) -> dict[str, Any] | None:
@@ -147,14 +190,13 @@ class ZenohOutput:
             pub.publish(self.keys.recipe, recipe_body(view))
         self._sync_modules(view)
         self._publish_health()
-        self._answer_queries(view)
+        self.snapshot.update({"cu": cu, "hal": hal, "re": re_}, statuses, state, view.modules, self._last_change)
 
     def _view(self, cu: Any, hal: Any, re_: Any, statuses: dict[str, str], state: dict[str, Any]) -> ScanView:
         b = self.bridge
         b.modules.poll()  # idempotent: the bridge's own poll then sees no change
-        connectors = {CONNECTOR_NAME: self.zenoh_health(), "mqtt": self.mqtt_health()}
         return ScanView(self.keys.machine_id, cu, hal, re_, statuses, state, b.axes, b.points,
-                        dict(b.modules.modules), connectors, self._last_change)
+                        dict(b.modules.modules), {}, self._last_change)
 
     def _sync_modules(self, view: ScanView) -> None:
         running = set()
@@ -186,24 +228,36 @@ class ZenohOutput:
                               on_change=False):
                 self._dirty_mqtt.set()
 
-    def _answer_queries(self, view: ScanView) -> None:
+    # --- queries (their own thread, answered from the last scan's snapshot) ---
+    def _answer_loop(self) -> None:
         q = self.queryable
-        if q is None:
-            return
-        for _ in range(QUERIES_PER_SCAN):
-            req = q.try_recv()
-            if req is None:
-                return
-            self._answer(q, req, view)
+        assert q is not None
+        while not self._stopping.is_set() and not q.closed:
+            req = q.recv(0.5)
+            if req is not None:
+                try:
+                    self._answer_from_snapshot(q, req)
+                except Exception:  # noqa: BLE001 - one bad answer must not end the queryable
+                    log.exception("answering %s failed", req.selector)
+                    q.reply_err(req.ticket, "internal error answering the query", selector=req.selector)
 
-    def _answer(self, q: ZenohQueryable, req: QueryRequest, view: ScanView) -> None:
+    def _answer_from_snapshot(self, q: ZenohQueryable, req: QueryRequest) -> None:
+        snap = self.snapshot
+        connectors = {CONNECTOR_NAME: self.zenoh_health(), "mqtt": self.mqtt_health()}
+        with snap.lock:
+            if not snap.scans:
+                q.reply_err(req.ticket, "the bridge has not scanned its sources yet", selector=req.selector)
+                return
+            view = ScanView(self.keys.machine_id, snap.samples["cu"], snap.samples["hal"], snap.samples["re"],
+                            snap.statuses, snap.state, self.bridge.axes, self.bridge.points, snap.modules,
+                            connectors, snap.last_change)
+            try:
+                filters = parse_filters(req.parameters, view.axes)
+            except BadQuery as e:
+                q.reply_err(req.ticket, str(e), selector=req.selector)
+                return
+            replies = answers(self.keys, view, req.key_expr, filters)  # plain dicts: no buffer escapes the lock
         self.queries_answered += 1
-        try:
-            filters = parse_filters(req.parameters, view.axes)
-        except BadQuery as e:
-            q.reply_err(req.ticket, str(e), selector=req.selector)
-            return
-        replies = answers(self.keys, view, req.key_expr, filters)
         if not replies:
             q.reply_err(req.ticket, f"no key of {self.keys.root} matches {req.key_expr!r}", selector=req.selector)
             return

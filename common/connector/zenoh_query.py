@@ -86,6 +86,7 @@ class ZenohQueryable:
         self._inbox: collections.deque[QueryRequest] = collections.deque()
         self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._next_ticket = 1
         self._codec: PayloadCodec = connector.codec
         self._buf = bytearray(MAX_REPLY_BYTES)
@@ -119,6 +120,7 @@ class ZenohQueryable:
                 self._pending[ticket] = _Pending(query, cid, time.monotonic() + self.timeout_s)
                 self._inbox.append(QueryRequest(ticket, cid, str(query.key_expr), parse_parameters(str(query.parameters)),
                                                 str(query.selector), value, time.time_ns()))
+                self._arrived.notify()
         if busy:
             self._error_reply(query, cid, f"busy: {self.capacity} queries already waiting on {self.key_expr}")
             mon = self.connector.monitor
@@ -135,6 +137,13 @@ class ZenohQueryable:
     # --- owner's thread ---
     def try_recv(self) -> QueryRequest | None:
         with self._lock:
+            return self._inbox.popleft() if self._inbox else None
+
+    def recv(self, timeout: float) -> QueryRequest | None:
+        """The next query, waiting at most `timeout` seconds (None: none arrived, or closed)."""
+        with self._arrived:
+            if not self._inbox and not self.closed:
+                self._arrived.wait(timeout)
             return self._inbox.popleft() if self._inbox else None
 
     def _encode(self, value: Any) -> bytes:
@@ -188,6 +197,7 @@ class ZenohQueryable:
     def close(self) -> None:
         with self._lock:
             self.closed = True
+            self._arrived.notify_all()
             pending = list(self._pending.values())
             self._pending.clear()
             self._inbox.clear()
