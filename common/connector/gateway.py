@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from common.connector import envelope
 from common.connector.channel import ChannelDescriptor, ChannelHooks, frame_keyed
@@ -43,6 +43,7 @@ __all__ = [
     "InboundBinding",
     "OutboundBinding",
     "ProtocolBackend",
+    "register_backend",
     "run_gateway_process",
     "spawn_gateway_process",
 ]
@@ -459,17 +460,53 @@ class HealthMirror:
 # --- the separate-process deployment ----------------------------------------------------------
 
 
+def _mqtt_backend(options: dict[str, Any]) -> ProtocolBackend:
+    from common.connector.mqtt import MqttBackend, MqttOptions
+
+    return MqttBackend(MqttOptions.from_dict(options))
+
+
+def _zenoh_backend(options: dict[str, Any]) -> ProtocolBackend:
+    from common.connector.zenoh import ZenohBackend, ZenohOptions
+
+    return ZenohBackend(ZenohOptions.from_dict(options))
+
+
+def _can_backend(options: dict[str, Any]) -> ProtocolBackend:
+    from common.connector.can import backend_from_options
+
+    return backend_from_options(options)
+
+
+BackendFactory = Callable[[dict[str, Any]], ProtocolBackend]
+#: gateway kind -> factory(options) (each imports its protocol library lazily: only the one in use loads).
+#: Third-party backends register here, or through the `evo.connector_backends` entry-point group.
+_BACKENDS: dict[str, BackendFactory] = {"mqtt": _mqtt_backend, "zenoh": _zenoh_backend, "can": _can_backend}
+ENTRY_POINT_GROUP = "evo.connector_backends"
+
+
+def register_backend(kind: str, factory: BackendFactory) -> None:
+    """Add a gateway kind (a plug-in's protocol backend): `factory(options_dict) -> ProtocolBackend`."""
+    _BACKENDS[kind] = factory
+
+
+def known_backends() -> tuple[str, ...]:
+    return tuple(sorted(_BACKENDS))
+
+
 def backend_for(spec: GatewaySpec) -> ProtocolBackend:
-    """Build the protocol backend a spec names (imported lazily: only the one in use loads)."""
-    if spec.kind == "mqtt":
-        from common.connector.mqtt import MqttBackend, MqttOptions
+    """Build the protocol backend a spec names, from the registry (then the entry points)."""
+    factory = _BACKENDS.get(spec.kind)
+    if factory is None:
+        from importlib.metadata import entry_points
 
-        return MqttBackend(MqttOptions.from_dict(spec.options))
-    if spec.kind == "zenoh":
-        from common.connector.zenoh import ZenohBackend, ZenohOptions
-
-        return ZenohBackend(ZenohOptions.from_dict(spec.options))
-    raise ConfigurationError(f"unknown gateway kind {spec.kind!r}")
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name == spec.kind:
+                factory = _BACKENDS[spec.kind] = ep.load()
+                break
+    if factory is None:
+        raise ConfigurationError(f"unknown gateway kind {spec.kind!r}; known: {', '.join(known_backends())}")
+    return factory(spec.options)
 
 
 def run_gateway_process(spec: GatewaySpec) -> int:
