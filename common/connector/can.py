@@ -117,6 +117,9 @@ class _Iface:
         self.last_error = 0.0
         self.policy = backend.options.reconnect.policy()
         self.thread: threading.Thread | None = None
+        # udp_multicast hands a bus its own frames back; on CAN one id has one sender, so ours are echoes
+        self.echoes = cfg.interface == "udp_multicast"
+        self.own: frozenset[tuple[int, bool]] = frozenset()
         self.sent = 0
         self.received = 0
         self.error_frames = 0
@@ -215,6 +218,8 @@ class _Iface:
     def _demux(self, msg: can.Message) -> None:
         """REQ_0624: every reader whose (id, mask, extended, kind) matches gets its own copy of the bytes."""
         arb, ext, fd = msg.arbitration_id, msg.is_extended_id, msg.is_fd
+        if self.echoes and (arb, ext) in self.own:
+            return
         key = None
         data = bytes(msg.data)
         for binding, can_id, mask, r_ext, r_fd in self.readers:
@@ -325,7 +330,8 @@ class CanBackend(ProtocolBackend):
     def add_outbound(self, binding: OutboundBinding) -> None:
         r = binding.routing
         assert isinstance(r, CanRouting)
-        binding.handle = self.ifaces[r.iface]
+        it = binding.handle = self.ifaces[r.iface]
+        it.own = it.own | {(r.can_id, r.extended)}
 
     def publish(self, binding: OutboundBinding, payload: memoryview) -> bool:
         r = binding.routing
