@@ -84,6 +84,7 @@ def status_dict(resp: Any) -> dict[str, Any]:
             "cpu_percent": round(m.cpu_percent, 1), "rss_bytes": m.rss_bytes,
             "heartbeat_age_s": round(m.heartbeat_age_s, 3), "watchdog_age_s": round(m.watchdog_age_s, 3),
             "status": m.status, "reason": m.reason, "enabled": m.enabled, "since": m.since_unix, "kind": m.kind,
+            "standby_pid": m.standby_pid,
         })
     return {"watchdog_pid": resp.watchdog_pid, "uptime_s": round(resp.watchdog_uptime_s, 3),
             "instance": resp.instance, "config_dir": resp.config_dir, "run_dir": resp.run_dir,

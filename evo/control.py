@@ -74,7 +74,7 @@ def module_info(d: dict[str, Any], cpu: float = 0.0, rss: int = 0) -> pb.ModuleI
         name=d["name"], state=state_pb(d["state"]), pid=d["pid"], restarts=d["restarts"], uptime_s=d["uptime_s"],
         last_exit=d["last_exit"], cpu_percent=cpu, rss_bytes=rss, heartbeat_age_s=d["heartbeat_age_s"],
         watchdog_age_s=d["watchdog_age_s"], status=d["status"], reason=d["reason"], enabled=d["enabled"],
-        since_unix=d["since"], kind=d["kind"],
+        since_unix=d["since"], kind=d["kind"], standby_pid=d.get("standby_pid", 0),
     )
     if d["last_exit_code"] is not None:
         info.last_exit_code = d["last_exit_code"]

@@ -45,11 +45,12 @@ class Policy:
     max_backoff_s: float = 30.0
     stable_run_s: float = 60.0
     sigterm_timeout_s: float = 2.0
+    standby: bool = True  # a preloaded spare per preloadable module: a crash costs only its gate
 
     @classmethod
     def from_config(cls, wd: Any) -> "Policy":
         return cls(wd.max_restarts, wd.initial_backoff_ms, float(wd.max_backoff_s), float(wd.stable_run_s),
-                   float(wd.sigterm_timeout_s))
+                   float(wd.sigterm_timeout_s), bool(getattr(wd, "standby", True)))
 
 
 class Timers:
@@ -81,6 +82,11 @@ class Timers:
                 fn()
 
 
+STANDBY_DELAY_S = 0.5  # after a module is ready (or boot ends) before its spare is preloaded
+STANDBY_RETRY_S = 5.0  # a spare that died while waiting is replaced after this
+STANDBY_MAX_FAILURES = 3  # spares dying in a row: stop keeping one (logged)
+
+
 @dataclass(eq=False)
 class Runtime:
     """What the loop knows about one module (mutated only on the loop thread)."""
@@ -107,6 +113,12 @@ class Runtime:
     boot_spawned: bool = False
     fds: set[int] = field(default_factory=set)
     gate_w: int | None = None  # preloaded and held at its start gate: writing b"1" lets it start
+    # the spare: preloaded (imports + config done) and waiting at its own gate; a crash promotes it
+    standby: Child | None = None
+    standby_gate: int | None = None
+    standby_fds: set[int] = field(default_factory=set)
+    standby_timer: list[Any] | None = None
+    standby_failures: int = 0  # spares that died while waiting, in a row
 
     @property
     def name(self) -> str:
@@ -353,16 +365,17 @@ class Watchdog:
         return ", ".join(missing) or "nothing"
 
     # ---------------------------------------------------------------- spawning and child I/O
-    def _spawn(self, rt: Runtime, preload: bool = False) -> None:
-        """Start the module's process. `preload`: it imports and loads its config now but waits at
-        its start gate (touching no segment) until `_open_gate` — its turn in the start order."""
-        spec = rt.spec
+    def _argv_env(self, spec: ModuleSpec) -> tuple[list[str], dict[str, str]]:
         argv = list(spec.argv)
         if spec.wrap:
             argv = launcher_argv(argv)
         extra = {ENV_SHM_PREFIX: self.prefix, ENV_RUN_DIR: str(self.run_dir), "EVO_WATCHDOG_PID": str(self.pid),
                  **({ENV_CONFIG_DIR: str(self.config_dir)} if self.config_dir else {}), **spec.env}
-        now = time.monotonic()
+        return argv, extra
+
+    def _begin_start(self, rt: Runtime, now: float) -> bool:
+        """Reset what a start judges; False (and a failure recorded) when its port is taken."""
+        spec = rt.spec
         rt.started_mono = now
         rt.notified_ready = False
         rt.kill_reason = ""
@@ -376,6 +389,16 @@ class Watchdog:
             log.error("%s: not started: %s", rt.name, why)
             rt.log.note(f"not started: {why}")
             self._after_failure(rt, why, now)
+            return False
+        return True
+
+    def _spawn(self, rt: Runtime, preload: bool = False) -> None:
+        """Start the module's process. `preload`: it imports and loads its config now but waits at
+        its start gate (touching no segment) until `_open_gate` — its turn in the start order."""
+        spec = rt.spec
+        argv, extra = self._argv_env(spec)
+        now = time.monotonic()
+        if not self._begin_start(rt, now):
             return
         gate_r = gate_w = -1
         if preload:
@@ -393,11 +416,7 @@ class Watchdog:
         finally:
             if preload:
                 os.close(gate_r)
-        rt.child = child
-        for fd, handler in ((child.pidfd, lambda: self._on_exit(rt)), (child.notify_fd, lambda: self._on_notify(rt)),
-                            (child.out_fd, lambda: self._on_output(rt))):
-            self._sel.register(fd, selectors.EVENT_READ, handler)
-            rt.fds.add(fd)
+        self._adopt_child(rt, child)
         Timers.cancel(rt.timer)
         rt.timer = None
         if preload:
@@ -409,6 +428,115 @@ class Watchdog:
         log.info("%s: started pid %d (%s)", rt.name, child.pid, spec.kind)
         rt.log.note(f"started pid {child.pid}: {' '.join(argv)}")
         self._await_ready(rt, now)
+
+    def _adopt_child(self, rt: Runtime, child: Child) -> None:
+        rt.child = child
+        for fd, handler in ((child.pidfd, lambda: self._on_exit(rt)), (child.notify_fd, lambda: self._on_notify(rt)),
+                            (child.out_fd, lambda: self._on_output(rt))):
+            self._sel.register(fd, selectors.EVENT_READ, handler)
+            rt.fds.add(fd)
+
+    # ---------------------------------------------------------------- standby (a preloaded spare)
+    def _want_standby(self, rt: Runtime, delay: float = STANDBY_DELAY_S) -> None:
+        """Keep a spare of `rt` waiting at its gate once the machine is up (never during boot: its
+        imports would compete with the modules starting)."""
+        p = self.policy
+        if (not p.standby or not rt.spec.preload or rt.standby is not None or rt.standby_timer is not None
+                or self._shutting_down or self.boot_s is None or rt.held or rt.state != S.RUNNING
+                or rt.standby_failures >= STANDBY_MAX_FAILURES):
+            return
+        rt.standby_timer = self._timers.call_at(time.monotonic() + delay, lambda: self._spawn_standby(rt))
+
+    def _spawn_standby(self, rt: Runtime) -> None:
+        rt.standby_timer = None
+        if rt.standby is not None or self._shutting_down or rt.held or rt.state != S.RUNNING:
+            return
+        argv, extra = self._argv_env(rt.spec)
+        gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+        extra[ENV_START_GATE_FD] = str(gate_r)
+        try:
+            child = Child(argv, child_env(self.env, extra), pass_fds=(gate_r,))
+        except OSError as e:
+            os.close(gate_w)
+            log.warning("%s: cannot start a standby: %s", rt.name, e)
+            return
+        finally:
+            os.close(gate_r)
+        rt.standby, rt.standby_gate = child, gate_w
+        for fd, handler in ((child.pidfd, lambda: self._on_standby_exit(rt)),
+                            (child.notify_fd, lambda: child.read_notify()),  # LOADED=1: nothing to do
+                            (child.out_fd, lambda: self._on_standby_output(rt))):
+            self._sel.register(fd, selectors.EVENT_READ, handler)
+            rt.standby_fds.add(fd)
+        rt.log.note(f"standby pid {child.pid} preloaded (promoted if pid {rt.child.pid if rt.child else 0} dies)")
+        log.info("%s: standby pid %d preloaded", rt.name, child.pid)
+        self._write_json()
+
+    def _on_standby_output(self, rt: Runtime) -> None:
+        if rt.standby is not None:
+            lines, _ = rt.standby.read_output()
+            for line in lines:
+                rt.log.output(f"[standby] {line}")
+
+    def _release_standby(self, rt: Runtime) -> Child | None:
+        """Detach the spare from its standby handlers (and its gate, returned in rt.gate_w by the caller)."""
+        child = rt.standby
+        for fd in list(rt.standby_fds):
+            rt.standby_fds.discard(fd)
+            self._sel.unregister(fd)
+        rt.standby = None
+        return child
+
+    def _on_standby_exit(self, rt: Runtime) -> None:
+        child = self._release_standby(rt)
+        if child is None:
+            return
+        rc = child.reap()
+        for line in child.read_output()[0]:
+            rt.log.output(f"[standby] {line}")
+        child.close()
+        if rt.standby_gate is not None:
+            os.close(rt.standby_gate)
+            rt.standby_gate = None
+        if self._shutting_down:
+            return
+        rt.standby_failures += 1
+        log.warning("%s: standby pid %d exited while waiting (%s)%s", rt.name, child.pid, ExitInfo.from_returncode(rc),
+                    "; no more standbys" if rt.standby_failures >= STANDBY_MAX_FAILURES else "")
+        self._write_json()
+        self._want_standby(rt, STANDBY_RETRY_S)
+
+    def _drop_standby(self, rt: Runtime) -> None:
+        """No spare for now (operator stop/restart, shutdown): close its gate, it leaves by itself."""
+        Timers.cancel(rt.standby_timer)
+        rt.standby_timer = None
+        child = self._release_standby(rt)
+        if rt.standby_gate is not None:
+            os.close(rt.standby_gate)  # EOF at the gate: the spare exits without starting
+            rt.standby_gate = None
+        if child is not None:
+            child.send_signal(signal.SIGKILL)
+            try:
+                child.proc.wait(2)
+            except Exception:  # noqa: BLE001 - reaped or not, it is gone from our books
+                pass
+            child.close()
+
+    def _promote_standby(self, rt: Runtime) -> None:
+        """A crash restart with a spare at hand: the spare becomes the module (its imports and
+        config load are done), a new spare is preloaded once it is ready."""
+        now = time.monotonic()
+        if not self._begin_start(rt, now):
+            return
+        child = self._release_standby(rt)
+        assert child is not None
+        rt.gate_w, rt.standby_gate = rt.standby_gate, None
+        rt.standby_failures = 0
+        self._adopt_child(rt, child)
+        Timers.cancel(rt.timer)
+        rt.timer = None
+        log.info("%s: promoting standby pid %d", rt.name, child.pid)
+        self._open_gate(rt)
 
     def _open_gate(self, rt: Runtime) -> None:
         """A preloaded module's turn: let it start, and judge its readiness from now."""
@@ -503,6 +631,7 @@ class Watchdog:
         self._set_state(rt, S.RUNNING, f"ready in {took:.3f} s")
         self._preload()
         self._advance_boot()
+        self._want_standby(rt)
 
     def _ready_timeout(self, rt: Runtime) -> None:
         rt.timer = None
@@ -580,7 +709,10 @@ class Watchdog:
     def _restart_due(self, rt: Runtime) -> None:
         rt.timer = None
         if rt.state == S.BACKOFF and not self._shutting_down:
-            self._spawn(rt, preload=self._before_its_turn(rt))
+            if rt.standby is not None and not self._before_its_turn(rt):
+                self._promote_standby(rt)
+            else:
+                self._spawn(rt, preload=self._before_its_turn(rt))
 
     # ---------------------------------------------------------------- start order / stop order
     def _before_its_turn(self, rt: Runtime) -> bool:
@@ -626,6 +758,8 @@ class Watchdog:
                 log.warning("start-up finished in %.3f s, degraded: %s failed", self.boot_s, ", ".join(failed))
             else:
                 log.info("all %d modules ready in %.3f s", running, self.boot_s)
+            for i, other in enumerate(self.modules.values()):  # one after the other: spread their imports
+                self._want_standby(other, STANDBY_DELAY_S * (i + 1))
 
     def begin_shutdown(self, reason: str) -> str:
         if self._shutting_down:
@@ -637,6 +771,8 @@ class Watchdog:
             return "already shutting down"
         self._shutting_down = True
         self._shutdown_t0 = time.monotonic()
+        for rt in self.modules.values():
+            self._drop_standby(rt)
         log.info("shutting down (%s): stopping modules in reverse order", reason)
         self._boot_queue.clear()
         self._stop_queue = list(reversed(self.modules.values()))
@@ -710,6 +846,7 @@ class Watchdog:
             rt.intent = "restart"
             return f"{name} is stopping; it will start again", self._waiter(rt, settled, after={S.STOPPED})
         log.info("%s: start requested by an operator", name)
+        self._drop_standby(rt)
         Timers.cancel(rt.timer)
         rt.timer = None
         rt.restarts = rt.consecutive = 0
@@ -721,6 +858,7 @@ class Watchdog:
         self._check_accepting()
         rt.held = True
         settled = {S.STOPPED, S.FAILED, S.DISABLED}
+        self._drop_standby(rt)
         if rt.state in (S.STARTING, S.RUNNING):
             log.info("%s: stop requested by an operator", name)
             self._stop(rt, "stop")
@@ -741,6 +879,7 @@ class Watchdog:
         if rt.state in (S.STARTING, S.RUNNING):
             log.info("%s: restart requested by an operator", name)
             rt.held = False
+            self._drop_standby(rt)  # an operator restart reads the config anew
             self._stop(rt, "restart")
             return f"{name} restarted", self._waiter(rt, {S.RUNNING, S.FAILED, S.STOPPED}, after={S.STOPPED})
         return self.op_start(name)
@@ -796,6 +935,7 @@ class Watchdog:
             "enabled": rt.spec.enabled,
             "since": rt.since,
             "kind": rt.spec.kind,
+            "standby_pid": rt.standby.pid if rt.standby else 0,
         }
 
     def snapshot(self, names: Iterable[str] = ()) -> list[dict[str, Any]]:
@@ -859,6 +999,8 @@ class Watchdog:
     def kill_all(self) -> None:
         """Emergency: SIGKILL every child (used when the loop itself fails)."""
         for rt in self.modules.values():
+            if rt.standby is not None:
+                rt.standby.send_signal(signal.SIGKILL)
             if rt.child is not None:
                 rt.child.send_signal(signal.SIGKILL)
                 try:

@@ -75,6 +75,7 @@ class WatchdogConfig:
     watchdog_timeout_s: float = spec(2.0, bounds=WD_LIVENESS_TIMEOUT_S_BOUNDS)
     run_dir: str = spec("")
     log_dir: str = spec("")
+    standby: bool = spec(True)
     modules: Mapping[str, ModuleConfig] = spec(factory=lambda: _EMPTY, custom=True)
 
     def module_enabled(self, name: str | ModuleName) -> bool:

@@ -24,35 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%common/protos/evo/v1/supervisor.proto\x12\x06\x65vo.v1\"\x92\x03\n\nModuleInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.evo.v1.ModuleState\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x10\n\x08restarts\x18\x04 \x01(\r\x12\x10\n\x08uptime_s\x18\x05 \x01(\x01\x12\x1b\n\x0elast_exit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10last_exit_signal\x18\x07 \x01(\x05H\x01\x88\x01\x01\x12\x11\n\tlast_exit\x18\x08 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\t \x01(\x01\x12\x11\n\trss_bytes\x18\n \x01(\x04\x12\x17\n\x0fheartbeat_age_s\x18\x0b \x01(\x01\x12\x16\n\x0ewatchdog_age_s\x18\x0c \x01(\x01\x12\x0e\n\x06status\x18\r \x01(\t\x12\x0e\n\x06reason\x18\x0e \x01(\t\x12\x0f\n\x07\x65nabled\x18\x0f \x01(\x08\x12\x12\n\nsince_unix\x18\x10 \x01(\x01\x12\x0c\n\x04kind\x18\x11 \x01(\tB\x11\n\x0f_last_exit_codeB\x13\n\x11_last_exit_signal\"#\n\x12ListModulesRequest\x12\r\n\x05names\x18\x01 \x03(\t\"\xb4\x01\n\x13ListModulesResponse\x12#\n\x07modules\x18\x01 \x03(\x0b\x32\x12.evo.v1.ModuleInfo\x12\x14\n\x0cwatchdog_pid\x18\x02 \x01(\x05\x12\x19\n\x11watchdog_uptime_s\x18\x03 \x01(\x01\x12\x10\n\x08instance\x18\x04 \x01(\t\x12\x12\n\nconfig_dir\x18\x05 \x01(\t\x12\x0f\n\x07run_dir\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x07 \x01(\x08\"\x1d\n\rModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x0bModuleReply\x12\"\n\x06module\x18\x01 \x01(\x0b\x32\x12.evo.v1.ModuleInfo\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x11\n\x0fShutdownRequest\" \n\rShutdownReply\x12\x0f\n\x07message\x18\x01 \x01(\t\"#\n\x12WatchEventsRequest\x12\r\n\x05names\x18\x01 \x03(\t\"\xf7\x01\n\x0bModuleEvent\x12\x16\n\x0etimestamp_unix\x18\x01 \x01(\x01\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x04kind\x18\x03 \x01(\x0e\x32\x11.evo.v1.EventKind\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.evo.v1.ModuleState\x12+\n\x0eprevious_state\x18\x05 \x01(\x0e\x32\x13.evo.v1.ModuleState\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x10\n\x08restarts\x18\x07 \x01(\r\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x11\n\tlast_exit\x18\t \x01(\t\x12\x0e\n\x06status\x18\n \x01(\t*\xe3\x01\n\x0bModuleState\x12\x1c\n\x18MODULE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MODULE_STATE_STOPPED\x10\x01\x12\x19\n\x15MODULE_STATE_STARTING\x10\x02\x12\x18\n\x14MODULE_STATE_RUNNING\x10\x03\x12\x19\n\x15MODULE_STATE_STOPPING\x10\x04\x12\x18\n\x14MODULE_STATE_BACKOFF\x10\x05\x12\x17\n\x13MODULE_STATE_FAILED\x10\x06\x12\x19\n\x15MODULE_STATE_DISABLED\x10\x07*m\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_KIND_SNAPSHOT\x10\x01\x12\x14\n\x10\x45VENT_KIND_STATE\x10\x02\x12\x15\n\x11\x45VENT_KIND_STATUS\x10\x03\x32\x84\x03\n\nSupervisor\x12\x46\n\x0bListModules\x12\x1a.evo.v1.ListModulesRequest\x1a\x1b.evo.v1.ListModulesResponse\x12\x39\n\x0bStartModule\x12\x15.evo.v1.ModuleRequest\x1a\x13.evo.v1.ModuleReply\x12\x38\n\nStopModule\x12\x15.evo.v1.ModuleRequest\x1a\x13.evo.v1.ModuleReply\x12;\n\rRestartModule\x12\x15.evo.v1.ModuleRequest\x1a\x13.evo.v1.ModuleReply\x12:\n\x08Shutdown\x12\x17.evo.v1.ShutdownRequest\x1a\x15.evo.v1.ShutdownReply\x12@\n\x0bWatchEvents\x12\x1a.evo.v1.WatchEventsRequest\x1a\x13.evo.v1.ModuleEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%common/protos/evo/v1/supervisor.proto\x12\x06\x65vo.v1\"\xa7\x03\n\nModuleInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.evo.v1.ModuleState\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x10\n\x08restarts\x18\x04 \x01(\r\x12\x10\n\x08uptime_s\x18\x05 \x01(\x01\x12\x1b\n\x0elast_exit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10last_exit_signal\x18\x07 \x01(\x05H\x01\x88\x01\x01\x12\x11\n\tlast_exit\x18\x08 \x01(\t\x12\x13\n\x0b\x63pu_percent\x18\t \x01(\x01\x12\x11\n\trss_bytes\x18\n \x01(\x04\x12\x17\n\x0fheartbeat_age_s\x18\x0b \x01(\x01\x12\x16\n\x0ewatchdog_age_s\x18\x0c \x01(\x01\x12\x0e\n\x06status\x18\r \x01(\t\x12\x0e\n\x06reason\x18\x0e \x01(\t\x12\x0f\n\x07\x65nabled\x18\x0f \x01(\x08\x12\x12\n\nsince_unix\x18\x10 \x01(\x01\x12\x0c\n\x04kind\x18\x11 \x01(\t\x12\x13\n\x0bstandby_pid\x18\x12 \x01(\x05\x42\x11\n\x0f_last_exit_codeB\x13\n\x11_last_exit_signal\"#\n\x12ListModulesRequest\x12\r\n\x05names\x18\x01 \x03(\t\"\xb4\x01\n\x13ListModulesResponse\x12#\n\x07modules\x18\x01 \x03(\x0b\x32\x12.evo.v1.ModuleInfo\x12\x14\n\x0cwatchdog_pid\x18\x02 \x01(\x05\x12\x19\n\x11watchdog_uptime_s\x18\x03 \x01(\x01\x12\x10\n\x08instance\x18\x04 \x01(\t\x12\x12\n\nconfig_dir\x18\x05 \x01(\t\x12\x0f\n\x07run_dir\x18\x06 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x07 \x01(\x08\"\x1d\n\rModuleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"B\n\x0bModuleReply\x12\"\n\x06module\x18\x01 \x01(\x0b\x32\x12.evo.v1.ModuleInfo\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x11\n\x0fShutdownRequest\" \n\rShutdownReply\x12\x0f\n\x07message\x18\x01 \x01(\t\"#\n\x12WatchEventsRequest\x12\r\n\x05names\x18\x01 \x03(\t\"\xf7\x01\n\x0bModuleEvent\x12\x16\n\x0etimestamp_unix\x18\x01 \x01(\x01\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1f\n\x04kind\x18\x03 \x01(\x0e\x32\x11.evo.v1.EventKind\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.evo.v1.ModuleState\x12+\n\x0eprevious_state\x18\x05 \x01(\x0e\x32\x13.evo.v1.ModuleState\x12\x0b\n\x03pid\x18\x06 \x01(\x05\x12\x10\n\x08restarts\x18\x07 \x01(\r\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x11\n\tlast_exit\x18\t \x01(\t\x12\x0e\n\x06status\x18\n \x01(\t*\xe3\x01\n\x0bModuleState\x12\x1c\n\x18MODULE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MODULE_STATE_STOPPED\x10\x01\x12\x19\n\x15MODULE_STATE_STARTING\x10\x02\x12\x18\n\x14MODULE_STATE_RUNNING\x10\x03\x12\x19\n\x15MODULE_STATE_STOPPING\x10\x04\x12\x18\n\x14MODULE_STATE_BACKOFF\x10\x05\x12\x17\n\x13MODULE_STATE_FAILED\x10\x06\x12\x19\n\x15MODULE_STATE_DISABLED\x10\x07*m\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_KIND_SNAPSHOT\x10\x01\x12\x14\n\x10\x45VENT_KIND_STATE\x10\x02\x12\x15\n\x11\x45VENT_KIND_STATUS\x10\x03\x32\x84\x03\n\nSupervisor\x12\x46\n\x0bListModules\x12\x1a.evo.v1.ListModulesRequest\x1a\x1b.evo.v1.ListModulesResponse\x12\x39\n\x0bStartModule\x12\x15.evo.v1.ModuleRequest\x1a\x13.evo.v1.ModuleReply\x12\x38\n\nStopModule\x12\x15.evo.v1.ModuleRequest\x1a\x13.evo.v1.ModuleReply\x12;\n\rRestartModule\x12\x15.evo.v1.ModuleRequest\x1a\x13.evo.v1.ModuleReply\x12:\n\x08Shutdown\x12\x17.evo.v1.ShutdownRequest\x1a\x15.evo.v1.ShutdownReply\x12@\n\x0bWatchEvents\x12\x1a.evo.v1.WatchEventsRequest\x1a\x13.evo.v1.ModuleEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'common.protos.evo.v1.supervisor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODULESTATE']._serialized_start=1114
-  _globals['_MODULESTATE']._serialized_end=1341
-  _globals['_EVENTKIND']._serialized_start=1343
-  _globals['_EVENTKIND']._serialized_end=1452
+  _globals['_MODULESTATE']._serialized_start=1135
+  _globals['_MODULESTATE']._serialized_end=1362
+  _globals['_EVENTKIND']._serialized_start=1364
+  _globals['_EVENTKIND']._serialized_end=1473
   _globals['_MODULEINFO']._serialized_start=50
-  _globals['_MODULEINFO']._serialized_end=452
-  _globals['_LISTMODULESREQUEST']._serialized_start=454
-  _globals['_LISTMODULESREQUEST']._serialized_end=489
-  _globals['_LISTMODULESRESPONSE']._serialized_start=492
-  _globals['_LISTMODULESRESPONSE']._serialized_end=672
-  _globals['_MODULEREQUEST']._serialized_start=674
-  _globals['_MODULEREQUEST']._serialized_end=703
-  _globals['_MODULEREPLY']._serialized_start=705
-  _globals['_MODULEREPLY']._serialized_end=771
-  _globals['_SHUTDOWNREQUEST']._serialized_start=773
-  _globals['_SHUTDOWNREQUEST']._serialized_end=790
-  _globals['_SHUTDOWNREPLY']._serialized_start=792
-  _globals['_SHUTDOWNREPLY']._serialized_end=824
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=826
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=861
-  _globals['_MODULEEVENT']._serialized_start=864
-  _globals['_MODULEEVENT']._serialized_end=1111
-  _globals['_SUPERVISOR']._serialized_start=1455
-  _globals['_SUPERVISOR']._serialized_end=1843
+  _globals['_MODULEINFO']._serialized_end=473
+  _globals['_LISTMODULESREQUEST']._serialized_start=475
+  _globals['_LISTMODULESREQUEST']._serialized_end=510
+  _globals['_LISTMODULESRESPONSE']._serialized_start=513
+  _globals['_LISTMODULESRESPONSE']._serialized_end=693
+  _globals['_MODULEREQUEST']._serialized_start=695
+  _globals['_MODULEREQUEST']._serialized_end=724
+  _globals['_MODULEREPLY']._serialized_start=726
+  _globals['_MODULEREPLY']._serialized_end=792
+  _globals['_SHUTDOWNREQUEST']._serialized_start=794
+  _globals['_SHUTDOWNREQUEST']._serialized_end=811
+  _globals['_SHUTDOWNREPLY']._serialized_start=813
+  _globals['_SHUTDOWNREPLY']._serialized_end=845
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=847
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=882
+  _globals['_MODULEEVENT']._serialized_start=885
+  _globals['_MODULEEVENT']._serialized_end=1132
+  _globals['_SUPERVISOR']._serialized_start=1476
+  _globals['_SUPERVISOR']._serialized_end=1864
 # @@protoc_insertion_point(module_scope)

@@ -38,7 +38,7 @@ EVENT_KIND_STATE: EventKind
 EVENT_KIND_STATUS: EventKind
 
 class ModuleInfo(_message.Message):
-    __slots__ = ("name", "state", "pid", "restarts", "uptime_s", "last_exit_code", "last_exit_signal", "last_exit", "cpu_percent", "rss_bytes", "heartbeat_age_s", "watchdog_age_s", "status", "reason", "enabled", "since_unix", "kind")
+    __slots__ = ("name", "state", "pid", "restarts", "uptime_s", "last_exit_code", "last_exit_signal", "last_exit", "cpu_percent", "rss_bytes", "heartbeat_age_s", "watchdog_age_s", "status", "reason", "enabled", "since_unix", "kind", "standby_pid")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class ModuleInfo(_message.Message):
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     SINCE_UNIX_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    STANDBY_PID_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: ModuleState
     pid: int
@@ -73,7 +74,8 @@ class ModuleInfo(_message.Message):
     enabled: bool
     since_unix: float
     kind: str
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ModuleState, str]] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., uptime_s: _Optional[float] = ..., last_exit_code: _Optional[int] = ..., last_exit_signal: _Optional[int] = ..., last_exit: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., heartbeat_age_s: _Optional[float] = ..., watchdog_age_s: _Optional[float] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., enabled: _Optional[bool] = ..., since_unix: _Optional[float] = ..., kind: _Optional[str] = ...) -> None: ...
+    standby_pid: int
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ModuleState, str]] = ..., pid: _Optional[int] = ..., restarts: _Optional[int] = ..., uptime_s: _Optional[float] = ..., last_exit_code: _Optional[int] = ..., last_exit_signal: _Optional[int] = ..., last_exit: _Optional[str] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., heartbeat_age_s: _Optional[float] = ..., watchdog_age_s: _Optional[float] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., enabled: _Optional[bool] = ..., since_unix: _Optional[float] = ..., kind: _Optional[str] = ..., standby_pid: _Optional[int] = ...) -> None: ...
 
 class ListModulesRequest(_message.Message):
     __slots__ = ("names",)
