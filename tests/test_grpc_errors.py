@@ -266,3 +266,24 @@ def test_a_caller_cannot_forge_log_lines(rig):
     assert not any(line.startswith("ERROR grpc_bridge: FORGED") for line in out.splitlines())
     assert "pressed\\nERROR" in out and "\\x00" in out
     assert max(len(line) for line in out.splitlines()) < 4000
+
+
+@pytest.mark.parametrize("method,data", [
+    ("/evo.v1.Machine/MoveTo", b"\xff\xff\xff\xff\xff"),  # garbage
+    ("/evo.v1.Machine/EmergencyStop", b"\x0a\x03\xff\xfe\xfd"),  # field 1 (string) with invalid UTF-8
+    ("/evo.v1.Recipes/LoadRecipe", b"\x0a\x10ab"),  # truncated: a 16-byte string with 2 bytes
+    ("/evo.v1.Machine/WatchStatus", b"\xff\x00"),  # a server stream
+])
+def test_undecodable_request_bytes_are_invalid_argument_and_write_nothing(rig, method, data):
+    """Issue 16: undecodable bytes (garbage, invalid UTF-8 in a string field) are INVALID_ARGUMENT with the
+    decoder's text — not UNKNOWN — and nothing reaches a consumer."""
+    before = {k: len(f.taken) for k, f in rig.fakes.items()}
+    stream = method.endswith("WatchStatus")
+    call = (rig.channel.unary_stream if stream else rig.channel.unary_unary)(method)  # bytes in, bytes out
+    with pytest.raises(grpc.RpcError) as ei:
+        r = call(data, timeout=5)
+        if stream:
+            next(iter(r))
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (ei.value.code(), ei.value.details())
+    assert "undecodable request" in ei.value.details()
+    assert {k: len(f.taken) for k, f in rig.fakes.items()} == before  # nothing reached a consumer
