@@ -16,8 +16,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import zenoh
 
@@ -29,7 +30,14 @@ from common.connector.zenoh import ZenohConnector, ZenohOptions
 from common.shm.p2p import TypedP2pWriter, segment_name
 from common.shm.segments import CU_TO_MQT, HAL_TO_MQT, RE_TO_MQT
 from common.states import MachineState
-from tests.helpers import REPO, ModuleProcess, free_port, remove_shm, unique_prefix, wait_for
+from tests.helpers import (
+    REPO,
+    ModuleProcess,
+    free_port,
+    remove_shm,
+    unique_prefix,
+    wait_for,
+)
 from tests.mosquitto_broker import start_broker
 
 METHOD = (

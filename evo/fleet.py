@@ -60,7 +60,12 @@ def default_endpoints(args: argparse.Namespace) -> tuple[tuple[str, ...], str, f
     prefix, timeout = args.prefix, args.timeout
     endpoints = tuple(args.connect or ())
     if not endpoints or prefix is None or timeout is None:
-        from common.config import ConfigError, format_errors, load_config, resolve_config_dir
+        from common.config import (
+            ConfigError,
+            format_errors,
+            load_config,
+            resolve_config_dir,
+        )
 
         try:
             cfg = load_config(resolve_config_dir(getattr(args, "config", None)))
@@ -110,12 +115,15 @@ def row_from_status(mid: str, status: dict[str, Any], tokens: set[str]) -> Machi
     state = status.get("state") or {}
     recipe = status.get("recipe") or {}
     modules = status.get("modules") or {}
+    # up: its liveliness token, or running in the snapshot (a liveliness get that timed out on a
+    # loaded network may be missing tokens; the snapshot comes from the same bridge that holds them)
+    up = set(tokens) | {n for n, m in modules.items() if m.get("state") == "running"}
     down = tuple(sorted(n for n, m in modules.items()
-                        if m.get("enabled", True) and m.get("state") != "disabled" and n not in tokens))
+                        if m.get("enabled", True) and m.get("state") != "disabled" and n not in up))
     zenoh_health = (status.get("connectors") or {}).get("zenoh") or {}
     return MachineRow(
         machine_id=mid, online=True, state=state.get("machine_state"), safety=state.get("safety_state"),
-        estop=state.get("estop"), modules_up=tuple(sorted(tokens)), modules_down=down,
+        estop=state.get("estop"), modules_up=tuple(sorted(up)), modules_down=down,
         recipe=recipe.get("state"), program=recipe.get("program") or None, last_change=status.get("last_change"),
         zenoh=zenoh_health.get("state"),
     )
@@ -129,8 +137,8 @@ def survey(conn: Any, prefix: str, timeout_s: float) -> FleetView:
     tokens: dict[str, set[str]] = {m: set() for m in machines}
     for k in alive:
         parts = k[len(prefix) + 1:].split("/")
-        if len(parts) == 3 and parts[1] == "modules" and parts[0] in tokens:
-            tokens[parts[0]].add(parts[2])
+        if len(parts) == 3 and parts[1] == "modules":
+            tokens.setdefault(parts[0], set()).add(parts[2])
     result = conn.query(f"{prefix}/*/status", timeout_s=timeout_s)
     statuses: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
@@ -140,7 +148,8 @@ def survey(conn: Any, prefix: str, timeout_s: float) -> FleetView:
         elif isinstance(r.value, dict) and r.value.get("selector"):
             errors[_mid(str(r.value["selector"]).split("?")[0], prefix)] = r.error or "error"
     view = FleetView(tuple(conn.options.connect))
-    for mid in machines:
+    for mid in sorted(set(machines) | set(statuses)):  # a status answer proves the machine is there too
+        tokens.setdefault(mid, set())
         if mid in statuses:
             view.rows.append(row_from_status(mid, statuses[mid], tokens[mid]))
         else:
@@ -254,7 +263,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """One line per change: machines coming and going, modules up/down, state and recipe changes."""
     from common.connector import ZenohRouting
 
-    endpoints, prefix, timeout = default_endpoints(args)
+    endpoints, prefix, _timeout = default_endpoints(args)
     conn = open_fleet(endpoints)
     events: queue.Queue[tuple[str, str, Any]] = queue.Queue()
     sub = conn.watch_alive(f"{prefix}/**", lambda key, alive: events.put(("alive", key, alive)))
@@ -273,7 +282,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     try:
         while deadline is None or time.monotonic() < deadline:
             try:
-                kind, key, alive = events.get(timeout=0.05)
+                _kind, key, alive = events.get(timeout=0.05)
                 parts = key[len(prefix) + 1:].split("/")
                 if len(parts) == 1:
                     emit(parts[0], "online" if alive else "offline")

@@ -18,7 +18,7 @@ log = logging.getLogger("evo.zenoh_router")
 STATUS_EVERY_S = 2.0
 
 
-def router_options(config: EvoConfig):  # noqa: ANN201 - ZenohOptions (zenoh imported late)
+def router_options(config: EvoConfig):
     from common.connector.zenoh import ZenohOptions
 
     z = config.system.zenoh
@@ -64,7 +64,7 @@ def run(config: EvoConfig, stop: StopFlag | None = None) -> int:
     return 0
 
 
-def _load():  # noqa: ANN202
+def _load():
     return run
 
 

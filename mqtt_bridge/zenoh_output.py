@@ -19,9 +19,23 @@ from common.connector.routing import Congestion
 from common.connector.zenoh import ZenohConnector, ZenohOptions
 from common.connector.zenoh_query import QueryRequest, ZenohQueryable
 from mqtt_bridge.health_history import HealthHistory
-from mqtt_bridge.payloads import IO_KINDS, driver_payload, module_payload, state_payload, state_unavailable
+from mqtt_bridge.payloads import (
+    IO_KINDS,
+    driver_payload,
+    module_payload,
+    state_payload,
+    state_unavailable,
+)
 from mqtt_bridge.topics import Topics
-from mqtt_bridge.zenoh_answers import BadQuery, ScanView, answers, axis_body, io_body, parse_filters, recipe_body
+from mqtt_bridge.zenoh_answers import (
+    BadQuery,
+    ScanView,
+    answers,
+    axis_body,
+    io_body,
+    parse_filters,
+    recipe_body,
+)
 from mqtt_bridge.zenoh_keys import MAX_PAYLOAD, KeyPublisher
 
 log = logging.getLogger(__name__)
@@ -237,7 +251,7 @@ class ZenohOutput:
             if req is not None:
                 try:
                     self._answer_from_snapshot(q, req)
-                except Exception:  # noqa: BLE001 - one bad answer must not end the queryable
+                except Exception:
                     log.exception("answering %s failed", req.selector)
                     q.reply_err(req.ticket, "internal error answering the query", selector=req.selector)
 

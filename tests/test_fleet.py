@@ -13,7 +13,15 @@ import time
 import pytest
 
 from tests.helpers import REPO, free_port, module_env, unique_prefix, wait_for
-from tests.zenoh_support import client, ep, machine_config, start_machine, start_router, stop_machine, zenoh_section
+from tests.zenoh_support import (
+    client,
+    ep,
+    machine_config,
+    start_machine,
+    start_router,
+    stop_machine,
+    zenoh_section,
+)
 
 IDS = ("fleet-a", "fleet-b", "fleet-c")
 
@@ -132,7 +140,7 @@ def test_killed_module_shows_down_in_the_fleet_view(fleet) -> None:
     try:
         lines: list[dict] = []
 
-        def watch_saw(pred) -> bool:  # noqa: ANN001
+        def watch_saw(pred) -> bool:
             import select
 
             while select.select([watch.stdout], [], [], 0.05)[0]:
@@ -158,7 +166,7 @@ def test_killed_module_shows_down_in_the_fleet_view(fleet) -> None:
         assert "DOWN: re" in table.stdout
         r = m["up"].cli("start", "re")
         assert r.returncode == 0, r.stderr
-        wait_for(lambda: fleet_rows(fleet)["fleet-c"]["modules_down"] == [], 30, 0.1, "re up again in the fleet view")
+        wait_for(lambda: fleet_rows(fleet)["fleet-c"]["modules_down"] == [], 60, 0.1, "re up again in the fleet view")
     finally:
         watch.kill()
         watch.wait(10)

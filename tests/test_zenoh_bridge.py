@@ -19,7 +19,14 @@ from common.connector import ZenohRouting
 from grpc_bridge.protos.evo.v1 import machine_pb2
 from tests.grpc_support import Stubs
 from tests.helpers import free_port, unique_prefix, wait_for
-from tests.zenoh_support import client, ep, machine_config, start_machine, stop_machine, zenoh_section
+from tests.zenoh_support import (
+    client,
+    ep,
+    machine_config,
+    start_machine,
+    stop_machine,
+    zenoh_section,
+)
 
 MID = "zb-gantry"
 POWERED = ("STANDBY", "MOTION")
@@ -205,3 +212,11 @@ def test_router_down_and_back_the_bridge_recovers_cu_and_hal_untouched(machine) 
     for name in ("hal", "cu"):
         assert (after[name]["pid"], after[name]["restarts"]) == (before[name]["pid"], before[name]["restarts"]), name
     assert after["mqtt"]["pid"] == before["mqtt"]["pid"]  # the bridge recovered by itself, no restart
+
+
+def test_evo_fleet_ls_from_the_machines_own_config(machine) -> None:
+    """`evo fleet ls` without --connect dials what the local [zenoh] names and lists the machine."""
+    r = machine.up.cli("fleet", "ls", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {m["machine_id"]: m for m in json.loads(r.stdout)["machines"]}
+    assert rows[MID]["state"] and "cu" in rows[MID]["modules_up"]

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from common.connector import Up
 from common.connector.zenoh import ZenohConnector, ZenohOptions
 from tests.fixtures.progs.evo_harness import EvoUp, instance_processes
 from tests.grpc_support import make_config
-from tests.helpers import REPO, ModuleProcess, free_port, remove_shm, wait_for
+from tests.helpers import ModuleProcess, free_port, remove_shm, wait_for
 
 
 def ep(port: int) -> str:
@@ -89,12 +88,3 @@ def client(*endpoints: str, name: str = "probe", timeout: float = 20.0) -> Zenoh
 def start_router(prefix: str, config_dir: Path, log_dir: Path) -> ModuleProcess:
     """`python -m evo.zenoh_router` on the config's [zenoh] router_listen, as its own process."""
     return ModuleProcess("evo.zenoh_router", prefix, ["--config", str(config_dir)], log_dir=log_dir).start()
-
-
-def evo_cli(config_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60.0):  # noqa: ANN201
-    import subprocess
-
-    from tests.helpers import module_env
-
-    return subprocess.run([sys.executable, "-m", "evo", "--config", str(config_dir), *args], cwd=REPO,
-                          env=env or module_env("fleetcli"), capture_output=True, text=True, timeout=timeout)

@@ -15,8 +15,9 @@ import zenoh as _z
 from common.connector.connector import Connector
 from common.connector.errors import ConfigurationError, NotConnected
 from common.connector.gateway import InboundBinding, OutboundBinding, ProtocolBackend
-from common.connector.health import Connecting, Degraded, Down, Up, is_connected
-from common.connector.routing import Congestion, Reliability, Routing, ZenohRouting, _check_key_expr as validate_key_expr
+from common.connector.health import Connecting, Down, Up, is_connected
+from common.connector.routing import Congestion, Reliability, Routing, ZenohRouting
+from common.connector.routing import _check_key_expr as validate_key_expr
 from common.connector.zenoh_query import QueryResult, ZenohQueryable, run_query
 
 _CONGESTION = {Congestion.BLOCK: _z.CongestionControl.BLOCK, Congestion.DROP: _z.CongestionControl.DROP}
@@ -53,7 +54,7 @@ class ZenohOptions:
         object.__setattr__(self, "listen", tuple(self.listen))
         object.__setattr__(self, "connect", tuple(self.connect))
 
-    def to_config(self) -> "_z.Config":
+    def to_config(self) -> _z.Config:
         conf = _z.Config()
         conf.insert_json5("mode", json.dumps(self.mode))
         conf.insert_json5("listen/endpoints", json.dumps(list(self.listen)))
@@ -76,7 +77,7 @@ class ZenohOptions:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ZenohOptions":
+    def from_dict(cls, data: dict[str, Any]) -> ZenohOptions:
         return cls(**data)
 
 

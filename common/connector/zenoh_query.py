@@ -76,7 +76,7 @@ class ZenohQueryable:
     a time-out error by the gateway thread.
     """
 
-    def __init__(self, connector: "ZenohConnector", key_expr: str, capacity: int, timeout_s: float) -> None:
+    def __init__(self, connector: ZenohConnector, key_expr: str, capacity: int, timeout_s: float) -> None:
         self.connector = connector
         self.key_expr = key_expr
         self.capacity = capacity
