@@ -377,6 +377,10 @@ def load_config(path: str | os.PathLike[str] | None = None, *, check_roles: bool
     if registry is not None and check_roles:
         for e in registry.check(axes):
             col.add(e)
+    if system is not None:  # protected mode: a reachable operator API needs tokens
+        from .exposure import check_exposure
+
+        check_exposure(system, col)
     # --- fieldbus network files: part of the config, a bad one starts nothing ---
     if system is not None and system.hal.driver == "canopen":
         from common.fieldbus.canopen_config import check_canopen

@@ -166,6 +166,8 @@ class GrpcConfig:
     operator_tokens: tuple[str, ...] = spec(factory=tuple)
     max_watch_hz: float = spec(50.0, bounds=PUBLISH_RATE_HZ_BOUNDS)
     command_timeout_s: float = spec(2.0, bounds=COMMAND_TIMEOUT_S_BOUNDS)
+    # a non-loopback bind without tokens is refused (common/config/exposure.py) unless this is set
+    allow_unauthenticated_remote: bool = spec(False)
 
 
 @dataclass(frozen=True, kw_only=True)
