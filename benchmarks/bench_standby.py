@@ -43,7 +43,7 @@ def _modules(run_dir: Path) -> dict[str, dict[str, Any]]:
 def run_machine(tmp: Path, standby: bool, kills: int) -> dict[str, list[float]]:
     cfg, _ = machine_config(tmp / f"m{int(standby)}")
     text = (cfg / "config.toml").read_text()
-    text = re.sub(r"(?m)^\[watchdog\]\n", f"[watchdog]\nstandby = {'true' if standby else 'false'}\n", text, count=1)
+    text = re.sub(r"(?m)^standby = \w+$", f"standby = {'true' if standby else 'false'}", text, count=1)
     text = re.sub(r"(?m)^stable_run_s = \d+", "stable_run_s = 1", text)
     text = re.sub(r"(?m)^max_restarts = \d+", "max_restarts = 1000", text)
     (cfg / "config.toml").write_text(text)

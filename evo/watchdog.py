@@ -955,7 +955,8 @@ class Watchdog:
     def _write_json(self) -> None:
         mods = [{"name": rt.name, "state": rt.state.value, "pid": rt.child.pid if rt.child else 0,
                  "restarts": rt.restarts, "since": rt.since, "last_exit": str(rt.last_exit) if rt.last_exit else "",
-                 "reason": rt.reason, "enabled": rt.spec.enabled} for rt in self.modules.values()]
+                 "reason": rt.reason, "enabled": rt.spec.enabled, "standby_pid": rt.standby.pid if rt.standby else 0}
+                for rt in self.modules.values()]
         data = {"watchdog_pid": self.pid, "instance": self.prefix, "updated": time.time(),
                 "degraded": self.degraded(), "modules": mods}
         try:
