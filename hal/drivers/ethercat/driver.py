@@ -18,7 +18,8 @@ from .routing import DriveRoute, IoRoute
 log = logging.getLogger(__name__)
 
 OP_POLL_S = 0.001  # start-up: one exchange per ms while waiting for OP
-RECHECK_AFTER_WKC_NS = 10_000_000  # a wrong working counter triggers a state check at most every 10 ms
+RECHECK_AFTER_WKC_NS = 10_000_000
+MAP_ATTEMPTS = 3  # config_map again when SOEM could not read the whole PDO map / start-up SDOs failed  # a wrong working counter triggers a state check at most every 10 ms
 
 
 def _pysoem() -> Any:
@@ -118,15 +119,29 @@ class EthercatDriver(Driver):
         for s, slave in zip(subs, self.slaves):
             if s.esi_device is not None and s.esi_device.coe:
                 slave.setup_func = self._setup_func(s)
-        master.config_map()
-        if self._setup_errors:
-            raise DriverError("EtherCAT start-up SDOs failed: " + "; ".join(self._setup_errors))
-        for s, slave, r in zip(subs, self.slaves, self.routes):
-            if len(slave.output) != r.rx.size or len(slave.input) != r.tx.size:
-                raise DriverError(
-                    f"EtherCAT {s.label}: process image {len(slave.output)} B out / {len(slave.input)} B in, but "
-                    f"{s.esi_device.type_name if s.esi_device else '?'} in {s.esi_path.name} maps {r.rx.size} B / "
-                    f"{r.tx.size} B (PDO assignment differs from the ESI)")
+        for attempt in range(1, MAP_ATTEMPTS + 1):
+            self._setup_errors = []
+            try:
+                master.config_map()
+            except pysoem.ConfigMapError as e:
+                raise DriverError(f"EtherCAT: config_map failed ({e}): " + self._not_in(pysoem, pysoem.PREOP_STATE)
+                                  + ("; " + "; ".join(self._setup_errors) if self._setup_errors else "")) from None
+            problem = self._map_problem(subs)
+            if not problem:
+                break
+            if attempt == MAP_ATTEMPTS:
+                raise DriverError(problem)
+            # a mailbox datagram lost during the SDO exchange (SOEM skips what it could not read): map again
+            log.warning("EtherCAT: %s; mapping again (attempt %d of %d)", problem, attempt + 1, MAP_ATTEMPTS)
+            master.state = pysoem.INIT_STATE
+            master.write_state()
+            if master.config_init() != len(self.slaves):
+                raise DriverError(problem + "; the segment changed while mapping again")
+            self.slaves = list(master.slaves)
+            self._check_identities(subs)
+            for s, slave in zip(subs, self.slaves):
+                if s.esi_device is not None and s.esi_device.coe:
+                    slave.setup_func = self._setup_func(s)
         self.expected_wkc = master.expected_wkc
         if self.net.master.dc:
             self._distributed_clocks()
@@ -147,6 +162,17 @@ class EthercatDriver(Driver):
                 slave.dc_sync(True, cycle_ns)
             except Exception as e:  # noqa: BLE001 - a SubDevice without DC: named, the others still sync
                 log.warning("EtherCAT %s: no SYNC0 (%s)", s.label, e)
+
+    def _map_problem(self, subs: tuple[SubDeviceConfig, ...]) -> str:
+        """Why the mapped process image cannot be used ("" = it can)."""
+        if self._setup_errors:
+            return "EtherCAT start-up SDOs failed: " + "; ".join(self._setup_errors)
+        for s, slave, r in zip(subs, self.slaves, self.routes):
+            if len(slave.output) != r.rx.size or len(slave.input) != r.tx.size:
+                return (f"EtherCAT {s.label}: process image {len(slave.output)} B out / {len(slave.input)} B in, but "
+                        f"{s.esi_device.type_name if s.esi_device else '?'} in {s.esi_path.name} maps {r.rx.size} B / "
+                        f"{r.tx.size} B (PDO assignment differs from the ESI)")
+        return ""
 
     def _check_identities(self, subs: tuple[SubDeviceConfig, ...]) -> None:
         found = self.slaves

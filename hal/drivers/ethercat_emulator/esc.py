@@ -126,6 +126,8 @@ class Esc:
         struct.pack_into("<H", self.mem, REG_ALSTAT, state | (AL_ERR if error else 0))
         struct.pack_into("<H", self.mem, REG_ALCODE, code)
         if state != old:
+            if state == INIT:
+                self._mailbox_reset()
             self.app.al_changed(state)
 
     def fail(self, state: int, code: int) -> None:
@@ -154,6 +156,8 @@ class Esc:
             keep[lo] = bytes(self.mem[lo:hi])
         old_repeat = self.mem[REG_SM + 8 + 6] & 0x02
         self.mem[ado:end] = data
+        if ado <= REG_SM + 8 < end:  # SM1 (re)configured: its buffer starts empty, as in a real ESC
+            self._mailbox_reset()
         for lo, b in keep.items():
             self.mem[lo:lo + len(b)] = b
         if ado <= REG_ALCTL < end:
@@ -257,6 +261,10 @@ class Esc:
         self._mbx_last = reply
         self._mailbox_put(reply)
 
+    def _mailbox_reset(self) -> None:
+        self.mem[REG_SM + 8 + 5] &= ~SM_FULL & 0xFF
+        self._mbx_last = b""
+
     def _mailbox_put(self, reply: bytes) -> None:
         s, ln = self._sm_start(1), self._sm_len(1)
         self.mem[s:s + ln] = reply[:ln].ljust(ln, b"\0")
@@ -265,7 +273,8 @@ class Esc:
     def _mailbox_repeat(self) -> None:
         if self._mbx_last:
             self._mailbox_put(self._mbx_last)
-        self.mem[REG_SM + 8 + 7] ^= 0x02  # repeat ack follows the request toggle
+        ack = self.mem[REG_SM + 8 + 6] & 0x02  # the repeat ack follows the request toggle
+        self.mem[REG_SM + 8 + 7] = (self.mem[REG_SM + 8 + 7] & ~0x02 & 0xFF) | ack
 
     # --- datagrams ---------------------------------------------------------------------------
     _now = 0.0
