@@ -36,6 +36,7 @@ from mqtt_bridge.payloads import (
 from mqtt_bridge.output import BridgeOutput
 from mqtt_bridge import sparkplug  # issue 18: the Sparkplug B output
 from mqtt_bridge import zenoh_output  # issue 14: the Zenoh output
+from mqtt_bridge import can_forward  # issue 13: raw CAN frames <-> MQTT (can_forward.toml)
 from mqtt_bridge.publisher import TopicPublisher
 from mqtt_bridge.sources import SegmentSource, SourceStatus
 from mqtt_bridge.topics import Topics
@@ -78,6 +79,7 @@ def build_outputs(config: EvoConfig, bridge: "Bridge") -> list[BridgeOutput]:
         # one line per output module, e.g. `zenoh_output.create`, `sparkplug.create`
         sparkplug.create,  # Sparkplug B edge node ([mqtt.sparkplug], issue 18)
         zenoh_output.create,  # the machine on Zenoh ([zenoh], issue 14)
+        can_forward.create,  # raw CAN frames <-> MQTT (can_forward.toml, issue 13)
     ]
     outputs: list[BridgeOutput] = []
     for factory in factories:

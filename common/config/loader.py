@@ -391,6 +391,9 @@ def load_config(path: str | os.PathLike[str] | None = None, *, check_roles: bool
         from common.fieldbus.ethercat_config import check_ethercat
 
         check_ethercat(d, system.hal.driver_args, axes, io, col)
+    from common.fieldbus.can_forward_config import check_can_forward
+
+    check_can_forward(d, col)  # issue 13: the MQTT bridge's optional CAN forwarding (can_forward.toml)
     col.raise_if_any()
     assert system is not None and machine is not None and io is not None and registry is not None
     assert all_axes_ok

@@ -11,6 +11,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping
 
+from common.files import read_limited
+from common.toml_text import MAX_TOML_BYTES, TomlTooDeep, parse_toml
 from common.config.errors import FileNotFound, ParseError, ValidationError
 from common.config.io import IoConfig
 from common.config.parsing import Collector, Ctx, check_keys, derived, parse_table, spec, type_name
@@ -357,7 +359,7 @@ def check_canopen(config_dir: Path, driver_args: Mapping[str, Any], axes: Any, i
         return None
     path = Path(name) if os.path.isabs(name) else Path(config_dir) / name
     try:
-        data = tomllib.loads(path.read_text("utf-8"))
+        data = parse_toml(read_limited(path, MAX_TOML_BYTES).decode("utf-8"))
     except FileNotFoundError:
         col.add(FileNotFound(f"missing CANopen network file (config.toml [hal] driver = \"canopen\"; "
                              f"looked in {path.parent})", file=path.name))
@@ -365,7 +367,7 @@ def check_canopen(config_dir: Path, driver_args: Mapping[str, Any], axes: Any, i
     except (OSError, UnicodeDecodeError) as e:
         col.add(ParseError(f"cannot read: {e}", file=path.name))
         return None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, TomlTooDeep) as e:
         col.add(ParseError(f"TOML syntax error: {e}", file=path.name))
         return None
     return parse_network(data, col, path.name, Path(config_dir), axes, io)
