@@ -69,7 +69,12 @@ def floor_round(cycles: int) -> dict[str, Any]:
             m.receive_processdata(2000)
             if m.state_check(pysoem.OP_STATE, 2000) == pysoem.OP_STATE:
                 break
+        else:
+            raise RuntimeError("floor: the segment did not reach OP")
         expected = m.expected_wkc
+        for _ in range(200):  # settle: first exchanges after OP
+            m.send_processdata()
+            m.receive_processdata(2000)
         out = np.empty(cycles, np.int64)
         bad = 0
         pc = time.perf_counter_ns
