@@ -8,6 +8,7 @@ import contextvars
 import enum
 import hmac
 import logging
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import grpc
@@ -27,6 +28,19 @@ class Role(enum.IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The caller's role (None: unauthenticated or public) and, when refused, the status and why."""
+
+    role: Role | None
+    code: grpc.StatusCode | None = None
+    message: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.code is None
 
 
 #: The role of the call being served (set by the interceptor around each handler call).
@@ -76,7 +90,7 @@ def _wrap(handler: grpc.RpcMethodHandler, behavior_for: Callable[[Callable], Cal
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """UNAUTHENTICATED without a valid token (when tokens are configured); PERMISSION_DENIED for a
-    viewer calling a command. `is_command(method)` classifies full method names; `on_denied(method,
+    viewer calling a command. The HTTP API of the HMI asks the same `verdict()` and `refuse()`. `is_command(method)` classifies full method names; `on_denied(method,
     request, context, code, message, role)` logs refusals of commands. Unary calls run with
     CALLER_ROLE set (the command log names the role)."""
 
@@ -86,27 +100,41 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.is_command = is_command
         self.on_denied = on_denied
 
+    def verdict(self, method: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> Verdict:
+        """Who calls and whether they may: the one decision for gRPC calls and the HTTP API."""
+        if method.startswith(PUBLIC_PREFIXES):
+            return Verdict(None)
+        role, reason = self.auth.role_of(metadata)
+        if role is None:
+            return Verdict(None, grpc.StatusCode.UNAUTHENTICATED, reason)
+        if role < Role.OPERATOR and self.is_command(method):
+            return Verdict(role, grpc.StatusCode.PERMISSION_DENIED,
+                           f"role {role.label} may not call {method}; an operator token is required")
+        return Verdict(role)
+
+    @staticmethod
+    async def call_as(role: Role | None, fn: Callable, request: object, context: grpc.aio.ServicerContext) -> object:
+        """Run a unary behavior with CALLER_ROLE set (the command log names the role)."""
+        token = CALLER_ROLE.set(role)
+        try:
+            return await fn(request, context)
+        finally:
+            CALLER_ROLE.reset(token)
+
     async def intercept_service(self, continuation, handler_call_details):  # noqa: ANN001, ANN201 - grpc API
         method = handler_call_details.method
         handler = await continuation(handler_call_details)
         if handler is None or method.startswith(PUBLIC_PREFIXES):
             return handler
-        role, reason = self.auth.role_of(handler_call_details.invocation_metadata)
-        if role is None:
-            return self._deny(handler, method, grpc.StatusCode.UNAUTHENTICATED, reason, None)
-        if role < Role.OPERATOR and self.is_command(method):
-            return self._deny(handler, method, grpc.StatusCode.PERMISSION_DENIED,
-                              f"role {role.label} may not call {method}; an operator token is required", role)
+        v = self.verdict(method, handler_call_details.invocation_metadata)
+        if not v.allowed:
+            return self._deny(handler, method, v.code, v.message, v.role)
         if handler.unary_unary is None:
             return handler  # streams: reads, the role is not needed below
 
         def with_role(fn: Callable) -> Callable:
             async def behavior(request, context):  # noqa: ANN001, ANN202
-                token = CALLER_ROLE.set(role)
-                try:
-                    return await fn(request, context)
-                finally:
-                    CALLER_ROLE.reset(token)
+                return await self.call_as(v.role, fn, request, context)
             return behavior
 
         return _wrap(handler, with_role)
@@ -116,18 +144,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         def refuse(_fn: Callable) -> Callable:
             if handler.response_streaming:
                 async def stream_behavior(request_or_iterator, context):  # noqa: ANN001, ANN202
-                    await self._refuse(method, request_or_iterator, context, code, message, role)
+                    await self.refuse(method, request_or_iterator, context, code, message, role)
                     yield  # never reached: makes this an async generator like the handler it replaces
                 return stream_behavior
 
             async def behavior(request_or_iterator, context):  # noqa: ANN001, ANN202
-                await self._refuse(method, request_or_iterator, context, code, message, role)
+                await self.refuse(method, request_or_iterator, context, code, message, role)
             return behavior
 
         return _wrap(handler, refuse)
 
-    async def _refuse(self, method: str, request: object, context: grpc.aio.ServicerContext,
-                      code: grpc.StatusCode, message: str, role: Role | None) -> None:
+    async def refuse(self, method: str, request: object, context: grpc.aio.ServicerContext,
+                     code: grpc.StatusCode, message: str, role: Role | None) -> None:
+        """Log a refused command and end the call with `code` (raises inside grpc)."""
         if self.is_command(method):
             self.on_denied(method, request, context, code, message, role)
         await context.abort(code, message)

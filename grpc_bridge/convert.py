@@ -10,6 +10,7 @@ from common.config import EvoConfig, IoPoint, IoType
 from common.drive_errors import drive_error_text
 from common.shm.conversions import decode_str
 from common.shm.io_helpers import unpack_bank
+from common.shm.segments import JITTER_BUCKET_US
 from common.states import AXIS_ERROR_TEXT, MACHINE_ERROR_TEXT
 
 from .protos.evo.v1 import io_pb2, machine_pb2, recipes_pb2
@@ -18,6 +19,20 @@ from .shm_link import Snapshot
 
 def _reasons(flags: int, table: dict) -> list[machine_pb2.ErrorReason]:
     return [machine_pb2.ErrorReason(code=f.name, text=t) for f, t in table.items() if flags & f]
+
+
+def _cycle(c: machine_pb2.CycleStats, stats: np.ndarray) -> None:
+    """Fill a CycleStats from a segment's CYCLE_STATS record."""
+    c.cycle_count = int(stats["cycle_count"])
+    c.cycle_time_ns = int(stats["cycle_time_ns"])
+    c.last_cycle_ns = int(stats["last_cycle_ns"])
+    c.max_cycle_ns = int(stats["max_cycle_ns"])
+    c.last_wake_jitter_ns = int(stats["last_wake_jitter_ns"])
+    c.max_wake_jitter_ns = int(stats["max_wake_jitter_ns"])
+    c.overruns = int(stats["overruns"])
+    c.rt_active = bool(stats["rt_active"])
+    c.jitter_hist.extend(stats["jitter_hist"].tolist())
+    c.jitter_bucket_us = JITTER_BUCKET_US
 
 
 class StatusBuilder:
@@ -36,6 +51,8 @@ class StatusBuilder:
             hal_heartbeat_age_s=hal.heartbeat_age_s, cu_heartbeat_age_s=cu.heartbeat_age_s,
             hal_ok=hal.ok, cu_ok=cu.ok, sample_seq=snap.seq, sampled_at_unix_ns=snap.unix_ns,
         )
+        if hal.payload is not None:
+            _cycle(msg.hal_cycle, hal.payload["stats"])
         if cu.payload is None:
             msg.message = cu.reason
             msg.axes.extend(machine_pb2.AxisStatus(id=i, name=n) for i, n in self._axes)
@@ -51,16 +68,7 @@ class StatusBuilder:
         msg.machine_errors.extend(_reasons(flags, MACHINE_ERROR_TEXT))
         msg.message = decode_str(st["message"]) if cu.ok else cu.reason
         msg.cu_hal_age_cycles = int(st["hal_age_cycles"])
-        stats = cu.payload["stats"]
-        c = msg.cu_cycle
-        c.cycle_count = int(stats["cycle_count"])
-        c.cycle_time_ns = int(stats["cycle_time_ns"])
-        c.last_cycle_ns = int(stats["last_cycle_ns"])
-        c.max_cycle_ns = int(stats["max_cycle_ns"])
-        c.last_wake_jitter_ns = int(stats["last_wake_jitter_ns"])
-        c.max_wake_jitter_ns = int(stats["max_wake_jitter_ns"])
-        c.overruns = int(stats["overruns"])
-        c.rt_active = bool(stats["rt_active"])
+        _cycle(msg.cu_cycle, cu.payload["stats"])
         axes = st["axes"]
         hio = hal.payload["io"] if hal.payload is not None else None
         if hio is not None:

@@ -1,4 +1,4 @@
-"""Assembles the bridge: shm link, services, Supervisor forwarding, health, reflection, auth, TLS.
+"""Assembles the bridge: shm link, services, Supervisor forwarding, health, reflection, auth, TLS, HMI.
 
 `run(cfg)` is the process (`python -m grpc_bridge`): grpc.aio on one event loop plus the link thread.
 """
@@ -20,48 +20,21 @@ from common.rt import process_setup
 from common.shm.p2p import WriterAlreadyExists
 
 from .auth import AuthInterceptor, TokenAuth
+from .decode_guard import DecodeGuard
 from .commands import CommandGateway, log_denied
 from .convert import StatusBuilder
-from .protos.evo.v1 import io_pb2, io_pb2_grpc, machine_pb2, machine_pb2_grpc, recipes_pb2, recipes_pb2_grpc, types_pb2
+from .hmi import HMI_SERVICE, HmiServer
+from .methods import COMMAND_METHODS, OWN_SERVICES, Method, is_command, method_table  # noqa: F401 - re-exported
+from .protos.evo.v1 import io_pb2_grpc, machine_pb2_grpc, recipes_pb2_grpc
 from .services import IoService, MachineService, RecipesService
 from .shm_link import CU, HAL, RE, ShmLink, Snapshot
-from .supervisor_forward import SERVICE as SUPERVISOR, SupervisorForwarder, is_command as supervisor_is_command, load_descriptor
+from .supervisor_forward import SERVICE as SUPERVISOR, SupervisorForwarder, load_descriptor
 from .validation import Validator
 from .watch import Broadcast, Streamer
 
 log = logging.getLogger("grpc_bridge")
 
 GRACE_S = 1.0  # in-flight calls get this long at shutdown
-
-_OWN_FILES = (machine_pb2, io_pb2, recipes_pb2)
-
-
-def _command_methods() -> frozenset[str]:
-    """Full names of our methods that change the machine (those replying CommandReply)."""
-    out = set()
-    for mod in _OWN_FILES:
-        for svc in mod.DESCRIPTOR.services_by_name.values():
-            for m in svc.methods:
-                if m.output_type.full_name == types_pb2.CommandReply.DESCRIPTOR.full_name:
-                    out.add(f"/{svc.full_name}/{m.name}")
-    return frozenset(out)
-
-
-COMMAND_METHODS = _command_methods()
-
-
-def is_command(method: str) -> bool:
-    """Viewer-forbidden methods: our CommandReply methods, Supervisor's non-read methods, and
-    anything unknown (deny by default)."""
-    if method in COMMAND_METHODS:
-        return True
-    service, _, name = method.lstrip("/").partition("/")
-    if service == SUPERVISOR:
-        return supervisor_is_command(name)
-    return not any(
-        service == svc.full_name for mod in _OWN_FILES for svc in mod.DESCRIPTOR.services_by_name.values()
-    )
-
 
 def _listen_address(bind: str, port: int) -> str:
     host = f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind
@@ -87,11 +60,15 @@ class Bridge:
             self.link.on_sample.append(self.broadcast.publish_threadsafe)
             self.health = health_aio.HealthServicer()
             self.auth = TokenAuth(g.viewer_tokens, g.operator_tokens)
-            self.server = grpc.aio.server(interceptors=[AuthInterceptor(self.auth, is_command, log_denied)],
-                                          options=[("grpc.so_reuseport", 0)])
+            self.gate = AuthInterceptor(self.auth, is_command, log_denied)
+            # DecodeGuard outermost: undecodable bytes are INVALID_ARGUMENT before anything else looks
+            self.server = grpc.aio.server(interceptors=[DecodeGuard(), self.gate], options=[("grpc.so_reuseport", 0)])
             self.supervisor: SupervisorForwarder | None = None
+            self.methods: dict[str, Method] = {}
             self.service_names = self._add_services()
             self.address, self.port, self.tls = self._listen()
+            self.hmi = HmiServer(cfg, self.methods, self.gate, self.broadcast, self.builder) \
+                if cfg.system.hmi.enabled else None
         except BaseException:
             self.link.close()  # unlink what we created
             raise
@@ -104,17 +81,23 @@ class Bridge:
         cfg, g = self.cfg, self.cfg.system.grpc
         gateway = CommandGateway(self.link, g.command_timeout_s)
         validator, builder = Validator(cfg), StatusBuilder(cfg)
+        self.builder = builder
         streamer = Streamer(self.broadcast, g.max_watch_hz)
-        machine_pb2_grpc.add_MachineServicer_to_server(MachineService(gateway, validator, builder, streamer), self.server)
-        io_pb2_grpc.add_IoServicer_to_server(IoService(gateway, validator, builder, streamer), self.server)
-        recipes_pb2_grpc.add_RecipesServicer_to_server(
-            RecipesService(gateway, validator, builder, streamer, cfg), self.server)
-        names = [s.full_name for mod in _OWN_FILES for s in mod.DESCRIPTOR.services_by_name.values()]
+        servicers = {
+            "evo.v1.Machine": MachineService(gateway, validator, builder, streamer),
+            "evo.v1.Io": IoService(gateway, validator, builder, streamer),
+            "evo.v1.Recipes": RecipesService(gateway, validator, builder, streamer, cfg),
+        }
+        machine_pb2_grpc.add_MachineServicer_to_server(servicers["evo.v1.Machine"], self.server)
+        io_pb2_grpc.add_IoServicer_to_server(servicers["evo.v1.Io"], self.server)
+        recipes_pb2_grpc.add_RecipesServicer_to_server(servicers["evo.v1.Recipes"], self.server)
+        names = list(OWN_SERVICES)
         pb2, svc = load_descriptor()
         if svc is not None:
             self.supervisor = SupervisorForwarder(cfg.run_dir() / "supervisor.sock", pb2, svc)
             self.server.add_generic_rpc_handlers((self.supervisor.handler(),))
             names.append(SUPERVISOR)
+        self.methods.update(method_table(servicers, self.supervisor))  # the HMI's HTTP API serves these too
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -150,6 +133,8 @@ class Bridge:
         }
         if self.supervisor is not None:
             want[SUPERVISOR] = self.supervisor.available()
+        if self.hmi is not None:
+            want[HMI_SERVICE] = self.hmi.serving
         for name, ok in want.items():
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
             if self._health_state.get(name) != status:
@@ -161,6 +146,8 @@ class Bridge:
     async def start(self) -> "Bridge":
         self.link.start()
         await self.server.start()
+        if self.hmi is not None:
+            await self.hmi.start()  # a port in use is logged and retried; gRPC serves regardless
         log.info("serving %s on %s (%s, %s)", ", ".join(self.service_names), self.address,
                  "TLS" if self.tls else "plaintext", "tokens" if self.auth.enabled else "no tokens")
         return self
@@ -168,7 +155,9 @@ class Bridge:
     async def stop(self) -> None:
         self.broadcast.listeners.clear()
         await self.health.enter_graceful_shutdown()
-        self.broadcast.close()  # ends the Watch* streams
+        self.broadcast.close()  # ends the Watch* streams and the HMI's live feeds
+        if self.hmi is not None:
+            await self.hmi.stop()
         await self.server.stop(GRACE_S)
         if self.supervisor is not None:
             await self.supervisor.close()

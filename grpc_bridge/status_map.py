@@ -56,3 +56,30 @@ def invalid(message: str) -> CommandError:
 
 def unavailable(message: str) -> CommandError:
     return CommandError(grpc.StatusCode.UNAVAILABLE, message, ResultCode.NOT_EXECUTED)
+
+
+# The HMI's HTTP/JSON API: gRPC status -> HTTP status (the mapping of google.rpc.Code / grpc-gateway);
+# the body carries the gRPC code's name, its number, the message and the ResultCode behind it.
+STATUS_TO_HTTP: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+
+def http_status_of(code: grpc.StatusCode) -> int:
+    return STATUS_TO_HTTP.get(code, 500)

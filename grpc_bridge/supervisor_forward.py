@@ -62,23 +62,26 @@ class SupervisorForwarder:
             details = f"watchdog not reachable at unix:{self.socket_path}: {details}"
         await context.abort(code, details)
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        handlers = {}
+    def behaviors(self) -> dict[str, tuple[type, type, bool, Callable]]:
+        """Method name -> (request class, response class, server streaming, behavior(request, context)):
+        what the gRPC handler serves and the HMI's HTTP API calls."""
+        out = {}
         for m in self.service.methods:
+            if m.client_streaming:
+                continue  # the watchdog has none; forwarding them would need a different shape
             req_cls = getattr(self.pb2, m.input_type.name)
             resp_cls = getattr(self.pb2, m.output_type.name)
             path = f"/{SERVICE}/{m.name}"
-            if m.client_streaming:
-                continue  # the watchdog has none; forwarding them would need a different shape
-            if m.server_streaming:
-                behavior = grpc.unary_stream_rpc_method_handler(
-                    self._stream(path, req_cls, resp_cls), request_deserializer=req_cls.FromString,
-                    response_serializer=resp_cls.SerializeToString)
-            else:
-                behavior = grpc.unary_unary_rpc_method_handler(
-                    self._unary(path, m.name, req_cls, resp_cls), request_deserializer=req_cls.FromString,
-                    response_serializer=resp_cls.SerializeToString)
-            handlers[m.name] = behavior
+            fn = self._stream(path, req_cls, resp_cls) if m.server_streaming else self._unary(path, m.name, req_cls, resp_cls)
+            out[m.name] = (req_cls, resp_cls, m.server_streaming, fn)
+        return out
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        handlers = {}
+        for name, (req_cls, resp_cls, streaming, fn) in self.behaviors().items():
+            make = grpc.unary_stream_rpc_method_handler if streaming else grpc.unary_unary_rpc_method_handler
+            handlers[name] = make(fn, request_deserializer=req_cls.FromString,
+                                  response_serializer=resp_cls.SerializeToString)
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
     def _unary(self, path: str, name: str, req_cls, resp_cls) -> Callable:  # noqa: ANN001

@@ -75,6 +75,12 @@ class Streamer:
             await e.abort(context)
             return
         await context.send_initial_metadata(((RATE_METADATA_KEY, f"{1.0 / period:g}"),))
+        async for snap in self.paced(period):
+            yield snap.cached(kind, build)  # awaits the send: a full HTTP/2 window holds us here
+
+    async def paced(self, period: float) -> AsyncIterator[Snapshot]:
+        """The shared snapshots, one per `period` at most, until the broadcast closes (every Watch*
+        stream and the HMI's live feed). The consumer's await on each item paces it: never a backlog."""
         last = -1
         due = time.monotonic()
         early = 0.5 * period  # a sample this close before the due time is taken (tick jitter)
@@ -89,7 +95,7 @@ class Streamer:
                 if snap is None or self.broadcast.closed:
                     return
             last = snap.seq
-            yield snap.cached(kind, build)  # awaits the send: a full HTTP/2 window holds us here
+            yield snap
             due += period
             now = time.monotonic()
             if due < now - period:

@@ -94,7 +94,7 @@ class AxisStatus(_message.Message):
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., position: _Optional[float] = ..., velocity: _Optional[float] = ..., target_position: _Optional[float] = ..., setpoint_position: _Optional[float] = ..., setpoint_velocity: _Optional[float] = ..., lag_error: _Optional[float] = ..., torque: _Optional[float] = ..., power: _Optional[_Union[_types_pb2.PowerState, str]] = ..., motion: _Optional[_Union[_types_pb2.MotionState, str]] = ..., mode: _Optional[_Union[_types_pb2.OperationalMode, str]] = ..., coupling: _Optional[_Union[_types_pb2.CouplingState, str]] = ..., gearbox: _Optional[_Union[_types_pb2.GearboxState, str]] = ..., loading: _Optional[_Union[_types_pb2.LoadingState, str]] = ..., referenced: _Optional[bool] = ..., in_position: _Optional[bool] = ..., enabled: _Optional[bool] = ..., brake_released: _Optional[bool] = ..., lock_source: _Optional[_Union[_types_pb2.CommandSource, str]] = ..., safe_stop: _Optional[_Union[_types_pb2.SafeStopCategory, str]] = ..., homing_phase: _Optional[int] = ..., master_axis: _Optional[int] = ..., error_flags: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ErrorReason, _Mapping]]] = ..., drive_ready: _Optional[bool] = ..., drive_fault: _Optional[bool] = ..., drive_error_code: _Optional[int] = ..., drive_error: _Optional[str] = ..., driver_state: _Optional[_Union[_types_pb2.DriverState, str]] = ...) -> None: ...
 
 class MachineStatus(_message.Message):
-    __slots__ = ("machine_state", "safety_state", "estop", "reduced_speed", "manual_allowed", "machine_error_flags", "machine_errors", "message", "axes", "hal_heartbeat_age_s", "cu_heartbeat_age_s", "hal_ok", "cu_ok", "cu_hal_age_cycles", "sample_seq", "sampled_at_unix_ns", "cu_cycle", "hal_driver_state", "hal_driver_message")
+    __slots__ = ("machine_state", "safety_state", "estop", "reduced_speed", "manual_allowed", "machine_error_flags", "machine_errors", "message", "axes", "hal_heartbeat_age_s", "cu_heartbeat_age_s", "hal_ok", "cu_ok", "cu_hal_age_cycles", "sample_seq", "sampled_at_unix_ns", "cu_cycle", "hal_driver_state", "hal_driver_message", "hal_cycle")
     MACHINE_STATE_FIELD_NUMBER: _ClassVar[int]
     SAFETY_STATE_FIELD_NUMBER: _ClassVar[int]
     ESTOP_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +114,7 @@ class MachineStatus(_message.Message):
     CU_CYCLE_FIELD_NUMBER: _ClassVar[int]
     HAL_DRIVER_STATE_FIELD_NUMBER: _ClassVar[int]
     HAL_DRIVER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    HAL_CYCLE_FIELD_NUMBER: _ClassVar[int]
     machine_state: _types_pb2.MachineState
     safety_state: _types_pb2.SafetyState
     estop: bool
@@ -133,10 +134,11 @@ class MachineStatus(_message.Message):
     cu_cycle: CycleStats
     hal_driver_state: _types_pb2.DriverState
     hal_driver_message: str
-    def __init__(self, machine_state: _Optional[_Union[_types_pb2.MachineState, str]] = ..., safety_state: _Optional[_Union[_types_pb2.SafetyState, str]] = ..., estop: _Optional[bool] = ..., reduced_speed: _Optional[bool] = ..., manual_allowed: _Optional[bool] = ..., machine_error_flags: _Optional[int] = ..., machine_errors: _Optional[_Iterable[_Union[ErrorReason, _Mapping]]] = ..., message: _Optional[str] = ..., axes: _Optional[_Iterable[_Union[AxisStatus, _Mapping]]] = ..., hal_heartbeat_age_s: _Optional[float] = ..., cu_heartbeat_age_s: _Optional[float] = ..., hal_ok: _Optional[bool] = ..., cu_ok: _Optional[bool] = ..., cu_hal_age_cycles: _Optional[int] = ..., sample_seq: _Optional[int] = ..., sampled_at_unix_ns: _Optional[int] = ..., cu_cycle: _Optional[_Union[CycleStats, _Mapping]] = ..., hal_driver_state: _Optional[_Union[_types_pb2.DriverState, str]] = ..., hal_driver_message: _Optional[str] = ...) -> None: ...
+    hal_cycle: CycleStats
+    def __init__(self, machine_state: _Optional[_Union[_types_pb2.MachineState, str]] = ..., safety_state: _Optional[_Union[_types_pb2.SafetyState, str]] = ..., estop: _Optional[bool] = ..., reduced_speed: _Optional[bool] = ..., manual_allowed: _Optional[bool] = ..., machine_error_flags: _Optional[int] = ..., machine_errors: _Optional[_Iterable[_Union[ErrorReason, _Mapping]]] = ..., message: _Optional[str] = ..., axes: _Optional[_Iterable[_Union[AxisStatus, _Mapping]]] = ..., hal_heartbeat_age_s: _Optional[float] = ..., cu_heartbeat_age_s: _Optional[float] = ..., hal_ok: _Optional[bool] = ..., cu_ok: _Optional[bool] = ..., cu_hal_age_cycles: _Optional[int] = ..., sample_seq: _Optional[int] = ..., sampled_at_unix_ns: _Optional[int] = ..., cu_cycle: _Optional[_Union[CycleStats, _Mapping]] = ..., hal_driver_state: _Optional[_Union[_types_pb2.DriverState, str]] = ..., hal_driver_message: _Optional[str] = ..., hal_cycle: _Optional[_Union[CycleStats, _Mapping]] = ...) -> None: ...
 
 class CycleStats(_message.Message):
-    __slots__ = ("cycle_count", "cycle_time_ns", "last_cycle_ns", "max_cycle_ns", "last_wake_jitter_ns", "max_wake_jitter_ns", "overruns", "rt_active")
+    __slots__ = ("cycle_count", "cycle_time_ns", "last_cycle_ns", "max_cycle_ns", "last_wake_jitter_ns", "max_wake_jitter_ns", "overruns", "rt_active", "jitter_hist", "jitter_bucket_us")
     CYCLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     CYCLE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     LAST_CYCLE_NS_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +147,8 @@ class CycleStats(_message.Message):
     MAX_WAKE_JITTER_NS_FIELD_NUMBER: _ClassVar[int]
     OVERRUNS_FIELD_NUMBER: _ClassVar[int]
     RT_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    JITTER_HIST_FIELD_NUMBER: _ClassVar[int]
+    JITTER_BUCKET_US_FIELD_NUMBER: _ClassVar[int]
     cycle_count: int
     cycle_time_ns: int
     last_cycle_ns: int
@@ -153,7 +157,9 @@ class CycleStats(_message.Message):
     max_wake_jitter_ns: int
     overruns: int
     rt_active: bool
-    def __init__(self, cycle_count: _Optional[int] = ..., cycle_time_ns: _Optional[int] = ..., last_cycle_ns: _Optional[int] = ..., max_cycle_ns: _Optional[int] = ..., last_wake_jitter_ns: _Optional[int] = ..., max_wake_jitter_ns: _Optional[int] = ..., overruns: _Optional[int] = ..., rt_active: _Optional[bool] = ...) -> None: ...
+    jitter_hist: _containers.RepeatedScalarFieldContainer[int]
+    jitter_bucket_us: int
+    def __init__(self, cycle_count: _Optional[int] = ..., cycle_time_ns: _Optional[int] = ..., last_cycle_ns: _Optional[int] = ..., max_cycle_ns: _Optional[int] = ..., last_wake_jitter_ns: _Optional[int] = ..., max_wake_jitter_ns: _Optional[int] = ..., overruns: _Optional[int] = ..., rt_active: _Optional[bool] = ..., jitter_hist: _Optional[_Iterable[int]] = ..., jitter_bucket_us: _Optional[int] = ...) -> None: ...
 
 class AxisRequest(_message.Message):
     __slots__ = ("axis",)
