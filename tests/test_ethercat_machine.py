@@ -235,3 +235,16 @@ def test_hal_sigkill_in_op_is_restarted_and_brings_the_bus_to_op_again(rig: Rig)
     wait_for(lambda: rig.emu.call("status")["frames"] > n0 + 100, timeout=10, what="cyclic frames again")
     rig.reset_and_enable(2)
     assert rig.emu.device(2)["statusword"] & 0x6F == 0x27
+
+
+def test_shutdown_disables_the_drives_and_leaves_the_segment_in_init(rig: Rig) -> None:
+    """Must exist (driver): shutdown — drives disabled (controlword), segment to INIT, socket closed."""
+    rig.wait_power(2, (types_pb2.POWER_STATE_STANDBY, types_pb2.POWER_STATE_MOTION))
+    assert rig.emu.device(2)["statusword"] & 0x6F == 0x27
+    assert rig.up.stop() == 0, rig.up.output()[-3000:]
+    devs = rig.emu.ctl.status()
+    assert [d["al_state"] for d in devs] == ["INIT", "INIT", "INIT"]
+    assert [d["controlword"] for d in devs[:2]] == [0x0006, 0x0006]  # CiA 402 "shutdown" was the last command
+    assert devs[1]["statusword"] & 0x6F != 0x27  # not operation enabled any more
+    n = rig.emu.call("status")["frames"]
+    assert rig.emu.call("status")["frames"] == n  # nothing is sent any more

@@ -67,6 +67,8 @@ class MasterSettings:
     recovery_backoff_ms: int = spec(100, bounds=(10, 60_000))  # first retry after a SubDevice is lost
     recovery_backoff_max_ms: int = spec(2000, bounds=(10, 600_000))
     dc: bool = spec(False)  # distributed clocks (SYNC0 on DC-capable SubDevices)
+    # one acyclic datagram's answer (state reads, recovery steps, start-up): real SubDevices answer in µs
+    datagram_timeout_us: int = spec(2000, bounds=(100, 100_000))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -91,6 +91,7 @@ class EthercatDriver(Driver):
         pysoem = _pysoem()
         m = self.net.master
         pysoem.settings.timeouts.state = m.state_timeout_ms * 1000
+        pysoem.settings.timeouts.ret = m.datagram_timeout_us
         master = pysoem.Master()
         try:
             master.open(self.interface)
@@ -103,7 +104,8 @@ class EthercatDriver(Driver):
         except BaseException:
             self._shutdown_bus()
             raise
-        self.recovery = Recovery(self, pysoem, m.recovery_backoff_ms * 1_000_000, m.recovery_backoff_max_ms * 1_000_000)
+        self.recovery = Recovery(self, pysoem, m.recovery_backoff_ms * 1_000_000, m.recovery_backoff_max_ms * 1_000_000,
+                                 m.datagram_timeout_us)
         self._health = DriverHealth(DriverState.READY, f"{len(self.slaves)} SubDevices in OP on {self.interface}")
         log.info("EtherCAT: %d SubDevices in OP on %s, expected working counter %d",
                  len(self.slaves), self.interface, self.expected_wkc)

@@ -14,15 +14,15 @@ from ..base import DriverHealth, DriverIO
 
 log = logging.getLogger(__name__)
 
-STEP_TIMEOUT_US = 2000  # per datagram of a recover / reconfig step
 #: "no answer" must be seen by this many state checks in a row (>= 10 ms apart) before a SubDevice counts as
 #: lost: one late frame (a loaded host, a retried datagram) is not a bus loss; an AL error state counts at once
 LOST_CONFIRMATIONS = 2
 
 
 class Recovery:
-    def __init__(self, driver: Any, pysoem: Any, backoff_ns: int, max_backoff_ns: int) -> None:
+    def __init__(self, driver: Any, pysoem: Any, backoff_ns: int, max_backoff_ns: int, step_timeout_us: int) -> None:
         self.d = driver
+        self.step_timeout_us = step_timeout_us  # per datagram of a recover / reconfig step
         self.pysoem = pysoem
         self.backoff0 = backoff_ns
         self.backoff_max = max_backoff_ns
@@ -128,7 +128,7 @@ class Recovery:
         st = slave.state
         try:
             if st == p.NONE_STATE:
-                if slave.recover(STEP_TIMEOUT_US) > 0:
+                if slave.recover(self.step_timeout_us) > 0:
                     slave.is_lost = False
                     slave.state = p.INIT_STATE
                     return True
@@ -142,8 +142,13 @@ class Recovery:
                 slave.write_state()
                 return True
             t0 = time.perf_counter()
-            got = slave.reconfig(STEP_TIMEOUT_US)
+            self.d._setup_errors = []
+            got = slave.reconfig(self.step_timeout_us)
             log.debug("EtherCAT reconfig -> 0x%02X in %.1f ms", got, (time.perf_counter() - t0) * 1e3)
+            if self.d._setup_errors:  # start-up SDOs of the PRE-OP -> SAFE-OP hook: not back until they apply
+                log.warning("EtherCAT recovery: %s", "; ".join(self.d._setup_errors))
+                self.d._setup_errors = []
+                return False
             if got == p.SAFEOP_STATE:
                 slave.state = p.OP_STATE
                 slave.write_state()
