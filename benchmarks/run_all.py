@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-BENCHES = ["shm", "hal", "cu", "re", "grpc", "watchdog", "mqtt", "sparkplug", "zenoh", "ethercat"]
+BENCHES = ["shm", "hal", "cu", "re", "grpc", "watchdog", "mqtt", "sparkplug", "zenoh", "ethercat", "canopen"]
 QUICK_FLAG = {"cu": ["--quick"]}
 
 

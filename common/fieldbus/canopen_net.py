@@ -45,6 +45,17 @@ class EvoNetwork(canopen.Network):
             self.own_ids.add(can_id)
         return super().send_periodic(can_id, data, period, remote)
 
+    def frame(self, can_id: int, size: int) -> can.Message:
+        """A reusable standard frame for a cyclic COB-ID (fill `.data` in place, then `send_frame`)."""
+        if self.drop_own_echo:
+            self.own_ids.add(can_id)
+        return can.Message(arbitration_id=can_id, is_extended_id=False, data=bytes(size))
+
+    def send_frame(self, msg: can.Message) -> None:
+        """Send a prepared frame (the HAL cycle's path: no Message built per send)."""
+        with self.send_lock:
+            self.bus.send(msg)  # type: ignore[union-attr]
+
     def notify(self, can_id: int, data: bytearray, timestamp: float) -> None:
         if can_id in self.own_ids:
             return

@@ -60,7 +60,8 @@ class _IoNode:
     do: range | None
     ai: range | None
     ao: range | None
-    last_di: Any = None
+    last_di: Any = None  # the TPDO tuple last unpacked (a new tuple arrives with every TPDO)
+    last_ai: Any = None
 
 
 class CanopenDriver(Driver):
@@ -98,6 +99,8 @@ class CanopenDriver(Driver):
         self._n = 0
         self._fault_hold_ns = self.bus.fault_reset_ms * 1_000_000
         self._last_sync_ns = 0
+        self._frames: dict[int, can.Message] = {}  # one reusable frame per cyclic COB-ID
+        self._sync: can.Message | None = None
         self._bus_error = ""
         self._errors_seen = 0
         self._error_frames_at = 0
@@ -113,6 +116,7 @@ class CanopenDriver(Driver):
             self.network = open_network(b.interface, b.channel, b.bitrate)
         except Exception as e:  # noqa: BLE001 - python-can raises CanError, OSError, ValueError, ImportError ...
             raise DriverError(f"{self.net_cfg.file} [bus]: cannot open {b.interface} channel {b.channel!r}: {e}") from None
+        self._sync = self.network.frame(SYNC_COB_ID, 0)
         try:
             self._start_nodes()
             self._build_tables()
@@ -236,12 +240,14 @@ class CanopenDriver(Driver):
                 else:
                     target = max(-32768, min(32767, int(round(io.torque[a.i] * 10.0))))  # % -> per mille
                 cob, st = link.rpdo[0]
-                net.send_message(cob, st.pack(cw, target))
+                frame = self._frame(cob, st.size)
+                st.pack_into(frame.data, 0, cw, target)
+                net.send_frame(frame)
             for n in self.io_nodes:
                 link = n.link
                 if link.configured and link.rpdo:
                     self._send_io(n, io)
-            net.send_message(SYNC_COB_ID, b"")
+            net.send_frame(self._sync)
             self._last_sync_ns = time.monotonic_ns()
         except (can.CanError, OSError) as e:
             if not self._bus_error:
@@ -257,18 +263,25 @@ class CanopenDriver(Driver):
         if n.do is not None:
             cob, st = n.link.rpdo[k]
             k += 1
-            if io is None:
-                net.send_message(cob, bytes(st.size))
-            else:
+            frame = self._frame(cob, st.size)
+            if io is not None:
                 bits = np.unpackbits(io.do_bank.view(np.uint8), bitorder="little")[n.do.start:n.do.stop]
-                net.send_message(cob, np.packbits(bits, bitorder="little").tobytes())
+                frame.data[:] = np.packbits(bits, bitorder="little").tobytes()
+            net.send_frame(frame)
         if n.ao is not None:
             cob, st = n.link.rpdo[k]
-            if io is None:
-                net.send_message(cob, bytes(st.size))
-            else:
+            frame = self._frame(cob, st.size)
+            if io is not None:
                 raw = np.rint(np.clip(io.ao[n.ao.start:n.ao.stop], 0.0, 1.0) * 32767.0).astype(np.int16)
-                net.send_message(cob, raw.tobytes())
+                frame.data[:] = raw.tobytes()
+            net.send_frame(frame)
+
+    def _frame(self, cob: int, size: int) -> can.Message:
+        frame = self._frames.get(cob)
+        if frame is None:
+            assert self.network is not None
+            frame = self._frames[cob] = self.network.frame(cob, size)
+        return frame
 
     def _read_inputs(self, io: DriverIO) -> None:
         for a in self.axes:
@@ -317,7 +330,9 @@ class CanopenDriver(Driver):
                 vals = tp[k] if ok and len(tp) > k else None
                 if vals is None:
                     io.ai[n.ai.start:n.ai.stop] = 0.0
-                else:
+                    n.last_ai = None
+                elif vals is not n.last_ai:
+                    n.last_ai = vals
                     io.ai[n.ai.start:n.ai.stop] = np.clip(np.array(vals, np.float64) / 32767.0, 0.0, 1.0)
 
     # --- health and recovery -----------------------------------------------------------------------
