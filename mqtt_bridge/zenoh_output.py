@@ -191,18 +191,23 @@ class ZenohOutput:
             self._state_body = state
             self._last_change = round(time.time(), 6)
         pub = self.publisher
-        pub.publish(self.keys.state, state)
+        # Zenoh keeps nothing for late joiners: every key goes out on change AND again at the
+        # telemetry rate, so a new subscriber has the whole tree within one period
+        changed_only = not telemetry_due
+        pub.publish(self.keys.state, state, on_change=changed_only)
         view = self._view(cu, hal, re_, statuses, state)
         for kind in IO_KINDS:
             if hal is None or kind in ("di", "do") or telemetry_due:  # analog: at most telemetry_hz
-                pub.publish(self.keys.io(kind), io_body(view, kind))
+                pub.publish(self.keys.io(kind), io_body(view, kind), on_change=changed_only)
         if telemetry_due or cu is None:
             for ax in view.axes:
-                pub.publish(self.keys.axis(ax.id), axis_body(view, ax), on_change=cu is None,
+                pub.publish(self.keys.axis(ax.id), axis_body(view, ax), on_change=changed_only,
                             congestion=Congestion.DROP)
         if telemetry_due or re_ is None:
-            pub.publish(self.keys.recipe, recipe_body(view))
-        self._sync_modules(view)
+            pub.publish(self.keys.recipe, recipe_body(view), on_change=changed_only)
+        self._sync_modules(view, changed_only)
+        if telemetry_due:
+            self._dirty_zenoh.set()
         self._publish_health()
         self.snapshot.update({"cu": cu, "hal": hal, "re": re_}, statuses, state, view.modules, self._last_change)
 
@@ -212,14 +217,14 @@ class ZenohOutput:
         return ScanView(self.keys.machine_id, cu, hal, re_, statuses, state, b.axes, b.points,
                         dict(b.modules.modules), {}, self._last_change)
 
-    def _sync_modules(self, view: ScanView) -> None:
+    def _sync_modules(self, view: ScanView, changed_only: bool = True) -> None:
         running = set()
         for name, entry in view.modules.items():
             try:
                 key = self.keys.module(name)
             except ConfigurationError:
                 continue
-            self.publisher.publish(key, module_payload(entry))
+            self.publisher.publish(key, module_payload(entry), on_change=changed_only)
             if entry.get("state") == "running":
                 running.add(key)
         for key in running - self.module_tokens:

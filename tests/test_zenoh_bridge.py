@@ -68,12 +68,19 @@ def _collect(reader, want: set[str], timeout: float = 20.0) -> dict[str, dict]:
 
 
 def test_subscriber_receives_state_axes_and_io(machine) -> None:
-    """Must exist: a subscriber of our own on evo/<id>/** receives state, axes and I/O (axes at the
-    telemetry rate; state and I/O on change, here the state of a freshly enabled axis)."""
+    """Must exist: a subscriber of our own on evo/<id>/** receives state, axes and I/O (and recipe,
+    modules, health): on change and again at the telemetry rate, so a late joiner gets it all."""
     r = machine.probe.reader(ZenohRouting(f"evo/{MID}/**"), capacity=256)
-    got = _collect(r, {f"evo/{MID}/axes/{i}" for i in (1, 2, 3, 4)})
+    want = ({f"evo/{MID}/{k}" for k in ("state", "recipe", "io/di", "io/do", "io/ai", "io/ao", "modules/cu",
+                                         "health/zenoh", "health/mqtt")}
+            | {f"evo/{MID}/axes/{i}" for i in (1, 2, 3, 4)})
+    got = _collect(r, want)
     ax = got[f"evo/{MID}/axes/1"]
     assert ax["live"] and ax["name"] and ax["position"]["unit"] == "mm" and "power" in ax and "ts" in ax
+    st = got[f"evo/{MID}/state"]
+    assert st["live"] and st["machine_state"] and st["safety_state"] and "errors" in st
+    assert got[f"evo/{MID}/io/di"]["live"] and got[f"evo/{MID}/io/di"]["points"]
+    assert got[f"evo/{MID}/io/ai"]["points"] and got[f"evo/{MID}/modules/cu"]["state"] == "running"
     r.close()
 
 
@@ -86,9 +93,15 @@ def test_state_and_digital_io_arrive_on_change(machine) -> None:
         # the HAL attaches the gRPC bridge's ring when it appears: UNAVAILABLE until then
         wait_for(lambda: Stubs(ch).io.SetDigitalOutput(io_pb2.SetDigitalOutputRequest(pin=11, value=True), timeout=10)
                  or True, 30, 0.1, "SetDigitalOutput accepted")
-        got = _collect(r, {f"evo/{MID}/io/do"})
+
+        def do_on() -> bool:
+            while (m := r.try_recv()) is not None:
+                if m.key == f"evo/{MID}/io/do" and any(m.value["points"].values()):
+                    return True
+            return False
+
+        wait_for(do_on, 20, 0.01, "io/do with DO 11 on, on Zenoh")
         Stubs(ch).io.SetDigitalOutput(io_pb2.SetDigitalOutputRequest(pin=11, value=False), timeout=10)
-    assert got[f"evo/{MID}/io/do"]["live"] and any(got[f"evo/{MID}/io/do"]["points"].values())
     # the state body is on the tree too (queried: it only goes out when it changes)
     res = machine.probe.query(f"evo/{MID}/state")
     assert res.ok and res.ok[0].value["machine_state"] and res.ok[0].value["live"]
