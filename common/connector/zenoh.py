@@ -5,6 +5,7 @@ Zenoh owns reconnects; health follows the session and its peer count (no Reconne
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -128,7 +129,8 @@ class ZenohBackend(ProtocolBackend):
             session = _z.open(self.options.to_config())
         except Exception as exc:  # zenoh.ZError: bad locator, port taken, ...
             self.stats.open_failures += 1
-            self.stats.last_failure = f"zenoh open failed: {exc}"
+            # zenoh's messages name the Rust source file they came from: keep only what happened
+            self.stats.last_failure = "zenoh open failed: " + re.sub(r"\s+at /\S+?\.rs:\d+\.?", "", str(exc)).strip()
             self.monitor.set_link(Down(self.stats.last_failure, self.monitor.now_ns()))
             self._next_open = time.monotonic() + self._retry
             self._retry = min(self._retry * 2, self.options.retry_max_s)
