@@ -23,11 +23,14 @@ from benchmarks._stats import machine_info, print_table, ratio, summarize, write
 
 REPO = Path(__file__).resolve().parent.parent
 PERIOD_S = 0.001
+RECEIVE_TIMEOUT_US = 2000  # both sides: one cycle's receive
+DATAGRAM_TIMEOUT_US = 20000  # both sides: acyclic datagrams (the emulator on a busy host answers late)
 METHOD = (
     "One network namespace with a veth pair (ecm: MainDevice, ecs: emulator); the emulator "
     "(`python -m hal.drivers.ethercat_emulator --devices drive,drive,io8`, pure Python on an AF_PACKET socket) "
     "in its own process. In one process inside the namespace, alternating rounds of: floor = a bare pysoem "
     "loop (the segment brought to OP once, then send_processdata + receive_processdata(2000 us) per cycle, "
+    "acyclic datagram time-out 20 ms on both sides, the evo side's receive time-out also 2000 us; "
     "timed with perf_counter_ns around both); evo = HalCycle.step() with the ethercat driver on "
     "config/examples/ethercat (no CU attached: drives disabled, outputs safe, the same 62-byte LRW image), "
     "timed around the driver's cycle (exchange + CiA 402 / bit routing + working-counter check) and around "
@@ -55,6 +58,7 @@ def _pace(next_t: float) -> float:
 def floor_round(cycles: int) -> dict[str, Any]:
     import pysoem
 
+    pysoem.settings.timeouts.ret = DATAGRAM_TIMEOUT_US
     m = pysoem.Master()
     m.open("ecm")
     try:
@@ -83,7 +87,7 @@ def floor_round(cycles: int) -> dict[str, Any]:
             t = _pace(t)
             t0 = pc()
             m.send_processdata()
-            wkc = m.receive_processdata(2000)
+            wkc = m.receive_processdata(RECEIVE_TIMEOUT_US)
             out[i] = pc() - t0
             bad += wkc != expected
         m.state = pysoem.INIT_STATE
@@ -101,6 +105,9 @@ def evo_round(cycles: int, tmp: Path) -> dict[str, Any]:
 
     cfg_dir = tmp / f"cfg-{uuid.uuid4().hex[:6]}"
     shutil.copytree(REPO / "config" / "examples" / "ethercat", cfg_dir)
+    net = cfg_dir / "ethercat.toml"  # the floor's settings: same receive and datagram time-outs
+    net.write_text(net.read_text().replace("receive_timeout_us = 500", f"receive_timeout_us = {RECEIVE_TIMEOUT_US}")
+                   .replace("datagram_timeout_us = 2000", f"datagram_timeout_us = {DATAGRAM_TIMEOUT_US}"))
     hal = HalCycle(load_config(cfg_dir))
     try:
         drv = hal.driver
