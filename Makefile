@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEB_PKGS := mosquitto mosquitto-clients iproute2 chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench clean protos
+.PHONY: setup run test bench clean protos soak
 
 setup: $(STAMP) debs
 
@@ -30,6 +30,12 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# The long fault-injection runs of issue 16 (60 SIGKILLs under load, the watchdog killed again and again,
+# the broker frozen 30 s and killed repeatedly, thousands of fuzzed gRPC calls, `evo up` on every broken
+# config); `make test` runs their short versions only. Figures in benchmarks/results/fault_soak.json and BENCHMARKS.md.
+soak: setup
+	EVO_SOAK=1 $(PY) -m pytest -p no:cacheprovider -v -rA -k soak tests/test_fault_*.py $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m benchmarks.run_all
