@@ -61,6 +61,7 @@ class DriveRoute:
         self.sub = sub
         self.i = sub.axis - 1
         self.mode = sub.mode
+        self.csp = sub.mode is DriveMode.CSP
         self.scale = sub.increments_per_unit
         self.absolute = config.axis(sub.axis).homing.method is HomingMethod.ABSOLUTE
         self.rx, self.tx = Layout(dev.rx_pdos), Layout(dev.tx_pdos)
@@ -88,7 +89,7 @@ class DriveRoute:
         """The outputs for this cycle (controlword walks the state machine; targets scaled to increments)."""
         i = self.i
         self._phase = not self._phase
-        enable = bool(io.enable[i]) and bus_ok
+        enable = bus_ok and io.enable.item(i)
         may_reset = self._phase and now_ns - self.fault_since >= FAULT_HOLD_NS
         cw = controlword(self.state, enable, may_reset)
         assert self.cw is not None
@@ -96,13 +97,13 @@ class DriveRoute:
         following = self.state is Cia402State.OPERATION_ENABLED and enable
         if self.tpos is not None:
             # until the drive follows, the target is where it stands: enabling never jumps
-            t = float(io.target_position[i]) * self.scale if following and self.mode is DriveMode.CSP else self.actual_inc
+            t = io.target_position.item(i) * self.scale if following and self.csp else self.actual_inc
             self.tpos[1].pack_into(self.out, self.tpos[0], _clamp_i32(t))
         if self.tvel is not None:
-            v = float(io.target_velocity[i]) * self.scale if following else 0.0
+            v = io.target_velocity.item(i) * self.scale if following else 0.0
             self.tvel[1].pack_into(self.out, self.tvel[0], _clamp_i32(v))
         if self.ttrq is not None:
-            t = float(io.torque[i]) * 10.0 if following and self.mode is DriveMode.CST else 0.0  # % -> per mille
+            t = io.torque.item(i) * 10.0 if following and not self.csp else 0.0  # % -> per mille
             self.ttrq[1].pack_into(self.out, self.ttrq[0], int(max(-32768, min(32767, round(t)))))
         return bytes(self.out)
 
