@@ -329,7 +329,8 @@ class ShmLink:
                 next_hb = now + HEARTBEAT_PERIOD_S
 
     def _tick(self, now: float, sample: bool, acks_only: bool = False) -> None:
-        samples: dict[str, SourceSample] = {}
+        delivered: list[tuple[Future[Ack], Ack]] = []
+        fresh_state = False  # an ack arrived: publish its segment's state before the caller wakes
         for key, src in self._sources.items():
             # Read on sample ticks and while a command waits for its ack; heartbeat ticks only commit.
             read = sample or bool(src.futures)
@@ -347,8 +348,11 @@ class ShmLink:
                     if src.reader is None or not src.fresh():
                         src.maybe_attach(now)
                     done = self._poll(src, now)
-                if sample and src.last_view is not None:
+                # Read-your-writes: the consumer commits an ack together with the state it left (one
+                # segment, one seqlock commit), so that state is served from the moment the ack is.
+                if (sample or done) and src.last_view is not None:
                     src.sampled = _flat_copy(src.last_view)  # under the lock: submit() may read too
+                    fresh_state = fresh_state or bool(done)
                 if src.futures and (not src.alive or not src.fresh()):
                     for ack in src.ring.fail_pending(src.not_ok_reason() or f"{src.target.label} gone"):
                         fut = src.futures.pop(ack.seq, None)
@@ -356,19 +360,22 @@ class ShmLink:
                             done.append((fut, ack))
                 if not acks_only:
                     src.writer.commit()  # heartbeat
-            _deliver(done)
-            if sample:
-                reason = src.not_ok_reason()
-                samples[key] = SourceSample(src.sampled, src.age(), not reason, reason)
-        if sample:
+            delivered += done
+        if sample or fresh_state:
+            samples: dict[str, SourceSample] = {}
+            with self._lock:
+                for key, src in self._sources.items():
+                    reason = src.not_ok_reason()
+                    samples[key] = SourceSample(src.sampled, src.age(), not reason, reason)
             self._sample_seq += 1
             snap = Snapshot(self._sample_seq, time.time_ns(), samples)
             self.latest = snap
-            for cb in self.on_sample:
+            for cb in self.on_sample:  # the broadcast queues it on the event loop ahead of the acks below
                 try:
                     cb(snap)
                 except Exception:  # noqa: BLE001
                     log.exception("sample callback failed")
+        _deliver(delivered)
 
     # -- shutdown -------------------------------------------------------------------------------
     def close(self) -> None:

@@ -260,3 +260,20 @@ def test_io_shows_logical_values_not_wire_levels(machine: Machine) -> None:
     pin = machine.cfg.io_registry.pin("EStop").pin
     assert get_bit(machine.segment("hal_rpc")["io"]["di_bank"], pin) is True  # circuit closed
     assert estop.value is False
+
+
+def test_read_your_writes_getio_after_an_acked_set_shows_the_value(machine: Machine) -> None:
+    """Issue 16: GetIo straight after an acked SetDigitalOutput served the last 50 Hz sample (the old
+    value in 100 of 200 tries). The ack and the state the HAL left are one commit: served together."""
+    stale = []
+    for i in range(60):
+        value = i % 2 == 0
+        machine.stubs.io.SetDigitalOutput(io_pb2.SetDigitalOutputRequest(pin=11, value=value), timeout=5)
+        io = machine.stubs.io.GetIo(io_pb2.GetIoRequest(), timeout=5)
+        if next(p for p in io.digital_outputs if p.pin == 11).value is not value:
+            stale.append(i)
+        machine.stubs.io.SetAnalogOutput(io_pb2.SetAnalogOutputRequest(pin=0, value=1000.0 + i), timeout=5)
+        io = machine.stubs.io.GetIo(io_pb2.GetIoRequest(), timeout=5)
+        if next(p for p in io.analog_outputs if p.pin == 0).value != 1000.0 + i:
+            stale.append(-i)
+    assert stale == [], f"reads that did not show the acked value: {stale}"
