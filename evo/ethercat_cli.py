@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "reset to INIT and left in PRE-OP), so do not scan a segment a running machine drives.")
     sc.add_argument("--interface", required=True, help="network interface of the segment (e.g. eth1)")
     sc.add_argument("--json", action="store_true", help="machine-readable output")
+    sc.add_argument("--timeout-us", type=int, default=2000, metavar="US",
+                    help="answer time-out of one datagram (default 2000 µs; more for slow or emulated segments)")
     sc.set_defaults(func=cmd_scan)
 
 
@@ -40,10 +42,11 @@ def _may_use_raw_sockets() -> bool:
     return False
 
 
-def scan(interface: str) -> list[dict[str, Any]]:
+def scan(interface: str, timeout_us: int = 2000) -> list[dict[str, Any]]:
     """The SubDevices found on `interface` (RuntimeError with the reason when the segment cannot be read)."""
     import pysoem
 
+    pysoem.settings.timeouts.ret = timeout_us
     master = pysoem.Master()
     try:
         master.open(interface)
@@ -53,6 +56,7 @@ def scan(interface: str) -> list[dict[str, Any]]:
         n = master.config_init()
         if n <= 0:
             return []
+        master.state_check(pysoem.PREOP_STATE, 1_000_000)  # config_init requested PRE-OP: let it settle
         master.read_state()
         names = {pysoem.INIT_STATE: "INIT", pysoem.PREOP_STATE: "PRE-OP", pysoem.BOOT_STATE: "BOOT",
                  pysoem.SAFEOP_STATE: "SAFE-OP", pysoem.OP_STATE: "OP"}
@@ -84,7 +88,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(f"evo ethercat scan: no network interface {iface!r} (have: {have})", file=sys.stderr)
         return 1
     try:
-        found = scan(iface)
+        found = scan(iface, args.timeout_us)
     except RuntimeError as e:
         print(f"evo ethercat scan: {e}", file=sys.stderr)
         return 1

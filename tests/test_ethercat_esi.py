@@ -254,3 +254,26 @@ def test_cst_axis_sends_the_cu_torque_to_0x6071_and_the_emulated_drive_integrate
         t += 0.001
         r.unpack(drive.inputs(t), io)
     assert io.position[1] > p0 and io.velocity[1] > 0 and io.torque_estimate[1] == pytest.approx(25.0)
+
+
+def test_analog_terminal_words_map_onto_ai_and_ao_pins_normalised_over_their_type(tmp_path: Path) -> None:
+    """Must exist (driver): words of the process image onto AI/AO (0..1 over the data type's range)."""
+    from common.fieldbus.ethercat_config import SubDeviceConfig, PinBlock
+
+    p = tmp_path / "ana.xml"
+    p.write_bytes((ESI_HEAD + '<RxPdo Sm="0"><Index>#x1600</Index>' + _entry("#x7010", 1, 16, "INT", "AO 1")
+                   + _entry("#x7010", 2, 16, "UINT", "AO 2") + '</RxPdo><TxPdo Sm="1"><Index>#x1A00</Index>'
+                   + _entry("#x6010", 1, 16, "INT", "AI 1") + _entry("#x6000", 1, 1, "BOOL", "DI")
+                   + _entry("#x0", 0, 7, "") + _entry("#x6010", 2, 8, "USINT", "AI 2") + "</TxPdo>"
+                   + ESI_TAIL).encode("iso-8859-1"))
+    dev = parse_esi(p).devices[0]
+    sub = SubDeviceConfig(position=1, esi=str(p), device="T1", ai=PinBlock(first_pin=4, count=2),
+                          ao=PinBlock(first_pin=2, count=2), di=PinBlock(first_pin=9, count=1), esi_device=dev)
+    r = IoRoute(sub, dev)
+    io = DriverIO()
+    io.ao[2], io.ao[3] = 1.0, 0.5
+    out = r.pack(io, True, 0)
+    assert struct.unpack("<hH", out) == (32767, 32768)  # INT full scale; UINT mid-range
+    assert struct.unpack("<hH", r.pack(io, False, 0)) == (0, 0)  # not in OP: raw 0 (0 V on a +-10 V output)
+    r.unpack(struct.pack("<hBB", 0, 0b1, 255), io)
+    assert io.ai[4] == pytest.approx(32768 / 65535) and io.ai[5] == pytest.approx(1.0) and io.di[9]

@@ -43,8 +43,9 @@ def test_scan_finds_two_drives_and_a_terminal_with_their_esi_identities(ns: Veth
     emulator()
     drive = parse_esi(PACKAGED_ESI_DIR / "evo_drive.xml").device("EVO-D402")
     io8 = parse_esi(PACKAGED_ESI_DIR / "evo_io8.xml").device("EVO-IO8")
-    r = ns.run([sys.executable, "-m", "evo", "ethercat", "scan", "--interface", MASTER_IF, "--json"],
-               env=module_env("unused"))
+    # the emulator is a Python process on a loaded host: give each datagram 20 ms
+    r = ns.run([sys.executable, "-m", "evo", "ethercat", "scan", "--interface", MASTER_IF, "--json",
+                "--timeout-us", "20000"], env=module_env("unused"))
     assert r.returncode == 0, r.stderr
     found = json.loads(r.stdout)["subdevices"]
     assert [(d["position"], d["station_address"], d["vendor_id"], d["product_code"], d["revision"], d["name"])
@@ -54,7 +55,8 @@ def test_scan_finds_two_drives_and_a_terminal_with_their_esi_identities(ns: Veth
         (3, 0x1003, io8.vendor_id, io8.product_code, io8.revision, "EVO-IO8"),
     ]
     assert all(d["al_state"] == "PRE-OP" for d in found)
-    table = ns.run([sys.executable, "-m", "evo", "ethercat", "scan", "--interface", MASTER_IF], env=module_env("unused"))
+    table = ns.run([sys.executable, "-m", "evo", "ethercat", "scan", "--interface", MASTER_IF, "--timeout-us", "20000"],
+                   env=module_env("unused"))
     assert table.returncode == 0 and "0x00010402" in table.stdout and "EVO-IO8" in table.stdout
 
 
@@ -113,3 +115,10 @@ def test_an_interface_that_does_not_exist_is_named(ns: VethNs, tmp_path: Path) -
     cfg = ethercat_config(tmp_path / "cfg", network_edit={r'^interface = "ecm"': 'interface = "nope0"'})
     code, out = _hal(ns, cfg, "ecatnoif")
     assert code == 2 and "cannot open interface 'nope0'" in out, out
+
+
+def test_an_expected_station_alias_is_checked(ns: VethNs, emulator, tmp_path: Path) -> None:  # noqa: ANN001
+    emulator()
+    cfg = ethercat_config(tmp_path / "cfg", network_edit={r"^position = 1$": "position = 1\nalias = 7"})
+    code, out = _hal(ns, cfg, "ecatalias")
+    assert code == 2 and "position 1 (X drive): expected station alias 7, found 0" in out, out

@@ -186,6 +186,13 @@ class EthercatDriver(Driver):
                 assert s.esi_device is not None
                 problems.append(f"{s.label}: expected {_ident(*want)} ({s.esi_device.type_name} from "
                                 f"{s.esi_path.name}), found {_ident(*got)} ({slave.name})")
+            elif s.alias:
+                try:
+                    alias = int.from_bytes(slave._fprd(0x0012, 2), "little")  # station alias register
+                except Exception as e:  # noqa: BLE001 - reported as the mismatch it is
+                    alias = f"unreadable ({e})"
+                if alias != s.alias:
+                    problems.append(f"{s.label}: expected station alias {s.alias}, found {alias}")
         for s in subs[len(found):]:
             assert s.esi_device is not None
             problems.append(f"{s.label}: expected {_ident(*s.identity)} ({s.esi_device.type_name}), found nothing "
