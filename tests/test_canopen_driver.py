@@ -228,3 +228,24 @@ def test_cia402_controlword_for_each_state() -> None:
     assert controlword(DriveState.FAULT, True, 0) == CW_DISABLE_VOLTAGE  # latched while enabled
     assert controlword(DriveState.FAULT, False, CW_DISABLE_VOLTAGE) == CW_FAULT_RESET
     assert controlword(DriveState.FAULT, False, CW_FAULT_RESET) == CW_DISABLE_VOLTAGE  # edges, not a level
+
+
+def test_bus_errors_make_the_driver_degraded_or_faulted_with_the_reason(rig) -> None:
+    """Bus errors -> driver health: error frames on the bus DEGRADED, a bus that refuses frames FAULT, with reasons."""
+    import can
+
+    r = rig()
+    d = r.open()
+    peer = can.Bus(interface="virtual", channel=r.channel, receive_own_messages=False)
+    try:
+        peer.send(can.Message(arbitration_id=0x004, is_error_frame=True, is_extended_id=False, data=bytes(8)))
+        r.pump(lambda: d.health().state is DriverState.DEGRADED, what="error frames seen")
+        assert "bus error frames seen" in d.health().message
+    finally:
+        peer.shutdown()
+    assert d.network is not None
+    d.network.bus.shutdown()  # the bus object now refuses every frame (like a controller gone)
+    d.cycle(r.io, time.perf_counter_ns(), 0.001)
+    d.cycle(r.io, time.perf_counter_ns(), 0.001)
+    h = d.health()
+    assert h.state is DriverState.FAULT and h.message.startswith("bus virtual " + r.channel + ": send failed")

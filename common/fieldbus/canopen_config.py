@@ -342,10 +342,6 @@ def _check_cross(nodes: list[NodeConfig], file: str, col: Collector, axes: Any, 
                                             f"({t.value} = {{first_pin, count}})", file=file, section="node"))
 
 
-def network_file_name(driver_args: Mapping[str, Any]) -> str:
-    return str(driver_args.get("network", DEFAULT_NETWORK_FILE))
-
-
 def check_canopen(config_dir: Path, driver_args: Mapping[str, Any], axes: Any, io: IoConfig | None,
                   col: Collector) -> CanopenNetwork | None:
     """The loader's hook for `[hal] driver = "canopen"`: driver_args and the network file, errors into `col`."""

@@ -7,7 +7,6 @@ bus-off with reconnect. Across processes (PROCESS gateway, udp_multicast, back-p
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from typing import Iterator
 

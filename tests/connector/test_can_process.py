@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.canopen_support import NetNs
-from tests.helpers import REPO
 
 pytestmark = pytest.mark.timeout(180)
 APP = Path(__file__).resolve().parent / "can_process_app.py"

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import can
-import canopen
 from canopen.sdo.exceptions import SdoError
 import numpy as np
 

@@ -12,8 +12,8 @@ from typing import Any
 import canopen
 from canopen.sdo.exceptions import SdoError
 
-from common.fieldbus.canopen_config import BusSettings, DriveMode, NodeConfig, NodeKind
-from common.fieldbus.canopen_net import NMT_STATE_NAMES, sdo_u32
+from common.fieldbus.canopen_config import BusSettings, NodeConfig, NodeKind
+from common.fieldbus.canopen_net import sdo_u32
 
 from ..base import DriverError
 
@@ -199,6 +199,3 @@ class NodeLink:
         for cob, fn in ((0x700 + self.cfg.id, self._on_heartbeat), (0x80 + self.cfg.id, self._on_emcy)):
             if fn in net.subscribers.get(cob, ()):
                 net.unsubscribe(cob, fn)
-
-    def mode(self) -> DriveMode:
-        return self.cfg.mode
