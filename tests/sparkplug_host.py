@@ -137,7 +137,7 @@ class HostApp:
         with self._lock:
             return len(self.messages)
 
-    def wait(self, kind: str, device: str | None = None, since: int = 0, timeout: float = 20.0,
+    def wait(self, kind: str, device: str | None = None, since: int = 0, timeout: float = 30.0,
              pred: Callable[[SpMessage], bool] = lambda m: True) -> SpMessage:
         """The first `kind` message (of `device`) at index >= `since` satisfying `pred`."""
         return wait_for(lambda: next((m for m in self.of(kind, device, since) if pred(m)), None), timeout,

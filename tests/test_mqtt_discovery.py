@@ -51,7 +51,7 @@ def test_binary_sensors_for_digital_points_estop_and_guard(setup) -> None:
     di, do = cfg.io.points_of("di"), cfg.io.points_of("do")
     want = {f"homeassistant/binary_sensor/{MID}_{k}{p.pin}/config" for k, pts in (("di", di), ("do", do)) for p in pts}
     want |= {f"homeassistant/binary_sensor/{MID}_estop/config", f"homeassistant/binary_sensor/{MID}_guard_open/config"}
-    wait_for(lambda: want <= {m.topic for m in obs.messages}, 15, what="every binary_sensor config")
+    wait_for(lambda: want <= {m.topic for m in obs.messages}, 30, what="every binary_sensor config")
     configs = {m.topic: json.loads(m.payload) for m in obs.messages if m.topic.startswith("homeassistant/")}
     binary = {t: c for t, c in configs.items() if "/binary_sensor/" in t}
     assert set(binary) == want

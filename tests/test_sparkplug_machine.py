@@ -47,7 +47,7 @@ class Machine:
         """Wait for an NBIRTH at index >= since and every device's DBIRTH after it."""
         nb = self.host.wait("NBIRTH", since=since, timeout=60)
         idx = self.host.messages.index(nb)
-        wait_for(lambda: {m.device for m in self.host.of("DBIRTH", since=idx)} == set(AXIS_DEVICES + IO_DEVICES),
+        wait_for(lambda: {m.device for m in self.host.of("DBIRTH", since=idx)} >= set(AXIS_DEVICES + IO_DEVICES),
                  60, what="every DBIRTH after the NBIRTH")
         return nb, {m.device: m for m in self.host.of("DBIRTH", since=idx)}
 
@@ -108,7 +108,7 @@ def test_births_then_ddata_with_seq_as_an_axis_moves_over_grpc(machine: Machine)
     assert unit_of(work["IO/AI/Air pressure"]) == ai["Air pressure"].unit == "bar"
     assert work["IO/AI/Air pressure"].double_value == pytest.approx(ai["Air pressure"].value, abs=0.05)
     wait_for(lambda: host.value("Machine/State") == _enum(types_pb2.MachineState, machine.status().machine_state,
-                                                          "MACHINE_STATE_"), 10, what="Machine/State as GetStatus")
+                                                          "MACHINE_STATE_"), 30, what="Machine/State as GetStatus")
 
     # move Y over gRPC and follow it in DDATA
     axis = 2
@@ -136,7 +136,7 @@ def test_births_then_ddata_with_seq_as_an_axis_moves_over_grpc(machine: Machine)
 
     wait_for(settled, 60, 0.05, what="Y at rest")
     final = machine.status().axes[axis - 1]
-    wait_for(lambda: host.value("Axes/Y/Position") == pytest.approx(final.position, abs=window), 10,
+    wait_for(lambda: host.value("Axes/Y/Position") == pytest.approx(final.position, abs=window), 30,
              what="the host's Y position equal to GetStatus")
     positions = host.data_for("Axes/Y/Position", since=mark)
     assert len(positions) >= 3, positions  # it was seen on the way, not only at the end
@@ -145,9 +145,9 @@ def test_births_then_ddata_with_seq_as_an_axis_moves_over_grpc(machine: Machine)
     values = [v for _, v in positions]
     assert all(lo - 1.0 <= v <= hi + 1.0 for v in values), (start, target, values)  # on the way (overshoot < 1 mm)
     if final.in_position and abs(final.position - target) <= window:
-        wait_for(lambda: host.value("Axes/Y/In position") is True, 10, what="In position at the host")
+        wait_for(lambda: host.value("Axes/Y/In position") is True, 30, what="In position at the host")
     else:  # stopped by an axis error: the host sees the same errors as GetStatus
-        wait_for(lambda: host.value("Axes/Y/Error flags") == final.error_flags, 10, what="Y's error flags")
+        wait_for(lambda: host.value("Axes/Y/Error flags") == final.error_flags, 30, what="Y's error flags")
     assert seq_gaps(host.messages) == [] and not host.decode_errors
 
 
@@ -167,7 +167,7 @@ def test_rebirth_ncmd_and_refused_commands_write_nothing(machine: Machine) -> No
                  [{"name": "IO/DO/Lamp green (running)", "datatype": pb.Boolean, "value": not lamp.value}])
     host.command(f"spBv1.0/{GROUP}/NCMD/{MID}",
                  [{"name": "Axes/X/Position", "datatype": pb.Double, "value": before_x.position + 50.0}])
-    wait_for(lambda: host.value("Node Info/Refused commands") == refused + 2, 10, what="two refusals counted")
+    wait_for(lambda: host.value("Node Info/Refused commands") == refused + 2, 30, what="two refusals counted")
     assert next(p for p in machine.io().digital_outputs if p.pin == lamp.pin).value == lamp.value
     after_x = machine.status().axes[0]
     assert after_x.target_position == before_x.target_position and after_x.motion == before_x.motion
@@ -180,10 +180,10 @@ def test_cu_killed_is_ddeath_and_back_is_dbirth(machine: Machine) -> None:
     before = machine.up.status()["cu"]
     mark = host.count()
     os.kill(before["pid"], signal.SIGKILL)
-    wait_for(lambda: {m.device for m in host.of("DDEATH", since=mark)} == set(AXIS_DEVICES), 30,
+    wait_for(lambda: {m.device for m in host.of("DDEATH", since=mark)} >= set(AXIS_DEVICES), 30,
              what="DDEATH of every axis device")
     machine.up.wait_state("cu", "running", timeout=60, restarts=before["restarts"] + 1)
-    wait_for(lambda: {m.device for m in host.of("DBIRTH", since=mark)} == set(AXIS_DEVICES), 60,
+    wait_for(lambda: {m.device for m in host.of("DBIRTH", since=mark)} >= set(AXIS_DEVICES), 60,
              what="DBIRTH of every axis device once the CU is back")
     reborn = {m.device: m for m in host.of("DBIRTH", since=mark)}
     names = [m.name for m in reborn["Axis-X"].payload.metrics]

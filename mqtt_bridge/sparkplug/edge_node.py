@@ -20,7 +20,7 @@ from common.connector.codec import RawCodec
 from common.connector.health import ConnectorEvent, health_name, is_connected
 from mqtt_bridge.health_history import HealthHistory
 from mqtt_bridge.sparkplug import sparkplug_b_pb2 as pb
-from mqtt_bridge.sparkplug.metrics import REBIRTH, DeviceSpec, MetricSpec, Samples, build_catalogue
+from mqtt_bridge.sparkplug.metrics import REBIRTH, DeviceSpec, MetricSpec, Samples, Source, build_catalogue
 from mqtt_bridge.sparkplug.payload import (
     add_birth_metric,
     add_data_metric,
@@ -49,6 +49,7 @@ COMMAND_BURST = 32  # commands/STATE messages taken per scan (bounded work per s
 HEALTH_HISTORY = 16  # transitions kept in the JSON tree's retained health/sparkplug payload
 LOGGED_REFUSALS = 10  # refusals logged one by one; after that every 100th (a flood must not flood the log)
 _UNSET = object()
+_NO_WATCHDOG = "no-watchdog"  # modules.json does not list the source's module: the segment alone decides
 
 
 @dataclass(slots=True)
@@ -105,6 +106,7 @@ class SparkplugEdgeNode:
         self.node_born = False
         self._rebirth = False
         self.born: set[str] = set()
+        self._born_of: dict[str, Any] = {}  # device -> the writer (module pid) it was born from
         self._last: dict[int, Any] = {}
         self.seq = 0
         self._node_specs: tuple[MetricSpec, ...] = self.catalogue.node
@@ -159,13 +161,27 @@ class SparkplugEdgeNode:
                 return
         self._ndata()
         for dev in self.catalogue.devices:
-            live = s.of(dev.source) is not None
+            writer = self._writer_of(dev.source)
+            live = writer is not None and s.of(dev.source) is not None
             if live and dev.id not in self.born:
-                self._dbirth(dev)
+                self._dbirth(dev, writer)
+            elif live and self._born_of[dev.id] != writer:
+                # the source's process was replaced faster than its segment could look stale (a
+                # preloaded standby takes the segment over within one heartbeat window): the device
+                # a host knew is gone all the same; it is born again from the new process next scan
+                self._ddeath(dev, "its source module was restarted")
             elif live:
                 self._ddata(dev)
             elif dev.id in self.born:
-                self._ddeath(dev)
+                self._ddeath(dev, "its source is not live")
+
+    def _writer_of(self, source: Source) -> Any:
+        """Which process writes `source`: the watchdog's pid of the module while it is running; None
+        while it is not; a constant for a bridge without a watchdog (only the segment says then)."""
+        entry = (self.samples.modules or {}).get(source.value)
+        if entry is None:
+            return _NO_WATCHDOG
+        return entry.get("pid") if entry.get("state") == "running" else None
 
     def _start_session(self) -> None:
         backend = self.connector.backend
@@ -294,7 +310,7 @@ class SparkplugEdgeNode:
         for spec, v in changes:
             self._last[spec.alias] = v  # a deadband compares with the value last REPORTED
 
-    def _dbirth(self, dev: DeviceSpec) -> None:
+    def _dbirth(self, dev: DeviceSpec, writer: Any) -> None:
         ts = now_ms()
         p = new_payload(None, ts)
         values = []
@@ -305,13 +321,14 @@ class SparkplugEdgeNode:
         if self._emit(self.ns.device_topic("DBIRTH", dev.id), p):
             self._remember(values)
             self.born.add(dev.id)
+            self._born_of[dev.id] = writer
             self.stats.dbirths += 1
 
-    def _ddeath(self, dev: DeviceSpec) -> None:
+    def _ddeath(self, dev: DeviceSpec, why: str) -> None:
         if self._emit(self.ns.device_topic("DDEATH", dev.id), new_payload(None, now_ms())):
             self.born.discard(dev.id)
             self.stats.ddeaths += 1
-            log.info("Sparkplug device %s dead: its source (%s) is not live", dev.id, dev.source.value)
+            log.info("Sparkplug device %s dead: %s (%s)", dev.id, why, dev.source.value)
 
     # --- inbound: commands and the primary host's STATE ---
     def _take_commands(self) -> None:
