@@ -113,7 +113,7 @@ def test_a_killed_broker_is_restarted_and_the_retained_state_republished(machine
     late = observe(machine)  # a subscriber arriving now gets the republished state from the broker's store
     try:
         for topic in ("online", "state", "modules/cu", "health/mqtt"):
-            wait_for(lambda: any(m.retain for m in late.on(f"{ROOT}/{topic}")), 30, 0.02, f"{topic} retained")
+            wait_for(lambda t=topic: any(m.retain for m in late.on(f"{ROOT}/{t}")), 30, 0.02, f"{topic} retained")
     finally:
         late.close()
     untouched(machine, before, cycles, except_="mosquitto")
@@ -153,8 +153,8 @@ def test_soak_broker_frozen_30_s_then_killed_five_times(machine):
         old = before["mosquitto"]["pid"]
         t0 = time.monotonic()
         os.kill(old, signal.SIGKILL)
-        wait_for(lambda: (m := machine.up.status()["mosquitto"])["state"] == "running" and m["pid"] != old, 60, 0.02,
-                 "mosquitto restarted")
+        wait_for(lambda old=old: (m := machine.up.status()["mosquitto"])["state"] == "running" and m["pid"] != old,
+                 60, 0.02, "mosquitto restarted")
         machine.remember_pids()
         o = observe(machine)
         try:

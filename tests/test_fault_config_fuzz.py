@@ -24,7 +24,7 @@ import pytest
 
 from common.config import PACKAGED_CONFIG_DIR, ConfigError, load_config
 from common.recipes.catalog import check_recipes
-from common.toml_text import MAX_NESTING, MAX_TOML_BYTES
+from common.toml_text import MAX_TOML_BYTES
 from tests.fault_support import SOAK, SOAK_REASON, write_soak_results
 from tests.fixtures.progs.evo_harness import instance_processes
 from tests.helpers import REPO, module_env, remove_shm, shm_entries, unique_prefix, zenoh_isolated
@@ -122,13 +122,14 @@ def catalogue() -> list[Case]:
                 for nf in ("nan", "inf", "-inf"):
                     cases.append(Case("non-finite", f"{file}:{section}.{key}={nf}", _set_line(file, i, f"{key} = {nf}"),
                                       file, key))
+        first_header = next(iter(headers))
         for section, i in headers.items():
             if section not in FREE_FORM:
                 cases.append(Case("unknown field", f"{file}:[{section}] zz_unknown", _insert_after(file, i, "zz_unknown = 1"),
                                   file, "zz_unknown"))
         cases += [
             Case("syntax", f"{file}: key without value", lambda d, f=file: (d / f).write_text((d / f).read_text() + "\nbroken =\n"), file, None),
-            Case("syntax", f"{file}: duplicate table", lambda d, f=file, h=next(iter(headers)): (d / f).write_text(
+            Case("syntax", f"{file}: duplicate table", lambda d, f=file, h=first_header: (d / f).write_text(
                 (d / f).read_text() + f"\n[{h}]\n"), file, None),
             Case("syntax", f"{file}: cut in half", lambda d, f=file: (d / f).write_text(
                 (d / f).read_text()[: len((d / f).read_text()) // 2] + "\n[unterminated"), file, None),
@@ -222,7 +223,7 @@ def run_up(case: Case, d: Path) -> tuple[int, str, list[str], list[int]]:
     return proc.returncode, out, segs, procs
 
 
-def check_cases(cases: list[Case], tmp: Path, *, subprocesses: set[str]) -> list[str]:
+def check_cases(cases: list[Case], tmp: Path, *, subprocesses: set[str], workers: int = 3) -> list[str]:
     """Every case refused in-process naming its file and field; those in `subprocesses` also through the CLI.
     Returns the failures, one line each."""
     failures: list[str] = []
@@ -254,7 +255,7 @@ def check_cases(cases: list[Case], tmp: Path, *, subprocesses: set[str]) -> list
         return f"{case.cls} / {case.id}: evo {'config check' if case.recipe else 'up'}: {'; '.join(problems)}: " \
                f"{out.strip()[-300:]!r}" if problems else None
 
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         failures += [r for r in pool.map(one, dirs.values()) if r]
     return failures
 
@@ -285,7 +286,7 @@ def test_every_broken_config_is_refused_with_file_and_field(tmp_path):
 def test_soak_config_fuzz_evo_up_on_every_case(tmp_path):
     """Long version: `evo up` (or `evo config check` for recipes) on every case of the catalogue."""
     t0 = time.monotonic()
-    failures = check_cases(CASES, tmp_path, subprocesses={c.id for c in CASES})
+    failures = check_cases(CASES, tmp_path, subprocesses={c.id for c in CASES}, workers=4)
     classes: dict[str, int] = {}
     for c in CASES:
         classes[c.cls] = classes.get(c.cls, 0) + 1
