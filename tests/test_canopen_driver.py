@@ -230,8 +230,9 @@ def test_cia402_controlword_for_each_state() -> None:
     assert controlword(DriveState.FAULT, False, CW_FAULT_RESET) == CW_DISABLE_VOLTAGE  # edges, not a level
 
 
-def test_bus_errors_make_the_driver_degraded_or_faulted_with_the_reason(rig) -> None:
-    """Bus errors -> driver health: error frames on the bus DEGRADED, a bus that refuses frames FAULT, with reasons."""
+def test_bus_errors_make_the_driver_degraded_or_faulted_and_it_recovers_the_bus(rig) -> None:
+    """Bus errors -> driver health: error frames DEGRADED, a bus that refuses frames FAULT, with the reason; the
+    driver reopens the bus on its own with back-off."""
     import can
 
     r = rig()
@@ -249,3 +250,7 @@ def test_bus_errors_make_the_driver_degraded_or_faulted_with_the_reason(rig) -> 
     d.cycle(r.io, time.perf_counter_ns(), 0.001)
     h = d.health()
     assert h.state is DriverState.FAULT and h.message.startswith("bus virtual " + r.channel + ": send failed")
+    # the supervisor reopens the bus after reconnect_ms (500) with back-off: sending again, every node still there
+    r.pump(lambda: d.health().state is DriverState.READY, what="bus reopened and nodes answering")
+    r.io.enable[0] = True
+    r.pump(lambda: r.io.drive_ready[0], what="X enabled after the bus came back")

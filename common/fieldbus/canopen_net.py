@@ -33,6 +33,7 @@ class EvoNetwork(canopen.Network):
         self.own_ids: set[int] = set()
         self.error_frames = 0
         self.last_error_ns = 0
+        self.bus_kw: dict[str, Any] = {}  # how open_network made the bus (reopen makes another)
         self.listeners.append(_ErrorFrameListener(self))
 
     def send_message(self, can_id: int, data: bytes, remote: bool = False) -> None:
@@ -55,6 +56,22 @@ class EvoNetwork(canopen.Network):
         """Send a prepared frame (the HAL cycle's path: no Message built per send)."""
         with self.send_lock:
             self.bus.send(msg)  # type: ignore[union-attr]
+
+    def reopen(self) -> None:
+        """Close the bus and open it again with the same arguments; subscriptions and nodes stay (a bus that
+        failed: a controller gone, an adapter unplugged and back). can.CanError / OSError if it cannot."""
+        if self.notifier is not None:
+            self.notifier.stop(self.NOTIFIER_CYCLE)
+            self.notifier = None
+        with self.send_lock:
+            old, self.bus = self.bus, None
+            if old is not None:
+                try:
+                    old.shutdown()
+                except Exception:  # noqa: BLE001 - it failed already
+                    pass
+            self.bus = can.Bus(**self.bus_kw)
+        self.notifier = can.Notifier(self.bus, self.listeners, self.NOTIFIER_CYCLE)
 
     def notify(self, can_id: int, data: bytearray, timestamp: float) -> None:
         if can_id in self.own_ids:
@@ -79,6 +96,7 @@ def open_network(interface: str, channel: str, bitrate: int = 500_000, **bus_kw:
         kw["bitrate"] = bitrate
     bus = can.Bus(**kw)
     net = EvoNetwork(bus, drop_own_echo=interface == "udp_multicast")
+    net.bus_kw = kw
     net.connect()
     return net
 

@@ -15,6 +15,7 @@ from canopen.sdo.exceptions import SdoError
 import numpy as np
 
 from common.config import ConfigError, EvoConfig, HomingMethod
+from common.connector.reconnect import ExponentialBackoff
 from common.drive_errors import drive_error_text
 from common.fieldbus.canopen_config import DriveMode, NodeKind, load_canopen
 from common.fieldbus.canopen_net import EvoNetwork, open_network
@@ -101,6 +102,9 @@ class CanopenDriver(Driver):
         self._frames: dict[int, can.Message] = {}  # one reusable frame per cyclic COB-ID
         self._sync: can.Message | None = None
         self._bus_error = ""
+        self._bus_error_at = 0.0
+        self._bus_backoff = ExponentialBackoff(self.bus.reconnect_ms / 1000.0, 10.0, 2.0, 0.1)
+        self._bus_retry_at = 0.0
         self._errors_seen = 0
         self._error_frames_at = 0
         self._stop = threading.Event()
@@ -248,11 +252,15 @@ class CanopenDriver(Driver):
                     self._send_io(n, io)
             net.send_frame(self._sync)
             self._last_sync_ns = time.monotonic_ns()
-        except (can.CanError, OSError) as e:
+        except (can.CanError, OSError, AttributeError) as e:  # AttributeError: the bus is being reopened
             if not self._bus_error:
                 log.error("CANopen bus %s %s: send failed: %s", self.bus.interface, self.bus.channel, e)
+                self._bus_error_at = time.monotonic()
             self._bus_error = f"send failed: {e}"
         else:
+            if self._bus_error:
+                log.info("CANopen bus %s %s: sending again", self.bus.interface, self.bus.channel)
+                self._bus_backoff.reset()
             self._bus_error = ""
 
     def _send_io(self, n: _IoNode, io: DriverIO | None) -> None:
@@ -354,10 +362,34 @@ class CanopenDriver(Driver):
             return DriverHealth(DriverState.DEGRADED, "; ".join(problems))
         return DriverHealth(DriverState.READY, f"{len(self.links)} nodes OPERATIONAL on {b.interface} {b.channel}")
 
+    def _reopen_bus(self) -> None:
+        """A bus that refuses frames is closed and opened again, with exponential back-off."""
+        now = time.monotonic()
+        if now < max(self._bus_retry_at, self._bus_error_at + self.bus.reconnect_ms / 1000.0):
+            return
+        assert self.network is not None
+        try:
+            self.network.reopen()
+        except Exception as e:  # noqa: BLE001 - python-can raises many kinds; retried with back-off
+            delay = self._bus_backoff.next_delay()
+            self._bus_retry_at = now + delay
+            log.warning("CANopen bus %s %s: reopen failed (%s); next try in %.1f s", self.bus.interface,
+                        self.bus.channel, e, delay)
+            return
+        self._bus_retry_at = now + self._bus_backoff.next_delay()
+        log.info("CANopen bus %s %s reopened", self.bus.interface, self.bus.channel)
+
     def _supervise(self) -> None:
-        """Re-configure nodes that booted again (power cycle, reset), retrying every reconnect_ms."""
+        """Reopen a failed bus; re-configure nodes that booted again (power cycle, reset) or fell out of
+        OPERATIONAL, retrying every reconnect_ms."""
         while not self._stop.wait(SUPERVISE_S):
+            if self._bus_error:
+                self._reopen_bus()
+                continue
             for link in self.links:
+                if link.configured and link.problem is link._msg_not_operational:
+                    link.configured = False  # alive but out of OPERATIONAL (NMT stop, its error behaviour)
+                    link.booted.set()
                 if link.configured or not link.booted.is_set():
                     continue
                 now = time.monotonic()
