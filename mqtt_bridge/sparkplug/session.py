@@ -100,7 +100,10 @@ class BdSeqStore:
             return -1
 
     def advance(self) -> int:
-        self.value = (self.value + 1) % 256
+        """The bdSeq for the next CONNECT, stored before it is used. The file is read again each time:
+        a process preloaded earlier (the watchdog's standby) must not reuse a value its predecessor took."""
+        stored = -1 if self._warned else self._load()  # a file we cannot write no longer leads
+        self.value = ((stored if stored >= 0 else self.value) + 1) % 256
         if self.path is not None:
             tmp = self.path.with_name(self.path.name + ".tmp")
             try:
