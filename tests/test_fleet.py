@@ -166,7 +166,7 @@ def test_killed_module_shows_down_in_the_fleet_view(fleet) -> None:
         assert "DOWN: re" in table.stdout
         r = m["up"].cli("start", "re")  # exit 1 with "not settled yet" when a loaded box is slow to start it
         assert "re started" in r.stdout, (r.stdout, r.stderr)
-        wait_for(lambda: not fleet_rows(fleet)["fleet-c"]["modules_down"], 60, 0.1, "re up again in the fleet view")
+        wait_for(lambda: not fleet_rows(fleet)["fleet-c"]["modules_down"], 120, 0.1, "re up again in the fleet view")
     finally:
         watch.kill()
         watch.wait(10)
