@@ -115,7 +115,7 @@ class ZenohOutput:
         self.connector = connector or ZenohConnector(zenoh_options(z), CONNECTOR_NAME, max_payload=MAX_PAYLOAD)
         self.publisher = KeyPublisher(self.connector)
         self.queryable: ZenohQueryable | None = None
-        self.module_tokens: set[str] = set()
+        self.module_tokens: dict[str, Any] = {}  # declared module tokens -> the pid each stands for
         self.queries_answered = 0
         self._history = HealthHistory(HEALTH_HISTORY)
         self._mqtt_history = HealthHistory(HEALTH_HISTORY)
@@ -218,7 +218,7 @@ class ZenohOutput:
                         dict(b.modules.modules), {}, self._last_change)
 
     def _sync_modules(self, view: ScanView, changed_only: bool = True) -> None:
-        running = set()
+        running: dict[str, Any] = {}  # token key -> the pid it stands for
         for name, entry in view.modules.items():
             try:
                 key = self.keys.module(name)
@@ -226,11 +226,15 @@ class ZenohOutput:
                 continue
             self.publisher.publish(key, module_payload(entry), on_change=changed_only)
             if entry.get("state") == "running":
-                running.add(key)
-        for key in running - self.module_tokens:
-            self.connector.declare_token(key)
-        for key in self.module_tokens - running:
-            self.connector.undeclare_token(key)  # a crashed module vanishes from observers at once
+                running[key] = entry.get("pid")
+        for key, pid in self.module_tokens.items():
+            if running.get(key) != pid:
+                # gone, or replaced by a new process (a promoted standby can be running again before
+                # this scan saw it down): observers see the token vanish, and come back if replaced
+                self.connector.undeclare_token(key)
+        for key, pid in running.items():
+            if self.module_tokens.get(key) != pid:
+                self.connector.declare_token(key)
         self.module_tokens = running
 
     def _publish_health(self) -> None:
