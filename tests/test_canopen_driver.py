@@ -136,6 +136,26 @@ def test_profile_velocity_and_cyclic_torque_per_axis_from_config(rig) -> None:
            what="Y torque 2.5 %")
 
 
+def test_quick_stop_on_disable_when_configured(rig) -> None:
+    """CiA 402 quick stop: with stop = "quick_stop" enable low sends controlword 0x02; the drive ramps at 0x6085
+    in QUICK STOP ACTIVE, then switches itself off (0x605A = 2)."""
+    r = rig(edit={r'^mode = "csp"$': 'mode = "pv"\nstop = "quick_stop"',
+                  r'^    \{ index = 0x605A, subindex = 0, value = 2 \},.*$':
+                  '    { index = 0x605A, subindex = 0, value = 2 },\n    { index = 0x6085, subindex = 0, value = 100000 },'})
+    r.open()
+    io = r.io
+    io.enable[0] = True
+    r.pump(lambda: io.drive_ready[0], what="X enabled")
+    io.target_velocity[0] = 50.0  # mm/s = 50 000 counts/s; the quick stop takes 0.5 s at 100 000 counts/s^2
+    r.pump(lambda: abs(io.velocity[0] - 50.0) < 0.5, what="X at 50 mm/s")
+    io.enable[0] = False
+    r.pump(lambda: r.emu.nodes[2].status()["state"] == "QUICK_STOP_ACTIVE" and not io.drive_ready[0],
+           what="quick stop active (seen by the driver too)")
+    assert r.emu.nodes[2].status()["controlword"] == CW_QUICK_STOP
+    r.pump(lambda: r.emu.nodes[2].status()["state"] == "SWITCH_ON_DISABLED" and io.velocity[0] == 0.0,
+           what="stopped and switched off")
+
+
 def test_io_node_outputs_reach_the_node_and_its_inputs_come_back(rig) -> None:
     """CiA 401: DO bits and AO to the node's RPDOs; DI and AI from its TPDOs onto the io.toml pins."""
     r = rig()

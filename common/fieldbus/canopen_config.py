@@ -20,7 +20,7 @@ from common.config.enums import IoType
 from common.config.schema import AxisConfig
 
 __all__ = [
-    "CanopenNetwork", "BusSettings", "NodeConfig", "NodeKind", "DriveMode", "Identity", "SdoWrite", "PinBlock",
+    "CanopenNetwork", "BusSettings", "NodeConfig", "NodeKind", "DriveMode", "StopMode", "Identity", "SdoWrite", "PinBlock",
     "DEFAULT_NETWORK_FILE", "PACKAGED_EDS_DIR", "DRIVER_ARGS", "check_canopen", "load_canopen", "parse_network",
     "resolve_eds", "DRIVE_OBJECTS", "IO_OBJECTS",
 ]
@@ -55,6 +55,13 @@ class DriveMode(StrEnum):
     @property
     def target_object(self) -> int:
         return {"csp": 0x607A, "pv": 0x60FF, "cst": 0x6071}[self.value]
+
+
+class StopMode(StrEnum):
+    """What enable low does to a drive in OPERATION ENABLED."""
+
+    SHUTDOWN = "shutdown"  # controlword 0x06: READY TO SWITCH ON (the drive's disable-operation reaction)
+    QUICK_STOP = "quick_stop"  # controlword 0x02: QUICK STOP ACTIVE, the drive's quick-stop ramp (0x605A, 0x6085)
 
 
 #: objects a drive's EDS must have (beyond the communication profile), by mode
@@ -125,6 +132,7 @@ class NodeConfig:
     axis: int = spec(0, bounds=(0, 64))
     mode: DriveMode = spec(DriveMode.CSP)
     counts_per_unit: float = spec(1000.0, bounds=(0.0, 1e12), open_lo=True)  # position/velocity scaling
+    stop: StopMode = spec(StopMode.SHUTDOWN)
     # io
     di: PinBlock | None = spec(None, custom=True)
     do: PinBlock | None = spec(None, custom=True)

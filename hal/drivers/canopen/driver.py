@@ -17,7 +17,7 @@ import numpy as np
 from common.config import ConfigError, EvoConfig, HomingMethod
 from common.connector.reconnect import ExponentialBackoff
 from common.drive_errors import drive_error_text
-from common.fieldbus.canopen_config import DriveMode, NodeKind, load_canopen
+from common.fieldbus.canopen_config import DriveMode, NodeKind, StopMode, load_canopen
 from common.fieldbus.canopen_net import EvoNetwork, open_network
 from common.states import DriverState
 
@@ -47,6 +47,7 @@ class _Axis:
     mode: DriveMode
     cpu: float
     absolute: bool
+    quick_stop: bool = False  # enable low -> quick stop (canopen.toml stop = "quick_stop")
     cw: int = 0
     state: DriveState = DriveState.NOT_READY
     ok: bool = False
@@ -153,7 +154,7 @@ class CanopenDriver(Driver):
             if c.kind is NodeKind.DRIVE:
                 ax = self.config.axis(c.axis)
                 self.axes.append(_Axis(link, c.axis - 1, c.mode, c.counts_per_unit,
-                                       ax.homing.method is HomingMethod.ABSOLUTE))
+                                       ax.homing.method is HomingMethod.ABSOLUTE, c.stop is StopMode.QUICK_STOP))
             else:
                 self.io_nodes.append(_IoNode(link, *(getattr(c, k).pins if getattr(c, k) is not None else None
                                                      for k in ("di", "do", "ai", "ao"))))
@@ -233,7 +234,7 @@ class CanopenDriver(Driver):
                         enable = True  # a FAULT with enable high stays latched (controlword 0)
                 else:
                     a.fault_seen_ns = 0
-                a.cw = cw = controlword(state, enable, a.cw)
+                a.cw = cw = controlword(state, enable, a.cw, a.quick_stop)
                 if state is not _OE or io is None:
                     target = t1[1] if (t1 is not None and a.mode is DriveMode.CSP) else 0  # hold where it is
                 elif a.mode is DriveMode.CSP:
