@@ -104,6 +104,10 @@ class EthercatDriver(Driver):
         except BaseException:
             self._shutdown_bus()
             raise
+        # from now on every acyclic exchange (state reads, recovery) holds the cycle briefly: mailbox and
+        # state-change waits bounded to 10 datagram time-outs each (SOEM's defaults are 20 ms / 700 ms)
+        t = pysoem.settings.timeouts
+        t.tx_mailbox = t.rx_mailbox = t.safe = 10 * m.datagram_timeout_us
         self.recovery = Recovery(self, pysoem, m.recovery_backoff_ms * 1_000_000, m.recovery_backoff_max_ms * 1_000_000,
                                  m.datagram_timeout_us)
         self._health = DriverHealth(DriverState.READY, f"{len(self.slaves)} SubDevices in OP on {self.interface}")

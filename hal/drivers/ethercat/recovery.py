@@ -33,6 +33,8 @@ class Recovery:
         self.attempts = [0] * n
         self.backoff = [backoff_ns] * n
         self.suspect = [0] * n
+        self.due = [0] * n  # per SubDevice: its next recovery action not before this
+        self._rr = 0
         self.contrib = [(2 if r.rx.size else 0) + (1 if r.tx.size else 0) for r in driver.routes]
         self.expected_wkc = sum(self.contrib)
         self.down = False
@@ -92,8 +94,8 @@ class Recovery:
                 if self.ok[k] or reason != self.reasons[k]:
                     if self.ok[k]:
                         self.since[k] = now_ns
-                        if not self.down:
-                            self.next_try = now_ns + self.backoff0
+                        self.due[k] = now_ns + self.backoff0
+                        self.next_try = self.due[k] if not self.down else min(self.next_try, self.due[k])
                         log.warning("EtherCAT %s: %s (working counter %d of %d)", self.d.net.subdevices[k].label,
                                     reason, wkc, self.expected_wkc)
                     self.ok[k] = False
@@ -106,22 +108,24 @@ class Recovery:
 
     # --- recovery ----------------------------------------------------------------------------
     def step(self, now_ns: int) -> None:
-        """One recovery action for every SubDevice that is down; the next after its back-off."""
+        """One recovery action for the next SubDevice that is down and due (one per call: the blocking time
+        of a step is that of one SubDevice's datagrams); the others follow in the next cycles."""
         p = self.pysoem
-        soonest = None
-        for k, slave in enumerate(self.d.slaves):
-            if self.ok[k]:
+        n = len(self.d.slaves)
+        for j in range(n):
+            k = (self._rr + j) % n
+            if self.ok[k] or self.due[k] > now_ns:
                 continue
+            self._rr = k + 1
             self.attempts[k] += 1
-            progressed = self._act(p, slave)
-            if progressed:
-                delay = 2_000_000  # next stage shortly (state check in between)
+            if self._act(p, self.d.slaves[k]):
+                self.due[k] = now_ns + 2_000_000  # next stage shortly (a state check in between)
             else:
-                delay = self.backoff[k]
+                self.due[k] = now_ns + self.backoff[k]
                 self.backoff[k] = min(self.backoff[k] * 2, self.backoff_max)
-            due = now_ns + delay
-            soonest = due if soonest is None else min(soonest, due)
-        self.next_try = soonest if soonest is not None else now_ns + self.backoff0
+            break
+        waiting = [self.due[k] for k in range(n) if not self.ok[k]]
+        self.next_try = max(min(waiting), now_ns + 1_000_000) if waiting else now_ns + self.backoff0
 
     def _act(self, p: Any, slave: Any) -> bool:
         """True when the SubDevice moved a stage up (ack, OP request, found again, reconfigured)."""
@@ -141,6 +145,11 @@ class Recovery:
                 slave.state = p.OP_STATE
                 slave.write_state()
                 return True
+            # INIT / PRE-OP / an error state: a broadcast state read may show INIT for a SubDevice that was
+            # power-cycled and lost its station address: make sure it has it again (cheap when it does),
+            # then SOEM's reconfig (INIT -> SMs -> PRE-OP -> start-up SDOs -> SAFE-OP -> FMMUs)
+            if slave.recover(self.step_timeout_us) <= 0:
+                return False
             t0 = time.perf_counter()
             self.d._setup_errors = []
             got = slave.reconfig(self.step_timeout_us)
