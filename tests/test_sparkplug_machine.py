@@ -114,9 +114,16 @@ def test_births_then_ddata_with_seq_as_an_axis_moves_over_grpc(machine: Machine)
     axis = 2
     window = machine.cfg.axis(axis).kinematics.in_position_window
     ms = machine.stubs.machine
-    # UNAVAILABLE until the CU has attached the gRPC bridge's command ring: retried until accepted
-    wait_for(lambda: ms.EnableAxis(machine_pb2.AxisRequest(axis=axis), timeout=10).result == types_pb2.RESULT_CODE_OK,
-             30, 0.1, what="EnableAxis accepted")
+    def enable() -> bool:
+        # UNAVAILABLE until the CU has attached the gRPC bridge's command ring; a CU starved on a loaded
+        # box may have latched a safety stop (HAL feedback late): the operator's reset comes first
+        try:
+            ms.ResetFaults(machine_pb2.AxisRequest(axis=0), timeout=10)
+        except grpc.RpcError:
+            pass  # nothing to reset, or not attached yet: EnableAxis below says which
+        return ms.EnableAxis(machine_pb2.AxisRequest(axis=axis), timeout=10).result == types_pb2.RESULT_CODE_OK
+
+    wait_for(enable, 60, 0.2, what="EnableAxis accepted")
     wait_for(lambda: machine.status().axes[axis - 1].power in (types_pb2.POWER_STATE_STANDBY,
                                                                   types_pb2.POWER_STATE_MOTION), 20,
              what="Y powered")
