@@ -265,3 +265,69 @@ def test_soak_grpc_fuzz_random_mutations(machine):
                                      "unclear_examples": r["unclear"][:10], "refused_but_written": len(r["written"]),
                                      "restarted": r["restarted"]})
     assert not r["restarted"] and not r["written"] and not r["unclear"], {k: r[k] for k in ("restarted", "written", "unclear")}
+
+
+# ---- the HMI's HTTP/JSON face of the same methods (issue 17): same rules, said in HTTP
+HTTP_CLEAR = {200, 400, 403, 404, 405, 409, 413, 429, 503}
+JSON_BODIES = (("empty", b""), ("not JSON", b"{axis: 1"), ("NaN literal", b'{"axis": NaN, "position": NaN, "value": NaN}'),
+               ("Infinity literal", b'{"velocity": Infinity, "rate_hz": -Infinity}'), ("1e400", b'{"position": 1e400, "value": 1e400}'),
+               ("wrong types", b'{"axis": "x", "pin": [1], "value": {"a": 1}, "name": 5}'), ("array", b"[1, 2]"),
+               ("string", b'"text"'), ("null", b"null"), ("unknown field", b'{"zz_unknown": 1}'),
+               ("negative axis", b'{"axis": -1, "pin": -5}'), ("2^64 axis", b'{"axis": 18446744073709551616}'),
+               ("non-UTF-8", b'{"name": "\xff\xfe", "reason": "\xc3\x28"}'), ("lone surrogate", b'{"name": "\\udc80"}'),
+               ("NUL and newline", b'{"name": "a\\u0000b\\nINFO forged", "reason": "x\\ny"}'),
+               ("10 000-deep array", b'{"axis": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"),
+               ("100 KB body", b'{"reason": "' + b"x" * 100_000 + b'"}'))
+
+
+def http_cases() -> list[tuple[str, str, bytes]]:
+    return [(f"/api/v1/{svc.full_name}/{m.name}", label, body)
+            for svc in SERVICES for m in svc.methods if not m.server_streaming for label, body in JSON_BODIES]
+
+
+def http_post(port: int, path: str, body: bytes) -> tuple[int, dict[str, Any] | None, float]:
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    t0 = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=DEADLINE_S) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        doc = _json.loads(raw)
+    except ValueError:
+        doc = None
+    return status, doc if isinstance(doc, dict) else None, time.monotonic() - t0
+
+
+def test_the_http_face_answers_hostile_json_clearly_and_writes_nothing(machine):
+    """Must exist (issue 16, gRPC fuzz "and the HTTP face"): every method of the HMI's HTTP/JSON API with
+    malformed, non-finite, out-of-range, non-UTF-8, deep and oversized bodies — a 4xx/200 with a JSON error
+    naming a clear code (never 500, UNKNOWN or INTERNAL, never a hang), nothing written, no restart."""
+    wait_for(lambda: http_post(machine.ports.hmi, "/api/v1/evo.v1.Machine/GetStatus", b"")[0] == 200, 30, 0.1,
+             "the HTTP face serving")
+    seg = Segments(machine.prefix)
+    before_mods = {n: (x["pid"], x["restarts"]) for n, x in machine.up.status().items()}
+    bad = []
+    try:
+        for path, label, body in http_cases():
+            snap = seg.snapshot()
+            status, doc, took = http_post(machine.ports.hmi, path, body)
+            code = (doc or {}).get("code", "OK" if status == 200 else "?")
+            if status not in HTTP_CLEAR or code not in CLEAR or took >= DEADLINE_S:
+                bad.append((path, label, status, code, str((doc or {}).get("message", ""))[:120]))
+            if status != 200 and code != "UNAVAILABLE":
+                after = seg.snapshot()
+                if (code in REFUSALS_BEFORE_THE_RING and any(after[k] != snap[k] for k in RINGS)) or \
+                        (after["do"], after["ao"], after["cu_axes"]) != (snap["do"], snap["ao"], snap["cu_axes"]):
+                    bad.append((path, label, status, code, "refused but the machine changed"))
+    finally:
+        seg.close()
+    after_mods = {n: (x["pid"], x["restarts"]) for n, x in machine.up.status().items()}
+    assert before_mods == after_mods
+    assert not bad, f"{len(bad)} of {len(http_cases())}: {bad[:15]}"
