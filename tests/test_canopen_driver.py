@@ -208,7 +208,8 @@ def test_heartbeat_lost_faults_the_axis_and_the_node_back_is_reconfigured(rig) -
     assert h.state is DriverState.DEGRADED and "node 2 (X drive): heartbeat lost" in h.message
     io.enable[0] = False  # the CU drops enable on a drive fault
     r.emu.handle({"cmd": "reboot", "node": 2})
-    r.pump(lambda: not io.drive_fault[0] and d.health().state is DriverState.READY, what="X back")
+    r.pump(lambda: not io.drive_fault[0] and d.health().state is DriverState.READY
+           and r.emu.nodes[2].status()["nmt"] == "OPERATIONAL", what="X back")
     st = r.emu.nodes[2].status()
     assert st["nmt"] == "OPERATIONAL" and st["heartbeat_ms"] == 100 and st["tpdos"] == ["0x182", "0x282"]
     assert r.emu.nodes[2].get(0x1A00, 2) == 0x60640020  # the PDO mapping was written again

@@ -65,6 +65,7 @@ class NodeLink:
         self._msg_hb_lost = f"heartbeat lost (none for {bus.heartbeat_timeout_ms} ms)"
         self._msg_not_operational = "left NMT OPERATIONAL"
         self._msg_stale = f"TPDOs stale (none for {bus.pdo_timeout_ms} ms)"
+        self._msg_waiting = "started, waiting for its first TPDO"
         network.subscribe(0x700 + cfg.id, self._on_heartbeat)
         network.subscribe(0x80 + cfg.id, self._on_emcy)
 
@@ -190,6 +191,8 @@ class NodeLink:
             return self._msg_not_operational
         if sync_ns - (self.last_rx_ns or self.configured_ns) > self._pdo_timeout_ns:
             return self._msg_stale
+        if not self.last_rx_ns:
+            return self._msg_waiting  # configured, NMT started: usable once it has answered a SYNC
         return ""
 
     def close(self) -> None:
