@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-BENCHES = ["shm", "hal", "cu", "re", "grpc", "watchdog", "mqtt", "sparkplug", "zenoh", "ethercat", "canopen"]
+BENCHES = ["shm", "hal", "cu", "re", "grpc", "hmi", "watchdog", "mqtt", "sparkplug", "zenoh", "ethercat", "canopen"]
 QUICK_FLAG = {"cu": ["--quick"]}
 
 

@@ -115,7 +115,7 @@ def browser_or_skip() -> None:
                     "and chromium-driver)")
 
 
-def chromium(profile: Path, width: int = 1600, height: int = 1100):  # noqa: ANN201 - selenium WebDriver
+def chromium(profile: Path, width: int = 1600, height: int = 1100, extra_args: tuple[str, ...] = ()):  # noqa: ANN201
     """Headless Chromium under chromedriver, console and network logs on, no traffic of its own."""
     browser_or_skip()
     from selenium import webdriver
@@ -127,7 +127,7 @@ def chromium(profile: Path, width: int = 1600, height: int = 1100):  # noqa: ANN
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", "--disable-default-apps", "--disable-extensions",
                 "--metrics-recording-only", "--no-default-browser-check", f"--user-data-dir={profile}",
-                f"--window-size={width},{height}"):
+                f"--window-size={width},{height}", *extra_args):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     service = Service(CHROMEDRIVER, log_output=str(profile.parent / "chromedriver.log"))

@@ -84,7 +84,22 @@ def css(driver, selector: str):  # noqa: ANN001, ANN201
 
 
 def text(driver, selector: str) -> str:  # noqa: ANN001
-    return css(driver, selector).text
+    """The shown text, read in one script call (the page re-renders lists: no stale element handles)."""
+    value = driver.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
+                                  selector)
+    if value is None:
+        raise AssertionError(f"no element {selector}")
+    return value.strip()
+
+
+def ensure_safe(machine: "Machine", driver) -> None:  # noqa: ANN001
+    """What an operator does first when the machine is in a safety stop: press Reset (on the page)."""
+    st = machine.status()
+    if st.safety_state == types_pb2.SAFETY_STATE_SAFETY_STOP:
+        print(f"safety stop before the test ({[e.code for e in st.machine_errors]}, {st.message!r}): Reset")
+        click_and_result(driver, "#reset-btn", "Reset: OK")
+        wait_for(lambda: machine.status().safety_state != types_pb2.SAFETY_STATE_SAFETY_STOP, timeout=10,
+                 what="safety stop cleared")
 
 
 def login(driver, token: str) -> None:  # noqa: ANN001
@@ -154,6 +169,7 @@ def test_enable_then_move_to_moves_the_axis_and_the_shown_position_follows(machi
     """Must exist: clicking Enable, then Move to, moves the axis (checked over gRPC); the position
     shown changes while the axis moves."""
     tab(page, "axes")
+    ensure_safe(machine, page)
     card = f"#axis-{AXIS}"
     click_and_result(page, f'{card} [data-cmd="enable"]', "Enable axis 2 (Y): OK")
     wait_for(lambda: machine.status().axes[AXIS - 1].power in (types_pb2.POWER_STATE_STANDBY, types_pb2.POWER_STATE_MOTION),
@@ -280,14 +296,13 @@ def test_module_killed_shows_restarting_and_back(machine: Machine, page) -> None
     os.kill(old.pid, signal.SIGKILL)
     wait_for(lambda: page.find_elements("css selector", '#module-events li[data-module="re"][data-state="BACKOFF"]'),
              timeout=15, what="the page's event list showing re restarting (BACKOFF)")
-    event = css(page, '#module-events li[data-module="re"][data-state="BACKOFF"]').text
+    event = text(page, '#module-events li[data-module="re"][data-state="BACKOFF"]')
     assert "SIGKILL" in event, event
 
     def back() -> bool:
-        row = css(page, '#modules tr[data-module="re"]')
-        return row.find_element("css selector", ".state").text == "RUNNING" and \
-            row.find_element("css selector", ".restarts").text == "1" and \
-            row.find_element("css selector", ".pid").text not in ("—", str(old.pid))
+        row = '#modules tr[data-module="re"]'
+        return text(page, f"{row} .state") == "RUNNING" and text(page, f"{row} .restarts") == "1" and \
+            text(page, f"{row} .pid") not in ("—", str(old.pid))
     try:
         wait_for(back, timeout=30, interval=0.1, what="re RUNNING again with 1 restart on the page")
     except AssertionError as e:

@@ -197,6 +197,7 @@
     renderRecipe(rc);
     renderCycle(ms);
     renderLinks();
+    if (!window.evoFirstSampleAt) window.evoFirstSampleAt = performance.now();  // page load -> first live value drawn
   }
 
   // ---------------------------------------------------------------------------- machine tab --
