@@ -82,6 +82,7 @@ class Timers:
                 fn()
 
 
+EXIT_CONFIG_REFUSED = 2  # common.module_main: the module's configuration (or its driver's) was refused
 STANDBY_DELAY_S = 0.5  # after a module is ready (or boot ends) before its spare is preloaded
 STANDBY_RETRY_S = 5.0  # a spare that died while waiting is replaced after this
 STANDBY_MAX_FAILURES = 3  # spares dying in a row: stop keeping one (logged)
@@ -165,6 +166,7 @@ class Watchdog:
         self.started_unix = time.time()
         self.t0 = time.monotonic()
         self.boot_s: float | None = None
+        self.exit_code = 0  # what run() returns: EXIT_CONFIG_REFUSED when a module refused its config at boot
         self.shutdown_s: float | None = None
         self._timers = Timers()
         self._sel = selectors.DefaultSelector()
@@ -246,7 +248,7 @@ class Watchdog:
             self._close_subscribers()
             for rt in self.modules.values():
                 rt.log.close()
-        return 0
+        return self.exit_code
 
     def _sel_wait(self, now: float) -> None:
         deadline = self._timers.next_deadline()
@@ -681,6 +683,15 @@ class Watchdog:
             self._set_state(rt, S.STOPPED, f"restarting ({info})", at=detected)
             rt.restarts = rt.consecutive = 0
             self._spawn(rt)
+            return
+        if info.code == EXIT_CONFIG_REFUSED and self.boot_s is None and not rt.kill_reason:
+            # A module that refuses its configuration at start-up (a bad driver network file, a
+            # SubDevice or node that is not the one configured): nothing of the machine starts.
+            log.critical("%s refused its configuration during start-up (exit 2): nothing started; stopping "
+                         "(its log says why: `evo logs %s`)", rt.name, rt.name)
+            self._set_state(rt, S.FAILED, "refused its configuration (exit 2)", at=detected)
+            self.exit_code = EXIT_CONFIG_REFUSED
+            self.begin_shutdown("configuration refused at start-up")
             return
         why = rt.kill_reason or f"exited unexpectedly ({info})"
         if uptime >= self.policy.stable_run_s:

@@ -163,3 +163,17 @@ def test_a_missing_recipes_dir_is_a_config_error_nothing_started(instance):
     out = up.output()
     assert "config.toml [re] recipes_dir" in out and "no_such_dir" in out and "nothing started" in out
     assert instance_processes(up.prefix) == []
+
+
+def test_a_module_refusing_its_config_at_start_up_stops_everything_exit_2(instance, tmp_path):
+    """A module that exits 2 during start-up (its configuration or its driver's network refused, e.g.
+    an EtherCAT SubDevice that is not the one configured): nothing else starts, evo up exits 2."""
+    ev = tmp_path / "events"
+    up = instance([prog_module("hal", "--setup", "--refuse-config", events=ev, wrap=False),
+                   prog_module("cu", "--setup", events=ev, preload=True, wrap=False)])
+    up.start()
+    assert up.proc.wait(60) == 2, up.output()[-2000:]
+    out = up.output()
+    assert "hal refused its configuration during start-up" in out and "nothing started" in out
+    assert [w for w, n, _, _ in up.events(ev) if n == "cu" and w == "start"] == []  # cu never passed its gate
+    assert instance_processes(up.prefix) == []
