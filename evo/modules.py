@@ -20,7 +20,7 @@ PACKAGES: dict[str, str] = {
     "grpc": "grpc_bridge",
     "mqtt": "mqtt_bridge",
 }
-DEFAULT_READY_TIMEOUT_S = 10.0
+DEFAULT_READY_TIMEOUT_S = 30.0  # generous: a loaded 2-core box can take seconds to start a gRPC server
 
 
 class ModuleTableError(ValueError):
