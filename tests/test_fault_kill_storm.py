@@ -26,9 +26,10 @@ def machine(tmp_path):
         m.teardown()
 
 
-def storm(m: FaultMachine, kills: int) -> tuple[StormReport, Load, float]:
+def storm(m: FaultMachine, kills: int, record: bool = False) -> tuple[StormReport, Load, float]:
     """`kills` SIGKILLs round-robin over the running modules under load; asserts every module's recovery
-    as it goes (kill_and_recover) and, at the end, that the recipe loop runs again and no call went unanswered."""
+    as it goes (kill_and_recover) and, at the end, that the recipe loop runs again and no call went unanswered.
+    `record`: return the failures in the report instead of asserting (the soak writes them down first)."""
     victims = [n for n in ORDER if n in m.pids()]
     assert {"hal", "cu", "re", "grpc"} <= set(victims), victims
     load = Load(m.ports.grpc).start()
@@ -36,13 +37,23 @@ def storm(m: FaultMachine, kills: int) -> tuple[StormReport, Load, float]:
     t0 = time.monotonic()
     try:
         wait_for(lambda: load.recipe_starts >= 1, 60, 0.05, "the recipe loop running")
-        for victim in itertools.islice(itertools.cycle(victims), kills):
-            report.kills.append(kill_and_recover(m, load, victim))
+        for i, victim in enumerate(itertools.islice(itertools.cycle(victims), kills), 1):
+            try:
+                report.kills.append(kill_and_recover(m, load, victim))
+            except AssertionError as e:  # kept, and the storm goes on: one run shows every failure
+                report.failures.append(f"kill {i} ({victim}): {str(e)[:300]}")
         starts = load.recipe_starts
-        wait_for(lambda: load.recipe_starts > starts, 60, 0.05, "the recipe loop started again after the storm")
+        try:
+            wait_for(lambda: load.recipe_starts > starts, 60, 0.05, "the recipe loop started again after the storm")
+        except AssertionError as e:
+            report.failures.append(str(e))
     finally:
         load.stop()
     unclear = load.unclear()
+    if record:
+        report.failures += [f"call without a clear answer: {o}" for o in unclear[:20]]
+        return report, load, time.monotonic() - t0
+    assert not report.failures, f"{len(report.failures)} of {kills} kills not as asked: {report.failures}"
     assert not unclear, f"{len(unclear)} calls without a clear answer before their deadline: {unclear[:10]}"
     assert load.counts().get("OK", 0) > 0
     return report, load, time.monotonic() - t0
@@ -63,10 +74,11 @@ def test_kill_storm_every_module_recovers_alone_under_load(machine):
 @pytest.mark.timeout(3600)
 def test_soak_kill_storm_60_sigkills_under_load(machine):
     """Must exist (issue 16), long version: 60 SIGKILLs round-robin over every module under load."""
-    report, load, wall = storm(machine, 60)
+    report, load, wall = storm(machine, 60, record=True)
     machine.down_and_check_nothing_left()
     write_soak_results("kill_storm", {
-        "sigkills": len(report.kills), "recovered": len(report.kills), "wall_s": round(wall, 1),
+        "failures": report.failures,
+        "sigkills": 60, "passed_every_check": len(report.kills), "wall_s": round(wall, 1),
         "per_module": report.per_module(), "recipe_starts": load.recipe_starts,
         "calls": sum(load.counts().values()), "codes": load.counts(), "unclear_calls": len(load.unclear()),
         "safe_state_seen": sum(1 for k in report.kills if k.safe_state),
@@ -74,3 +86,4 @@ def test_soak_kill_storm_60_sigkills_under_load(machine):
         "cu_kills_hal_disabled_drives": sum(1 for k in report.kills if "drives disabled" in k.safe_state),
         "left_after_down": {"processes": 0, "segments": 0},
     })
+    assert not report.failures, f"{len(report.failures)} failures: {report.failures}"
