@@ -112,7 +112,7 @@ class _Iface:
         self.bus: can.BusABC | None = None
         self.lock = threading.Lock()
         self.readers: list[tuple[InboundBinding, int, int, bool, bool]] = []  # binding, id, mask, extended, fd
-        self.state: Any = Down("not opened", time.time_ns())
+        self.state: Any = Down(f"{name}: not opened", time.time_ns())
         self.passive = ""  # error-passive / warning reason while it lasts
         self.last_error = 0.0
         self.policy = backend.options.reconnect.policy()
@@ -309,10 +309,12 @@ class CanBackend(ProtocolBackend):
                 link: Any = (Connecting(min(s.since for s in connecting)) if connecting
                              else Down("; ".join(reasons), min(s.since for s in absent)))
             elif reasons:
-                link = Degraded("; ".join(r if r.startswith(tuple(self.ifaces)) else r for r in reasons))
+                link = Degraded("; ".join(reasons))
             else:
                 link = Up()
             current = self.monitor.link
+            if type(current) is type(link) and isinstance(link, (Down, Connecting)):
+                return  # still down / still connecting: no transition (the table has no Down -> Down)
             if isinstance(current, Down) and not isinstance(link, (Down, Connecting)):
                 self.monitor.set_link(Connecting(time.time_ns()))  # Down -> Connecting -> Up is the legal path
             if not (isinstance(current, (Up, Degraded)) and isinstance(link, Connecting)):
