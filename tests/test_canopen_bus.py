@@ -7,6 +7,8 @@ start: nothing starts, the message names node and values".
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 
 import pytest
@@ -73,4 +75,34 @@ def test_hal_refuses_to_start_naming_the_node_and_values(buses, tmp_path, bus, e
             assert text in r.stderr, r.stderr[-3000:]
         assert shm_entries(prefix) == []
     finally:
+        remove_shm(prefix)
+
+
+def test_evo_up_starts_nothing_when_a_node_is_the_wrong_device(buses, tmp_path) -> None:
+    """`evo up` on the canopen machine with node 3 the wrong product: the HAL refuses (exit 2) naming the node and
+    the values, no other module is started, evo up exits 2."""
+    from tests.fixtures.progs.evo_harness import EvoUp, instance_processes
+
+    ns = buses["wrong"]
+    cfg = canopen_config(tmp_path / "cfg")
+    prefix = unique_prefix("cou")
+    modules = [
+        {"name": "hal", "argv": [*ns.prefix(), "{python}", "-m", "hal", "--config", "{config}"],
+         "ready_segments": ["hal_cu"], "liveness_segments": ["hal_cu"], "ready_timeout_s": 40.0},
+        {"name": "cu", "package": "control_unit", "liveness_segments": ["cu_hal"], "ready_timeout_s": 40.0},
+    ]
+    up = EvoUp(tmp_path / "up", prefix, modules)
+    up.config_dir = cfg
+    try:
+        up.start()
+        assert up.proc is not None
+        rc = up.proc.wait(120)
+        out = up.output()
+        assert rc == 2, out[-3000:]
+        assert "(node 3, Y drive): wrong device" in out and "product_code 0x00000999 (expected 0x00000402)" in out
+        assert "cu: started" not in out
+    finally:
+        up.stop()
+        for pid in instance_processes(prefix):
+            os.kill(pid, signal.SIGKILL)
         remove_shm(prefix)
