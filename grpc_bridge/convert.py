@@ -14,7 +14,7 @@ from common.shm.segments import JITTER_BUCKET_US
 from common.states import AXIS_ERROR_TEXT, MACHINE_ERROR_TEXT
 
 from .protos.evo.v1 import io_pb2, machine_pb2, recipes_pb2
-from .shm_link import Snapshot
+from .shm_link import Snapshot, SourceSample
 
 
 def _reasons(flags: int, table: dict) -> list[machine_pb2.ErrorReason]:
@@ -35,6 +35,11 @@ def _cycle(c: machine_pb2.CycleStats, stats: np.ndarray) -> None:
     c.jitter_bucket_us = JITTER_BUCKET_US
 
 
+def source_status(src: "SourceSample") -> str:
+    """"live", or why the source's values are not current (its reason as the link judged it)."""
+    return "live" if src.ok else (src.reason or "not live")
+
+
 class StatusBuilder:
     """Turns snapshots into protos; knows the configured axes and I/O points."""
 
@@ -50,6 +55,7 @@ class StatusBuilder:
         msg = machine_pb2.MachineStatus(
             hal_heartbeat_age_s=hal.heartbeat_age_s, cu_heartbeat_age_s=cu.heartbeat_age_s,
             hal_ok=hal.ok, cu_ok=cu.ok, sample_seq=snap.seq, sampled_at_unix_ns=snap.unix_ns,
+            cu_status=source_status(cu), hal_status=source_status(hal),
         )
         if hal.payload is not None:
             _cycle(msg.hal_cycle, hal.payload["stats"])
@@ -90,7 +96,7 @@ class StatusBuilder:
                 enabled=bool(a["enabled"]), brake_released=bool(a["brake_released"]),
                 lock_source=int(a["lock_source"]), safe_stop=int(a["safe_stop"]),
                 homing_phase=int(a["homing_phase"]), master_axis=int(a["master_axis"]),
-                error_flags=ef, errors=_reasons(ef, AXIS_ERROR_TEXT),
+                error_flags=ef, errors=_reasons(ef, AXIS_ERROR_TEXT), live=cu.ok,
             ))
             if hio is not None:
                 fb = hio["axes"][axis_id - 1]
@@ -106,20 +112,20 @@ class StatusBuilder:
 
     # -- I/O -----------------------------------------------------------------------------------------
     @staticmethod
-    def _digital(points: tuple[IoPoint, ...], bits: np.ndarray | None) -> list[io_pb2.DigitalPoint]:
+    def _digital(points: tuple[IoPoint, ...], bits: np.ndarray | None, live: bool) -> list[io_pb2.DigitalPoint]:
         # The banks carry physical levels; operators see logical values (DI: XOR NC, DO: XOR inverted).
         return [
             io_pb2.DigitalPoint(pin=p.pin, value=bool(bits[p.pin]) ^ p.inverts_logic if bits is not None else False,
-                                name=p.name, role=p.role or "", group=p.group)
+                                name=p.name, role=p.role or "", group=p.group, live=live and bits is not None)
             for p in points
         ]
 
     @staticmethod
-    def _analog(points: tuple[IoPoint, ...], values: np.ndarray | None) -> list[io_pb2.AnalogPoint]:
+    def _analog(points: tuple[IoPoint, ...], values: np.ndarray | None, live: bool) -> list[io_pb2.AnalogPoint]:
         return [
             io_pb2.AnalogPoint(pin=p.pin, value=float(values[p.pin]) if values is not None else 0.0,
                                name=p.name, role=p.role or "", group=p.group, unit=p.unit,
-                               min=p.min, max=p.max)
+                               min=p.min, max=p.max, live=live and values is not None)
             for p in points
         ]
 
@@ -129,10 +135,10 @@ class StatusBuilder:
         di = None if io is None else unpack_bank(io["di_bank"])
         do = None if io is None else unpack_bank(io["do_bank"])
         return io_pb2.IoStatus(
-            digital_inputs=self._digital(self._io[IoType.DI], di),
-            digital_outputs=self._digital(self._io[IoType.DO], do),
-            analog_inputs=self._analog(self._io[IoType.AI], None if io is None else io["ai_values"]),
-            analog_outputs=self._analog(self._io[IoType.AO], None if io is None else io["ao_values"]),
+            digital_inputs=self._digital(self._io[IoType.DI], di, hal.ok),
+            digital_outputs=self._digital(self._io[IoType.DO], do, hal.ok),
+            analog_inputs=self._analog(self._io[IoType.AI], None if io is None else io["ai_values"], hal.ok),
+            analog_outputs=self._analog(self._io[IoType.AO], None if io is None else io["ao_values"], hal.ok),
             hal_heartbeat_age_s=hal.heartbeat_age_s, hal_ok=hal.ok,
             cu_connected=bool(io["cu_connected"]) if io is not None else False,
             sample_seq=snap.seq, sampled_at_unix_ns=snap.unix_ns,

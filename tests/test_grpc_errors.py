@@ -287,3 +287,29 @@ def test_undecodable_request_bytes_are_invalid_argument_and_write_nothing(rig, m
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (ei.value.code(), ei.value.details())
     assert "undecodable request" in ei.value.details()
     assert {k: len(f.taken) for k, f in rig.fakes.items()} == before  # nothing reached a consumer
+
+
+def test_values_of_a_source_that_is_not_live_are_flagged_not_served_as_current(rig):
+    """Issue 16: GetStatus while the CU is gone returned OK with its last values marked only by cuOk=false.
+    Now every value says whether its source is live: MachineStatus.cu_status / hal_status give the
+    reason, AxisStatus.live and each I/O point's live flag are false."""
+    m = rig.stubs.machine.GetStatus(machine_pb2.GetStatusRequest(), timeout=5)
+    assert m.cu_status == "live" and m.hal_status == "live" and all(a.live for a in m.axes)
+    for key in ("cu", "hal"):
+        rig.fakes[key].frozen.set()  # its heartbeat stops: stale
+    try:
+        m = wait_for(lambda: (s := rig.stubs.machine.GetStatus(machine_pb2.GetStatusRequest(), timeout=5))
+                     and not s.cu_ok and not s.hal_ok and s, 15, what="both sources stale")
+        assert m.cu_status != "live" and m.cu_status and m.hal_status != "live"
+        assert m.axes and not any(a.live for a in m.axes)
+        io = rig.stubs.io.GetIo(io_pb2.GetIoRequest(), timeout=5)
+        points = [*io.digital_inputs, *io.digital_outputs, *io.analog_inputs, *io.analog_outputs]
+        assert points and not any(p.live for p in points) and not io.hal_ok
+    finally:
+        for key in ("cu", "hal"):
+            rig.fakes[key].frozen.clear()
+    m = wait_for(lambda: (s := rig.stubs.machine.GetStatus(machine_pb2.GetStatusRequest(), timeout=5))
+                 and s.cu_ok and s.hal_ok and s, 15, what="live again")
+    assert m.cu_status == "live" and all(a.live for a in m.axes)
+    io = rig.stubs.io.GetIo(io_pb2.GetIoRequest(), timeout=5)
+    assert all(p.live for p in io.digital_inputs)

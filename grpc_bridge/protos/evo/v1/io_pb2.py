@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from grpc_bridge.protos.evo.v1 import types_pb2 as grpc__bridge_dot_protos_dot_evo_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"grpc_bridge/protos/evo/v1/io.proto\x12\x06\x65vo.v1\x1a%grpc_bridge/protos/evo/v1/types.proto\"\x0e\n\x0cGetIoRequest\"U\n\x0c\x44igitalPoint\x12\x0b\n\x03pin\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x08\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\r\n\x05group\x18\x05 \x01(\t\"|\n\x0b\x41nalogPoint\x12\x0b\n\x03pin\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\r\n\x05group\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\x0b\n\x03min\x18\x07 \x01(\x01\x12\x0b\n\x03max\x18\x08 \x01(\x01\"\xb3\x02\n\x08IoStatus\x12,\n\x0e\x64igital_inputs\x18\x01 \x03(\x0b\x32\x14.evo.v1.DigitalPoint\x12-\n\x0f\x64igital_outputs\x18\x02 \x03(\x0b\x32\x14.evo.v1.DigitalPoint\x12*\n\ranalog_inputs\x18\x03 \x03(\x0b\x32\x13.evo.v1.AnalogPoint\x12+\n\x0e\x61nalog_outputs\x18\x04 \x03(\x0b\x32\x13.evo.v1.AnalogPoint\x12\x1b\n\x13hal_heartbeat_age_s\x18\x05 \x01(\x01\x12\x0e\n\x06hal_ok\x18\x06 \x01(\x08\x12\x14\n\x0c\x63u_connected\x18\x07 \x01(\x08\x12\x12\n\nsample_seq\x18\x08 \x01(\x04\x12\x1a\n\x12sampled_at_unix_ns\x18\t \x01(\x03\"5\n\x17SetDigitalOutputRequest\x12\x0b\n\x03pin\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x08\"4\n\x16SetAnalogOutputRequest\x12\x0b\n\x03pin\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x01\x32\xfe\x01\n\x02Io\x12/\n\x05GetIo\x12\x14.evo.v1.GetIoRequest\x1a\x10.evo.v1.IoStatus\x12I\n\x10SetDigitalOutput\x12\x1f.evo.v1.SetDigitalOutputRequest\x1a\x14.evo.v1.CommandReply\x12G\n\x0fSetAnalogOutput\x12\x1e.evo.v1.SetAnalogOutputRequest\x1a\x14.evo.v1.CommandReply\x12\x33\n\x07WatchIo\x12\x14.evo.v1.WatchRequest\x1a\x10.evo.v1.IoStatus0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"grpc_bridge/protos/evo/v1/io.proto\x12\x06\x65vo.v1\x1a%grpc_bridge/protos/evo/v1/types.proto\"\x0e\n\x0cGetIoRequest\"c\n\x0c\x44igitalPoint\x12\x0b\n\x03pin\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x08\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\r\n\x05group\x18\x05 \x01(\t\x12\x0c\n\x04live\x18\x06 \x01(\x08\"\x8a\x01\n\x0b\x41nalogPoint\x12\x0b\n\x03pin\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\r\n\x05group\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12\x0b\n\x03min\x18\x07 \x01(\x01\x12\x0b\n\x03max\x18\x08 \x01(\x01\x12\x0c\n\x04live\x18\t \x01(\x08\"\xb3\x02\n\x08IoStatus\x12,\n\x0e\x64igital_inputs\x18\x01 \x03(\x0b\x32\x14.evo.v1.DigitalPoint\x12-\n\x0f\x64igital_outputs\x18\x02 \x03(\x0b\x32\x14.evo.v1.DigitalPoint\x12*\n\ranalog_inputs\x18\x03 \x03(\x0b\x32\x13.evo.v1.AnalogPoint\x12+\n\x0e\x61nalog_outputs\x18\x04 \x03(\x0b\x32\x13.evo.v1.AnalogPoint\x12\x1b\n\x13hal_heartbeat_age_s\x18\x05 \x01(\x01\x12\x0e\n\x06hal_ok\x18\x06 \x01(\x08\x12\x14\n\x0c\x63u_connected\x18\x07 \x01(\x08\x12\x12\n\nsample_seq\x18\x08 \x01(\x04\x12\x1a\n\x12sampled_at_unix_ns\x18\t \x01(\x03\"5\n\x17SetDigitalOutputRequest\x12\x0b\n\x03pin\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x08\"4\n\x16SetAnalogOutputRequest\x12\x0b\n\x03pin\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x01\x32\xfe\x01\n\x02Io\x12/\n\x05GetIo\x12\x14.evo.v1.GetIoRequest\x1a\x10.evo.v1.IoStatus\x12I\n\x10SetDigitalOutput\x12\x1f.evo.v1.SetDigitalOutputRequest\x1a\x14.evo.v1.CommandReply\x12G\n\x0fSetAnalogOutput\x12\x1e.evo.v1.SetAnalogOutputRequest\x1a\x14.evo.v1.CommandReply\x12\x33\n\x07WatchIo\x12\x14.evo.v1.WatchRequest\x1a\x10.evo.v1.IoStatus0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETIOREQUEST']._serialized_start=85
   _globals['_GETIOREQUEST']._serialized_end=99
   _globals['_DIGITALPOINT']._serialized_start=101
-  _globals['_DIGITALPOINT']._serialized_end=186
-  _globals['_ANALOGPOINT']._serialized_start=188
-  _globals['_ANALOGPOINT']._serialized_end=312
-  _globals['_IOSTATUS']._serialized_start=315
-  _globals['_IOSTATUS']._serialized_end=622
-  _globals['_SETDIGITALOUTPUTREQUEST']._serialized_start=624
-  _globals['_SETDIGITALOUTPUTREQUEST']._serialized_end=677
-  _globals['_SETANALOGOUTPUTREQUEST']._serialized_start=679
-  _globals['_SETANALOGOUTPUTREQUEST']._serialized_end=731
-  _globals['_IO']._serialized_start=734
-  _globals['_IO']._serialized_end=988
+  _globals['_DIGITALPOINT']._serialized_end=200
+  _globals['_ANALOGPOINT']._serialized_start=203
+  _globals['_ANALOGPOINT']._serialized_end=341
+  _globals['_IOSTATUS']._serialized_start=344
+  _globals['_IOSTATUS']._serialized_end=651
+  _globals['_SETDIGITALOUTPUTREQUEST']._serialized_start=653
+  _globals['_SETDIGITALOUTPUTREQUEST']._serialized_end=706
+  _globals['_SETANALOGOUTPUTREQUEST']._serialized_start=708
+  _globals['_SETANALOGOUTPUTREQUEST']._serialized_end=760
+  _globals['_IO']._serialized_start=763
+  _globals['_IO']._serialized_end=1017
 # @@protoc_insertion_point(module_scope)

@@ -12,21 +12,23 @@ class GetIoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DigitalPoint(_message.Message):
-    __slots__ = ("pin", "value", "name", "role", "group")
+    __slots__ = ("pin", "value", "name", "role", "group", "live")
     PIN_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
     pin: int
     value: bool
     name: str
     role: str
     group: str
-    def __init__(self, pin: _Optional[int] = ..., value: _Optional[bool] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
+    live: bool
+    def __init__(self, pin: _Optional[int] = ..., value: _Optional[bool] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., group: _Optional[str] = ..., live: _Optional[bool] = ...) -> None: ...
 
 class AnalogPoint(_message.Message):
-    __slots__ = ("pin", "value", "name", "role", "group", "unit", "min", "max")
+    __slots__ = ("pin", "value", "name", "role", "group", "unit", "min", "max", "live")
     PIN_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +37,7 @@ class AnalogPoint(_message.Message):
     UNIT_FIELD_NUMBER: _ClassVar[int]
     MIN_FIELD_NUMBER: _ClassVar[int]
     MAX_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
     pin: int
     value: float
     name: str
@@ -43,7 +46,8 @@ class AnalogPoint(_message.Message):
     unit: str
     min: float
     max: float
-    def __init__(self, pin: _Optional[int] = ..., value: _Optional[float] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., group: _Optional[str] = ..., unit: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
+    live: bool
+    def __init__(self, pin: _Optional[int] = ..., value: _Optional[float] = ..., name: _Optional[str] = ..., role: _Optional[str] = ..., group: _Optional[str] = ..., unit: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., live: _Optional[bool] = ...) -> None: ...
 
 class IoStatus(_message.Message):
     __slots__ = ("digital_inputs", "digital_outputs", "analog_inputs", "analog_outputs", "hal_heartbeat_age_s", "hal_ok", "cu_connected", "sample_seq", "sampled_at_unix_ns")

@@ -30,7 +30,7 @@ class ErrorReason(_message.Message):
     def __init__(self, code: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class AxisStatus(_message.Message):
-    __slots__ = ("id", "name", "position", "velocity", "target_position", "setpoint_position", "setpoint_velocity", "lag_error", "torque", "power", "motion", "mode", "coupling", "gearbox", "loading", "referenced", "in_position", "enabled", "brake_released", "lock_source", "safe_stop", "homing_phase", "master_axis", "error_flags", "errors", "drive_ready", "drive_fault", "drive_error_code", "drive_error", "driver_state")
+    __slots__ = ("id", "name", "position", "velocity", "target_position", "setpoint_position", "setpoint_velocity", "lag_error", "torque", "power", "motion", "mode", "coupling", "gearbox", "loading", "referenced", "in_position", "enabled", "brake_released", "lock_source", "safe_stop", "homing_phase", "master_axis", "error_flags", "errors", "drive_ready", "drive_fault", "drive_error_code", "drive_error", "driver_state", "live")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class AxisStatus(_message.Message):
     DRIVE_ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     DRIVE_ERROR_FIELD_NUMBER: _ClassVar[int]
     DRIVER_STATE_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     position: float
@@ -91,10 +92,11 @@ class AxisStatus(_message.Message):
     drive_error_code: int
     drive_error: str
     driver_state: _types_pb2.DriverState
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., position: _Optional[float] = ..., velocity: _Optional[float] = ..., target_position: _Optional[float] = ..., setpoint_position: _Optional[float] = ..., setpoint_velocity: _Optional[float] = ..., lag_error: _Optional[float] = ..., torque: _Optional[float] = ..., power: _Optional[_Union[_types_pb2.PowerState, str]] = ..., motion: _Optional[_Union[_types_pb2.MotionState, str]] = ..., mode: _Optional[_Union[_types_pb2.OperationalMode, str]] = ..., coupling: _Optional[_Union[_types_pb2.CouplingState, str]] = ..., gearbox: _Optional[_Union[_types_pb2.GearboxState, str]] = ..., loading: _Optional[_Union[_types_pb2.LoadingState, str]] = ..., referenced: _Optional[bool] = ..., in_position: _Optional[bool] = ..., enabled: _Optional[bool] = ..., brake_released: _Optional[bool] = ..., lock_source: _Optional[_Union[_types_pb2.CommandSource, str]] = ..., safe_stop: _Optional[_Union[_types_pb2.SafeStopCategory, str]] = ..., homing_phase: _Optional[int] = ..., master_axis: _Optional[int] = ..., error_flags: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ErrorReason, _Mapping]]] = ..., drive_ready: _Optional[bool] = ..., drive_fault: _Optional[bool] = ..., drive_error_code: _Optional[int] = ..., drive_error: _Optional[str] = ..., driver_state: _Optional[_Union[_types_pb2.DriverState, str]] = ...) -> None: ...
+    live: bool
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., position: _Optional[float] = ..., velocity: _Optional[float] = ..., target_position: _Optional[float] = ..., setpoint_position: _Optional[float] = ..., setpoint_velocity: _Optional[float] = ..., lag_error: _Optional[float] = ..., torque: _Optional[float] = ..., power: _Optional[_Union[_types_pb2.PowerState, str]] = ..., motion: _Optional[_Union[_types_pb2.MotionState, str]] = ..., mode: _Optional[_Union[_types_pb2.OperationalMode, str]] = ..., coupling: _Optional[_Union[_types_pb2.CouplingState, str]] = ..., gearbox: _Optional[_Union[_types_pb2.GearboxState, str]] = ..., loading: _Optional[_Union[_types_pb2.LoadingState, str]] = ..., referenced: _Optional[bool] = ..., in_position: _Optional[bool] = ..., enabled: _Optional[bool] = ..., brake_released: _Optional[bool] = ..., lock_source: _Optional[_Union[_types_pb2.CommandSource, str]] = ..., safe_stop: _Optional[_Union[_types_pb2.SafeStopCategory, str]] = ..., homing_phase: _Optional[int] = ..., master_axis: _Optional[int] = ..., error_flags: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[ErrorReason, _Mapping]]] = ..., drive_ready: _Optional[bool] = ..., drive_fault: _Optional[bool] = ..., drive_error_code: _Optional[int] = ..., drive_error: _Optional[str] = ..., driver_state: _Optional[_Union[_types_pb2.DriverState, str]] = ..., live: _Optional[bool] = ...) -> None: ...
 
 class MachineStatus(_message.Message):
-    __slots__ = ("machine_state", "safety_state", "estop", "reduced_speed", "manual_allowed", "machine_error_flags", "machine_errors", "message", "axes", "hal_heartbeat_age_s", "cu_heartbeat_age_s", "hal_ok", "cu_ok", "cu_hal_age_cycles", "sample_seq", "sampled_at_unix_ns", "cu_cycle", "hal_driver_state", "hal_driver_message", "hal_cycle")
+    __slots__ = ("machine_state", "safety_state", "estop", "reduced_speed", "manual_allowed", "machine_error_flags", "machine_errors", "message", "axes", "hal_heartbeat_age_s", "cu_heartbeat_age_s", "hal_ok", "cu_ok", "cu_hal_age_cycles", "sample_seq", "sampled_at_unix_ns", "cu_cycle", "hal_driver_state", "hal_driver_message", "hal_cycle", "cu_status", "hal_status")
     MACHINE_STATE_FIELD_NUMBER: _ClassVar[int]
     SAFETY_STATE_FIELD_NUMBER: _ClassVar[int]
     ESTOP_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +117,8 @@ class MachineStatus(_message.Message):
     HAL_DRIVER_STATE_FIELD_NUMBER: _ClassVar[int]
     HAL_DRIVER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     HAL_CYCLE_FIELD_NUMBER: _ClassVar[int]
+    CU_STATUS_FIELD_NUMBER: _ClassVar[int]
+    HAL_STATUS_FIELD_NUMBER: _ClassVar[int]
     machine_state: _types_pb2.MachineState
     safety_state: _types_pb2.SafetyState
     estop: bool
@@ -135,7 +139,9 @@ class MachineStatus(_message.Message):
     hal_driver_state: _types_pb2.DriverState
     hal_driver_message: str
     hal_cycle: CycleStats
-    def __init__(self, machine_state: _Optional[_Union[_types_pb2.MachineState, str]] = ..., safety_state: _Optional[_Union[_types_pb2.SafetyState, str]] = ..., estop: _Optional[bool] = ..., reduced_speed: _Optional[bool] = ..., manual_allowed: _Optional[bool] = ..., machine_error_flags: _Optional[int] = ..., machine_errors: _Optional[_Iterable[_Union[ErrorReason, _Mapping]]] = ..., message: _Optional[str] = ..., axes: _Optional[_Iterable[_Union[AxisStatus, _Mapping]]] = ..., hal_heartbeat_age_s: _Optional[float] = ..., cu_heartbeat_age_s: _Optional[float] = ..., hal_ok: _Optional[bool] = ..., cu_ok: _Optional[bool] = ..., cu_hal_age_cycles: _Optional[int] = ..., sample_seq: _Optional[int] = ..., sampled_at_unix_ns: _Optional[int] = ..., cu_cycle: _Optional[_Union[CycleStats, _Mapping]] = ..., hal_driver_state: _Optional[_Union[_types_pb2.DriverState, str]] = ..., hal_driver_message: _Optional[str] = ..., hal_cycle: _Optional[_Union[CycleStats, _Mapping]] = ...) -> None: ...
+    cu_status: str
+    hal_status: str
+    def __init__(self, machine_state: _Optional[_Union[_types_pb2.MachineState, str]] = ..., safety_state: _Optional[_Union[_types_pb2.SafetyState, str]] = ..., estop: _Optional[bool] = ..., reduced_speed: _Optional[bool] = ..., manual_allowed: _Optional[bool] = ..., machine_error_flags: _Optional[int] = ..., machine_errors: _Optional[_Iterable[_Union[ErrorReason, _Mapping]]] = ..., message: _Optional[str] = ..., axes: _Optional[_Iterable[_Union[AxisStatus, _Mapping]]] = ..., hal_heartbeat_age_s: _Optional[float] = ..., cu_heartbeat_age_s: _Optional[float] = ..., hal_ok: _Optional[bool] = ..., cu_ok: _Optional[bool] = ..., cu_hal_age_cycles: _Optional[int] = ..., sample_seq: _Optional[int] = ..., sampled_at_unix_ns: _Optional[int] = ..., cu_cycle: _Optional[_Union[CycleStats, _Mapping]] = ..., hal_driver_state: _Optional[_Union[_types_pb2.DriverState, str]] = ..., hal_driver_message: _Optional[str] = ..., hal_cycle: _Optional[_Union[CycleStats, _Mapping]] = ..., cu_status: _Optional[str] = ..., hal_status: _Optional[str] = ...) -> None: ...
 
 class CycleStats(_message.Message):
     __slots__ = ("cycle_count", "cycle_time_ns", "last_cycle_ns", "max_cycle_ns", "last_wake_jitter_ns", "max_wake_jitter_ns", "overruns", "rt_active", "jitter_hist", "jitter_bucket_us")
