@@ -16,7 +16,7 @@ from common.config import load_config
 from common.states import DriverState
 from hal.drivers.base import DriverError, DriverIO
 from hal.drivers.canopen import CanopenDriver
-from hal.drivers.canopen.cia402 import (
+from hal.drivers.cia402 import (
     CW_DISABLE_VOLTAGE,
     CW_ENABLE_OPERATION,
     CW_FAULT_RESET,
@@ -241,14 +241,14 @@ def test_cia402_controlword_for_each_state() -> None:
     assert decode(0x0233) is DriveState.SWITCHED_ON and decode(0x0637) is DriveState.OPERATION_ENABLED
     assert decode(0x0217) is DriveState.QUICK_STOP_ACTIVE and decode(0x0208) is DriveState.FAULT
     assert decode(0x020F) is DriveState.FAULT_REACTION_ACTIVE and decode(0x0000) is DriveState.NOT_READY
-    assert controlword(DriveState.SWITCH_ON_DISABLED, True, 0) == CW_SHUTDOWN
-    assert controlword(DriveState.READY_TO_SWITCH_ON, True, 0) == CW_SWITCH_ON
-    assert controlword(DriveState.SWITCHED_ON, True, 0) == CW_ENABLE_OPERATION
-    assert controlword(DriveState.OPERATION_ENABLED, False, 0) == CW_SHUTDOWN
-    assert controlword(DriveState.OPERATION_ENABLED, False, 0, quick_stop=True) == CW_QUICK_STOP
-    assert controlword(DriveState.FAULT, True, 0) == CW_DISABLE_VOLTAGE  # latched while enabled
-    assert controlword(DriveState.FAULT, False, CW_DISABLE_VOLTAGE) == CW_FAULT_RESET
-    assert controlword(DriveState.FAULT, False, CW_FAULT_RESET) == CW_DISABLE_VOLTAGE  # edges, not a level
+    assert controlword(DriveState.SWITCH_ON_DISABLED, True, False) == CW_SHUTDOWN
+    assert controlword(DriveState.READY_TO_SWITCH_ON, True, False) == CW_SWITCH_ON
+    assert controlword(DriveState.SWITCHED_ON, True, False) == CW_ENABLE_OPERATION
+    assert controlword(DriveState.OPERATION_ENABLED, False, False) == CW_SHUTDOWN
+    assert controlword(DriveState.OPERATION_ENABLED, False, False, quick_stop=True) == CW_QUICK_STOP
+    assert controlword(DriveState.FAULT, True, False) == CW_DISABLE_VOLTAGE  # latched while enabled
+    assert controlword(DriveState.FAULT, False, True) == CW_FAULT_RESET
+    assert controlword(DriveState.FAULT, False, False) == CW_DISABLE_VOLTAGE  # edges, not a level
 
 
 def test_bus_errors_make_the_driver_degraded_or_faulted_and_it_recovers_the_bus(rig) -> None:

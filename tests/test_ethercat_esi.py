@@ -16,8 +16,8 @@ from common.config import ConfigError, load_config
 from common.fieldbus.esi import PACKAGED_ESI_DIR, EsiError, parse_esi
 from common.fieldbus.ethercat_config import load_ethercat
 from hal.drivers.base import DriverIO
-from hal.drivers.ethercat.cia402 import (CW_ENABLE_OPERATION, CW_FAULT_RESET, CW_SHUTDOWN, CW_SWITCH_ON,
-                                          Cia402State, controlword, decode)
+from hal.drivers.cia402 import (CW_ENABLE_OPERATION, CW_FAULT_RESET, CW_SHUTDOWN, CW_SWITCH_ON,
+                                          DriveState, controlword, decode)
 from hal.drivers.ethercat.routing import DriveRoute, IoRoute, Layout
 from hal.drivers.ethercat_emulator.sii import build_sii
 from tests.ethercat_support import EXAMPLE
@@ -174,19 +174,19 @@ def test_the_sii_image_carries_the_esi_identity_mailbox_and_pdos() -> None:
 
 
 def test_cia402_statusword_decoding_and_controlword_walk() -> None:
-    assert decode(0x0250) is Cia402State.SWITCH_ON_DISABLED
-    assert decode(0x0231) is Cia402State.READY_TO_SWITCH_ON
-    assert decode(0x0233) is Cia402State.SWITCHED_ON
-    assert decode(0x1237) is Cia402State.OPERATION_ENABLED
-    assert decode(0x0217) is Cia402State.QUICK_STOP_ACTIVE
-    assert decode(0x0218) is Cia402State.FAULT
-    walk = [controlword(s, True, False) for s in (Cia402State.SWITCH_ON_DISABLED, Cia402State.READY_TO_SWITCH_ON,
-                                                   Cia402State.SWITCHED_ON, Cia402State.OPERATION_ENABLED)]
+    assert decode(0x0250) is DriveState.SWITCH_ON_DISABLED
+    assert decode(0x0231) is DriveState.READY_TO_SWITCH_ON
+    assert decode(0x0233) is DriveState.SWITCHED_ON
+    assert decode(0x1237) is DriveState.OPERATION_ENABLED
+    assert decode(0x0217) is DriveState.QUICK_STOP_ACTIVE
+    assert decode(0x0218) is DriveState.FAULT
+    walk = [controlword(s, True, False) for s in (DriveState.SWITCH_ON_DISABLED, DriveState.READY_TO_SWITCH_ON,
+                                                   DriveState.SWITCHED_ON, DriveState.OPERATION_ENABLED)]
     assert walk == [CW_SHUTDOWN, CW_SWITCH_ON, CW_ENABLE_OPERATION, CW_ENABLE_OPERATION]
-    assert controlword(Cia402State.OPERATION_ENABLED, False, True) == CW_SHUTDOWN
-    assert controlword(Cia402State.FAULT, True, True) == 0  # latched while the CU still enables
-    assert controlword(Cia402State.FAULT, False, True) == CW_FAULT_RESET
-    assert controlword(Cia402State.FAULT, False, False) == 0  # alternating: bit 7 sees a rising edge
+    assert controlword(DriveState.OPERATION_ENABLED, False, True) == CW_SHUTDOWN
+    assert controlword(DriveState.FAULT, True, True) == 0  # latched while the CU still enables
+    assert controlword(DriveState.FAULT, False, True) == CW_FAULT_RESET
+    assert controlword(DriveState.FAULT, False, False) == 0  # alternating: bit 7 sees a rising edge
 
 
 def test_routing_scales_drive_values_and_maps_terminal_bits_onto_pins() -> None:

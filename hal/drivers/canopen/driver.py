@@ -22,7 +22,7 @@ from common.fieldbus.canopen_net import EvoNetwork, open_network
 from common.states import DriverState
 
 from ..base import Driver, DriverError, DriverHealth, DriverIO
-from .cia402 import CW_DISABLE_VOLTAGE, CW_SHUTDOWN, DriveState, controlword, decode
+from ..cia402 import CW_DISABLE_VOLTAGE, CW_FAULT_RESET, CW_SHUTDOWN, DriveState, controlword, decode
 from .node_link import NodeLink, NodeStartError
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class CanopenDriver(Driver):
                         enable = True  # a FAULT with enable high stays latched (controlword 0)
                 else:
                     a.fault_seen_ns = 0
-                a.cw = cw = controlword(state, enable, a.cw, a.quick_stop)
+                a.cw = cw = controlword(state, enable, not a.cw & CW_FAULT_RESET, a.quick_stop)
                 if state is not _OE or io is None:
                     target = t1[1] if (t1 is not None and a.mode is DriveMode.CSP) else 0  # hold where it is
                 elif a.mode is DriveMode.CSP:

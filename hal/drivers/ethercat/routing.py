@@ -13,7 +13,7 @@ from common.fieldbus.ethercat_config import DriveMode, SubDeviceConfig
 from common.states import DriverState
 
 from ..base import DriverIO
-from .cia402 import Cia402State, controlword, decode
+from ..cia402 import DriveState, controlword, decode
 
 COMM_ERROR = 0x7500  # CiA 301 "communication error": the drive's SubDevice is lost or not in OP
 #: a drive fault is reset (enable low) only after it has been shown this long: the bridges (10-20 Hz) and the
@@ -76,7 +76,7 @@ class DriveRoute:
         self.avel = self.tx.value(0x606C)
         self.atrq = self.tx.value(0x6077)
         self.err = self.tx.value(0x603F)
-        self.state = Cia402State.NOT_READY
+        self.state = DriveState.NOT_READY
         self.statusword = 0
         self.error_code = 0
         self.actual_inc = 0
@@ -94,7 +94,7 @@ class DriveRoute:
         cw = controlword(self.state, enable, may_reset)
         assert self.cw is not None
         self.cw[1].pack_into(self.out, self.cw[0], cw)
-        following = self.state is Cia402State.OPERATION_ENABLED and enable
+        following = self.state is DriveState.OPERATION_ENABLED and enable
         if self.tpos is not None:
             # until the drive follows, the target is where it stands: enabling never jumps
             t = io.target_position.item(i) * self.scale if following and self.csp else self.actual_inc
@@ -117,17 +117,17 @@ class DriveRoute:
         io.position[i] = self.actual_inc / self.scale
         io.velocity[i] = self.avel[1].unpack_from(data, self.avel[0])[0] / self.scale if self.avel else 0.0
         io.torque_estimate[i] = self.atrq[1].unpack_from(data, self.atrq[0])[0] / 10.0 if self.atrq else 0.0
-        fault = st in (Cia402State.FAULT, Cia402State.FAULT_REACTION_ACTIVE)
+        fault = st in (DriveState.FAULT, DriveState.FAULT_REACTION_ACTIVE)
         if fault and not io.drive_fault[i]:
             self.fault_since = time.monotonic_ns()
         self.error_code = self.err[1].unpack_from(data, self.err[0])[0] if (fault and self.err) else 0
         io.drive_fault[i] = fault
         io.drive_error_code[i] = self.error_code if fault else 0
-        io.drive_ready[i] = st is Cia402State.OPERATION_ENABLED
+        io.drive_ready[i] = st is DriveState.OPERATION_ENABLED
         io.referenced[i] = self.absolute
         if fault:
             io.axis_state[i] = DriverState.FAULT
-        elif st is Cia402State.OPERATION_ENABLED:
+        elif st is DriveState.OPERATION_ENABLED:
             io.axis_state[i] = DriverState.ENABLED
         elif io.enable[i]:
             io.axis_state[i] = DriverState.INIT
@@ -137,7 +137,7 @@ class DriveRoute:
     def bus_lost(self, io: DriverIO) -> None:
         """The SubDevice is gone or out of OP: a drive fault the CU stops on (values hold)."""
         i = self.i
-        self.state = Cia402State.NOT_READY
+        self.state = DriveState.NOT_READY
         io.drive_fault[i] = True
         io.drive_ready[i] = False
         io.drive_error_code[i] = COMM_ERROR
