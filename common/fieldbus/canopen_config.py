@@ -11,13 +11,21 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping
 
+from common.config.errors import FileNotFound, ParseError
+from common.config.io import IoConfig
+from common.config.parsing import (
+    Collector,
+    Ctx,
+    check_keys,
+    derived,
+    parse_table,
+    spec,
+    type_name,
+)
+from common.config.schema import AxisConfig
+from common.fieldbus.served import Unit, check_served
 from common.files import read_limited
 from common.toml_text import MAX_TOML_BYTES, TomlTooDeep, parse_toml
-from common.config.errors import FileNotFound, ParseError, ValidationError
-from common.config.io import IoConfig
-from common.config.parsing import Collector, Ctx, check_keys, derived, parse_table, spec, type_name
-from common.config.enums import IoType
-from common.config.schema import AxisConfig
 
 __all__ = [
     "CanopenNetwork", "BusSettings", "NodeConfig", "NodeKind", "DriveMode", "StopMode", "Identity", "SdoWrite", "PinBlock",
@@ -315,39 +323,10 @@ def parse_network(data: dict[str, Any], col: Collector, file: str, config_dir: P
 
 
 def _check_cross(nodes: list[NodeConfig], file: str, col: Collector, axes: Any, io: IoConfig | None) -> None:
-    seen: dict[int, int] = {}
-    served: dict[int, int] = {}
-    owner: dict[tuple[str, int], int] = {}
-    axis_ids = {a.id for a in axes}
-    for i, n in enumerate(nodes):
-        ctx = Ctx(col, file, f"node[{i}]")
-        if n.id in seen:
-            ctx.invalid("id", f"node id {n.id} is also used by node[{seen[n.id]}]")
-        seen[n.id] = i
-        if n.kind is NodeKind.DRIVE:
-            if n.axis not in axis_ids:
-                ctx.invalid("axis", f"axis {n.axis} has no axis_{n.axis:02d}_*.toml file")
-            elif n.axis in served:
-                ctx.invalid("axis", f"axis {n.axis} is also served by node {served[n.axis]}")
-            served.setdefault(n.axis, n.id)
-        for key in ("di", "do", "ai", "ao"):
-            block = getattr(n, key)
-            for pin in block.pins if block is not None else ():
-                other = owner.setdefault((key, pin), n.id)
-                if other != n.id:
-                    ctx.invalid(key, f"{key} pin {pin} is also served by node {other}")
-                    break
-    for a in axes:
-        if a.id not in served:
-            col.add(ValidationError(f"axis {a.id} ({a.name}) has no drive node (kind = \"drive\", axis = {a.id})",
-                                    file=file, section="node"))
-    if io is not None:
-        for t in IoType:
-            for p in io.points_of(t):
-                if (t.value, p.pin) not in owner:
-                    role = f" ({p.role})" if p.role else ""
-                    col.add(ValidationError(f"io.toml {t.value} pin {p.pin}{role} is not served by any io node "
-                                            f"({t.value} = {{first_pin, count}})", file=file, section="node"))
+    units = [Unit(f"node[{i}]", n.id, n.axis if n.kind is NodeKind.DRIVE else None,
+                  {k: getattr(n, k) for k in ("di", "do", "ai", "ao")}) for i, n in enumerate(nodes)]
+    check_served(units, file, col, axes, io, address_key="id", address_word="node id", table="node",
+                 unit_word="node", drive_word="drive node", io_word="io node")
 
 
 def check_canopen(config_dir: Path, driver_args: Mapping[str, Any], axes: Any, io: IoConfig | None,

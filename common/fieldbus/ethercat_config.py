@@ -10,13 +10,21 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping
 
-from common.config.enums import IoType
 from common.config.errors import FileNotFound, ParseError, ValidationError
 from common.config.io import IoConfig
-from common.config.parsing import Collector, Ctx, check_keys, derived, parse_table, spec, type_name
+from common.config.parsing import (
+    Collector,
+    Ctx,
+    check_keys,
+    derived,
+    parse_table,
+    spec,
+    type_name,
+)
 from common.config.schema import AxisConfig
+from common.fieldbus.served import Unit, check_served
 
-from .esi import PACKAGED_ESI_DIR, DATA_TYPES, EsiDevice, EsiError, parse_esi
+from .esi import DATA_TYPES, PACKAGED_ESI_DIR, EsiDevice, EsiError, parse_esi
 
 __all__ = [
     "EthercatNetwork", "MasterSettings", "SubDeviceConfig", "SubDeviceKind", "DriveMode", "SdoWrite", "PinBlock",
@@ -295,42 +303,13 @@ def parse_network(data: dict[str, Any], col: Collector, file: str, config_dir: P
 
 
 def _check_cross(subs: list[SubDeviceConfig], file: str, col: Collector, axes: Any, io: IoConfig | None) -> None:
-    seen: dict[int, int] = {}
-    served: dict[int, int] = {}
-    owner: dict[tuple[str, int], int] = {}
-    axis_ids = {a.id for a in axes}
-    for i, s in enumerate(subs):
-        ctx = Ctx(col, file, f"subdevice[{i}]")
-        if s.position in seen:
-            ctx.invalid("position", f"position {s.position} is also used by subdevice[{seen[s.position]}]")
-        seen[s.position] = i
-        if s.kind is SubDeviceKind.DRIVE:
-            if s.axis not in axis_ids:
-                ctx.invalid("axis", f"axis {s.axis} has no axis_{s.axis:02d}_*.toml file")
-            elif s.axis in served:
-                ctx.invalid("axis", f"axis {s.axis} is also served by position {served[s.axis]}")
-            served.setdefault(s.axis, s.position)
-        for key in ("di", "do", "ai", "ao"):
-            block = getattr(s, key)
-            for pin in block.pins if block is not None else ():
-                other = owner.setdefault((key, pin), s.position)
-                if other != s.position:
-                    ctx.invalid(key, f"{key} pin {pin} is also served by position {other}")
-                    break
+    units = [Unit(f"subdevice[{i}]", s.position, s.axis if s.kind is SubDeviceKind.DRIVE else None,
+                  {k: getattr(s, k) for k in ("di", "do", "ai", "ao")}) for i, s in enumerate(subs)]
+    seen = check_served(units, file, col, axes, io, address_key="position", address_word="position",
+                        table="subdevice", unit_word="position", io_word="SubDevice")
     if seen and sorted(seen) != list(range(1, len(seen) + 1)):
         col.add(ValidationError(f"positions {sorted(seen)} must be 1..{len(seen)} without gaps (every SubDevice "
                                 "on the line is described, in bus order)", file=file, section="subdevice"))
-    for a in axes:
-        if a.id not in served:
-            col.add(ValidationError(f"axis {a.id} ({a.name}) has no drive (a [[subdevice]] with axis = {a.id})",
-                                    file=file, section="subdevice"))
-    if io is not None:
-        for t in IoType:
-            for p in io.points_of(t):
-                if (t.value, p.pin) not in owner:
-                    role = f" ({p.role})" if p.role else ""
-                    col.add(ValidationError(f"io.toml {t.value} pin {p.pin}{role} is not served by any SubDevice "
-                                            f"({t.value} = {{first_pin, count}})", file=file, section="subdevice"))
 
 
 def check_ethercat(config_dir: Path, driver_args: Mapping[str, Any], axes: Any, io: IoConfig | None,
