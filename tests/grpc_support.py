@@ -19,7 +19,7 @@ from common.shm.p2p import SegmentNotFound, ShmError, TypedP2pReader, TypedP2pWr
 from common.shm.rings import Command, CommandRingReader
 from common.shm.segments import SEGMENTS
 from grpc_bridge.protos.evo.v1 import io_pb2_grpc, machine_pb2_grpc, recipes_pb2_grpc
-from tests.helpers import REPO, ModuleProcess, wait_for
+from tests.helpers import REPO, ModuleProcess, free_port, wait_for
 
 CONFIG_DIR = REPO / "config"
 
@@ -49,6 +49,7 @@ def make_config(dest: Path, port: int, *, viewer_tokens: tuple[str, ...] = (), o
     )
     text, n = re.subn(r"(?ms)^\[grpc\]\n.*?(?=^\[)", section + "\n", text)
     assert n == 1, "config.toml has no [grpc] section to replace"
+    text = re.sub(r"(?m)^port = 8080$", f"port = {free_port()}", text)  # the HMI: never the default port
     text, n = re.subn(r"(?m)^stale_reads = \d+$", f"stale_reads = {hal_stale_reads}", text, count=1)
     assert n == 1, "config.toml has no [hal] stale_reads"
     text, n = re.subn(r"(?m)^hal_stale_cycles = \d+$", f"hal_stale_cycles = {cu_hal_stale_cycles}", text)
