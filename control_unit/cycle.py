@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 SLOW_WRITER_STALE_S = 0.5  # RE / RPC heartbeat every <= 10 ms; stale after 0.5 s
 PID_EVERY = 10  # PID diagnostics at 100 Hz (status and acks every cycle)
 RT_SPIN_US = 150
+WRITER_PROBE_EVERY = 5  # cycles between flock probes of the HAL's writer lock (a death seen within 5 ms)
 OVERRUN_FLAG_PER_S = 10  # skipped ticks per second that make CYCLE_OVERRUN an operator-visible error
 
 
@@ -224,6 +225,12 @@ class CycleRunner:
             missing = not os.path.exists(shm_path(self.hal.name))
         except ReadContention:
             fb = self.hal.local  # the last good copy
+        if core.cycle % WRITER_PROBE_EVERY == 0 and not self.hal.writer_alive():
+            # The HAL process is gone (its flock released), even if a successor has already taken the
+            # segment over and continues its heartbeat: a HAL restart is a HAL loss (safety stop).
+            ok = False
+            missing = not os.path.exists(shm_path(self.hal.name))
+            self._hal_advanced = False  # the new HAL counts once its heartbeat moves
         hb = self.hal.heartbeat
         if hb != self._last_hal_hb:
             if self._last_hal_hb >= 0:

@@ -120,6 +120,7 @@ class Runtime:
     standby_fds: set[int] = field(default_factory=set)
     standby_timer: list[Any] | None = None
     standby_failures: int = 0  # spares that died while waiting, in a row
+    standby_loaded: bool = False  # the spare reported LOADED=1: its imports and config load are done
 
     @property
     def name(self) -> str:
@@ -466,13 +467,21 @@ class Watchdog:
             os.close(gate_r)
         rt.standby, rt.standby_gate = child, gate_w
         for fd, handler in ((child.pidfd, lambda: self._on_standby_exit(rt)),
-                            (child.notify_fd, lambda: child.read_notify()),  # LOADED=1: nothing to do
+                            (child.notify_fd, lambda: self._on_standby_notify(rt)),
                             (child.out_fd, lambda: self._on_standby_output(rt))):
             self._sel.register(fd, selectors.EVENT_READ, handler)
             rt.standby_fds.add(fd)
         rt.log.note(f"standby pid {child.pid} preloaded (promoted if pid {rt.child.pid if rt.child else 0} dies)")
         log.info("%s: standby pid %d preloaded", rt.name, child.pid)
         self._write_json()
+
+    def _on_standby_notify(self, rt: Runtime) -> None:
+        if rt.standby is None:
+            return
+        lines, _ = rt.standby.read_notify()
+        if "LOADED=1" in lines and not rt.standby_loaded:
+            rt.standby_loaded = True
+            self._write_json()  # the spare is ready to take over: status shows it from now
 
     def _on_standby_output(self, rt: Runtime) -> None:
         if rt.standby is not None:
@@ -487,6 +496,7 @@ class Watchdog:
             rt.standby_fds.discard(fd)
             self._sel.unregister(fd)
         rt.standby = None
+        rt.standby_loaded = False
         return child
 
     def _on_standby_exit(self, rt: Runtime) -> None:
@@ -946,7 +956,7 @@ class Watchdog:
             "enabled": rt.spec.enabled,
             "since": rt.since,
             "kind": rt.spec.kind,
-            "standby_pid": rt.standby.pid if rt.standby else 0,
+            "standby_pid": rt.standby.pid if rt.standby and rt.standby_loaded else 0,
         }
 
     def snapshot(self, names: Iterable[str] = ()) -> list[dict[str, Any]]:
@@ -966,7 +976,7 @@ class Watchdog:
     def _write_json(self) -> None:
         mods = [{"name": rt.name, "state": rt.state.value, "pid": rt.child.pid if rt.child else 0,
                  "restarts": rt.restarts, "since": rt.since, "last_exit": str(rt.last_exit) if rt.last_exit else "",
-                 "reason": rt.reason, "enabled": rt.spec.enabled, "standby_pid": rt.standby.pid if rt.standby else 0}
+                 "reason": rt.reason, "enabled": rt.spec.enabled, "standby_pid": rt.standby.pid if rt.standby and rt.standby_loaded else 0}
                 for rt in self.modules.values()]
         data = {"watchdog_pid": self.pid, "instance": self.prefix, "updated": time.time(),
                 "degraded": self.degraded(), "modules": mods}

@@ -21,6 +21,8 @@ from common.shm.segments import SEGMENTS
 
 log = logging.getLogger(__name__)
 
+WRITER_PROBE_EVERY = 5  # polls between flock probes of the writer's lock (a death seen within 5 cycles)
+
 
 class InboundLink:
     """One optional inbound segment. `poll(now_ns)` returns the payload read this cycle, or None
@@ -43,6 +45,7 @@ class InboundLink:
         self._last_hb = -1
         self._advanced = False  # heartbeat moved since attach (a dead writer's segment never does)
         self._last_error = ""
+        self._polls = 0
 
     def _attach(self, now_ns: int) -> bool:
         if now_ns < self._next_try:
@@ -69,6 +72,13 @@ class InboundLink:
         if reader is None and not self._attach(now_ns):
             return None
         reader = self.reader
+        self._polls += 1
+        if self._polls % WRITER_PROBE_EVERY == 0 and not reader.writer_alive():
+            # The writer process is gone: stale at once, even if a successor takes the segment over
+            # and continues the heartbeat before the read count runs out (a restart is a loss).
+            self.fresh = False
+            self._set_live(False, "gone (its process died)")
+            return None
         try:
             local = reader.read()
         except HeartbeatStale:

@@ -25,7 +25,9 @@ X = 1
 @pytest.fixture(scope="module")
 def machine(shm_prefix, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cu_latch")
-    m = Machine(shm_prefix, machine_test_config(tmp), tmp / "run")
+    # staleness by read count can never fire here: a restart must be seen by the writer probe
+    slow_stale = {"config.toml": {"cu": {"hal_stale_cycles": 5000}, "hal": {"stale_reads": 5000}}}
+    m = Machine(shm_prefix, machine_test_config(tmp, slow_stale), tmp / "run")
     try:
         m.start()
         yield m
@@ -121,3 +123,32 @@ def test_an_unreadable_latch_file_fails_safe(tmp_path):
     assert not judge(None, "").required  # first start ever: nothing to honour
     assert not judge(LatchRecord(running=False), "").required
     assert judge(LatchRecord(running=True, pid=42), "").required
+
+
+def test_a_hal_restarted_faster_than_the_stale_threshold_is_still_a_hal_loss(machine):
+    """Fault-suite finding (issue 16): a HAL killed and back (a preloaded standby) before the CU's stale
+    count ran out left the machine out of SafetyStop. The CU probes the HAL's writer lock: a restart is a
+    loss, and SafetyStop latches."""
+    rpc = machine.rpc
+    if rpc.status()["safety_state"] == SafetyState.SAFETY_STOP:
+        rpc.cmd(C.RESET_ERROR, 0)
+    _enable(rpc) if int(rpc.axis(X)["power"]) == PowerState.POWER_OFF else None
+    machine.hal.kill(signal.SIGKILL)
+    machine.hal = ModuleProcess("hal", machine.prefix, ["--config", str(machine.config_dir)],
+                                log_dir=machine.run_dir, env={"EVO_RUN_DIR": str(machine.run_dir)}).start()
+    wait_for(lambda: rpc.status()["safety_state"] == SafetyState.SAFETY_STOP, 20, what="safety stop on the HAL restart")
+    assert int(rpc.status()["machine_errors"]) & (MachineError.HAL_STALE | MachineError.HAL_MISSING)
+    assert int(rpc.axis(X)["enabled"]) == 0
+    hb = int(rpc.status()["hal_heartbeat"])
+    wait_for(lambda: int(rpc.status()["hal_heartbeat"]) > hb + 100, 20, what="the new HAL cycling")
+    assert rpc.status()["safety_state"] == SafetyState.SAFETY_STOP  # latched until an operator reset
+    rpc.cmd(C.RESET_ERROR, 0)
+    _enable(rpc)
+
+
+def test_a_cu_restarted_faster_than_the_stale_threshold_makes_the_hal_drop_the_outputs(machine):
+    """The HAL probes the CU's writer lock too: the dead CU's last command does not stay applied."""
+    rpc = _restart_cu(machine, signal.SIGKILL)
+    wait_for(lambda: "cu_hal: writer gone" in machine.hal.output(), 10, what="the HAL saw the CU gone")
+    assert rpc.status()["safety_state"] == SafetyState.SAFETY_STOP  # and the new CU requires a reset
+    rpc.cmd(C.RESET_ERROR, 0)
