@@ -52,3 +52,10 @@ def test_a_missing_recipes_dir_refuses_the_config(cfgdir):
     r = _check(cfgdir)
     assert r.returncode == 1
     assert "config.toml [re] recipes_dir" in r.stderr and "does not exist" in r.stderr
+
+
+def test_a_recipe_that_is_a_device_or_fifo_is_named_not_skipped(cfgdir):
+    """Fault-suite finding: a recipe symlinked to /dev/zero was skipped silently; now it is refused by name."""
+    (cfgdir / "recipes" / "zero.toml").symlink_to("/dev/zero")
+    r = _check(cfgdir)
+    assert r.returncode == 1 and "recipes/zero.toml" in r.stderr and "character device" in r.stderr, r.stderr

@@ -76,7 +76,9 @@ def recipe_names(directory: str | Path) -> list[str]:
     d = Path(directory)
     if not d.is_dir():
         return []
-    return sorted(p.stem for p in d.glob(f"*{RECIPE_SUFFIX}") if p.is_file() and not p.name.startswith("."))
+    # Every *.toml entry but directories: a FIFO or a link to a device is listed, and refused when read
+    # (common.files.read_limited), so `evo config check` names it instead of skipping it silently.
+    return sorted(p.stem for p in d.glob(f"*{RECIPE_SUFFIX}") if not p.is_dir() and not p.name.startswith("."))
 
 
 def read_recipe(directory: str | Path, name: str) -> Recipe:

@@ -94,6 +94,8 @@ class JsonApi:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"request body is not JSON: {e}") from None
+        except RecursionError:  # a hostile 10 000-deep array: the caller's error, not a server failure
+            raise ValueError("request body nests arrays or objects too deeply") from None
 
     async def call(self, m: Method, msg: Message, metadata: tuple[tuple[str, str], ...],
                    peer: str) -> Message | CallAborted:
