@@ -126,7 +126,7 @@ def fault_config(dest: Path, *, mqtt: bool = True, max_restarts: int = 1000) -> 
                       cu_hal_stale_cycles=int(shipped["cu"]["hal_stale_cycles"]))
     path = cfg / "config.toml"
     text = path.read_text()
-    subs = {r"(?m)^port = 1883$": f"port = {ports.mqtt}", r"(?m)^port = 8080$": f"port = {ports.hmi}",
+    subs = {r"(?m)^port = 1883$": f"port = {ports.mqtt}", r"(?ms)(^\[hmi\]\n(?:(?!^\[).)*?)^port = \d+$": rf"\g<1>port = {ports.hmi}",
             r"(?m)^max_restarts = \d+$": f"max_restarts = {max_restarts}",
             r"(?m)^initial_backoff_ms = \d+$": "initial_backoff_ms = 50",
             r"(?m)^max_backoff_s = \d+$": "max_backoff_s = 1", r"(?m)^stable_run_s = \d+$": "stable_run_s = 1",

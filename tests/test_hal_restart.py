@@ -84,7 +84,7 @@ def test_sigterm_exits_cleanly_and_unlinks_segments(shm_prefix, tmp_path):
 @pytest.mark.parametrize(
     "hal_cfg, driver_args, text",
     [
-        ({"driver": "nope"}, None, "unknown driver 'nope'; known drivers: sim"),
+        ({"driver": "nope"}, None, "unknown driver 'nope'; known drivers: canopen, ethercat, sim"),
         ({}, {"ready_delay": 5}, "unknown option(s) ['ready_delay'] for the sim driver"),
     ],
 )

@@ -208,7 +208,9 @@ def test_bad_move_to_value_shows_invalid_argument_and_nothing_moves(machine: Mac
     """Must exist: a bad value typed into Move to shows the API's INVALID_ARGUMENT message and nothing moves."""
     tab(page, "axes")
     card = f"#axis-{AXIS}"
-    before = machine.status().axes[AXIS - 1]
+    # the move of the previous test may still be under way on a loaded box: judge "nothing moves" from rest
+    before = wait_for(lambda: (a := machine.status().axes[AXIS - 1]).motion == types_pb2.MOTION_STATE_STANDSTILL
+                      and abs(a.velocity) < 0.01 and a, timeout=60, what="Y at rest")
     for typed, why in (("9999", "outside its soft limits [0, 400]"), ("12,5", "Couldn't parse")):
         pos_in = css(page, f"{card} .move-pos")
         pos_in.clear(), pos_in.send_keys(typed)

@@ -137,9 +137,12 @@ def test_births_then_ddata_with_seq_as_an_axis_moves_over_grpc(machine: Machine)
     wait_for(lambda: any(lo + 1.0 < v < hi - 1.0 for _, v in host.data_for("Axes/Y/Position", since=mark)), 60,
              0.05, what="DDATA of Y on its way")
 
-    def settled() -> bool:  # at its target, or stopped early (a starved CU on a loaded box: lag error)
-        a = machine.status().axes[axis - 1]
-        return a.motion == types_pb2.MOTION_STATE_STANDSTILL and (a.in_position or a.error_flags != 0)
+    def settled() -> bool:  # at its target, or stopped early (a starved CU on a loaded box: lag error, safety stop)
+        st = machine.status()
+        a = st.axes[axis - 1]
+        stopped = a.error_flags != 0 or st.safety_state == types_pb2.SAFETY_STATE_SAFETY_STOP \
+            or a.power not in (types_pb2.POWER_STATE_STANDBY, types_pb2.POWER_STATE_MOTION)
+        return a.motion == types_pb2.MOTION_STATE_STANDSTILL and (a.in_position or stopped)
 
     wait_for(settled, 60, 0.05, what="Y at rest")
     final = machine.status().axes[axis - 1]
