@@ -6,6 +6,7 @@ they are doing from their status queryables. Read-only, like the Zenoh tree itse
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import queue
 import sys
@@ -340,9 +341,15 @@ def add_parser(sub: Any) -> None:
 def _guarded(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
-            return func(args)
+            rc = func(args)
         except FleetError as e:
             print(f"evo fleet: {e}", file=sys.stderr)
-            return EXIT_ERROR
+            rc = EXIT_ERROR
+        # zenoh's native threads may call back into a finalizing interpreter and abort the process
+        # ("FATAL: exception not rethrown", exit -6) after the answer was printed: the session is
+        # closed, the output is complete, so leave without the interpreter's teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
 
     return run

@@ -4,6 +4,8 @@ Loads the configuration and runs the bridge (mqtt_bridge.bridge.run); a bad conf
 """
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 from common.connector import ConfigurationError
@@ -21,4 +23,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    # Everything is stopped and flushed by now (segments closed, MQTT offline sent, Zenoh session
+    # closed); zenoh's native threads may still call into a finalizing interpreter and abort the
+    # process ("FATAL: exception not rethrown"), which the watchdog would log as a crash: skip teardown.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
