@@ -4,9 +4,7 @@ udp_multicast traffic only ever runs inside a namespace made here (lo up, multic
 """
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import re
 import select
 import shutil
@@ -15,47 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
-
 from tests.helpers import REPO
+from tests.netns import TestNetNs
 
 GROUP = "239.74.163.2"
 EXAMPLE = REPO / "config" / "examples" / "canopen"
-_seq = itertools.count()
+class NetNs(TestNetNs):
+    """A named network namespace with multicast on its loopback (udp_multicast stays inside it)."""
 
-
-def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-
-
-class NetNs:
-    """A named network namespace with multicast on its loopback; `prefix()` runs a program inside it."""
-
-    def __init__(self) -> None:
-        self.name = f"evo-can-{os.getpid()}-{next(_seq)}"
-
-    def create(self) -> "NetNs":
-        if shutil.which("ip") is None:
-            pytest.skip("the `ip` tool (iproute2) is missing: cannot make a network namespace for udp_multicast")
-        r = _ip("netns", "add", self.name)
-        if r.returncode != 0:
-            pytest.skip(f"cannot create a network namespace (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
-        for cmd in (("link", "set", "lo", "up"), ("link", "set", "lo", "multicast", "on"),
-                    ("route", "add", "224.0.0.0/4", "dev", "lo")):
-            r = _ip("netns", "exec", self.name, "ip", *cmd)
-            if r.returncode != 0:
-                self.delete()
-                raise RuntimeError(f"netns {self.name}: ip {' '.join(cmd)} failed: {r.stderr}")
-        return self
-
-    def prefix(self) -> list[str]:
-        return ["ip", "netns", "exec", self.name]
-
-    def run(self, args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.prefix() + args, capture_output=True, text=True, cwd=REPO, **kw)
-
-    def delete(self) -> None:
-        _ip("netns", "delete", self.name)
+    tag = "evo-can"
+    needs = "a network namespace for udp_multicast"
+    setup = (("link", "set", "lo", "multicast", "on"), ("route", "add", "224.0.0.0/4", "dev", "lo"))
 
 
 def netns_fixture() -> Iterator[NetNs]:

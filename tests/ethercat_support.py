@@ -16,52 +16,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from common.config.schema import SYSTEM_SECTIONS
 from hal.drivers.ethercat_emulator.control import EmulatorControl
 from tests.helpers import REPO, free_port, module_env, wait_for, zenoh_isolated
+from tests.netns import TestNetNs
 
 EXAMPLE = REPO / "config" / "examples" / "ethercat"
 MASTER_IF, EMU_IF = "ecm", "ecs"
 _seq = itertools.count()
 
 
-def _ip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-
-
-class VethNs:
+class VethNs(TestNetNs):
     """`evo-ecat-<pid>-<n>`: a network namespace with the veth pair ecm (MainDevice) <-> ecs (emulator)."""
 
-    def __init__(self) -> None:
-        self.name = f"evo-ecat-{os.getpid()}-{next(_seq)}"
-
-    def create(self) -> "VethNs":
-        if shutil.which("ip") is None:
-            pytest.skip("the `ip` tool (iproute2) is missing: cannot make a veth pair in a network namespace")
-        if os.geteuid() != 0:
-            pytest.skip("EtherCAT tests need root (network namespace, raw sockets)")
-        r = _ip("netns", "add", self.name)
-        if r.returncode != 0:
-            pytest.skip(f"cannot create a network namespace: {r.stderr.strip()}")
-        for cmd in (("link", "set", "lo", "up"), ("link", "add", MASTER_IF, "type", "veth", "peer", "name", EMU_IF),
-                    ("link", "set", MASTER_IF, "up"), ("link", "set", EMU_IF, "up")):
-            r = _ip("-n", self.name, *cmd)
-            if r.returncode != 0:
-                self.delete()
-                raise RuntimeError(f"netns {self.name}: ip {' '.join(cmd)} failed: {r.stderr}")
-        return self
-
-    def prefix(self) -> list[str]:
-        return ["ip", "netns", "exec", self.name]
-
-    def run(self, args: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.prefix() + args, capture_output=True, text=True, cwd=REPO, env=env,
-                              timeout=timeout)
-
-    def delete(self) -> None:
-        _ip("netns", "delete", self.name)
+    tag = "evo-ecat"
+    needs = "a veth pair in a network namespace (EtherCAT tests: raw sockets)"
+    setup = (("link", "add", MASTER_IF, "type", "veth", "peer", "name", EMU_IF), ("link", "set", MASTER_IF, "up"),
+             ("link", "set", EMU_IF, "up"))
 
 
 class Emulator:
