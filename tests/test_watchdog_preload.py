@@ -3,13 +3,11 @@ spawned, load while the ones before them start, and wait at their start gate for
 `evo up`, real subprocesses)."""
 from __future__ import annotations
 
-import os
-import signal
 
 import psutil
 
-from tests.fixtures.progs.evo_harness import EvoUp, instance_processes, pid_gone, prog_module
-from tests.helpers import remove_shm, unique_prefix, wait_for
+from tests.fixtures.progs.evo_harness import EvoUp, pid_gone, prog_module, stop_and_check_clean
+from tests.helpers import unique_prefix, wait_for
 
 
 def _first(events, what: str, name: str) -> int:
@@ -27,12 +25,7 @@ def _up(tmp, tag: str, mods) -> EvoUp:
 
 
 def _cleanup(up: EvoUp) -> None:
-    up.stop()
-    left = instance_processes(up.prefix)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    remove_shm(up.prefix)
-    assert not left, f"processes left behind: {left}"
+    stop_and_check_clean(up)
 
 
 def test_preloaded_modules_load_while_the_first_starts_and_start_in_order(tmp_path):

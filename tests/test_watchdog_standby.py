@@ -8,8 +8,8 @@ import signal
 
 import psutil
 
-from tests.fixtures.progs.evo_harness import EvoUp, instance_processes, pid_gone, prog_module
-from tests.helpers import remove_shm, unique_prefix, wait_for
+from tests.fixtures.progs.evo_harness import EvoUp, pid_gone, prog_module, stop_and_check_clean
+from tests.helpers import unique_prefix, wait_for
 
 
 def _names(events, what: str, name: str) -> list[int]:
@@ -45,12 +45,7 @@ def test_a_crash_promotes_the_standby_and_a_new_one_is_preloaded(tmp_path):
         wait_for(lambda: pid_gone(new), 10, what="the spare gone with the stop")
         assert up.status()["b"]["standby_pid"] == 0
     finally:
-        up.stop()
-        left = instance_processes(up.prefix)
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-        remove_shm(up.prefix)
-        assert not left, f"processes left behind: {left}"
+        stop_and_check_clean(up)
 
 
 def test_standby_off_restarts_from_scratch(tmp_path):
@@ -66,9 +61,4 @@ def test_standby_off_restarts_from_scratch(tmp_path):
                       what="b running again")
         assert st["b"]["standby_pid"] == 0 and "promoting standby" not in up.output()
     finally:
-        up.stop()
-        left = instance_processes(up.prefix)
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
-        remove_shm(up.prefix)
-        assert not left, f"processes left behind: {left}"
+        stop_and_check_clean(up)
