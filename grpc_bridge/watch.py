@@ -78,10 +78,11 @@ class Streamer:
         async for snap in self.paced(period):
             yield snap.cached(kind, build)  # awaits the send: a full HTTP/2 window holds us here
 
-    async def paced(self, period: float) -> AsyncIterator[Snapshot]:
-        """The shared snapshots, one per `period` at most, until the broadcast closes (every Watch*
-        stream and the HMI's live feed). The consumer's await on each item paces it: never a backlog."""
-        last = -1
+    async def paced(self, period: float, after_seq: int = -1) -> AsyncIterator[Snapshot]:
+        """The shared snapshots newer than `after_seq`, one per `period` at most, until the broadcast
+        closes (every Watch* stream and the HMI's live feed). The consumer's await on each item paces
+        it: never a backlog."""
+        last = after_seq
         due = time.monotonic()
         early = 0.5 * period  # a sample this close before the due time is taken (tick jitter)
         while True:

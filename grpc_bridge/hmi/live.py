@@ -73,7 +73,8 @@ class LiveFeed:
         self._sockets.add(ws)
         self.modules.acquire()
         rate_box = [rate]
-        sender = asyncio.ensure_future(self._send(ws, rate_box))
+        sent_seq = [-1]  # the last sample sent: a sender restarted for a new rate never repeats it
+        sender = asyncio.ensure_future(self._send(ws, rate_box, sent_seq))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
@@ -91,7 +92,7 @@ class LiveFeed:
                     with contextlib.suppress(asyncio.CancelledError):
                         await sender
                     await ws.send_str(_dumps({"type": "rate", "rate_hz": new}))
-                    sender = asyncio.ensure_future(self._send(ws, rate_box, modules_sent=-1))
+                    sender = asyncio.ensure_future(self._send(ws, rate_box, sent_seq, modules_sent=-1))
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
@@ -137,10 +138,12 @@ class LiveFeed:
             await ws.send_str(_dumps({"type": "error", **error_body(code, message)}))
             await ws.close(code=close, message=code.name.encode())
 
-    async def _send(self, ws: web.WebSocketResponse, rate_box: list[float], modules_sent: int = -1) -> None:
-        async for snap in self.streamer.paced(1.0 / rate_box[0]):
+    async def _send(self, ws: web.WebSocketResponse, rate_box: list[float], sent_seq: list[int],
+                    modules_sent: int = -1) -> None:
+        async for snap in self.streamer.paced(1.0 / rate_box[0], after_seq=sent_seq[0]):
             if ws.closed:
                 return
+            sent_seq[0] = snap.seq
             await ws.send_str(self.sample_text(snap))  # awaits the socket: a slow page gets the latest next
             if self.modules.version != modules_sent:
                 modules_sent = self.modules.version
