@@ -65,12 +65,15 @@ def resolve_config_dir(cli_arg: str | os.PathLike[str] | None = None) -> Path:
 
 # --- files ----------------------------------------------------------------------------------
 
-def _read_toml(path: Path, col: Collector, hasher: Any = None) -> dict[str, Any] | None:
+def read_toml_file(path: Path, col: Collector, hasher: Any = None,
+                   missing: str = "missing mandatory file") -> dict[str, Any] | None:
+    """A config file's TOML, or None with the error (file named) in `col`: bounded size, regular files
+    only, bounded nesting, syntax errors with line and column. Every config-directory file reads here."""
     name = path.name
     try:
         raw = read_limited(path, MAX_TOML_BYTES)
     except FileNotFoundError:
-        col.add(FileNotFound(f"missing mandatory file (looked in {path.parent})", file=name))
+        col.add(FileNotFound(f"{missing} (looked in {path.parent})", file=name))
         return None
     except FileRefused as e:
         col.add(ParseError(f"refused: {e}", file=name))
@@ -326,7 +329,7 @@ def load_io(path: str | os.PathLike[str]) -> IoConfig:
     """Parse one io.toml-format file (e.g. a fixture) on its own."""
     col = Collector()
     p = Path(path)
-    data = _read_toml(p, col)
+    data = read_toml_file(p, col)
     io = parse_io(data, col, p.name) if data is not None else None
     col.raise_if_any()
     assert io is not None
@@ -347,11 +350,11 @@ def load_config(path: str | os.PathLike[str] | None = None, *, check_roles: bool
         col.raise_if_any()
     h = hashlib.sha256()
 
-    data = _read_toml(d / "config.toml", col, h)
+    data = read_toml_file(d / "config.toml", col, h)
     system = _parse_system(data, col, "config.toml") if data is not None else None
-    data = _read_toml(d / "machine.toml", col, h)
+    data = read_toml_file(d / "machine.toml", col, h)
     machine = _parse_machine(data, col, "machine.toml") if data is not None else None
-    data = _read_toml(d / "io.toml", col, h)
+    data = read_toml_file(d / "io.toml", col, h)
     io = parse_io(data, col, "io.toml") if data is not None else None
 
     discovered = _discover_axes(d, col)
@@ -359,7 +362,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, check_roles: bool
     axes: list[AxisConfig] = []
     all_axes_ok = True
     for nn, p in discovered:
-        data = _read_toml(p, col, h)
+        data = read_toml_file(p, col, h)
         ax = _parse_axis(data, nn, col, p.name) if data is not None else None
         if ax is None:
             all_axes_ok = False

@@ -5,14 +5,13 @@ Parsed strictly like the rest of the config directory (errors name file, section
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping
 
-from common.config.errors import FileNotFound, ParseError
 from common.config.io import IoConfig
+from common.config.loader import read_toml_file
 from common.config.parsing import (
     Collector,
     Ctx,
@@ -24,8 +23,6 @@ from common.config.parsing import (
 )
 from common.config.schema import AxisConfig
 from common.fieldbus.served import Unit, check_served
-from common.files import read_limited
-from common.toml_text import MAX_TOML_BYTES, TomlTooDeep, parse_toml
 
 __all__ = [
     "CanopenNetwork", "BusSettings", "NodeConfig", "NodeKind", "DriveMode", "StopMode", "Identity", "SdoWrite", "PinBlock",
@@ -341,17 +338,8 @@ def check_canopen(config_dir: Path, driver_args: Mapping[str, Any], axes: Any, i
         dctx.parse_error("network", f"expected a file name, got {type_name(name)} {name!r}")
         return None
     path = Path(name) if os.path.isabs(name) else Path(config_dir) / name
-    try:
-        data = parse_toml(read_limited(path, MAX_TOML_BYTES).decode("utf-8"))
-    except FileNotFoundError:
-        col.add(FileNotFound(f"missing CANopen network file (config.toml [hal] driver = \"canopen\"; "
-                             f"looked in {path.parent})", file=path.name))
-        return None
-    except (OSError, UnicodeDecodeError) as e:
-        col.add(ParseError(f"cannot read: {e}", file=path.name))
-        return None
-    except (tomllib.TOMLDecodeError, TomlTooDeep) as e:
-        col.add(ParseError(f"TOML syntax error: {e}", file=path.name))
+    data = read_toml_file(path, col, missing="missing CANopen network file (config.toml [hal] driver = \"canopen\")")
+    if data is None:
         return None
     return parse_network(data, col, path.name, Path(config_dir), axes, io)
 

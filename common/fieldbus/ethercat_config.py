@@ -4,14 +4,14 @@ order, their ESI device, identity, and which axis or DI/DO/AI/AO pins each one s
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping
 
-from common.config.errors import FileNotFound, ParseError, ValidationError
+from common.config.errors import ValidationError
 from common.config.io import IoConfig
+from common.config.loader import read_toml_file
 from common.config.parsing import (
     Collector,
     Ctx,
@@ -327,17 +327,8 @@ def check_ethercat(config_dir: Path, driver_args: Mapping[str, Any], axes: Any, 
         dctx.parse_error("network", f"expected a file name, got {type_name(name)} {name!r}")
         return None
     path = Path(name) if os.path.isabs(name) else Path(config_dir) / name
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        col.add(FileNotFound(f"missing EtherCAT network file (config.toml [hal] driver = \"ethercat\"; "
-                             f"looked in {path.parent})", file=path.name))
-        return None
-    except (OSError, UnicodeDecodeError) as e:
-        col.add(ParseError(f"cannot read: {e}", file=path.name))
-        return None
-    except tomllib.TOMLDecodeError as e:
-        col.add(ParseError(f"TOML syntax error: {e}", file=path.name))
+    data = read_toml_file(path, col, missing="missing EtherCAT network file (config.toml [hal] driver = \"ethercat\")")
+    if data is None:
         return None
     return parse_network(data, col, path.name, Path(config_dir), axes, io)
 
