@@ -6,15 +6,26 @@ STAMP   := $(VENV)/.installed
 DEB_PKGS := mosquitto mosquitto-clients iproute2 chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench clean protos soak
+.PHONY: setup run test bench clean protos soak kernels
 
-setup: $(STAMP) debs
+setup: $(STAMP) debs kernels
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# Compile the cycle kernels (numba, cache=True) into __pycache__ so that a module's first start loads
+# them from the cache instead of compiling before READY; re-run when a kernel source changes.
+KERNEL_SRC := $(wildcard control_unit/kernels*.py control_unit/kernels/*.py hal/kernels*.py hal/kernels/*.py)
+KERNEL_STAMP := $(VENV)/.kernels
+kernels: $(KERNEL_STAMP)
+$(KERNEL_STAMP): $(STAMP) $(KERNEL_SRC)
+	@for m in control_unit.kernels hal.kernels; do \
+	  if $(PY) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('$$m') is None)"; then \
+	    $(PY) -m $$m || exit 1; fi; done
+	@touch $(KERNEL_STAMP)
 
 # Debian packages the tests and the embedded broker need; installed only when missing.
 debs:
