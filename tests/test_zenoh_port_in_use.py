@@ -48,7 +48,8 @@ def test_taken_listen_port_is_down_with_the_reason_and_mqtt_keeps_going(tmp_path
         assert "Address already in use" in h["reason"] and str(port) in h["reason"]
         assert h["link"]["open_failures"] >= 1
         wait_for(lambda: last("state"), 10, 0.02, "state still published on MQTT")
-        assert last("health/mqtt").get("state") == "Up" and bridge.alive()
+        wait_for(lambda: last("health/mqtt").get("state") == "Up", 10, 0.02, "health/mqtt Up beside a Down zenoh")
+        assert bridge.alive()
         holder.close()
         wait_for(lambda: last("health/zenoh").get("state") == "Up", 60, 0.05, "health/zenoh Up once the port is free")
         assert bridge.alive()
