@@ -133,11 +133,16 @@ def shm_entries(prefix: str) -> list[str]:
 
 
 def remove_shm(prefix: str) -> None:
-    for n in shm_entries(prefix):
+    for n in shm_entries(prefix) + wake_entries(prefix):
         try:
             os.unlink(os.path.join("/dev/shm", n))
         except FileNotFoundError:
             pass
+
+
+def wake_entries(prefix: str) -> list[str]:
+    """The instance's wake semaphores (glibc names them sem.<prefix>_<dst>.wake)."""
+    return sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"sem.{prefix}_") and n.endswith(".wake"))
 
 
 def reference_config_dir() -> Path:

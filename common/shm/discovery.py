@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from common.consts import SHM_DIR
 from common.shm.p2p import ModuleAbbrev, ShmError, read_header, shm_prefix, unlink_segment, writer_alive
 from common.shm.segments import SEGMENTS
+from common.shm.wake import unlink_wakes
 
 
 @dataclass(frozen=True)
@@ -103,4 +104,5 @@ def unlink_all(prefix: str | None = None) -> list[str]:
     bases = sorted({n.split(".")[0] for n in instance_files(prefix)})
     for base in bases:
         unlink_segment(base)
+    unlink_wakes(prefix)  # the readers' wake semaphores
     return bases
