@@ -541,6 +541,38 @@ class TypedP2pReader:
             raise HeartbeatStale(self.name, f"heartbeat {hb} unchanged for {self._same_hb} reads")
         return self.local
 
+    def copy_in(self) -> int:
+        """The seqlock copy alone: payload into `self.local`; returns the commit number of that copy
+        (write_seq / 2: the heartbeat modulo 2**31, exact for this copy, unlike a separate heartbeat
+        load), or -1 after MAX_READ_RETRIES torn attempts. No staleness logic, no exception, no
+        allocation (common/shm/inbound.py judges liveness itself)."""
+        seq = self._seq
+        for _ in range(MAX_READ_RETRIES):
+            s1 = seq[0]
+            if s1 & 1:
+                continue
+            np.copyto(self._local_u8, self._src)
+            if seq[0] == s1:
+                return s1 >> 1
+        self.contention_count += 1
+        return -1
+
+    def use_buffer(self, local: np.ndarray) -> None:
+        """Read into `local` (an array of this dtype the caller keeps) instead of our own."""
+        if local.dtype != self.dtype or local.shape != ():
+            raise TypeError(f"{self.name}: buffer must be a 0-d array of the segment's dtype")
+        self.local = local
+        self._local_u8 = local.reshape(1).view(np.uint8)[: self.dtype.itemsize]
+
+    def reattach_if_replaced(self) -> bool:
+        """Map the segment now under our name if it is a new one (new inode, a restarted writer);
+        `self.local` stays the same array. True when re-attached."""
+        return self._try_reattach()
+
+    @property
+    def inode(self) -> int:
+        return self._map.inode
+
     def try_read(self) -> np.ndarray | None:
         """read() that returns None on contention or staleness (for non-RT readers)."""
         try:

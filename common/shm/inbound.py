@@ -1,0 +1,402 @@
+"""One reader for "a segment I read that may be absent, stale or live", plus command inbox/outbox.
+
+Every process reads its inbound segments through `Inbound`; command paths add the ring code.
+
+The one liveness rule
+---------------------
+- ABSENT: no segment under the name (never created, or the writer exited cleanly and unlinked it);
+  also the state right after attaching until the heartbeat has moved or the stale criterion is met.
+- LIVE: attached, the heartbeat (commit number) has MOVED since we attached or since we last
+  declared it not live, the writer's lock was held when it became live, the last `probe_every`-th
+  writer-lock probe found the writer holding it, and the stale criterion is not met.
+- STALE: the segment exists but its heartbeat has not moved for `stale_reads` consecutive polls
+  or `stale_after_s` seconds (whichever the policy sets; both may), or the writer's lock is free
+  (its process died: STALE at once, not after N reads, even if a successor takes the segment over
+  and continues the heartbeat: a restart is a loss; the successor is LIVE once it moves again),
+  or a new segment (new inode) is under our name. Both are found by the probe every
+  `probe_every` polls while LIVE (a flock attempt and a stat, ~10 us).
+- Re-attach: while not LIVE, at most every `retry_s` the name is stat()ed: a new inode (a writer
+  that built a new segment) is mapped in place (`local` stays the same array); a vanished name
+  is ABSENT (mapping dropped, attach retried every `retry_s`).
+
+Where the six copies differed (issue 15): hal/links.py and control_unit/cycle.py required the
+heartbeat to move and probed the writer lock every 5 cycles; mqtt_bridge/sources.py required the
+move but never probed the lock and told ABSENT from STALE by the file; recipe_executor/links.py and
+control_unit/commands.py (CommandPath) called a segment live on its first successful read (a dead
+writer's leftover segment was live for N reads) and never probed the lock; grpc_bridge/shm_link.py
+judged staleness by time, probed the lock every 50 ms and re-attached on a new inode every tick.
+All now follow the rule above; a policy says only HOW MANY reads / seconds / polls.
+
+API
+---
+    inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=100, retry_s=0.1, probe_every=5))
+    payload = inb.poll(now)   # now: time.monotonic() seconds; the payload copy (inb.local) when
+                              # LIVE, else None. On a torn read (ReadContention) the previous copy
+                              # is returned while LIVE.
+    inb.status                # LinkStatus.ABSENT / STALE / LIVE
+    inb.reason                # text for status displays ("" when LIVE)
+    inb.changed               # the heartbeat moved on this poll (wake-driven readers: new data)
+    inb.lost / inb.became_live  # this poll left / entered LIVE
+    inb.unchanged_polls       # polls since the heartbeat last moved (the CU's HAL feedback age)
+    inb.heartbeat_age_s(now)  # seconds since the heartbeat last moved (-1: never seen move)
+    inb.heartbeat             # the writer's heartbeat as last read (0 when not attached)
+    inb.close()
+
+    inbox = CommandInbox(inb, my_local["acks"])      # consumer of a command ring
+    inbox.poll(now) -> LinkStatus                    # reads the segment; a lost writer is forgotten
+    for cmd in inbox.take(): inbox.ack(cmd, ResultCode.OK, "done")   # each slot once
+    inbox.next_code()                                 # peek at the next command's code
+
+    outbox = CommandOutbox(my_local["ring"], acks_inbound)   # producer of a command ring
+    seq = outbox.submit(code, request_id, axis=.., args=..)  # RingFull (BackPressure) when full
+    outbox.poll_acks() -> list[Ack]                          # from the consumer's segment, if LIVE
+    outbox.ready                                             # consumer LIVE and following our epoch
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from common.shm.commands import ResultCode
+from common.shm.conversions import decode_str
+from common.shm.p2p import ModuleAbbrev, ShmError, TypedP2pReader, shm_path, writer_alive
+from common.shm.rings import Ack, Command, CommandRingReader, CommandRingWriter, RingFull
+from common.shm.segments import SEGMENTS
+
+log = logging.getLogger(__name__)
+
+_NEVER_STALE_BY_READS = 1 << 62  # the p2p reader's own count is unused: staleness is judged here
+
+BackPressure = RingFull  # the outbox's "busy": nothing was written (RESOURCE_EXHAUSTED upstream)
+
+
+class LinkStatus(enum.Enum):
+    ABSENT = "absent"
+    STALE = "stale"
+    LIVE = "live"
+
+
+@dataclass(frozen=True)
+class InboundPolicy:
+    """How many polls / seconds make a writer stale, how often to retry attaching, how often to
+    probe the writer's lock while live. A zero disables that criterion (at least one of
+    stale_reads / stale_after_s must be set)."""
+
+    stale_reads: int = 0
+    stale_after_s: float = 0.0
+    retry_s: float = 1.0
+    probe_every: int = 5
+
+    def __post_init__(self) -> None:
+        if self.stale_reads <= 0 and self.stale_after_s <= 0:
+            raise ValueError("InboundPolicy: set stale_reads or stale_after_s (a writer must be able to go stale)")
+        if self.retry_s < 0 or self.probe_every < 0:
+            raise ValueError("InboundPolicy: retry_s and probe_every must be >= 0")
+
+
+class Inbound:
+    """One inbound segment under the one liveness rule (module docstring)."""
+
+    def __init__(self, name: str, my_module: "ModuleAbbrev | str", dtype: np.dtype, policy: InboundPolicy,
+                 *, exclusive: bool = True) -> None:
+        self.name = name
+        self.path = shm_path(name)
+        self.my_module = ModuleAbbrev.parse(my_module)
+        self.dtype = np.dtype(dtype)
+        self.policy = policy
+        self.exclusive = exclusive
+        self.reader: TypedP2pReader | None = None
+        self.local: np.ndarray = np.zeros((), dtype=self.dtype)  # zeros until attached
+        self.status = LinkStatus.ABSENT
+        self.reason = f"{name} does not exist"
+        self.changed = False
+        self.lost = False
+        self.became_live = False
+        self.unchanged_polls = 0
+        self.polls = 0
+        self.contentions = 0
+        self.reattaches = 0
+        self.attach_attempted = False
+        self._stale_reads = policy.stale_reads if policy.stale_reads > 0 else _NEVER_STALE_BY_READS
+        self._stale_s = policy.stale_after_s
+        self._probe = policy.probe_every
+        self._last_hb = -1
+        self._moved_at = -1.0
+        self._attached_at = -1.0
+        self._next_try = 0.0
+        self._last_error = ""
+
+    @classmethod
+    def for_key(cls, key: str, policy: InboundPolicy, prefix: str | None = None, *,
+                exclusive: bool = True) -> "Inbound":
+        """The inbound segment `key` of the segment table (e.g. "cu_hal"), read by its reader module."""
+        spec = SEGMENTS[key]
+        return cls(spec.name(prefix), spec.reader, spec.dtype, policy, exclusive=exclusive)
+
+    # --- reading ----------------------------------------------------------------------------
+    def poll(self, now: float) -> np.ndarray | None:
+        """Read once; the payload copy when LIVE, else None (see the module docstring)."""
+        self.lost = self.became_live = False
+        r = self.reader
+        if r is None:
+            self.changed = False
+            if now < self._next_try or not self._attach(now):
+                return None
+            r = self.reader
+        self.polls += 1
+        hb = r.copy_in()
+        live = self.status is LinkStatus.LIVE
+        if hb < 0:
+            self.contentions += 1
+            self.changed = False
+            return self.local if live else None
+        if hb != self._last_hb:
+            self._last_hb = hb
+            self._moved_at = now
+            self.unchanged_polls = 0
+            self.changed = True
+            if not live:
+                return self._try_live()
+        else:
+            self.changed = False
+            self.unchanged_polls += 1
+            if live or self.status is LinkStatus.ABSENT:
+                since = self._moved_at if self._moved_at >= 0 else self._attached_at
+                if self.unchanged_polls >= self._stale_reads or (self._stale_s > 0 and now - since >= self._stale_s):
+                    self._not_live(
+                        LinkStatus.STALE,
+                        f"{self.name} heartbeat unchanged for {self.unchanged_polls} reads / {now - since:.2f} s", now)
+                    return None
+            if not live:
+                self._check_replaced(now)
+                return None
+        if self._probe and self.polls % self._probe == 0:
+            gone = self._writer_gone(r)
+            if gone:
+                self._not_live(LinkStatus.STALE, gone, now)
+                return None
+        return self.local
+
+    def _writer_gone(self, r: TypedP2pReader) -> str:
+        """The probe: why the writer we map is gone ("" while it is there). A free writer lock is a
+        dead writer; a new segment under our name is a restarted one (a restart is a loss too)."""
+        if not writer_alive(self.name):
+            return f"{self.name} writer process gone (its lock is free)"
+        try:
+            if os.stat(self.path).st_ino != r.inode:
+                return f"{self.name} replaced by a new segment (writer restarted)"
+        except FileNotFoundError:
+            return f"{self.name} does not exist (writer exited)"
+        return ""
+
+    def _try_live(self) -> np.ndarray | None:
+        """The heartbeat moved while not live: live when the writer holds its lock."""
+        if not writer_alive(self.name):
+            if self.status is not LinkStatus.STALE or "gone" not in self.reason:
+                self._set(LinkStatus.STALE, f"{self.name} writer process gone (its lock is free)")
+            return None
+        self._set(LinkStatus.LIVE, "")
+        self.became_live = True
+        return self.local
+
+    def _not_live(self, status: LinkStatus, why: str, now: float) -> None:
+        if not os.path.exists(self.path):
+            status, why = LinkStatus.ABSENT, f"{self.name} does not exist (writer exited)"
+        if self.status is LinkStatus.LIVE:
+            self.lost = True
+        self._set(status, why)  # LIVE again only after the heartbeat moves from here
+        self._check_replaced(now)
+
+    def _check_replaced(self, now: float) -> None:
+        """While not live: follow a replaced segment (new inode) or drop a vanished one."""
+        if now < self._next_try:
+            return
+        self._next_try = now + self.policy.retry_s
+        r = self.reader
+        if r is None:
+            return
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            self._drop()
+            self._set(LinkStatus.ABSENT, f"{self.name} does not exist (writer exited)")
+            return
+        if ino != r.inode and r.reattach_if_replaced():
+            self.reattaches += 1
+            self._last_hb = r.copy_in()  # live once it moves from here
+            self._moved_at = -1.0
+            self._attached_at = now
+            self.unchanged_polls = 0
+            log.info("%s: re-attached to a new segment (restarted writer)", self.name)
+
+    def _attach(self, now: float) -> bool:
+        self._next_try = now + self.policy.retry_s
+        self.attach_attempted = True
+        if not os.path.exists(self.path):
+            if self.status is not LinkStatus.ABSENT:
+                self._set(LinkStatus.ABSENT, f"{self.name} does not exist")
+            return False
+        try:
+            r = TypedP2pReader.attach(self.name, self.my_module, self.dtype, exclusive=self.exclusive,
+                                      stale_reads=_NEVER_STALE_BY_READS)
+        except ShmError as e:
+            if str(e) != self._last_error:  # once per distinct reason, not once per retry
+                self._last_error = str(e)
+                log.warning("cannot attach %s yet: %s", self.name, e)
+            self.reason = f"cannot attach: {e}"
+            return False
+        self._last_error = ""
+        r.use_buffer(self.local)  # one payload array for the life of this object: callers bind views once
+        self.reader = r
+        hb = r.copy_in()
+        self._last_hb = hb  # LIVE only once it moves from here
+        self._moved_at = -1.0
+        self._attached_at = now
+        self.unchanged_polls = 0
+        if self.status is LinkStatus.ABSENT:
+            self.reason = f"{self.name} attached, waiting for its heartbeat to move"
+        log.info("attached %s", self.name)
+        return True
+
+    def _drop(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+    def _set(self, status: LinkStatus, reason: str) -> None:
+        if status is not self.status:
+            (log.info if status is LinkStatus.LIVE else log.warning)(
+                "%s: %s -> %s%s", self.name, self.status.value, status.value, f" ({reason})" if reason else "")
+        self.status = status
+        self.reason = reason
+
+    # --- figures ----------------------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        return self.status is LinkStatus.LIVE
+
+    @property
+    def attached(self) -> bool:
+        return self.reader is not None
+
+    @property
+    def heartbeat(self) -> int:
+        return int(self.reader.heartbeat) if self.reader is not None else 0
+
+    def heartbeat_age_s(self, now: float) -> float:
+        return -1.0 if self._moved_at < 0 else now - self._moved_at
+
+    def close(self) -> None:
+        self._drop()
+        self.status = LinkStatus.ABSENT
+        self.reason = f"{self.name} closed"
+
+
+class CommandInbox:
+    """The consumer side of a command segment: an `Inbound` plus a `CommandRingReader` whose acks
+    go into `acks` (the ACK_RING field of our own outbound payload; the caller commits it)."""
+
+    def __init__(self, inbound: Inbound, acks: np.ndarray, ring_field: str = "ring") -> None:
+        self.inbound = inbound
+        self.acks = acks
+        self.ring_reader = CommandRingReader(acks)
+        ring = inbound.local[ring_field]  # inbound.local is the same array for the link's life
+        self._ring = ring
+        self._count = ring["count"]
+        self._epoch = ring["epoch"]
+        self._slots = ring["slots"]
+        self._seen = acks["cmd_epoch_seen"]
+        self._consumed = acks["consumed"]
+
+    @property
+    def name(self) -> str:
+        return self.inbound.name
+
+    @property
+    def status(self) -> LinkStatus:
+        return self.inbound.status
+
+    def poll(self, now: float) -> LinkStatus:
+        """Read the command segment. A writer that went away is forgotten: its successor's commands
+        are taken from its seq 1 (see rings.py)."""
+        self.inbound.poll(now)
+        if self.inbound.lost:
+            self.ring_reader.reset_writer()
+        return self.inbound.status
+
+    def pending(self) -> bool:
+        """New commands wait (cheap: two integer compares, no allocation)."""
+        return self.inbound.status is LinkStatus.LIVE and (
+            self._count[()] != self._consumed[()] or self._epoch[()] != self._seen[()])
+
+    def take(self) -> Iterator[Command]:
+        """Each new command exactly once (only while the writer is LIVE); ack each with `ack`."""
+        if self.pending():
+            yield from self.ring_reader.take(self._ring)
+
+    def next_code(self) -> int | None:
+        """Code of the next unconsumed command without taking it (None if none)."""
+        if not self.pending() or int(self._epoch) != int(self._seen):
+            return None
+        consumed = int(self._consumed)
+        if int(self._count) <= consumed:
+            return None
+        slot = self._slots[consumed % len(self._slots)]
+        return int(slot["code"]) if int(slot["seq"]) == consumed + 1 else None
+
+    def next_text(self) -> str:
+        """Text argument of the next unconsumed command ("" if none)."""
+        if self.next_code() is None:
+            return ""
+        return decode_str(self._slots[int(self._consumed) % len(self._slots)]["text"])
+
+    def ack(self, cmd: Command, result: ResultCode, message: str = "", detail: int = 0) -> None:
+        self.ring_reader.ack(cmd, result, message, detail)
+
+    def close(self) -> None:
+        self.inbound.close()
+
+
+class CommandOutbox:
+    """The producer side: a `CommandRingWriter` on `ring` (the CMD_RING field of our outbound
+    payload; the caller commits it) and the consumer's segment (`acks_in`, whose `ack_field` holds
+    its ACK_RING) for acks."""
+
+    def __init__(self, ring: np.ndarray, acks_in: Inbound, ack_field: str = "acks") -> None:
+        self.writer = CommandRingWriter(ring)
+        self.acks_in = acks_in
+        self._acks = acks_in.local[ack_field]
+        self._seen = self._acks["cmd_epoch_seen"]
+
+    @property
+    def epoch(self) -> int:
+        return self.writer.epoch
+
+    @property
+    def in_flight(self) -> int:
+        return self.writer.in_flight
+
+    @property
+    def ready(self) -> bool:
+        """The consumer is LIVE and follows this writer instance (has seen our epoch)."""
+        return self.acks_in.status is LinkStatus.LIVE and int(self._seen) == self.writer.epoch
+
+    def submit(self, code: int, request_id: int, *, axis: int = 0, pin: int = 0, flags: int = 0,
+               args: Sequence[float] = (), text: str = "") -> int:
+        """Place a command (the caller commits). RingFull (= BackPressure) when every slot is in
+        flight: nothing was written, answer "busy"."""
+        return self.writer.submit(code, request_id, axis=axis, pin=pin, flags=flags, args=args, text=text)
+
+    def poll_acks(self) -> list[Ack]:
+        """New acks from the consumer's last LIVE read (call after `acks_in.poll`)."""
+        if self.acks_in.status is not LinkStatus.LIVE:
+            return []
+        return self.writer.poll_acks(self._acks)
+
+    def fail_pending(self, reason: str) -> list[Ack]:
+        return self.writer.fail_pending(reason)

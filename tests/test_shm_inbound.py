@@ -1,0 +1,333 @@
+"""One inbound-segment class (issue 15, fixed interface 4): ABSENT / STALE / LIVE with one meaning,
+re-attach on a replaced segment, command inbox (each slot once, acked) and outbox (BackPressure).
+
+Real /dev/shm segments; the writers are real subprocesses driven line by line over stdin.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from common.consts import CMD_RING_SLOTS
+from common.shm.commands import HalCommand, ResultCode
+from common.shm.inbound import BackPressure, CommandInbox, CommandOutbox, Inbound, InboundPolicy, LinkStatus
+from common.shm.p2p import TypedP2pWriter, shm_path
+from common.shm.segments import SEGMENTS
+from tests.helpers import REPO, module_env, wait_for
+
+WRITER_SCRIPT = r"""
+import sys, time
+from common.shm.p2p import TypedP2pWriter
+from common.shm.segments import SEGMENTS
+from common.shm.inbound import Inbound, InboundPolicy, CommandOutbox
+key = sys.argv[1]
+spec = SEGMENTS[key]
+w = TypedP2pWriter.create(spec.name(), spec.writer, spec.reader, spec.dtype)
+outbox = None
+print("ready", flush=True)
+for line in sys.stdin:
+    cmd, *args = line.split()
+    if cmd == "commit":
+        for _ in range(int(args[0])):
+            w.commit()
+        print("ok", w.heartbeat, flush=True)
+    elif cmd == "outbox":  # become a command producer whose acks come back on args[0]
+        acks = Inbound.for_key(args[0], InboundPolicy(stale_reads=10**6, retry_s=0.0))
+        outbox = CommandOutbox(w.local["ring"], acks)
+        w.commit()
+        print("ok", outbox.epoch, flush=True)
+    elif cmd == "submit":
+        seqs = [outbox.submit(int(args[0]), rid, pin=rid, args=(1.0,)) for rid in range(1, int(args[1]) + 1)]
+        w.commit()
+        print("ok", *seqs, flush=True)
+    elif cmd == "acks":
+        deadline = time.monotonic() + 20
+        got = []
+        while len(got) < int(args[0]) and time.monotonic() < deadline:
+            w.commit()
+            acks.poll(time.monotonic())
+            got += outbox.poll_acks()
+            time.sleep(0.002)
+        print("ok", *[f"{a.request_id}:{int(a.result)}" for a in got], flush=True)
+    elif cmd == "exit":
+        w.close()
+        print("ok", flush=True)
+        break
+"""
+
+
+class Writer:
+    """A real writer process of segment `key`."""
+
+    def __init__(self, key: str, prefix: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, key], cwd=REPO, env=module_env(prefix),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._line() == ["ready"]
+
+    def _line(self) -> list[str]:
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        assert line, f"writer died (exit {self.proc.poll()})"
+        return line.split()
+
+    def do(self, *cmd: object) -> list[str]:
+        self.proc.stdin.write(" ".join(map(str, cmd)) + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        out = self._line()
+        assert out[0] == "ok", out
+        return out[1:]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.do("exit")
+                self.proc.wait(10)
+            except (AssertionError, BrokenPipeError, subprocess.TimeoutExpired):
+                self.kill()
+
+
+@pytest.fixture
+def writers(fresh_prefix):
+    made: list[Writer] = []
+
+    def make(key: str) -> Writer:
+        w = Writer(key, fresh_prefix)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.close()
+
+
+def _poll_until(inb: Inbound, status: LinkStatus, limit: int = 20000, commit=None) -> int:
+    """Poll (bounded) until `status`; returns the number of polls it took."""
+    for n in range(1, limit + 1):
+        if commit is not None:
+            commit()
+        inb.poll(time.monotonic())
+        if inb.status is status:
+            return n
+        time.sleep(0.0005)
+    raise AssertionError(f"{inb.name} never {status.value}: {inb.status.value} ({inb.reason})")
+
+
+def test_absent_then_live_only_after_the_heartbeat_moved(fresh_prefix, writers):
+    """Interface 4: ABSENT while there is no segment; attaching alone is not LIVE; LIVE once the
+    heartbeat has moved since attach."""
+    inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=50, retry_s=0.0, probe_every=5))
+    try:
+        assert inb.poll(time.monotonic()) is None and inb.status is LinkStatus.ABSENT
+        assert "does not exist" in inb.reason
+        w = writers("cu_hal")
+        w.do("commit", 3)  # history before we attach: not evidence of a live writer
+        assert inb.poll(time.monotonic()) is None
+        assert inb.attached and inb.status is LinkStatus.ABSENT and "waiting" in inb.reason
+        for _ in range(10):
+            assert inb.poll(time.monotonic()) is None  # no move: never live
+        w.do("commit", 1)
+        payload = inb.poll(time.monotonic())
+        assert payload is inb.local and inb.status is LinkStatus.LIVE and inb.became_live and inb.changed
+        assert inb.reason == ""
+    finally:
+        inb.close()
+
+
+def test_stale_after_n_unchanged_reads_and_live_again_when_it_moves(fresh_prefix, writers):
+    """Interface 4: STALE when the heartbeat has not moved for the configured reads; LIVE again on
+    the next move (same writer, a hang that ended)."""
+    inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=20, retry_s=0.0, probe_every=0))
+    w = writers("cu_hal")
+    try:
+        w.do("commit", 1)
+        inb.poll(time.monotonic())
+        w.do("commit", 1)
+        assert inb.poll(time.monotonic()) is not None
+        for n in range(19):
+            assert inb.poll(time.monotonic()) is not None, n  # 19 unchanged reads: still live
+        assert inb.poll(time.monotonic()) is None
+        assert inb.status is LinkStatus.STALE and inb.lost and "unchanged for 20 reads" in inb.reason
+        assert inb.poll(time.monotonic()) is None and not inb.lost  # the transition is reported once
+        w.do("commit", 1)
+        assert inb.poll(time.monotonic()) is not None and inb.became_live
+    finally:
+        inb.close()
+
+
+def test_stale_by_time(fresh_prefix, writers):
+    """Interface 4: a time budget (bridges) instead of a read count."""
+    inb = Inbound.for_key("cu_mqt", InboundPolicy(stale_after_s=0.2, retry_s=0.0, probe_every=0))
+    w = writers("cu_mqt")
+    try:
+        w.do("commit", 1)
+        inb.poll(100.0)
+        w.do("commit", 1)
+        assert inb.poll(100.0) is not None
+        assert inb.poll(100.15) is not None
+        assert inb.heartbeat_age_s(100.15) == pytest.approx(0.15)
+        assert inb.poll(100.21) is None and inb.status is LinkStatus.STALE
+    finally:
+        inb.close()
+
+
+def test_writer_killed_is_stale_at_once_not_after_n_reads(fresh_prefix, writers):
+    """Interface 4: the writer-lock probe: a writer that died is STALE within probe_every polls even
+    though the read count (10**6) is far away; a successor that takes the segment over is LIVE once
+    its heartbeat moves."""
+    inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=10**6, retry_s=0.0, probe_every=5))
+    w = writers("cu_hal")
+    try:
+        w.do("commit", 1)
+        inb.poll(time.monotonic())
+        w.do("commit", 1)
+        assert inb.poll(time.monotonic()) is not None
+        w.kill()
+        polls = _poll_until(inb, LinkStatus.STALE, limit=10)
+        assert polls <= 5 and inb.lost and "writer process gone" in inb.reason
+        ino = os.stat(shm_path(inb.name)).st_ino
+        w2 = writers("cu_hal")  # takes the dead writer's segment over (same inode)
+        assert os.stat(shm_path(inb.name)).st_ino == ino
+        for _ in range(5):
+            assert inb.poll(time.monotonic()) is None
+        w2.do("commit", 1)
+        assert inb.poll(time.monotonic()) is not None and inb.status is LinkStatus.LIVE
+        assert inb.reattaches == 0
+    finally:
+        inb.close()
+
+
+def test_reattach_when_a_new_writer_replaces_the_segment(fresh_prefix, writers):
+    """Interface 4: a segment replaced under the same name (new inode) is re-attached by name, the
+    payload array stays the same object, and it is LIVE once the new writer's heartbeat moves."""
+    inb = Inbound.for_key("hal_mqt", InboundPolicy(stale_reads=30, retry_s=0.0, probe_every=5))
+    w = writers("hal_mqt")
+    try:
+        w.do("commit", 1)
+        inb.poll(time.monotonic())
+        w.do("commit", 1)
+        local = inb.poll(time.monotonic())
+        assert local is not None
+        old_ino = os.stat(shm_path(inb.name)).st_ino
+        w.kill()
+        os.unlink(shm_path(inb.name))  # what a writer with a new layout / a cleaned instance leaves
+        w2 = writers("hal_mqt")
+        assert os.stat(shm_path(inb.name)).st_ino != old_ino
+        assert _poll_until(inb, LinkStatus.STALE, limit=10) <= 5  # the probe sees the new inode
+        assert "replaced" in inb.reason
+        _poll_until(inb, LinkStatus.LIVE, commit=lambda: w2.do("commit", 1))
+        assert inb.reattaches == 1 and inb.local is local
+        assert int(inb.heartbeat) >= 1
+    finally:
+        inb.close()
+
+
+def test_clean_exit_is_absent_and_a_restart_is_attached_again(fresh_prefix, writers):
+    """Interface 4: a writer that exits cleanly (unlinks) makes the segment ABSENT, not STALE; its
+    successor is attached by name and LIVE after its heartbeat moved."""
+    inb = Inbound.for_key("re_mqt", InboundPolicy(stale_reads=30, retry_s=0.0, probe_every=5))
+    w = writers("re_mqt")
+    try:
+        w.do("commit", 1)
+        inb.poll(time.monotonic())
+        w.do("commit", 1)
+        assert inb.poll(time.monotonic()) is not None
+        w.close()
+        _poll_until(inb, LinkStatus.ABSENT, limit=100)
+        assert "does not exist" in inb.reason and inb.lost is not None
+        w2 = writers("re_mqt")
+        _poll_until(inb, LinkStatus.LIVE, commit=lambda: w2.do("commit", 1))
+    finally:
+        inb.close()
+
+
+def test_leftover_of_a_dead_writer_never_becomes_live(fresh_prefix, writers):
+    """Interface 4 (the drift of the RE and CU command copies): a segment whose writer is dead is
+    never LIVE, however often it is read; it turns STALE after the read budget."""
+    w = writers("rpc_re")
+    w.do("commit", 5)
+    w.kill()
+    inb = Inbound.for_key("rpc_re", InboundPolicy(stale_reads=10, retry_s=0.0, probe_every=5))
+    try:
+        for _ in range(30):
+            assert inb.poll(time.monotonic()) is None
+        assert inb.status is LinkStatus.STALE
+    finally:
+        inb.close()
+
+
+def test_command_inbox_consumes_each_slot_once_and_acks(fresh_prefix, writers):
+    """Interface 4: a command inbox on the ring code — each command taken exactly once, every
+    command acked back to the (real, separate) producer process through a CommandOutbox."""
+    spec = SEGMENTS["hal_rpc"]
+    ours = TypedP2pWriter.create(spec.name(), spec.writer, spec.reader, spec.dtype)
+    inbox = CommandInbox(Inbound.for_key("rpc_hal", InboundPolicy(stale_reads=10**6, retry_s=0.0, probe_every=5)),
+                         ours.local["acks"])
+    producer = writers("rpc_hal")
+    try:
+        ours.commit()
+        producer.do("outbox", "hal_rpc")
+        wait_for(lambda: inbox.poll(time.monotonic()) is LinkStatus.LIVE or producer.do("commit", 1) and False,
+                 what="rpc_hal live")
+        ours.commit()
+        assert list(inbox.take()) == []  # first sight: the epoch is followed, no history
+        ours.commit()
+        seqs = producer.do("submit", int(HalCommand.SET_DO), 3)
+        assert seqs == ["1", "2", "3"]
+        got = []
+        wait_for(lambda: inbox.poll(time.monotonic()) and inbox.pending(), what="commands pending")
+        assert inbox.next_code() == int(HalCommand.SET_DO)
+        for cmd in inbox.take():
+            got.append(cmd)
+            inbox.ack(cmd, ResultCode.OK if cmd.request_id != 2 else ResultCode.INVALID_ARGUMENT, "done")
+        ours.commit()
+        assert [c.request_id for c in got] == [1, 2, 3] and [c.pin for c in got] == [1, 2, 3]
+        inbox.poll(time.monotonic())
+        assert list(inbox.take()) == [] and not inbox.pending()  # never twice
+        stop = threading.Event()
+        beat = threading.Thread(target=lambda: [ours.commit() for _ in iter(lambda: stop.wait(0.002), True)])
+        beat.start()  # our segment keeps beating while the producer waits for it to be live
+        try:
+            acks = producer.do("acks", 3)
+        finally:
+            stop.set()
+            beat.join(10)
+        assert sorted(acks) == ["1:0", f"2:{int(ResultCode.INVALID_ARGUMENT)}", "3:0"]
+    finally:
+        inbox.close()
+        ours.close()
+
+
+def test_command_outbox_says_busy_when_the_ring_is_full(fresh_prefix):
+    """Interface 4: the outbox never overwrites an unconsumed slot: with every slot in flight it
+    raises BackPressure (RingFull) and writes nothing."""
+    spec = SEGMENTS["rpc_re"]
+    w = TypedP2pWriter.create(spec.name(), spec.writer, spec.reader, spec.dtype)
+    outbox = CommandOutbox(w.local["ring"], Inbound.for_key("re_rpc", InboundPolicy(stale_reads=100)))
+    try:
+        for rid in range(1, CMD_RING_SLOTS + 1):
+            outbox.submit(1, rid)
+        before = w.local["ring"].copy()
+        with pytest.raises(BackPressure, match="in flight"):
+            outbox.submit(1, 999)
+        assert (w.local["ring"] == before).all()
+        assert outbox.in_flight == CMD_RING_SLOTS and not outbox.ready
+        assert outbox.poll_acks() == []  # consumer absent: nothing to read
+    finally:
+        outbox.acks_in.close()
+        w.close()
+
+
+def test_policy_without_a_stale_criterion_is_refused():
+    """A reader that can never go stale is a configuration error, said at construction."""
+    with pytest.raises(ValueError, match="stale_reads or stale_after_s"):
+        InboundPolicy()
