@@ -12,10 +12,13 @@ import os
 import signal
 import threading
 import time
+from typing import Callable, Sequence
 
 import numpy as np
 
-from common.shm.segments import JITTER_BUCKET_US, JITTER_BUCKETS
+from common.notify import WatchdogPinger, notify_ready
+from common.shm.segments import CYCLE_STATS, JITTER_BUCKET_US, JITTER_BUCKETS
+from common.shm.wake import WakeWaiter
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,18 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> bool:
     return prctl(PR_SET_PDEATHSIG, sig)
 
 
+ENV_RT = "EVO_RT"  # "off": normal scheduling whatever the config says (the test suite sets it)
+
+
+def rt_disabled_by_env() -> bool:
+    return os.environ.get(ENV_RT, "").strip().lower() in ("off", "0", "no", "false")
+
+
 def setup_realtime(priority: int = 0, cpu: int = -1) -> bool:
-    """Timer slack 1 ns always; SCHED_FIFO(priority) + mlockall when priority > 0 and permitted
-    (one warning otherwise); CPU pinning when cpu >= 0. Returns whether SCHED_FIFO is active."""
+    """Timer slack 1 ns always; SCHED_FIFO(priority) + mlockall when priority > 0 and the OS
+    permits it (root, CAP_SYS_NICE or an rtprio limit; one warning and normal scheduling
+    otherwise); CPU pinning when cpu >= 0. `EVO_RT=off` in the environment forces normal
+    scheduling (tests: many machines share two cores). Returns whether SCHED_FIFO is active."""
     set_timer_slack_ns(1)
     if cpu >= 0:
         try:
@@ -49,10 +61,14 @@ def setup_realtime(priority: int = 0, cpu: int = -1) -> bool:
             log.warning("cannot pin to CPU %d: %s", cpu, e)
     if priority <= 0:
         return False
+    if rt_disabled_by_env():
+        log.info("SCHED_FIFO %d not requested: %s=off in the environment; normal scheduling", priority, ENV_RT)
+        return False
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except (PermissionError, OSError) as e:
-        log.warning("SCHED_FIFO %d not permitted (%s); running with normal scheduling", priority, e)
+        log.warning("SCHED_FIFO %d not permitted (%s; needs root, CAP_SYS_NICE or an rtprio limit); "
+                    "running with normal scheduling", priority, e)
         return False
     if _libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
         log.warning("mlockall failed (errno %d); pages may fault in the loop", ctypes.get_errno())
@@ -69,7 +85,9 @@ class CycleTimer:
     """Absolute-deadline periodic timer with the figures every cycle loop publishes.
 
     Usage: `t.wait()` at the top of each cycle (sleeps until the next deadline; missed deadlines
-    are skipped and counted as overruns), `t.done()` at the end (records compute time).
+    are skipped and counted as overruns), `t.done()` at the end (records compute time),
+    `t.publish(stats_view)` to write the figures (one byte copy of a record kept up to date).
+    Never busy-waits unless `spin_ns` is set (a SCHED_FIFO spinner can starve a 2-core box).
     """
 
     def __init__(self, period_ns: int, spin_ns: int = 0) -> None:
@@ -82,7 +100,16 @@ class CycleTimer:
         self.max_cycle_ns = 0
         self.last_jitter_ns = 0
         self.max_jitter_ns = 0
-        self.hist = np.zeros(JITTER_BUCKETS, dtype=np.uint32)
+        self.ticks = 1  # periods since the previous wake (1 + skipped ticks)
+        self.now_ns = 0  # wake time of this cycle (perf_counter_ns == CLOCK_MONOTONIC)
+        self.rt_active = False
+        # the published record: hist lives in it, the scalars go in through one u64 memoryview
+        self._rec = np.zeros((), dtype=CYCLE_STATS)
+        self._rec_u8 = self._rec.reshape(1).view(np.uint8)
+        self.hist = self._rec["jitter_hist"]
+        assert [CYCLE_STATS.fields[f][1] for f in _U64_FIELDS] == [8 * i for i in range(len(_U64_FIELDS))]
+        self._u64 = memoryview(self._rec_u8[: 8 * len(_U64_FIELDS)]).cast("Q")
+        self._rt_off = CYCLE_STATS.fields["rt_active"][1]
         self._start_ns = 0
 
     def wait(self) -> int:
@@ -92,15 +119,21 @@ class CycleTimer:
         remaining = target - now - self.spin_ns
         if remaining > 0:
             time.sleep(remaining / 1e9)
-        while time.perf_counter_ns() < target:
-            pass
+        if self.spin_ns:
+            while time.perf_counter_ns() < target:
+                pass
         now = time.perf_counter_ns()
         late = now - target
+        ticks = 1
         if late >= self.period_ns:
             missed = late // self.period_ns
             self.overruns += int(missed)
+            ticks += int(missed)
             target += missed * self.period_ns  # skip, never queue
             late -= missed * self.period_ns
+        elif late < 0:  # a sleep that returned early (signal): not a lateness
+            late = 0
+        self.ticks = ticks
         self.next_ns = target + self.period_ns
         self.last_jitter_ns = late
         if late > self.max_jitter_ns:
@@ -108,8 +141,20 @@ class CycleTimer:
         b = late // (JITTER_BUCKET_US * 1000)
         self.hist[b if b < JITTER_BUCKETS else JITTER_BUCKETS - 1] += 1
         self._start_ns = now
+        self.now_ns = now
         self.cycle_count += 1
         return late
+
+    def resync(self) -> None:
+        """Start a cycle now after an idle wait: the next deadline is one period from now; the
+        idle time counts as neither lateness nor overrun."""
+        now = time.perf_counter_ns()
+        self.next_ns = now + self.period_ns
+        self.ticks = 1
+        self.last_jitter_ns = 0
+        self._start_ns = now
+        self.now_ns = now
+        self.cycle_count += 1
 
     def done(self) -> int:
         """Record this cycle's compute time (since wake). A cycle longer than a period is an overrun
@@ -120,17 +165,36 @@ class CycleTimer:
             self.max_cycle_ns = dt
         return dt
 
-    def publish(self, stats: np.ndarray, rt_active: bool = False) -> None:
-        """Write the figures into a CYCLE_STATS view."""
-        stats["cycle_count"] = self.cycle_count
-        stats["cycle_time_ns"] = self.period_ns
-        stats["last_cycle_ns"] = self.last_cycle_ns
-        stats["max_cycle_ns"] = self.max_cycle_ns
-        stats["last_wake_jitter_ns"] = self.last_jitter_ns
-        stats["max_wake_jitter_ns"] = self.max_jitter_ns
-        stats["overruns"] = self.overruns
-        stats["rt_active"] = int(rt_active)
-        stats["jitter_hist"] = self.hist
+    def publish(self, stats: np.ndarray, rt_active: bool | None = None) -> None:
+        """Write the figures into a CYCLE_STATS view (builds a byte view: use `publish_to` in a loop)."""
+        if rt_active is not None:
+            self.rt_active = rt_active
+        self.publish_to((self.publisher(stats),))
+
+    @staticmethod
+    def publisher(stats: np.ndarray) -> np.ndarray:
+        """A flat byte view of a CYCLE_STATS view, for `publish_to` (made once, outside the loop)."""
+        if stats.dtype != CYCLE_STATS:
+            raise TypeError("publisher: not a CYCLE_STATS view")
+        return stats.reshape(1).view(np.uint8)
+
+    def publish_to(self, targets: Sequence[np.ndarray]) -> None:
+        """Fill the record and copy it into each `publisher()` byte view. No allocation."""
+        u = self._u64
+        u[0] = self.cycle_count
+        u[1] = self.period_ns
+        u[2] = self.last_cycle_ns
+        u[3] = self.max_cycle_ns
+        u[4] = self.last_jitter_ns
+        u[5] = self.max_jitter_ns
+        u[6] = self.overruns
+        self._rec_u8[self._rt_off] = self.rt_active
+        for t in targets:
+            np.copyto(t, self._rec_u8)
+
+
+_U64_FIELDS = ("cycle_count", "cycle_time_ns", "last_cycle_ns", "max_cycle_ns", "last_wake_jitter_ns",
+               "max_wake_jitter_ns", "overruns")
 
 
 class StopFlag:
@@ -157,6 +221,69 @@ class StopFlag:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._event.wait(timeout)
+
+
+class CycleLoop:
+    """The one cycle-loop skeleton of the HAL, CU and RE (like LinuxCNC's servo thread): a timer
+    with absolute deadlines, the stop flag, RT set-up, gc.freeze after start-up, the cycle
+    figures published every cycle, READY after the first cycle and the watchdog ping.
+
+        loop = CycleLoop("cu", period_ns, stop, rt_priority=cfg.rt_priority, cpu=cfg.cpu)
+        loop.start(stats_views)        # after start-up: RT, timer, gc.freeze
+        loop.run(step, "ready text")   # step(now_ns, ticks) every period until stopped
+
+    An idle-capable loop (the RE) passes `idle` and `waiter`: while `idle()` is true the loop
+    blocks on the WakeWaiter (a command's post ends it) for at most `idle_timeout_s`, and then
+    runs one step, so the module's heartbeat keeps moving inside its readers' stale budget.
+    Idle time is neither jitter nor overrun."""
+
+    def __init__(self, name: str, period_ns: int, stop: StopFlag, *, rt_priority: int = 0, cpu: int = -1,
+                 spin_ns: int = 0) -> None:
+        self.name = name
+        self.period_ns = int(period_ns)
+        self.stop = stop
+        self.rt_priority = rt_priority
+        self.cpu = cpu
+        self.spin_ns = spin_ns
+        self.rt_active = False
+        self.timer = CycleTimer(self.period_ns)
+        self._stats: tuple[np.ndarray, ...] = ()
+        self.idle_waits = 0
+
+    def start(self, stats: Sequence[np.ndarray] = ()) -> bool:
+        """RT set-up (SCHED_FIFO + mlockall when asked and permitted), the timer, gc.freeze.
+        Call when start-up is done (segments made, kernels loaded). Returns whether RT is on."""
+        self.rt_active = setup_realtime(self.rt_priority, self.cpu)
+        # busy-waiting only under SCHED_FIFO and only when asked: a FIFO spinner starves a small box
+        self.timer = CycleTimer(self.period_ns, spin_ns=self.spin_ns if self.rt_active else 0)
+        self.timer.rt_active = self.rt_active
+        self._stats = tuple(CycleTimer.publisher(s) for s in stats)
+        freeze_gc()
+        return self.rt_active
+
+    def run(self, step: Callable[[int, int], None], ready: str = "", *,
+            idle: Callable[[], bool] | None = None, waiter: WakeWaiter | None = None,
+            idle_timeout_s: float = 0.05) -> None:
+        """Cycle until the stop flag is set: wait (or idle), publish figures, step, account."""
+        t = self.timer
+        stop = self.stop
+        stats = self._stats
+        pinger = WatchdogPinger(0.5)
+        first = True
+        while not stop.is_set():
+            if idle is not None and waiter is not None and idle():
+                self.idle_waits += 1
+                waiter.wait(idle_timeout_s)
+                t.resync()
+            else:
+                t.wait()
+            t.publish_to(stats)
+            step(t.now_ns, t.ticks)
+            t.done()
+            pinger.tick()
+            if first:
+                first = False
+                notify_ready(ready)
 
 
 def process_setup(title: str) -> None:

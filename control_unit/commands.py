@@ -1,18 +1,17 @@
 """Commands from RE and RPC: the per-path vocabularies, source locks (one commanding source per
 axis; ACQUIRE_LOCK/RELEASE_LOCK or implicitly on the first motion command), preconditions, and
-the ack (ResultCode + readable reason) of every command. Also the ring plumbing per path.
+the ack (ResultCode + readable reason) of every command. The ring plumbing is common/shm/inbound.py.
 """
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from common.shm.commands import RE_TO_CU_ALLOWED, RPC_TO_CU_ALLOWED, CuCommand, ResultCode
-from common.shm.p2p import HeartbeatStale, ReadContention, SegmentNotFound, ShmError, TypedP2pReader
-from common.shm.rings import Command, CommandRingReader
+from common.shm.rings import Command
 from common.states import (
     CommandSource,
     axis_error_reasons,
@@ -483,74 +482,3 @@ _HANDLERS = {
     C.RESET_ERROR: _reset, C.SET_MACHINE_STATE: _set_machine_state, C.ACQUIRE_LOCK: _acquire,
     C.RELEASE_LOCK: _release, C.RELOAD_CONFIG: _reload_unsupported,
 }
-
-
-# --- ring plumbing ------------------------------------------------------------------------------
-class CommandPath:
-    """One inbound command segment (re_cu or rpc_cu): optional attach (retry every
-    `attach_interval` s), staleness = source lost, exactly-once take + ack into `acks`."""
-
-    def __init__(self, name: str, dtype: np.dtype, source: CommandSource, acks: np.ndarray,
-                 stale_reads: int, attach_interval: float) -> None:
-        self.name, self.dtype, self.source = name, dtype, source
-        self.stale_reads = stale_reads
-        self.attach_interval = attach_interval
-        self.reader: TypedP2pReader | None = None
-        self.ring_reader = CommandRingReader(acks)
-        self.acks = acks
-        self.next_attach = 0.0
-        self.alive = False  # attached and fresh
-        self.local: np.ndarray | None = None
-
-    def poll(self, now: float) -> str:
-        """Read the segment once. Returns "ok", "absent", or "lost" (just went stale)."""
-        if self.reader is None:
-            if now < self.next_attach:
-                return "absent"
-            self.next_attach = now + self.attach_interval
-            try:
-                self.reader = TypedP2pReader.attach(self.name, "cu", self.dtype, stale_reads=self.stale_reads)
-                log.info("attached %s", self.name)
-            except SegmentNotFound:
-                return "absent"
-            except ShmError as e:
-                log.warning("cannot attach %s: %s", self.name, e)
-                return "absent"
-        try:
-            self.local = self.reader.read()
-        except ReadContention:
-            return "ok" if self.alive else "absent"
-        except HeartbeatStale:
-            if self.alive:
-                self.alive = False
-                self.ring_reader.reset_writer()
-                log.warning("%s stale: source lost", self.name)
-                return "lost"
-            return "absent"
-        self.alive = True
-        return "ok"
-
-    def next_code(self) -> int | None:
-        """Code of the next unconsumed command without taking it (None if none / unknown)."""
-        if not self.alive or self.local is None:
-            return None
-        ring = self.local["ring"]
-        if int(ring["epoch"]) != int(self.acks["cmd_epoch_seen"]):
-            return None
-        consumed = int(self.acks["consumed"])
-        if int(ring["count"]) <= consumed:
-            return None
-        slot = ring["slots"][consumed % len(ring["slots"])]
-        return int(slot["code"]) if int(slot["seq"]) == consumed + 1 else None
-
-    def take(self) -> Iterator[Command]:
-        if self.alive and self.local is not None:
-            yield from self.ring_reader.take(self.local["ring"])
-
-    def ack(self, cmd: Command, result: ResultCode, message: str) -> None:
-        self.ring_reader.ack(cmd, result, message)
-
-    def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None

@@ -4,7 +4,6 @@ cu_re / cu_rpc, attach re_cu / rpc_cu when they appear, and run ControlCore ever
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -12,21 +11,15 @@ import time
 import numpy as np
 
 from common.config import ConfigError, EvoConfig, format_errors, load_config
-from common.notify import WatchdogPinger, notify_ready, notify_stopping
-from common.rt import CycleTimer, StopFlag, freeze_gc, setup_realtime
+from common.notify import notify_stopping
+from common.rt import CycleLoop, StopFlag
 from common.shm.commands import CuCommand, ResultCode
-from common.shm.p2p import (
-    HeartbeatStale,
-    ReadContention,
-    SegmentNotFound,
-    ShmError,
-    TypedP2pReader,
-    TypedP2pWriter,
-    segment_name,
-    shm_path,
-)
+from common.shm.inbound import CommandInbox, Inbound, InboundPolicy, LinkStatus
+from common.shm.p2p import ShmError, TypedP2pWriter, segment_name
 from common.shm.rings import Command
-from common.shm.segments import CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC, HAL_TO_CU, RE_TO_CU, RPC_TO_CU
+from common.shm.segments import CU_STATUS, CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC
+from common.shm.views import ChangeDetector, field_bytes, without
+from common.shm.wake import WakePoster
 from common.states import CommandSource, MachineError, MachineState, SafetyState
 
 from . import commands
@@ -37,10 +30,11 @@ from .params import AxisParams
 
 log = logging.getLogger(__name__)
 
-SLOW_WRITER_STALE_S = 0.5  # RE / RPC heartbeat every <= 10 ms; stale after 0.5 s
+SLOW_WRITER_STALE_S = 0.5  # RE / RPC heartbeat every <= 50 ms (RE idle) / 10 ms; stale after 0.5 s
 PID_EVERY = 10  # PID diagnostics at 100 Hz (status and acks every cycle)
-RT_SPIN_US = 150
 WRITER_PROBE_EVERY = 5  # cycles between flock probes of the HAL's writer lock (a death seen within 5 ms)
+COMMAND_PROBE_EVERY = 50  # cycles between flock probes of a command writer's lock (RE / gRPC bridge)
+HAL_ATTACH_POLL_S = 0.02
 OVERRUN_FLAG_PER_S = 10  # skipped ticks per second that make CYCLE_OVERRUN an operator-visible error
 
 
@@ -82,37 +76,35 @@ class CycleRunner:
         self.dt = self.cu.cycle_time_us * 1e-6
         self.stop = StopFlag()
         self.core = ControlCore(cfg, self.dt)
-        self.hal: TypedP2pReader | None = None
+        self.hal = Inbound.for_key("hal_cu", InboundPolicy(
+            stale_reads=self.cu.hal_stale_cycles, retry_s=HAL_ATTACH_POLL_S, probe_every=WRITER_PROBE_EVERY))
         self.writers: list[TypedP2pWriter] = []
-        self.paths: list[commands.CommandPath] = []
+        self.paths: list[tuple[CommandSource, CommandInbox]] = []
+        self.wakes: list[WakePoster] = []
         self.reload: ReloadJob | None = None
         self.rt_active = False
         self.hal_age = 0
-        self._last_hal_hb = -1
         self._fb_obj: np.ndarray | None = None
         self._di_logical = np.zeros(16, dtype=np.uint64)
         self._nc_mask = cfg.io_registry.di_nc_mask
-        self._hal_advanced = False
+        self.loop: CycleLoop | None = None
         self._overruns_seen = 0
         self._overrun_at = 0.0
         self.latch = SafetyLatch(cfg.run_dir() / LATCH_FILE)
 
     # --- setup ----------------------------------------------------------------------------------
     def _attach_hal(self) -> bool:
-        name = segment_name("hal", "cu")
+        """Wait (bounded by hal_attach_timeout_s) until hal_cu exists and is attached."""
         deadline = time.monotonic() + self.cu.hal_attach_timeout_s
         while not self.stop.is_set():
-            try:
-                self.hal = TypedP2pReader.attach(name, "cu", HAL_TO_CU, stale_reads=self.cu.hal_stale_cycles)
-                log.info("attached %s", name)
+            self.hal.poll(time.monotonic())
+            if self.hal.attached:
                 return True
-            except SegmentNotFound:
-                pass
             if time.monotonic() > deadline:
-                log.error("%s did not appear within %.1f s (hal_attach_timeout_s)", name,
-                          self.cu.hal_attach_timeout_s)
+                log.error("%s did not appear within %.1f s (hal_attach_timeout_s): %s", self.hal.name,
+                          self.cu.hal_attach_timeout_s, self.hal.reason)
                 return False
-            time.sleep(0.02)
+            self.stop.wait(HAL_ATTACH_POLL_S)
         return False
 
     def _create_writers(self) -> None:
@@ -128,21 +120,25 @@ class CycleRunner:
         self.o_do = self.w_hal.local["do_bank"]
         self.status = StatusWriter(self.w_rpc.local["status"])
         self.pid = self.w_rpc.local["pid"]
-        self.stats_rpc = self.w_rpc.local["stats"]
-        self.stats_mqt = self.w_mqt.local["stats"]
-        self.stats_rpc_u8 = _field_bytes(self.w_rpc.local, "stats")
-        self.stats_mqt_u8 = _field_bytes(self.w_mqt.local, "stats")
-        size = self.w_rpc.local["status"].dtype.itemsize
-        u8 = lambda w: w.local.reshape(1).view(np.uint8)[:size]  # noqa: E731  (status is the first field)
+        self.stats_views = (self.w_rpc.local["stats"], self.w_mqt.local["stats"])  # the loop publishes
+        u8 = lambda w: field_bytes(w.local, "status")  # noqa: E731
         self.status_src, self.status_re, self.status_mqt = u8(self.w_rpc), u8(self.w_re), u8(self.w_mqt)
         stale = max(1, int(SLOW_WRITER_STALE_S / self.dt))
-        interval = self.cu.optional_attach_interval_s
+        policy = InboundPolicy(stale_reads=stale, retry_s=self.cu.optional_attach_interval_s,
+                               probe_every=COMMAND_PROBE_EVERY)
         self.paths = [
-            commands.CommandPath(segment_name("re", "cu"), RE_TO_CU, CommandSource.RE, self.w_re.local["acks"],
-                                 stale, interval),
-            commands.CommandPath(segment_name("rpc", "cu"), RPC_TO_CU, CommandSource.RPC,
-                                 self.w_rpc.local["acks"], stale, interval),
+            (CommandSource.RE, CommandInbox(Inbound.for_key("re_cu", policy), self.w_re.local["acks"])),
+            (CommandSource.RPC, CommandInbox(Inbound.for_key("rpc_cu", policy), self.w_rpc.local["acks"])),
         ]
+        # wake the readers that block (bridges, RE) after a commit with new acks or a changed status;
+        # the HAL heartbeat and age in the status change every cycle and mean nothing to them
+        hb_off, age_off = CU_STATUS.fields["hal_heartbeat"][1], CU_STATUS.fields["hal_age_cycles"][1]
+        self._status_change = ChangeDetector(self.status_src, without(CU_STATUS.itemsize, (hb_off, age_off + 4)))
+        self.wake_mqt, self.wake_rpc, self.wake_re = WakePoster("mqt"), WakePoster("rpc"), WakePoster("re")
+        self.wakes = [self.wake_mqt, self.wake_rpc, self.wake_re]
+        self._rpc_acks = self.w_rpc.local["acks"]["count"]
+        self._re_acks = self.w_re.local["acks"]["count"]
+        self._rpc_acks_seen = self._re_acks_seen = 0
         self._bind_core()
 
     def _bind_core(self) -> None:
@@ -161,8 +157,8 @@ class CycleRunner:
     # --- loop -----------------------------------------------------------------------------------
     def run(self) -> int:
         self.stop.install()
-        self.rt_active = setup_realtime(self.cu.rt_priority, self.cu.cpu)
         if not self._attach_hal():
+            self.hal.close()
             return 1 if not self.stop.is_set() else 0
         try:
             self._create_writers()
@@ -173,38 +169,16 @@ class CycleRunner:
         verdict = self.latch.start()
         if verdict.required:  # before the first cycle: no frame ever shows this CU without its latch
             self.core.restore_latch(verdict.message)
-        # Under SCHED_FIFO, busy-wait the last RT_SPIN_US before each deadline: wake p99 ~25 us instead
-        # of ~100 us and a warm CPU for the cycle, for ~15 % of one core. Never without RT (it would
-        # only steal time from the others).
-        timer = CycleTimer(int(self.cu.cycle_time_us * 1000), spin_ns=RT_SPIN_US * 1000 if self.rt_active else 0)
-        pinger = WatchdogPinger(0.5)
-        freeze_gc()
-        first = True
+        # No busy-wait before the deadline (it used to spin 150 us under SCHED_FIFO): ~15 % of a core
+        # for ~75 us less wake jitter, and a FIFO spinner can starve a 2-core box.
+        self.loop = loop = CycleLoop("cu", int(self.cu.cycle_time_us * 1000), self.stop,
+                                     rt_priority=self.cu.rt_priority, cpu=self.cu.cpu)
         clean = False
         try:
-            while not self.stop.is_set():
-                timer.wait()
-                self.cycle(time.monotonic())
-                timer.done()
-                # Every overrun is counted in the published stats. The operator-facing flag means
-                # "sustained": more than OVERRUN_FLAG_PER_S skipped ticks in the last second (a rare
-                # skipped tick is harmless: the trajectory catches up), re-judged every second.
-                now_m = time.monotonic()
-                if now_m - self._overrun_at >= 1.0:
-                    burst = timer.overruns - self._overruns_seen
-                    self._overruns_seen, self._overrun_at = timer.overruns, now_m
-                    if burst > OVERRUN_FLAG_PER_S:
-                        self.core.m.errors |= MachineError.CYCLE_OVERRUN
-                    else:
-                        self.core.m.errors &= ~MachineError.CYCLE_OVERRUN
-                timer.publish(self.stats_rpc, self.rt_active)
-                np.copyto(self.stats_mqt_u8, self.stats_rpc_u8)  # same figures, one byte copy
-                pinger.tick()
-                if first:
-                    first = False
-                    notify_ready("control unit running")
-                    log.info("first cycle done: %d axes, %s", self.core.n, "SCHED_FIFO" if self.rt_active
-                             else "normal scheduling")
+            self.rt_active = loop.start(self.stats_views)
+            log.info("cycling: %d axes, %s", self.core.n,
+                     f"SCHED_FIFO {self.cu.rt_priority}" if self.rt_active else "normal scheduling")
+            loop.run(self._step, "control unit running")
             clean = True
         finally:
             notify_stopping()
@@ -214,55 +188,53 @@ class CycleRunner:
         log.info("stopped (signal %d)", self.stop.signum)
         return 0
 
+    def _step(self, now_ns: int, ticks: int) -> None:
+        """One loop cycle: the control cycle, then the sustained-overrun flag."""
+        now = now_ns * 1e-9  # perf_counter_ns is CLOCK_MONOTONIC: the same clock as time.monotonic()
+        self.cycle(now)
+        # Every overrun is counted in the published stats. The operator-facing flag means "sustained":
+        # more than OVERRUN_FLAG_PER_S skipped ticks in the last second (a rare skipped tick is
+        # harmless: the trajectory catches up), re-judged every second.
+        if now - self._overrun_at >= 1.0:
+            overruns = self.loop.timer.overruns  # type: ignore[union-attr]
+            burst = overruns - self._overruns_seen
+            self._overruns_seen, self._overrun_at = overruns, now
+            if burst > OVERRUN_FLAG_PER_S:
+                self.core.m.errors |= MachineError.CYCLE_OVERRUN
+            else:
+                self.core.m.errors &= ~MachineError.CYCLE_OVERRUN
+
     def cycle(self, now: float) -> None:
+        """One control cycle: HAL feedback and commands in, ControlCore step, outputs and status
+        out, wakes for the readers that block."""
         core = self.core
-        fb = None
-        ok, missing = True, False
-        try:
-            fb = self.hal.read()
-        except HeartbeatStale:
-            ok = False
-            missing = not os.path.exists(shm_path(self.hal.name))
-        except ReadContention:
-            fb = self.hal.local  # the last good copy
-        if core.cycle % WRITER_PROBE_EVERY == 0 and not self.hal.writer_alive():
-            # The HAL process is gone (its flock released), even if a successor has already taken the
-            # segment over and continues its heartbeat: a HAL restart is a HAL loss (safety stop).
-            ok = False
-            missing = not os.path.exists(shm_path(self.hal.name))
-            self._hal_advanced = False  # the new HAL counts once its heartbeat moves
-        hb = self.hal.heartbeat
-        if hb != self._last_hal_hb:
-            if self._last_hal_hb >= 0:
-                self._hal_advanced = True
-            self._last_hal_hb = hb
-            self.hal_age = 0
-        else:
-            self.hal_age += 1
-        ok = ok and self._hal_advanced  # a frame counts once the HAL is seen cycling
+        hal = self.hal
+        fb = hal.poll(now)  # a frame counts once the HAL is seen cycling; a HAL restart is a loss
+        self.hal_age = hal.unchanged_polls
         if fb is not None:
             if fb is not self._fb_obj:
                 self._fb_obj, self._fb_axes, self._fb_di = fb, fb["axes"], fb["di_bank"]
             np.bitwise_xor(self._fb_di, self._nc_mask, out=self._di_logical)
-            core.set_inputs(self._fb_axes, self._di_logical, ok, missing, self.hal_age)
+            core.set_inputs(self._fb_axes, self._di_logical, True, False, self.hal_age)
         else:
-            core.set_inputs(None, None, ok, missing)
-        for path in self.paths:
-            state = path.poll(now)
-            if state == "lost":
-                ids = core.source_lost(path.source)
-                if ids and path.source == CommandSource.RE:
+            core.set_inputs(None, None, False, hal.status is LinkStatus.ABSENT)
+        for source, inbox in self.paths:
+            inbox.poll(now)
+            if inbox.inbound.lost:
+                ids = core.source_lost(source)
+                if ids and source == CommandSource.RE:
                     core.m.errors |= MachineError.RE_LOST
                     core.m.message = f"recipe executor lost while commanding axes {ids}: stopped"
                     log.warning(core.m.message)
                     if core.m.state == MachineState.ACTIVE:
                         core.m.state = MachineState.IDLE
-            self._take_commands(path, now)
+            if inbox.pending():
+                self._take_commands(source, inbox, now)
         core.step(now)
         # write-ahead: a SafetyStop (or its reset) is on disk before anyone can see it or its ack
         self.latch.update(core.m.safety == SafetyState.SAFETY_STOP, core.m.message)
         self._write_outputs()
-        self.status.fill(core, hb, self.hal_age)
+        self.status.fill(core, hal.heartbeat, self.hal_age)
         if core.cycle % PID_EVERY == 0:
             fill_pid(self.pid, core)
         np.copyto(self.status_re, self.status_src)
@@ -271,31 +243,38 @@ class CycleRunner:
         self.w_rpc.commit()
         self.w_re.commit()
         self.w_mqt.commit()
+        self._post_wakes()
 
-    def _take_commands(self, path: commands.CommandPath, now: float) -> None:
-        if path.next_code() == CuCommand.RELOAD_CONFIG:
+    def _post_wakes(self) -> None:
+        status = self._status_change.changed()
+        if status:
+            self.wake_mqt.post()
+        n = self._rpc_acks[()]
+        if status or n != self._rpc_acks_seen:
+            self._rpc_acks_seen = n
+            self.wake_rpc.post()
+        n = self._re_acks[()]
+        if status or n != self._re_acks_seen:
+            self._re_acks_seen = n
+            self.wake_re.post()
+
+    def _take_commands(self, source: CommandSource, inbox: CommandInbox, now: float) -> None:
+        if inbox.next_code() == CuCommand.RELOAD_CONFIG:
             if self.reload is None:
-                slot_text = self._peek_text(path)
+                slot_text = inbox.next_text()
                 if self.core.all_standstill():
                     self.reload = ReloadJob(slot_text or str(self.cfg.dir), self.dt)
                     return  # take it once validated
             elif not self.reload.done.is_set():
                 return
-        for cmd in path.take():
+        for cmd in inbox.take():
             if cmd.code == CuCommand.RELOAD_CONFIG:
                 code, msg = self._apply_reload(cmd)
             else:
-                code, msg = commands.execute(self.core, cmd, path.source, now)
+                code, msg = commands.execute(self.core, cmd, source, now)
             if code != ResultCode.OK:
-                log.info("%s %s refused: %s", path.source.name, _code_name(cmd.code), msg)
-            path.ack(cmd, code, msg)
-
-    @staticmethod
-    def _peek_text(path: commands.CommandPath) -> str:
-        from common.shm.conversions import decode_str
-        ring = path.local["ring"]
-        consumed = int(path.acks["consumed"])
-        return decode_str(ring["slots"][consumed % len(ring["slots"])]["text"])
+                log.info("%s %s refused: %s", source.name, _code_name(cmd.code), msg)
+            inbox.ack(cmd, code, msg)
 
     def _apply_reload(self, cmd: Command) -> tuple[ResultCode, str]:
         job, self.reload = self.reload, None
@@ -346,16 +325,11 @@ class CycleRunner:
         finally:
             for w in self.writers:
                 w.close()
-            for p in self.paths:
+            for _, inbox in self.paths:
+                inbox.close()
+            for p in self.wakes:
                 p.close()
-            if self.hal is not None:
-                self.hal.close()
-
-
-def _field_bytes(local: np.ndarray, field: str) -> np.ndarray:
-    """Flat uint8 view of one top-level field of a writer's local payload."""
-    dt, off = local.dtype.fields[field][:2]
-    return local.reshape(1).view(np.uint8)[off: off + dt.itemsize]
+            self.hal.close()
 
 
 def _code_name(code: int) -> str:

@@ -11,18 +11,19 @@ import numpy as np
 
 from common.config import EvoConfig
 from common.consts import MAX_AXES
-from common.notify import WatchdogPinger, notify_ready, notify_stopping
+from common.notify import notify_stopping
 from common.states import DriverState
-from common.rt import CycleTimer, StopFlag, freeze_gc, process_setup, setup_realtime
+from common.rt import CycleLoop, StopFlag, process_setup
+from common.shm.inbound import CommandInbox, Inbound, InboundPolicy
 from common.shm.p2p import TypedP2pWriter
-from common.shm.rings import CommandRingReader
 from common.shm.segments import HAL_IO, SEGMENTS
+from common.shm.views import ChangeDetector, flat_bytes
+from common.shm.wake import WakePoster
 
 from .commands import CommandExecutor
 from .drivers.base import Driver, DriverIO
 from .drivers.registry import create_driver
 from .io import IoProcessor
-from .links import InboundLink
 from .state_file import StateWriter, load_state
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,10 @@ COMMAND_STALE_S = 0.5  # re_hal / rpc_hal writers commit every <= 10 ms; stale a
 CU_RETRY_S = 0.1  # attach attempts for cu_hal (the CU matters: look often)
 OPTIONAL_RETRY_S = 1.0  # attach attempts for re_hal / rpc_hal
 SLOW_EVERY_S = 0.1  # state file offer, driver health
+WRITER_PROBE_EVERY = 5  # cycles between flock probes of the CU's writer lock (a death seen within 5 ms)
+MAX_CATCH_UP_TICKS = 20  # a late cycle steps the plant by at most this many periods
 
-
-def _u8(a: np.ndarray) -> np.ndarray:
-    """Flat byte view of a whole structured payload (for memcpy-speed copies)."""
-    return a.reshape(1).view(np.uint8)
+_u8 = flat_bytes
 
 
 class HalCycle:
@@ -51,7 +51,7 @@ class HalCycle:
             self.configured[ax.id - 1] = True
         self.axis_count = max(config.axis_ids)
         self._writers: list[TypedP2pWriter] = []
-        self._links: list[InboundLink] = []
+        self._links: list[Inbound | CommandInbox] = []
         self.state_writer: StateWriter | None = None
         try:
             self._create_segments()
@@ -96,12 +96,18 @@ class HalCycle:
         self.w_re = writer("hal_re")
         cyc_us = self.config.system.hal.cycle_time_us
         cmd_stale = max(1, int(COMMAND_STALE_S * 1e6 / cyc_us))
-        self.cu_in = InboundLink("cu_hal", self.config.system.hal.stale_reads, int(CU_RETRY_S * 1e9))
-        self.re_in = InboundLink("re_hal", cmd_stale, int(OPTIONAL_RETRY_S * 1e9))
-        self.rpc_in = InboundLink("rpc_hal", cmd_stale, int(OPTIONAL_RETRY_S * 1e9))
-        self._links = [self.cu_in, self.re_in, self.rpc_in]
-        self.re_cmds = CommandRingReader(self.w_re.local["acks"])
-        self.rpc_cmds = CommandRingReader(self.w_rpc.local["acks"])
+        self.cu_in = Inbound.for_key("cu_hal", InboundPolicy(
+            stale_reads=self.config.system.hal.stale_reads, retry_s=CU_RETRY_S, probe_every=WRITER_PROBE_EVERY))
+        cmd_policy = InboundPolicy(stale_reads=cmd_stale, retry_s=OPTIONAL_RETRY_S, probe_every=WRITER_PROBE_EVERY)
+        self.re_cmds = CommandInbox(Inbound.for_key("re_hal", cmd_policy), self.w_re.local["acks"])
+        self.rpc_cmds = CommandInbox(Inbound.for_key("rpc_hal", cmd_policy), self.w_rpc.local["acks"])
+        self._links = [self.cu_in, self.re_cmds, self.rpc_cmds]
+        # wake the readers that block (bridges, RE) after a commit with new acks or changed I/O
+        self.wake_mqt, self.wake_rpc, self.wake_re = WakePoster("mqt"), WakePoster("rpc"), WakePoster("re")
+        self._io_change = ChangeDetector(_u8(self.w_mqt.local)[: HAL_IO.itemsize])
+        self._rpc_acks = self.w_rpc.local["acks"]["count"]
+        self._re_acks = self.w_re.local["acks"]["count"]
+        self._rpc_acks_seen = self._re_acks_seen = 0
         # the hal_mqt payload is filled in place; the other three copy bytes from it
         io = self.w_mqt.local["io"]
         io["axes"]["active"] = self.configured
@@ -116,11 +122,7 @@ class HalCycle:
         src = _u8(self.w_mqt.local)
         self._io_src = src[:n_io]
         self._io_dst = [_u8(self.w_rpc.local)[:n_io], _u8(self.w_re.local)[:n_io]]
-        st_off = self.w_mqt.dtype.fields["stats"][1]
-        st_n = self.stats.dtype.itemsize
-        self._stats_src = src[st_off : st_off + st_n]
-        rpc_st = self.w_rpc.dtype.fields["stats"][1]
-        self._stats_dst = _u8(self.w_rpc.local)[rpc_st : rpc_st + st_n]
+        self.stats_views = (self.stats, self.w_rpc.local["stats"])  # the loop publishes into both
         # hal_cu (upstream layout) = HAL_IO's axes + di_bank, then ai_values
         cu = _u8(self.w_cu.local)
         io_ai = HAL_IO.fields["ai_values"][1]
@@ -147,7 +149,8 @@ class HalCycle:
         """One cycle: read inputs, execute commands, exchange with the driver, publish."""
         dio = self.dio
         proc = self.proc
-        cu = self.cu_in.poll(now_ns)
+        now = now_ns * 1e-9  # perf_counter_ns is CLOCK_MONOTONIC: the same clock as time.monotonic()
+        cu = self.cu_in.poll(now)
         connected = cu is not None
         if connected != self.cu_connected:
             self.cu_connected = connected
@@ -155,8 +158,8 @@ class HalCycle:
                 log.info("CU connected: outputs follow cu_hal")
             else:
                 log.warning("CU absent or stale: drives disabled, brakes engaged, outputs safe")
-        self._commands(self.re_in, self.re_cmds, now_ns, connected)
-        self._commands(self.rpc_in, self.rpc_cmds, now_ns, connected)
+        self._commands(self.re_cmds, now, now_ns, connected)
+        self._commands(self.rpc_cmds, now, now_ns, connected)
         if connected:
             if cu is not self._cu_local:
                 self._bind_cu(cu)
@@ -172,7 +175,7 @@ class HalCycle:
             if self._targets:
                 dio.target_position[:] = v[4]
                 dio.target_velocity[:] = v[5]
-            proc.outputs(v[6], v[7], now_ns, self.cu_in.fresh)
+            proc.outputs(v[6], v[7], now_ns, self.cu_in.changed)
         else:
             if self._switch_key:
                 self._switch_key = b""
@@ -196,15 +199,15 @@ class HalCycle:
             axes["target_position"], axes["target_velocity"], cu["do_bank"], cu["ao_values"],
         )
 
-    def _commands(self, link: InboundLink, ring_reader: CommandRingReader, now_ns: int, connected: bool) -> None:
-        local = link.poll(now_ns)
-        if local is None:
+    def _commands(self, inbox: CommandInbox, now: float, now_ns: int, connected: bool) -> None:
+        inbox.poll(now)
+        if not inbox.pending():
             return
-        for cmd in ring_reader.take(local["ring"]):
+        for cmd in inbox.take():
             result, message = self.executor.execute(cmd, now_ns, connected)
-            ring_reader.ack(cmd, result, message)
+            inbox.ack(cmd, result, message)
             if result:
-                log.info("%s command %d (request %d) refused: %s", link.key, cmd.code, cmd.request_id, message)
+                log.info("%s command %d (request %d) refused: %s", inbox.name, cmd.code, cmd.request_id, message)
 
     def _publish(self, connected: bool) -> None:
         self.io_cu_connected[...] = connected
@@ -212,11 +215,21 @@ class HalCycle:
         np.copyto(self._cu_ai_dst, self._cu_ai_src)
         for dst in self._io_dst:
             np.copyto(dst, self._io_src)
-        np.copyto(self._stats_dst, self._stats_src)
         self.w_cu.commit()
         self.w_mqt.commit()
         self.w_rpc.commit()
         self.w_re.commit()
+        io = self._io_change.changed()
+        if io:
+            self.wake_mqt.post()
+        n = self._rpc_acks[()]
+        if io or n != self._rpc_acks_seen:
+            self._rpc_acks_seen = n
+            self.wake_rpc.post()
+        n = self._re_acks[()]
+        if io or n != self._re_acks_seen:
+            self._re_acks_seen = n
+            self.wake_re.post()
 
     def _slow(self, now_ns: int) -> None:
         self._next_slow = now_ns + int(SLOW_EVERY_S * 1e9)
@@ -250,6 +263,9 @@ class HalCycle:
             link.close()
         for w in self._writers:
             w.close()
+        for p in (getattr(self, "wake_mqt", None), getattr(self, "wake_rpc", None), getattr(self, "wake_re", None)):
+            if p is not None:
+                p.close()
         self._links, self._writers = [], []
 
 
@@ -263,26 +279,18 @@ def run(config: EvoConfig) -> int:
         "HAL up: driver %s, %d axes, cycle %d us, state file %s",
         hal.driver.name, len(config.axes), hal_cfg.cycle_time_us, config.hal_state_file(),
     )
-    rt = setup_realtime(hal_cfg.rt_priority, hal_cfg.cpu)
-    freeze_gc()
-    period = hal.period_ns
-    timer = CycleTimer(period)
-    pinger = WatchdogPinger()
-    prev_deadline = timer.next_ns - period
+    loop = CycleLoop("hal", hal.period_ns, stop, rt_priority=hal_cfg.rt_priority, cpu=hal_cfg.cpu)
+    dt_of_ticks = [k * hal.period_ns / 1e9 for k in range(MAX_CATCH_UP_TICKS + 1)]  # no float built per cycle
+
+    def step(now_ns: int, ticks: int) -> None:
+        hal.step(now_ns, dt_of_ticks[ticks if ticks < MAX_CATCH_UP_TICKS else MAX_CATCH_UP_TICKS])
+
     try:
-        while not stop.is_set():
-            timer.wait()
-            deadline = timer.next_ns - period
-            ticks = min(max((deadline - prev_deadline) // period, 1), 20)
-            prev_deadline = deadline
-            timer.publish(hal.stats, rt)
-            hal.step(time.perf_counter_ns(), ticks * period / 1e9)
-            timer.done()
-            if hal.cycles == 1:
-                notify_ready(f"HAL cycling, driver {hal.driver.name}")
-            pinger.tick()
+        rt = loop.start(hal.stats_views)
+        log.info("HAL cycle: %s", "SCHED_FIFO %d" % hal_cfg.rt_priority if rt else "normal scheduling")
+        loop.run(step, f"HAL cycling, driver {hal.driver.name}")
     finally:
         notify_stopping()
         hal.close()
-        log.info("HAL stopped after %d cycles (%d overruns)", hal.cycles, timer.overruns)
+        log.info("HAL stopped after %d cycles (%d overruns)", hal.cycles, loop.timer.overruns)
     return 0

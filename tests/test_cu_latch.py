@@ -149,6 +149,6 @@ def test_a_hal_restarted_faster_than_the_stale_threshold_is_still_a_hal_loss(mac
 def test_a_cu_restarted_faster_than_the_stale_threshold_makes_the_hal_drop_the_outputs(machine):
     """The HAL probes the CU's writer lock too: the dead CU's last command does not stay applied."""
     rpc = _restart_cu(machine, signal.SIGKILL)
-    wait_for(lambda: "cu_hal: writer gone" in machine.hal.output(), 10, what="the HAL saw the CU gone")
+    wait_for(lambda: "cu_hal writer process gone" in machine.hal.output(), 10, what="the HAL saw the CU gone")
     assert rpc.status()["safety_state"] == SafetyState.SAFETY_STOP  # and the new CU requires a reset
     rpc.cmd(C.RESET_ERROR, 0)
