@@ -35,6 +35,7 @@ from .watch import Broadcast, Streamer
 log = logging.getLogger("grpc_bridge")
 
 GRACE_S = 1.0  # in-flight calls get this long at shutdown
+HEALTH_REFRESH_S = 0.25  # health of what samples do not carry (HMI bound, Supervisor socket)
 
 def _listen_address(bind: str, port: int) -> str:
     host = f"[{bind}]" if ":" in bind and not bind.startswith("[") else bind
@@ -58,6 +59,8 @@ class Bridge:
         try:
             self.broadcast = Broadcast(asyncio.get_running_loop())
             self.link.on_sample.append(self.broadcast.publish_threadsafe)
+            self.broadcast.on_watchers = self.link.set_watchers  # samplers run only while watched
+            self.broadcast.fresh = self.link.fresh_snapshot  # unary reads with nobody watching
             self.health = health_aio.HealthServicer()
             self.auth = TokenAuth(g.viewer_tokens, g.operator_tokens)
             self.gate = AuthInterceptor(self.auth, is_command, log_denied)
@@ -74,6 +77,7 @@ class Bridge:
             raise
         self._health_state: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._health_task: asyncio.Task | None = None
         self.broadcast.listeners.append(self._update_health)
 
     def _add_services(self) -> tuple[str, ...]:
@@ -143,8 +147,17 @@ class Bridge:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
+    async def _refresh_health(self) -> None:
+        """Health also follows what is not a sample: the HMI binding late, the Supervisor socket
+        appearing. The link publishes only on a source's change while nobody watches."""
+        while True:
+            await asyncio.sleep(HEALTH_REFRESH_S)
+            if self.broadcast.latest is not None:
+                self._update_health(self.broadcast.latest)
+
     async def start(self) -> "Bridge":
         self.link.start()
+        self._health_task = asyncio.ensure_future(self._refresh_health())
         await self.server.start()
         if self.hmi is not None:
             await self.hmi.start()  # a port in use is logged and retried; gRPC serves regardless
@@ -154,6 +167,8 @@ class Bridge:
 
     async def stop(self) -> None:
         self.broadcast.listeners.clear()
+        if self._health_task is not None:
+            self._health_task.cancel()
         await self.health.enter_graceful_shutdown()
         self.broadcast.close()  # ends the Watch* streams and the HMI's live feeds
         if self.hmi is not None:

@@ -34,7 +34,8 @@ FIRST_SAMPLE_WAIT_S = 1.0
 
 
 async def latest(broadcast: Broadcast, context: grpc.aio.ServicerContext) -> Snapshot:
-    snap = broadcast.latest
+    """A snapshot no older than one sample period (read now when nobody watches)."""
+    snap = broadcast.current()
     if snap is None:
         try:
             snap = await asyncio.wait_for(broadcast.wait_newer(-1), FIRST_SAMPLE_WAIT_S)

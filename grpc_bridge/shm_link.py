@@ -1,13 +1,18 @@
 """The bridge's shared-memory side: the rpc_cu/rpc_hal/rpc_re command rings, their acks, the sampler.
 
-One link thread owns every read: it commits the three command segments at least every 10 ms,
-polls acks (every 0.5 ms while a command is pending), and hands one Snapshot per sample tick to
-`on_sample` callbacks (the server fans it out to every watcher).
+One link thread owns the periodic work and sleeps on the rpc wake semaphore (common/shm/wake.py):
+- a command waiting for its ack: woken by the consumer's post after it commits the ack (a fallback
+  poll every PENDING_POLL_S covers a writer that does not post);
+- liveness: every LIVENESS_PERIOD_S it reads the three ack segments (common/shm/inbound.py: ABSENT /
+  STALE / LIVE), commits our command segments (their heartbeat) and publishes a Snapshot when a
+  source's verdict changed (health, the HMI);
+- sampling: a Snapshot every sample period only while someone watches (a Watch* stream, an HMI
+  page) or a client read in the last DEMAND_HOLD_S; a read with nobody watching samples on demand
+  in the caller's thread (`fresh_snapshot`), so what it serves is never older than a sample period.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from concurrent.futures import Future
@@ -18,31 +23,25 @@ import grpc
 import numpy as np
 
 from common.shm.commands import ResultCode
-from common.shm.p2p import (
-    ReadContention,
-    SegmentNotFound,
-    ShmError,
-    TypedP2pReader,
-    TypedP2pWriter,
-    shm_path,
-    writer_alive,
-)
-from common.shm.rings import Ack, CommandRingWriter, RingFull
+from common.shm.inbound import CommandOutbox, Inbound, InboundPolicy, LinkStatus
+from common.shm.p2p import TypedP2pWriter, writer_alive
+from common.shm.rings import Ack, RingFull
 from common.shm.segments import SEGMENTS
+from common.shm.views import flat_bytes
+from common.shm.wake import WakePoster, WakeWaiter
 
 from .status_map import CommandError, unavailable
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_PERIOD_S = 0.010  # our command segments are committed at least this often
-PENDING_POLL_S = 0.00025  # ack polling period while a command is pending (only then)
-MAX_SAMPLE_PERIOD_S = 0.02  # sample (read every source) at least at 50 Hz
+LIVENESS_PERIOD_S = 0.05  # ack segments read, our heartbeat committed (consumers: stale after 0.5 s)
+PENDING_POLL_S = 0.002  # ack poll while a command waits, in case its consumer does not post a wake
+MAX_SAMPLE_PERIOD_S = 0.02  # while watched, sample at least at 50 Hz
+DEMAND_HOLD_S = 2.0  # the sampler keeps running this long after a client read (a polling client)
 STALE_AFTER_S = 0.2  # a source whose heartbeat has not moved for this long is unavailable ...
 STALE_PERIODS = 5  # ... or for this many of its cycle periods, if that is longer
-ALIVE_CHECK_S = 0.05  # writer_alive() probe period per source (a flock probe, ~10 us)
-ATTACH_RETRY_S = 1.0  # re-attach attempts of a stale source whose segment was not replaced
-QUICK_ATTACH_S = 0.05  # attach attempts once the segment (or a replacement) exists
-READER_STALE_READS = 1 << 30  # staleness is judged by age (STALE_AFTER_S), not read counts
+ATTACH_RETRY_S = 0.05  # stat() of an absent / replaced ack segment at most this often
+PROBE_EVERY = 2  # writer-lock probe every this many polls of a live source (~10 us each)
 
 
 @dataclass(frozen=True)
@@ -79,14 +78,15 @@ class SourceSample:
 
 class Snapshot:
     """One sample of all three sources; protos built from it are cached per kind (shared by every
-    watcher of this tick)."""
+    watcher of this tick). `taken_at` is the monotonic time of the sample."""
 
-    __slots__ = ("seq", "unix_ns", "sources", "_cache", "_lock")
+    __slots__ = ("seq", "unix_ns", "sources", "taken_at", "_cache", "_lock")
 
-    def __init__(self, seq: int, unix_ns: int, sources: dict[str, SourceSample]) -> None:
+    def __init__(self, seq: int, unix_ns: int, sources: dict[str, SourceSample], taken_at: float = 0.0) -> None:
         self.seq = seq
         self.unix_ns = unix_ns
         self.sources = sources
+        self.taken_at = taken_at
         self._cache: dict[str, object] = {}
         self._lock = threading.Lock()
 
@@ -102,111 +102,46 @@ class Snapshot:
 
 
 class _Source:
-    """Link-thread state of one target: our command writer and the reader of its ack segment."""
+    """One target: our command segment (writer + ring) and its ack segment (an Inbound)."""
 
     def __init__(self, target: Target, prefix: str | None, stale_after_s: float) -> None:
         self.target = target
-        self.stale_after_s = stale_after_s
         cmd = SEGMENTS[target.cmd_key]
-        ack = SEGMENTS[target.ack_key]
         self.writer = TypedP2pWriter.create(cmd.name(prefix), cmd.writer, cmd.reader, cmd.dtype)
-        self.ring = CommandRingWriter(self.writer.local["ring"])
+        self.inbound = Inbound.for_key(
+            target.ack_key, InboundPolicy(stale_after_s=stale_after_s, retry_s=ATTACH_RETRY_S, probe_every=PROBE_EVERY),
+            prefix)
+        self.outbox = CommandOutbox(self.writer.local["ring"], self.inbound)
         self.writer.commit()
-        self.ack_name = ack.name(prefix)
-        self.ack_dtype = ack.dtype
-        self.reader: TypedP2pReader | None = None
-        self.inode: int | None = None  # of the segment the reader mapped
-        self.next_attach = 0.0
-        self.next_quick_attach = 0.0
-        self.alive = False
-        self.next_alive_check = 0.0
-        self.last_hb: int | None = None
-        self.hb_changed_at = -1.0  # monotonic time the heartbeat last moved; -1 = never seen move
-        self.sampled: np.ndarray | None = None  # payload copy of the last sample tick
-        self.last_view: np.ndarray | None = None  # reader's view after the last read (None: failed)
-        self.follows = False  # the consumer has seen our ring's epoch
+        self.ack_name = self.inbound.name
+        self.alive = True  # the last exact writer-lock probe of submit() (False: refuse at once)
         self.futures: dict[int, Future[Ack]] = {}  # seq -> caller's future
 
-    # -- link thread ----------------------------------------------------------------------------
-    def maybe_attach(self, now: float) -> None:
-        """Attach when the segment appears, re-attach when a stale one was replaced (new inode, a
-        restarted writer); otherwise retry at most every ATTACH_RETRY_S. One stat() per tick."""
-        try:
-            inode = os.stat(shm_path(self.ack_name)).st_ino
-        except FileNotFoundError:
-            inode = None
-        if inode is not None and (self.reader is None or inode != self.inode):
-            if now >= self.next_quick_attach:
-                self.next_quick_attach = now + QUICK_ATTACH_S
-                self.attach(now)
-        elif now >= self.next_attach:
-            self.attach(now)
-
-    def attach(self, now: float) -> None:
-        """(Re-)attach the ack segment."""
-        self.next_attach = now + ATTACH_RETRY_S
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
-        try:
-            self.reader = TypedP2pReader.attach(
-                self.ack_name, "rpc", self.ack_dtype, stale_reads=READER_STALE_READS
-            )
-        except SegmentNotFound:
-            pass  # not there yet: the next tick retries (attach leaves nothing behind)
-        except ShmError as e:
-            log.warning("cannot attach %s: %s", self.ack_name, e)
-        else:
-            log.info("attached %s", self.ack_name)
-            try:
-                self.inode = os.stat(shm_path(self.ack_name)).st_ino
-            except FileNotFoundError:
-                self.inode = None  # already gone again: the next tick notices
-
-    def read(self, now: float) -> np.ndarray | None:
-        """Read the ack segment and track its heartbeat (our own age: survives re-attaching);
-        None when not attached or torn three times (next tick retries)."""
-        if self.reader is None:
-            return None
-        try:
-            view = self.reader.read()
-        except ReadContention:
-            return None
-        hb = self.reader.heartbeat
-        if self.last_hb is None:
-            self.last_hb = hb  # first sight: fresh only once we see it move
-        elif hb != self.last_hb:
-            self.last_hb = hb
-            self.hb_changed_at = now
-        return view
-
-    def age(self) -> float:
-        """Seconds since the heartbeat last moved; -1 when never seen."""
-        return -1.0 if self.hb_changed_at < 0 else time.monotonic() - self.hb_changed_at
-
-    def fresh(self) -> bool:
-        return self.hb_changed_at >= 0 and time.monotonic() - self.hb_changed_at <= self.stale_after_s
-
-    def not_ok_reason(self) -> str:
-        t = self.target
-        if self.reader is None:
-            return f"{t.label} is not running ({self.ack_name} does not exist)"
+    def verdict(self) -> str:
+        """Why this source cannot take commands or serve values ("" when it can)."""
+        t, inb = self.target, self.inbound
         if not self.alive:
             return f"{t.label} is not running (no live writer of {self.ack_name})"
-        if not self.fresh():
-            age = self.age()
-            seen = f"unchanged for {age:.2f} s" if age >= 0 else "never seen"
-            return f"{t.label} is stale ({self.ack_name} heartbeat {seen})"
-        if not self.follows:
+        if inb.status is LinkStatus.STALE:
+            if "gone" in inb.reason or "exist" in inb.reason:
+                return f"{t.label} is not running ({inb.reason})"
+            return f"{t.label} is stale ({inb.reason})"
+        if inb.status is LinkStatus.ABSENT:
+            if not inb.attached:
+                return f"{t.label} is not running ({self.ack_name} does not exist)"
+            return f"{t.label} is not live yet ({inb.reason})"
+        if not self.outbox.ready:
             return f"{t.label} has not attached {self.writer.name} yet"
         return ""
 
-
-def _flat_copy(view: np.ndarray) -> np.ndarray:
-    """A copy of a structured payload through flat uint8 views (~10x faster than view.copy())."""
-    out = np.empty((), dtype=view.dtype)
-    np.copyto(out.reshape(1).view(np.uint8), view.reshape(1).view(np.uint8))
-    return out
+    def sample(self, now: float) -> SourceSample:
+        """The source as last polled; the payload is a private copy (flat byte copy)."""
+        payload = None
+        if self.inbound.polls:  # read at least once: its last values (flagged by `ok`) are served
+            payload = np.empty((), dtype=self.inbound.dtype)  # each snapshot owns its copy
+            np.copyto(flat_bytes(payload), flat_bytes(self.inbound.local))
+        reason = self.verdict()
+        return SourceSample(payload, self.inbound.heartbeat_age_s(now), not reason, reason)
 
 
 def _deliver(done: list[tuple["Future[Ack]", Ack]]) -> None:
@@ -217,36 +152,48 @@ def _deliver(done: list[tuple["Future[Ack]", Ack]]) -> None:
 
 
 class ShmLink:
-    """Thread-safe command submission plus the link thread (see module docstring)."""
+    """Thread-safe command submission, on-demand reads and the link thread (module docstring)."""
 
     def __init__(self, sample_hz: float, prefix: str | None = None,
                  cycle_periods_s: dict[str, float] | None = None) -> None:
         """`cycle_periods_s`: each source's cycle period by key (cu, hal, re); a source is stale after
         max(STALE_AFTER_S, STALE_PERIODS periods) without a heartbeat."""
-        # Sampling is also how freshness is judged: never slower than MAX_SAMPLE_PERIOD_S.
         self.sample_period = min(1.0 / sample_hz, MAX_SAMPLE_PERIOD_S)
         self.latest: Snapshot | None = None
-        self._lock = threading.Lock()  # guards writers, rings and futures
-        self._wake = threading.Event()
+        self._lock = threading.Lock()  # guards the sources (segments, rings, futures) and the sample seq
+        self._kick = threading.Event()  # in-process: a submit, a new watcher, stop
         self._stop = threading.Event()
         self._sources: dict[str, _Source] = {}
+        self._waiter: WakeWaiter | None = None
+        self._self_post = WakePoster("rpc", prefix)  # a submit ends the thread's wait on the semaphore
         try:
             for t in TARGETS:
                 period = (cycle_periods_s or {}).get(t.key, 0.0)
                 self._sources[t.key] = _Source(t, prefix, max(STALE_AFTER_S, STALE_PERIODS * period))
+            self._waiter = WakeWaiter("rpc", prefix)
         except BaseException:
             self._close_sources()
             raise
         self._sample_seq = 0
+        self._verdicts: tuple[str, ...] = ()
+        self.watchers = 0  # Watch* streams and HMI pages (set by the server's Broadcast)
+        self._demand_until = 0.0
+        self.samples = 0  # figures: sampler ticks, on-demand samples, link-thread wake-ups
+        self.demand_samples = 0
+        self.wakes = 0
         self._thread = threading.Thread(target=self._run, name="evo-grpc-link", daemon=True)
         self.on_sample: list[Callable[[Snapshot], None]] = []
 
     def start(self) -> "ShmLink":
-        self._tick(time.monotonic(), sample=True)
+        now = time.monotonic()
+        with self._lock:
+            for src in self._sources.values():
+                src.inbound.poll(now)
+        self._publish(now)
         self._thread.start()
         return self
 
-    # -- callers (gRPC worker threads) -----------------------------------------------------------
+    # -- callers (gRPC worker threads / the event loop) -------------------------------------------
     def submit(
         self, target: Target, code: int, request_id: int, *, axis: int = 0, pin: int = 0,
         args: Sequence[float] = (), text: str = "",
@@ -259,16 +206,16 @@ class ShmLink:
         try:
             with self._lock:
                 src.alive = alive
-                reason = src.not_ok_reason()
+                reason = src.verdict()
                 if reason:
                     raise unavailable(reason)
                 try:
-                    seq = src.ring.submit(code, request_id, axis=axis, pin=pin, args=args, text=text)
+                    seq = src.outbox.submit(code, request_id, axis=axis, pin=pin, args=args, text=text)
                 except RingFull:
                     # Our view of what the consumer took may be a tick old: refresh it, retry once.
                     done = self._poll(src, time.monotonic())
                     try:
-                        seq = src.ring.submit(code, request_id, axis=axis, pin=pin, args=args, text=text)
+                        seq = src.outbox.submit(code, request_id, axis=axis, pin=pin, args=args, text=text)
                     except RingFull as e:
                         raise CommandError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                            f"{target.label} command ring full: {e}", ResultCode.BUSY) from None
@@ -277,7 +224,8 @@ class ShmLink:
                 src.writer.commit()
         finally:
             _deliver(done)
-        self._wake.set()
+        self._kick.set()
+        self._self_post.post()
         return fut
 
     def forget(self, target: Target, fut: "Future[Ack]") -> None:
@@ -290,103 +238,133 @@ class ShmLink:
 
     def source_ok(self, target: Target) -> tuple[bool, str]:
         src = self._sources[target.key]
-        reason = src.not_ok_reason()
+        reason = src.verdict()
         return (not reason, reason)
 
+    def fresh_snapshot(self) -> Snapshot:
+        """A snapshot no older than one sample period: the latest one, or one read now (in the
+        caller's thread) when the sampler is not running. Keeps the sampler on for DEMAND_HOLD_S."""
+        now = time.monotonic()
+        was_idle = now >= self._demand_until and self.watchers == 0
+        self._demand_until = now + DEMAND_HOLD_S
+        snap = self.latest
+        if snap is not None and now - snap.taken_at <= self.sample_period:
+            return snap
+        with self._lock:
+            for src in self._sources.values():
+                src.inbound.poll(now)
+        self.demand_samples += 1
+        snap = self._publish(now)
+        if was_idle:
+            self._kick.set()  # the sampler starts now: the next read is served from it
+        return snap
+
+    def set_watchers(self, n: int) -> None:
+        """The number of live watchers (streams, pages); the first one starts the sampler at once."""
+        start = n > 0 and self.watchers == 0
+        self.watchers = n
+        if start:
+            self._kick.set()
+
+    @property
+    def sampling(self) -> bool:
+        return self.watchers > 0 or time.monotonic() < self._demand_until
+
     # -- link thread ----------------------------------------------------------------------------
-    @staticmethod
-    def _poll(src: _Source, now: float) -> list[tuple[Future[Ack], Ack]]:
+    def _poll(self, src: _Source, now: float) -> list[tuple[Future[Ack], Ack]]:
         """Read the source's ack segment and match new acks to futures (caller holds the lock)."""
+        src.inbound.poll(now)
         done: list[tuple[Future[Ack], Ack]] = []
-        view = src.read(now)
-        src.last_view = view
-        if view is not None:
-            acks = view["acks"]
-            src.follows = int(acks["cmd_epoch_seen"]) == src.ring.epoch
-            for ack in src.ring.poll_acks(acks):
-                fut = src.futures.pop(ack.seq, None)
-                if fut is not None:
-                    done.append((fut, ack))
+        for ack in src.outbox.poll_acks():
+            fut = src.futures.pop(ack.seq, None)
+            if fut is not None:
+                done.append((fut, ack))
         return done
 
+    def _pending(self) -> bool:
+        return any(s.futures for s in self._sources.values())
+
     def _run(self) -> None:
-        next_hb = next_sample = time.monotonic()
+        assert self._waiter is not None
+        now = time.monotonic()
+        next_live = now + LIVENESS_PERIOD_S
+        next_sample = now
         while not self._stop.is_set():
-            pending = any(s.futures for s in self._sources.values())
             now = time.monotonic()
-            timeout = PENDING_POLL_S if pending else max(0.0, min(next_hb, next_sample) - now)
-            self._wake.wait(timeout)
-            self._wake.clear()
+            pending = self._pending()
+            sampling = self.sampling
+            due = min(next_live, next_sample) if sampling else next_live
+            if pending:
+                # a consumer's ack post (or our own submit's) ends this wait
+                if self._waiter.wait(max(0.0, min(due - now, PENDING_POLL_S))):
+                    self.wakes += 1
+            else:
+                # Nothing waits for an ack: a consumer's change post means nothing to us, so the
+                # semaphore is left alone (no wake-up per HAL commit); only our own kicks end this.
+                self._kick.wait(max(0.0, due - now))
+            self._kick.clear()
             now = time.monotonic()
-            sample = now >= next_sample
+            sample = self.sampling and now >= next_sample
             if sample:
                 next_sample = max(next_sample + self.sample_period, now)
+            elif not self.sampling:
+                next_sample = now  # the first watcher gets a sample at once
             try:
-                self._tick(now, sample=sample, acks_only=not sample and now < next_hb)
+                self._tick(now, sample)
             except Exception:  # noqa: BLE001 - the link must survive a bug in one tick; reported
                 log.exception("link tick failed")
-            if now >= next_hb:
-                next_hb = now + HEARTBEAT_PERIOD_S
+            if now >= next_live:
+                next_live = now + LIVENESS_PERIOD_S
 
-    def _tick(self, now: float, sample: bool, acks_only: bool = False) -> None:
+    def _tick(self, now: float, sample: bool) -> None:
         delivered: list[tuple[Future[Ack], Ack]] = []
-        fresh_state = False  # an ack arrived: publish its segment's state before the caller wakes
-        for key, src in self._sources.items():
-            # Read on sample ticks and while a command waits for its ack; heartbeat ticks only commit.
-            read = sample or bool(src.futures)
-            if acks_only and not read:
-                continue
-            probed: bool | None = None
-            if read and now >= src.next_alive_check:
-                src.next_alive_check = now + ALIVE_CHECK_S
-                probed = writer_alive(src.ack_name)
-            done: list[tuple[Future[Ack], Ack]] = []
+        for src in self._sources.values():
             with self._lock:
-                if probed is not None:  # never overwrite a fresher probe made by submit()
-                    src.alive = probed
-                if read:
-                    if src.reader is None or not src.fresh():
-                        src.maybe_attach(now)
-                    done = self._poll(src, now)
-                # Read-your-writes: the consumer commits an ack together with the state it left (one
-                # segment, one seqlock commit), so that state is served from the moment the ack is.
-                if (sample or done) and src.last_view is not None:
-                    src.sampled = _flat_copy(src.last_view)  # under the lock: submit() may read too
-                    fresh_state = fresh_state or bool(done)
-                if src.futures and (not src.alive or not src.fresh()):
-                    for ack in src.ring.fail_pending(src.not_ok_reason() or f"{src.target.label} gone"):
+                done = self._poll(src, now)
+                if not src.alive:  # submit() found no writer: alive again once a new one holds the lock
+                    src.alive = writer_alive(src.ack_name)
+                if src.futures and (src.inbound.status is not LinkStatus.LIVE or not src.alive):
+                    for ack in src.outbox.fail_pending(src.verdict() or f"{src.target.label} gone"):
                         fut = src.futures.pop(ack.seq, None)
                         if fut is not None:
                             done.append((fut, ack))
-                if not acks_only:
-                    src.writer.commit()  # heartbeat
+                src.writer.commit()  # our heartbeat (cheap; consumers judge us stale after 0.5 s)
             delivered += done
-        if sample or fresh_state:
-            samples: dict[str, SourceSample] = {}
-            with self._lock:
-                for key, src in self._sources.items():
-                    reason = src.not_ok_reason()
-                    samples[key] = SourceSample(src.sampled, src.age(), not reason, reason)
-            self._sample_seq += 1
-            snap = Snapshot(self._sample_seq, time.time_ns(), samples)
-            self.latest = snap
-            for cb in self.on_sample:  # the broadcast queues it on the event loop ahead of the acks below
-                try:
-                    cb(snap)
-                except Exception:  # noqa: BLE001
-                    log.exception("sample callback failed")
+        # Read-your-writes: the consumer commits an ack together with the state it left (one segment,
+        # one seqlock commit), so that state is published before the caller's future completes.
+        if sample or delivered or self._verdicts_changed():
+            self._publish(now)
         _deliver(delivered)
+
+    def _verdicts_changed(self) -> bool:
+        return tuple(s.verdict() for s in self._sources.values()) != self._verdicts
+
+    def _publish(self, now: float) -> Snapshot:
+        with self._lock:
+            samples = {key: src.sample(now) for key, src in self._sources.items()}
+            self._verdicts = tuple(s.reason for s in samples.values())
+            self._sample_seq += 1
+            snap = Snapshot(self._sample_seq, time.time_ns(), samples, now)
+            self.latest = snap
+            self.samples += 1
+        for cb in self.on_sample:  # the broadcast queues it on the event loop ahead of the acks
+            try:
+                cb(snap)
+            except Exception:  # noqa: BLE001
+                log.exception("sample callback failed")
+        return snap
 
     # -- shutdown -------------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the link thread, fail what is pending, unlink our segments."""
+        """Stop the link thread, fail what is pending, unlink our segments and our wake semaphore."""
         self._stop.set()
-        self._wake.set()
+        self._kick.set()
+        self._self_post.post()
         if self._thread.is_alive():
             self._thread.join(2.0)
         with self._lock:
             for src in self._sources.values():
-                for ack in src.ring.fail_pending("gRPC bridge shutting down"):
+                for ack in src.outbox.fail_pending("gRPC bridge shutting down"):
                     fut = src.futures.pop(ack.seq, None)
                     if fut is not None and not fut.done():
                         fut.set_result(ack)
@@ -394,6 +372,9 @@ class ShmLink:
 
     def _close_sources(self) -> None:
         for src in self._sources.values():
-            if src.reader is not None:
-                src.reader.close()
+            src.inbound.close()
             src.writer.close()
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
+        self._self_post.close()

@@ -1,6 +1,7 @@
 """Fan-out of the link's samples to the server streams: one latest-value slot, woken once per tick.
 
 Each watcher takes the latest shared sample at its own rate; a slow client drops to the latest.
+The link samples only while someone watches: `Broadcast.watchers` counts the streams and pages.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import AsyncIterator, Callable
 
 import grpc
 
-from .shm_link import Snapshot
+from .shm_link import MAX_SAMPLE_PERIOD_S, Snapshot
 from .status_map import CommandError, invalid
 
 RATE_METADATA_KEY = "evo-rate-hz"  # initial metadata: the rate the server applies
@@ -27,6 +28,19 @@ class Broadcast:
         self.closed = False
         self._event = asyncio.Event()
         self.listeners: list[Callable[[Snapshot], None]] = []  # called in the loop per sample
+        self.watchers = 0  # Watch* streams and HMI live pages being served
+        self.on_watchers: Callable[[int], None] | None = None  # the link: sample only while watched
+        self.fresh: Callable[[], Snapshot] | None = None  # the link: a snapshot no older than a period
+
+    def watch(self, delta: int) -> None:
+        """A stream or page starts (+1) or ends (-1)."""
+        self.watchers += delta
+        if self.on_watchers is not None:
+            self.on_watchers(self.watchers)
+
+    def current(self) -> Snapshot | None:
+        """For a unary read: a fresh snapshot (sampled now if the sampler is idle), else the latest."""
+        return self.fresh() if self.fresh is not None else self.latest
 
     def publish_threadsafe(self, snap: Snapshot) -> None:
         """From the link thread."""
@@ -82,22 +96,29 @@ class Streamer:
         """The shared snapshots newer than `after_seq`, one per `period` at most, until the broadcast
         closes (every Watch* stream and the HMI's live feed). The consumer's await on each item paces
         it: never a backlog."""
+        bc = self.broadcast
         last = after_seq
+        if bc.latest is not None and bc.latest.taken_at and time.monotonic() - bc.latest.taken_at > MAX_SAMPLE_PERIOD_S:
+            last = max(last, bc.latest.seq)  # sampled before anyone watched: wait for a fresh one
         due = time.monotonic()
         early = 0.5 * period  # a sample this close before the due time is taken (tick jitter)
-        while True:
-            snap = await self.broadcast.wait_newer(last)
-            if snap is None:
-                return  # shutting down
-            now = time.monotonic()
-            if now < due - early:  # this client wants fewer samples than the sampler makes
-                await asyncio.sleep(due - now)
-                snap = self.broadcast.latest
-                if snap is None or self.broadcast.closed:
-                    return
-            last = snap.seq
-            yield snap
-            due += period
-            now = time.monotonic()
-            if due < now - period:
-                due = now  # fell behind (slow client): restart the schedule, never burst
+        bc.watch(+1)  # the link samples while this runs
+        try:
+            while True:
+                snap = await bc.wait_newer(last)
+                if snap is None:
+                    return  # shutting down
+                now = time.monotonic()
+                if now < due - early:  # this client wants fewer samples than the sampler makes
+                    await asyncio.sleep(due - now)
+                    snap = bc.latest
+                    if snap is None or bc.closed:
+                        return
+                last = snap.seq
+                yield snap
+                due += period
+                now = time.monotonic()
+                if due < now - period:
+                    due = now  # fell behind (slow client): restart the schedule, never burst
+        finally:
+            bc.watch(-1)

@@ -18,6 +18,7 @@ from common.shm.commands import ResultCode
 from common.shm.p2p import SegmentNotFound, ShmError, TypedP2pReader, TypedP2pWriter
 from common.shm.rings import Command, CommandRingReader
 from common.shm.segments import SEGMENTS
+from common.shm.wake import WakePoster
 from grpc_bridge.protos.evo.v1 import io_pb2_grpc, machine_pb2_grpc, recipes_pb2_grpc
 from tests.helpers import REPO, ModuleProcess, free_port, wait_for
 
@@ -120,6 +121,7 @@ class FakeConsumer:
         self.frozen = threading.Event()  # set: no more commits (a hung consumer)
         self._stop = threading.Event()
         self._reader: TypedP2pReader | None = None
+        self.wake = WakePoster("rpc", prefix)  # like the real consumers: the bridge is woken by an ack
         self.writer.commit()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -135,6 +137,7 @@ class FakeConsumer:
                                                          self.cmd_spec.dtype, exclusive=False, stale_reads=10_000)
                 except (SegmentNotFound, ShmError):
                     pass
+            acked = False
             if self._reader is not None and self.consuming.is_set():
                 view = self._reader.try_read()
                 if view is not None:
@@ -142,7 +145,10 @@ class FakeConsumer:
                         self.taken.append(cmd)
                         result, message = self.respond(cmd)
                         self.acks.ack(cmd, result, message)
+                        acked = True
             self.writer.commit()
+            if acked:
+                self.wake.post()
             time.sleep(0.001)
 
     def close(self) -> None:
@@ -150,4 +156,5 @@ class FakeConsumer:
         self._thread.join(2)
         if self._reader is not None:
             self._reader.close()
+        self.wake.close()
         self.writer.close()
