@@ -34,6 +34,7 @@ METHOD = (
 PAYLOADS = ("hal_cu", "re_mqt")  # the 10 KB active segment and a small status segment
 AIM_FLOOR_RATIO = 4.0  # hal_cu write and read each within 4x of the memcpy floor
 AIM_IOX_SPEEDUP = 3.0  # evo write+read at least 3x cheaper than iceoryx2 publish+receive
+AIM_WRITE_PAYLOAD_RATIO = 2.0  # issue 15: TypedP2pWriter.write(payload) within 2x of the memcpy floor
 
 # Slots of the lockstep counter shared by a writer/reader pair.
 W_DONE, R_DONE, W_READY, R_READY, ABORT = range(5)
@@ -44,6 +45,9 @@ ROW_LABELS = {
     "memcpy": "(d) memcpy floor: np.copyto on uint8 views",
     "struct_copy": "(c) structured copy: dst[...] = src",
     "evo_write": "evo write: TypedP2pWriter.commit()",
+    "evo_write_payload": "evo write(payload), in-process: one flat copy",
+    "evo_write_payload_old": "evo write(payload) before issue 15: dtype assign + commit",
+    "evo_commit_inproc": "evo commit() of local, in-process",
     "evo_read": "evo read: TypedP2pReader.read()",
     "iox_publish": "(a) iceoryx2 publish: loan+copy+send",
     "iox_receive": "(a) iceoryx2 receive: take+copy+release",
@@ -383,11 +387,31 @@ def _local_rows(payload: str, ops: int, warmup: int) -> dict[str, np.ndarray]:
     src_s, dst_s = np.zeros((), dtype=dt), np.zeros((), dtype=dt)
     src_s.reshape(1).view(np.uint8)[:] = _pattern(dt.itemsize)
     src_u8, dst_u8 = _pattern(dt.itemsize), np.zeros(dt.itemsize, dtype=np.uint8)
-    return {
+    rows = {
         # bound C callables: no Python frame inside the timed window, same as w.commit / r.read
         "memcpy": _time_local(functools.partial(np.copyto, dst_u8, src_u8), ops, warmup),
         "struct_copy": _time_local(functools.partial(dst_s.__setitem__, Ellipsis, src_s), ops, warmup),
     }
+    # issue 15: write(payload) beside the floor and beside commit(), same process, same bytes; and the
+    # old write (structured assignment into local, then commit) for the before/after ratio
+    from common.shm.p2p import TypedP2pWriter
+    from common.shm.segments import SEGMENTS
+
+    spec = SEGMENTS[payload]
+    w = TypedP2pWriter.create(f"{os.environ['EVO_SHM_PREFIX']}_inproc_{payload}", spec.writer, spec.reader, dt)
+    try:
+        w.local.reshape(1).view(np.uint8)[:] = _pattern(dt.itemsize)
+
+        def old_write(p: np.ndarray = src_s) -> None:
+            w.local[...] = p.reshape(())
+            w.commit()
+
+        rows["evo_write_payload"] = _time_local(functools.partial(w.write, src_s), ops, warmup)
+        rows["evo_commit_inproc"] = _time_local(w.commit, ops, warmup)
+        rows["evo_write_payload_old"] = _time_local(old_write, ops, warmup)
+    finally:
+        w.close()
+    return rows
 
 
 # --- orchestration -------------------------------------------------------------------------------
@@ -449,6 +473,9 @@ def run(ops: int, warmup: int, quick: bool = False, out: str | None = None, pref
         q = by[("queue_put", payload)]["p50_ns"] + by[("queue_get", payload)]["p50_ns"]
         raw = by[("raw_write", payload)]["p50_ns"] + by[("raw_read", payload)]["p50_ns"]
         summary[payload] = {
+            "write_payload_to_floor": by[("evo_write_payload", payload)]["ratio_to_floor"],
+            "write_payload_old_to_floor": by[("evo_write_payload_old", payload)]["ratio_to_floor"],
+            "commit_inproc_to_floor": by[("evo_commit_inproc", payload)]["ratio_to_floor"],
             "write_to_floor": by[("evo_write", payload)]["ratio_to_floor"],
             "read_to_floor": by[("evo_read", payload)]["ratio_to_floor"],
             "evo_write_read_p50_ns": evo,
@@ -464,6 +491,8 @@ def run(ops: int, warmup: int, quick: bool = False, out: str | None = None, pref
         "hal_cu_write_within_4x_floor": hal["write_to_floor"] <= AIM_FLOOR_RATIO,
         "hal_cu_read_within_4x_floor": hal["read_to_floor"] <= AIM_FLOOR_RATIO,
         "hal_cu_3x_cheaper_than_iceoryx2": hal["iox_over_evo"] >= AIM_IOX_SPEEDUP,
+        **{f"{p}_write_payload_within_2x_floor": summary[p]["write_payload_to_floor"] <= AIM_WRITE_PAYLOAD_RATIO
+           for p in PAYLOADS},
     }
     result = {
         "benchmark": "shm",
@@ -495,6 +524,9 @@ def report(result: dict[str, Any]) -> None:
     print()
     for payload in PAYLOADS:
         s = result["summary"][payload]
+        print(f"{payload}: write(payload) {s['write_payload_to_floor']:.2f}x floor (aim <= "
+              f"{AIM_WRITE_PAYLOAD_RATIO:.0f}x; before issue 15 {s['write_payload_old_to_floor']:.2f}x), "
+              f"commit() in-process {s['commit_inproc_to_floor']:.2f}x")
         print(f"{payload}: evo write {s['write_to_floor']:.2f}x floor, read {s['read_to_floor']:.2f}x floor"
               + (f" (aim <= {AIM_FLOOR_RATIO:.0f}x)" if payload == "hal_cu" else ""))
         print(f"{payload}: evo write+read {s['evo_write_read_p50_ns']:.0f} ns vs iceoryx2 publish+receive "

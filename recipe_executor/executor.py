@@ -227,6 +227,10 @@ class Executor:
         self._set_state(ReState.IDLE)
         return ResultCode.OK, "reset to Idle"
 
+    def has_pending_stops(self) -> bool:
+        """STOPs owed to the CU after a safety stop (sent once the CU follows our ring)."""
+        return bool(self._safety_stop_axes)
+
     # ============================================================================ the tick ==
     def tick(self, now: float) -> None:
         if self._safety_stop_axes and self.port.cu_ready():

@@ -12,16 +12,11 @@ import numpy as np
 
 from common.shm.commands import ResultCode
 from common.shm.conversions import encode_str
-from common.shm.p2p import (
-    HeartbeatStale,
-    ReadContention,
-    ShmError,
-    TypedP2pReader,
-    TypedP2pWriter,
-    segment_name,
-)
-from common.shm.rings import Command, CommandRingReader, CommandRingWriter, RingFull
-from common.shm.segments import CU_TO_RE, HAL_TO_RE, RE_TO_CU, RE_TO_HAL, RE_TO_MQT, RE_TO_RPC, RPC_TO_RE
+from common.shm.inbound import CommandInbox, CommandOutbox, Inbound, InboundPolicy, LinkStatus
+from common.shm.p2p import TypedP2pWriter, segment_name
+from common.shm.rings import Command, RingFull
+from common.shm.segments import RE_TO_CU, RE_TO_HAL, RE_TO_MQT, RE_TO_RPC
+from common.shm.wake import WakePoster
 from common.consts import ACK_MESSAGE_LEN, NAME_LEN
 
 from .executor import Snapshot
@@ -30,61 +25,13 @@ from .port import Ticket
 log = logging.getLogger(__name__)
 
 ATTACH_INTERVAL_S = 1.0
-
-
-class OptionalInput:
-    """A reader of a segment that may not exist yet: attach once per ATTACH_INTERVAL_S, report
-    `fresh` (read OK and heartbeat moving); a stale writer is retried transparently by p2p."""
-
-    def __init__(self, src: str, dtype: np.dtype, stale_reads: int) -> None:
-        self.name = segment_name(src, "re")
-        self.dtype = dtype
-        self.stale_reads = stale_reads
-        self.reader: TypedP2pReader | None = None
-        self.fresh = False
-        self._next_try = 0.0
-        self.zero = np.zeros((), dtype=dtype)
-        self.data = self.zero  # last read (zeros until attached)
-
-    def read(self, now: float) -> bool:
-        if self.reader is None:
-            if now < self._next_try:
-                return False
-            self._next_try = now + ATTACH_INTERVAL_S
-            try:
-                self.reader = TypedP2pReader.attach(self.name, "re", self.dtype, stale_reads=self.stale_reads)
-                log.info("attached %s", self.name)
-            except ShmError as e:
-                log.debug("cannot attach %s yet: %s", self.name, e)
-                return False
-            self.data = self.reader.local
-        was = self.fresh
-        try:
-            self.reader.read()
-            self.fresh = True
-        except HeartbeatStale:
-            self.fresh = False
-        except ReadContention:
-            pass  # keep the previous verdict; the next tick reads again
-        if was != self.fresh:
-            log.info("%s %s", self.name, "fresh" if self.fresh else "stale: writer gone or hung")
-        return self.fresh
-
-    @property
-    def heartbeat(self) -> int:
-        return self.reader.heartbeat if self.reader is not None else 0
-
-    def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-            self.reader = None
-        self.data = self.zero
+PROBE_EVERY = 5  # polls between writer-lock probes of the CU / HAL / gRPC bridge
 
 
 class Links:
     """Segments + rings; one instance per RE process. Also the executor's Port."""
 
-    def __init__(self, stale_reads: int) -> None:
+    def __init__(self, stale_after_s: float) -> None:
         self._writers: list[TypedP2pWriter] = []
         try:
             self.re_cu = self._create("cu", RE_TO_CU)
@@ -94,12 +41,17 @@ class Links:
         except BaseException:
             self.close()
             raise
-        self.cu_ring = CommandRingWriter(self.re_cu.local["ring"])
-        self.hal_ring = CommandRingWriter(self.re_hal.local["ring"])
-        self.rpc_cmds = CommandRingReader(self.re_rpc.local["acks"])
-        self.cu_in = OptionalInput("cu", CU_TO_RE, stale_reads)
-        self.hal_in = OptionalInput("hal", HAL_TO_RE, stale_reads)
-        self.rpc_in = OptionalInput("rpc", RPC_TO_RE, stale_reads)
+        # by time, not read counts: the RE polls at its tick only while a recipe runs
+        policy = InboundPolicy(stale_after_s=stale_after_s, retry_s=ATTACH_INTERVAL_S, probe_every=PROBE_EVERY)
+        self.cu_in = Inbound.for_key("cu_re", policy)
+        self.hal_in = Inbound.for_key("hal_re", policy)
+        self.rpc_in = CommandInbox(Inbound.for_key("rpc_re", policy), self.re_rpc.local["acks"])
+        self.cu_out = CommandOutbox(self.re_cu.local["ring"], self.cu_in)
+        self.hal_out = CommandOutbox(self.re_hal.local["ring"], self.hal_in)
+        self.wake_mqt, self.wake_rpc = WakePoster("mqt"), WakePoster("rpc")
+        self._rpc_acks = self.re_rpc.local["acks"]["count"]
+        self._rpc_acks_seen = 0
+        self._status_changed = True
         self._next_rid = 1
         self._tickets: dict[tuple[str, int], Ticket] = {}
         self._queue: list[Ticket] = []  # waiting for a free ring slot
@@ -114,11 +66,13 @@ class Links:
 
     # --- inputs -----------------------------------------------------------------------------
     def read_inputs(self, now: float) -> None:
-        if self.cu_in.read(now):
-            self._collect("cu", self.cu_ring.poll_acks(self.cu_in.data["acks"]), self.cu_in.heartbeat)
-        if self.hal_in.read(now):
-            self._collect("hal", self.hal_ring.poll_acks(self.hal_in.data["acks"]), self.hal_in.heartbeat)
-        self.rpc_in.read(now)
+        self.cu_in.poll(now)
+        if self.cu_in.status is LinkStatus.LIVE:
+            self._collect("cu", self.cu_out.poll_acks(), self.cu_in.heartbeat)
+        self.hal_in.poll(now)
+        if self.hal_in.status is LinkStatus.LIVE:
+            self._collect("hal", self.hal_out.poll_acks(), self.hal_in.heartbeat)
+        self.rpc_in.poll(now)
 
     def _collect(self, target: str, acks: list, commit: int) -> None:
         for a in acks:
@@ -129,19 +83,21 @@ class Links:
 
     def commands(self) -> Iterator[Command]:
         """rpc_re commands not seen before (each must be acked with `ack`)."""
-        if self.rpc_in.reader is None or not self.rpc_in.fresh:
-            return iter(())
-        return self.rpc_cmds.take(self.rpc_in.data["ring"])
+        return self.rpc_in.take()
 
     def ack(self, cmd: Command, result: ResultCode, message: str) -> None:
-        self.rpc_cmds.ack(cmd, result, message)
+        self.rpc_in.ack(cmd, result, message)
+
+    def busy(self) -> bool:
+        """Commands wait for a ring slot, or for an ack from a consumer that is there."""
+        return bool(self._queue) or (bool(self._tickets) and (self.cu_in.live or self.hal_in.live))
 
     # --- Port -------------------------------------------------------------------------------
     def cu_ready(self) -> bool:
-        return self.cu_in.fresh and int(self.cu_in.data["acks"]["cmd_epoch_seen"]) == self.cu_ring.epoch
+        return self.cu_out.ready
 
     def hal_ready(self) -> bool:
-        return self.hal_in.fresh and int(self.hal_in.data["acks"]["cmd_epoch_seen"]) == self.hal_ring.epoch
+        return self.hal_out.ready
 
     def _send(self, target: str, code: int, axis: int, pin: int, args: Sequence[float]) -> Ticket:
         rid = self._next_rid
@@ -155,10 +111,10 @@ class Links:
     def _flush(self) -> None:
         while self._queue:
             t = self._queue[0]
-            ring = self.cu_ring if t.target == "cu" else self.hal_ring
+            out = self.cu_out if t.target == "cu" else self.hal_out
             try:
-                ring.submit(t.code, t.request_id, axis=t.axis, pin=t.pin, args=t.args)
-            except RingFull:
+                out.submit(t.code, t.request_id, axis=t.axis, pin=t.pin, args=t.args)
+            except RingFull:  # BackPressure: it stays queued until a slot is free
                 return
             t.sent_at = time.monotonic()
             self._queue.pop(0)
@@ -170,16 +126,16 @@ class Links:
         return self._send("hal", code, 0, pin, args)
 
     def cu_status(self) -> np.ndarray:
-        return self.cu_in.data["status"]
+        return self.cu_in.local["status"]
 
     def cu_axis(self, axis_id: int) -> np.ndarray:
-        return self.cu_in.data["status"]["axes"][axis_id - 1]
+        return self.cu_in.local["status"]["axes"][axis_id - 1]
 
     def cu_commits(self) -> int:
         return self.cu_in.heartbeat
 
     def hal_io(self) -> np.ndarray:
-        return self.hal_in.data["io"]
+        return self.hal_in.local["io"]
 
     def hal_commits(self) -> int:
         return self.hal_in.heartbeat
@@ -191,6 +147,7 @@ class Links:
         if snap == self._last:
             return
         self._last = snap
+        self._status_changed = True
         for st in (self._mqt_status, self._rpc_status):
             st["re_state"] = int(snap.state)
             st["step_result"] = int(snap.step_result)
@@ -204,12 +161,20 @@ class Links:
             st["message"] = encode_str(snap.message, ACK_MESSAGE_LEN)
 
     def commit(self) -> None:
+        """Commit every segment, then wake the bridges when the status or the rpc acks changed."""
         self._flush()
         for w in self._writers:
             w.commit()
+        n = self._rpc_acks[()]
+        if self._status_changed or n != self._rpc_acks_seen:
+            self._rpc_acks_seen = n
+            self.wake_rpc.post()
+            if self._status_changed:
+                self.wake_mqt.post()
+            self._status_changed = False
 
     def close(self) -> None:
-        for inp in ("cu_in", "hal_in", "rpc_in"):
+        for inp in ("cu_in", "hal_in", "rpc_in", "wake_mqt", "wake_rpc"):
             if hasattr(self, inp):
                 getattr(self, inp).close()
         for w in self._writers:

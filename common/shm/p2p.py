@@ -40,6 +40,8 @@ if platform.machine().lower() not in _TSO_MACHINES and os.environ.get("EVO_ALLOW
         "Set EVO_ALLOW_WEAK_MEMORY=1 only for non-production experiments."
     )
 
+_copyto = np.copyto  # a module global: one lookup less in commit() / write()
+
 # --- header layout (little-endian, 64 bytes) ---------------------------------------------------
 OFF_MAGIC = 0
 OFF_VERSION_HASH = 8
@@ -307,6 +309,9 @@ class TypedP2pWriter:
         self.local = np.zeros((), dtype=self.dtype)
         self._local_u8 = self.local.reshape(1).view(np.uint8)[: self.dtype.itemsize]
         self._dst = self._map.payload_u8[: self.dtype.itemsize]
+        self._src_obj: np.ndarray | None = None  # write(): the last payload and its byte view
+        self._src_u8 = self._local_u8
+        self._hbv, self._seqv = self._map.heartbeat, self._map.write_seq  # one attribute hop less per commit
         return self
 
     def _open_or_take_over(self, path: str) -> tuple[int, int]:
@@ -368,25 +373,42 @@ class TypedP2pWriter:
         """Publish `self.local`: heartbeat+1, seq odd, copy, seq even. No allocation, no syscall."""
         hb = self._hb + 1
         self._hb = hb
-        m = self._map
-        m.heartbeat[0] = hb
-        m.write_seq[0] = (2 * hb - 1) & 0xFFFFFFFF
-        np.copyto(self._dst, self._local_u8)
-        m.write_seq[0] = (2 * hb) & 0xFFFFFFFF
+        self._hbv[0] = hb
+        seq = self._seqv
+        even = (hb << 1) & 0xFFFFFFFF
+        seq[0] = (even - 1) & 0xFFFFFFFF
+        _copyto(self._dst, self._local_u8)
+        seq[0] = even
 
     def write(self, payload: np.ndarray) -> None:
-        """Copy `payload` (same dtype) into `self.local` and commit."""
-        if payload.dtype != self.dtype:
-            raise TypeError(f"{self.name}: payload dtype does not match the segment's")
-        self.local[...] = payload.reshape(())
-        self.commit()
+        """Publish `payload` (one value of the segment's dtype): the same seqlock commit as
+        `commit()`, with ONE flat byte copy straight from `payload` into the segment (a
+        structured-dtype assignment into `local` first cost 9-17x a memcpy). `self.local` is left
+        as it is: use either `local` + `commit()` or `write()`. The byte view of the last payload
+        object is cached, so writing the same array again costs no allocation."""
+        if payload is not self._src_obj:
+            if payload.dtype != self.dtype or payload.size != 1:
+                raise TypeError(f"{self.name}: payload must be one value of the segment's dtype")
+            if not payload.flags.c_contiguous:
+                payload = np.ascontiguousarray(payload)
+            self._src_u8 = payload.reshape(1).view(np.uint8)
+            self._src_obj = payload
+        hb = self._hb + 1
+        self._hb = hb
+        self._hbv[0] = hb
+        seq = self._seqv
+        even = (hb << 1) & 0xFFFFFFFF
+        seq[0] = (even - 1) & 0xFFFFFFFF
+        _copyto(self._dst, self._src_u8)
+        seq[0] = even
 
     def close(self, unlink: bool = True) -> None:
         """Unmap; on a clean exit unlink the segment and its lock, then release the lock."""
         if self._closed:
             return
         self._closed = True
-        del self._dst
+        del self._dst, self._hbv, self._seqv
+        self._src_obj = self._src_u8 = None
         self._map.close()
         if unlink:
             for suffix in ("", ".lock"):
