@@ -13,6 +13,8 @@ from common.config import roles as R
 from common.config.registry import IoRegistry
 from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_DI, MAX_DO
 
+from .engine import resolve_engine
+
 NEVER = np.iinfo(np.int64).max  # expiry time of outputs without a pulse watchdog
 _KIND_LINEAR, _KIND_QUADRATIC, _KIND_CUBIC, _KIND_CUSTOM = 0, 1, 2, 3
 _KINDS = {"linear": _KIND_LINEAR, "quadratic": _KIND_QUADRATIC, "cubic": _KIND_CUBIC}
@@ -154,6 +156,10 @@ class IoProcessor:
       ones, which keep their last value, and brake outputs (brake.do_brake roles), which are
       forced off (brake engaged); every AO goes to `init`. Stored role-less values are reset the
       same way, so nothing switches back on by itself when the CU returns.
+
+    Engines (`engine=`, default $EVO_HAL_ENGINE else "compiled"): "compiled" runs inputs() and
+    outputs() as the numba kernels of hal/kernels.py on the same arrays (rows of a few matrices,
+    same attribute names); "numpy" is the vectorised reference below. Both give the same results.
     """
 
     def __init__(
@@ -166,8 +172,10 @@ class IoProcessor:
         do_bank: np.ndarray | None = None,
         ai_values: np.ndarray | None = None,
         ao_values: np.ndarray | None = None,
+        engine: str | None = None,
     ) -> None:
         """The four published arrays may be passed in (views on a segment payload: zero copy)."""
+        self.engine = resolve_engine(engine)
         self.io = io
         self.registry = registry
         di_pts = io.points_of(IoType.DI)
@@ -311,6 +319,72 @@ class IoProcessor:
         self._ao_role_pulse_any = bool(self.ao_role_pulse.any())
         self._update_ao_norm()
         self._started = False
+        self._s: np.ndarray | None = None  # the compiled engine's scalar state
+        if self.engine == "compiled":
+            self._compiled_setup()
+
+    def _compiled_setup(self) -> None:
+        """Arrays regrouped into the kernels' matrices (same values, same attribute names) and the
+        scalar state into one int64 vector; kernels compiled or loaded from cache (before READY)."""
+        from . import kernels as K
+
+        K.load()
+        c = self.ai_curves
+        self._ai_a, self._ai_b, self._ai_c, self._ai_span, self._ai_base = c.a, c.b, c.c, c.span, c.base
+        depth = self.ai_avg_depth
+        if depth <= 1:
+            self._ai_hist = np.zeros((1, MAX_AI))
+            self._ai_old_base = np.zeros(MAX_AI, np.int64)
+        self._w_key = np.zeros(BANK_WORDS, np.uint64)
+        self._ao_key_values = np.zeros(MAX_AO)
+        db = K.slab(self, K.DI_BOOL_ROWS, np.bool_, MAX_DI)
+        di_i = K.slab(self, K.DI_INT_ROWS, np.int64, MAX_DI)
+        n_en = len(self.en_pins)
+        en_i = K.slab(self, K.EN_INT_ROWS, np.int64, n_en)
+        en_b = K.slab(self, K.EN_BOOL_ROWS, np.bool_, n_en)
+        af = K.slab(self, K.AI_FLOAT_ROWS, np.float64, MAX_AI)
+        ai_i = K.slab(self, K.AI_INT_ROWS, np.int64, MAX_AI)
+        w = K.slab(self, K.DO_WORD_ROWS, np.uint64, BANK_WORDS)
+        dob = K.slab(self, K.DO_BOOL_ROWS, np.bool_, MAX_DO)
+        doi = K.slab(self, K.DO_INT_ROWS, np.int64, MAX_DO)
+        ao = self.ao_curves
+        end = np.ones(MAX_AO)
+        if len(ao.custom_pins):
+            end[ao.custom_pins] = ao.end
+        aof = K.slab(self, K.AO_FLOAT_ROWS, np.float64, MAX_AO, extra=9)
+        for k, row in enumerate((ao.lo, ao.span, ao.off, ao.a, ao.b, ao.c, ao.vmin, ao.vmax, end)):
+            aof[K.AO_C_LO + k] = row
+        aob = K.slab(self, K.AO_BOOL_ROWS, np.bool_, MAX_AO)
+        aoi = K.slab(self, K.AO_INT_ROWS, np.int64, MAX_AO, extra=2)
+        aoi[K.AOI_KIND] = ao.kind
+        aoi[K.AOI_SLOT] = ao.custom_slot
+        table_x = np.ascontiguousarray(getattr(ao, "table_x", np.zeros(0)), np.float64)
+        table_n = np.ascontiguousarray(getattr(ao, "table_n", np.zeros(0)), np.float64)
+        self.ai_single = np.ascontiguousarray(self.ai_single)
+        self._ai_hist = np.ascontiguousarray(self._ai_hist)
+        s = np.zeros(K.IO_SCALARS, np.int64)
+        s[K.S_STARTED] = self._started
+        s[K.S_PENDING_ANY] = self._di_pending_any
+        s[K.S_AI_QUIET] = self._ai_quiet
+        s[K.S_AI_K] = self._ai_k
+        s[K.S_DO_DIRTY] = self._do_dirty
+        s[K.S_DO_NEXT] = self._do_next_expiry
+        s[K.S_AO_DIRTY] = self._ao_dirty
+        s[K.S_AO_NEXT] = self._ao_next_expiry
+        s[K.S_CONNECTED] = self._connected
+        s[K.S_ESTOP] = self._estop
+        s[K.S_ESTOP_PIN] = self.estop_pin
+        s[K.S_AI_DEPTH] = depth
+        s[K.S_AO_ROLE_PULSE_ANY] = self._ao_role_pulse_any
+        s[K.S_AO_ANY_LINEAR] = self._ao_any_linear
+        self._s = s
+        self._k_in = K.io_inputs
+        self._k_in_tail = (s, db, di_i, en_i, en_b, af, ai_i, self.ai_single, self._ai_hist, self.di_bank, self.ai_values)
+        self._k_out = K.io_outputs
+        self._k_out_tail = (s, self.di_logical, w, dob, doi, np.ascontiguousarray(self.do_role_pulse_pins, np.int64),
+                            aof, aob, aoi, table_x, table_n, self.do_bank, self.ao_values)
+        self._no_bank = np.zeros(BANK_WORDS, np.uint64)  # passed while the CU is absent (not read)
+        self._no_ao = np.zeros(MAX_AO)
 
     # --- helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -326,6 +400,9 @@ class IoProcessor:
     def inputs(self, di_phys: np.ndarray, ai_raw: np.ndarray, now_ns: int) -> None:
         """Physical DI levels and raw AI signals (0..1) from the driver -> di_logical, di_bank,
         ai_values. Steady inputs cost a handful of vector operations."""
+        if self._s is not None:
+            self._k_in(di_phys, ai_raw, now_ns, *self._k_in_tail)
+            return
         raw, diff, tmp = self._di_raw, self._di_diff, self._di_tmp
         state = self.di_state
         np.not_equal(di_phys, self.di_nc, out=raw)  # logical level of the wire
@@ -411,6 +488,12 @@ class IoProcessor:
         """Merge the CU's role pins (cu_do_bank physical, cu_ao engineering; None = CU absent or
         stale: safe state) with the role-less values, then pulses and E-stop -> do_out (logical
         bank), do_bank (physical bank), ao_values, ao_norm. Recomputed only when an input of the merge changed."""
+        if self._s is not None:
+            if cu_do_bank is None or cu_ao is None:
+                self._k_out(self._no_bank, self._no_ao, False, False, now_ns, *self._k_out_tail)
+            else:
+                self._k_out(cu_do_bank, cu_ao, True, bool(cu_fresh), now_ns, *self._k_out_tail)
+            return
         connected = cu_do_bank is not None
         estop = self.estop
         mode_changed = connected != self._connected or estop != self._estop
@@ -553,6 +636,12 @@ class IoProcessor:
     def _set_do_expiry(self, pin: int, expiry: int) -> None:
         self._pack(self.do_value, self._w_value)
         self.do_expiry[pin] = expiry
+        if self._s is not None:
+            from .kernels import S_DO_DIRTY, S_DO_NEXT
+
+            self._s[S_DO_NEXT] = min(int(self._s[S_DO_NEXT]), expiry)
+            self._s[S_DO_DIRTY] = 1
+            return
         self._do_next_expiry = min(self._do_next_expiry, expiry)
         self._do_dirty = True
 
@@ -561,5 +650,11 @@ class IoProcessor:
         pulse = int(self.ao_pulse_ns[pin])
         expiry = now_ns + pulse if pulse > 0 else NEVER
         self.ao_expiry[pin] = expiry
+        if self._s is not None:
+            from .kernels import S_AO_DIRTY, S_AO_NEXT
+
+            self._s[S_AO_NEXT] = min(int(self._s[S_AO_NEXT]), expiry)
+            self._s[S_AO_DIRTY] = 1
+            return
         self._ao_next_expiry = min(self._ao_next_expiry, expiry)
         self._ao_dirty = True

@@ -16,6 +16,7 @@ from common.config import roles as R
 from common.consts import BANK_WORDS, MAX_AXES, MAX_DI
 from common.states import DriverState
 
+from ..engine import resolve_engine
 from .base import Driver, DriverError, DriverHealth, DriverIO
 from .sim_inject import Injection, InjectionFile
 
@@ -137,14 +138,18 @@ class SimDriver(Driver):
     Overrides hold while they are in the file; removing the file (or an empty one) clears them.
     `set_position` teleports the axis (v = 0) once, when its value changes. A malformed file is
     logged and ignored (the previous overrides stay).
+
+    Engines (`engine=`, default $EVO_HAL_ENGINE else "compiled"): "compiled" runs cycle() as one
+    numba kernel (hal.kernels.sim_cycle) on the same arrays; "numpy" is the reference below.
     """
 
     name = "sim"
     persists_positions = True
     uses_targets = False
 
-    def __init__(self, config: EvoConfig, args: Mapping[str, Any]) -> None:
+    def __init__(self, config: EvoConfig, args: Mapping[str, Any], engine: str | None = None) -> None:
         super().__init__(config, args)
+        self.engine = resolve_engine(engine)
         a = _args(args)
         self.ready_delay_ns = int(a["ready_delay_ms"] * 1e6)
         self.brake_delay_ns = int(a["brake_delay_ms"] * 1e6)
@@ -156,6 +161,60 @@ class SimDriver(Driver):
         self._next_poll = 0
         self._build_axes(config, a["index_spacing"])
         self._build_io(config)
+        self._k_tail: tuple | None = None
+        if self.engine == "compiled":
+            self._compiled_setup()
+
+    def _compiled_setup(self) -> None:
+        """Arrays regrouped into the kernel's matrices (same values, same attribute names);
+        injections are copied into rows of them; the kernel compiled or loaded from cache."""
+        from .. import kernels as K
+
+        K.load()
+        n = MAX_AXES
+        self._teleport = np.full(n, np.nan)  # set_position of the current injection, applied once
+        self._load_torque = np.zeros(n)
+        self._inj_fault = np.zeros(n, np.bool_)
+        self._inj_code = np.zeros(n, np.uint32)
+        self._inj_di_mask = np.zeros(MAX_DI, np.bool_)
+        self._inj_di_value = np.zeros(MAX_DI, np.bool_)
+        self._inj_ai_mask = np.zeros(MAX_DI, np.bool_)
+        self._inj_ai_value = np.zeros(MAX_DI)
+        af = K.slab(self, K.SIM_FLOAT_ROWS, np.float64, n)
+        ai = K.slab(self, K.SIM_INT_ROWS, np.int64, n)
+        ab = K.slab(self, K.SIM_BOOL_ROWS, np.bool_, n)
+        codes = K.slab(self, K.SIM_CODE_ROWS, np.uint32, n)
+        pb = K.slab(self, K.SIM_PIN_BOOL_ROWS, np.bool_, MAX_DI)
+        pf = K.slab(self, K.SIM_PIN_FLOAT_ROWS, np.float64, MAX_DI)
+        self._adopt(self._injection)
+
+        def table(*cols: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+            return np.ascontiguousarray(np.array(cols, dtype).reshape(len(cols), -1))
+
+        sens_i = table(self.sens_axis, self.sens_pin, self.sens_nc)
+        sens_f = table(self.sens_sign, self.sens_lo, self.sens_period, self.sens_width, dtype=np.float64)
+        fol_t = table(self.follow_di, self.follow_nc, self.follow_do, self.follow_inv)
+        fol_b = K.slab(self, ("follow_state", "follow_cmd"), np.bool_, len(self.follow_di))
+        self.follow_since = np.ascontiguousarray(self.follow_since)
+        params = np.array([self.ready_delay_ns, self.brake_delay_ns, self.follow_delay_ns, self.any_brake], np.int64)
+        self._k_cycle = K.sim_cycle
+        self._k_tail = (params, af, ai, ab, codes, np.ascontiguousarray(self._base_state), pb, pf, sens_i, sens_f,
+                        table(*self.index), table(*self.brake_in), table(*self.brake_out), fol_t, fol_b,
+                        self.follow_since)
+
+    def _adopt(self, inj: Injection) -> None:
+        """Compiled engine: the injection's arrays copied into the kernel's rows, and the injection
+        bound to those rows (so a change made to it is seen); set_position queued for one cycle."""
+        for name, row in (("di_mask", self._inj_di_mask), ("di_value", self._inj_di_value),
+                          ("ai_mask", self._inj_ai_mask), ("ai_value", self._inj_ai_value),
+                          ("drive_fault", self._inj_fault), ("load_torque", self._load_torque),
+                          ("drive_error_code", self._inj_code)):
+            row[:] = getattr(inj, name)
+            setattr(inj, name, row)
+        for axis_id, pos in inj.set_position.items():
+            if 1 <= axis_id <= MAX_AXES:
+                self._teleport[axis_id - 1] = pos
+        inj.set_position = {}
 
     # --- static tables ------------------------------------------------------------------------
     def _build_axes(self, config: EvoConfig, index_spacing: float) -> None:
@@ -343,11 +402,16 @@ class SimDriver(Driver):
             i = axis_id - 1
             if 0 <= i < MAX_AXES and self.configured[i] and math.isfinite(pos):
                 self.x[i] = min(max(pos, self.stop_lo[i]), self.stop_hi[i])
-        self.index_count = np.floor(self.x / self.index_spacing)
+        self.index_count[:] = np.floor(self.x / self.index_spacing)
 
     def cycle(self, io: DriverIO, now_ns: int, dt_s: float) -> None:
         if now_ns >= self._next_poll:
             self._poll_injection(now_ns)
+        if self._k_tail is not None:
+            self._k_cycle(io.enable, io.brake_release, io.torque, io.do_bank, io.position, io.velocity,
+                          io.torque_estimate, io.drive_ready, io.drive_fault, io.axis_state, io.drive_error_code,
+                          io.di, io.ai, now_ns, float(dt_s), *self._k_tail)
+            return
         inj = self._injection
         enable = io.enable
         key = enable.tobytes()
@@ -403,6 +467,9 @@ class SimDriver(Driver):
         if np.count_nonzero(b2):  # at a mechanical end stop: held there, v = 0
             v[b2] = 0.0
             x[:] = xc
+        # an axis that came to rest this step (friction stopped it at a sign change) is integrated
+        # again from rest next step: the shortcut above holds only for a rest reached from rest
+        self._plant_dirty = self._moving
         self._moving = bool(np.count_nonzero(v))
         self._sensors_dirty = True
         io.torque_estimate[:] = t
@@ -427,7 +494,7 @@ class SimDriver(Driver):
                     x[i] = min(max(pos, self.stop_lo[i]), self.stop_hi[i])
                     v[i] = 0.0
             inj.set_position = {}
-            self.index_count = np.floor(x / self.index_spacing)
+            self.index_count[:] = np.floor(x / self.index_spacing)
             self._plant_dirty = True
             self._sensors_dirty = True
         if self.follow_di.size:
@@ -485,8 +552,8 @@ class SimDriver(Driver):
         np.less_equal(self.brake_cmd_since, now_ns - self.brake_delay_ns, out=b)
         if np.count_nonzero(b) == MAX_AXES:
             self._brake_settle_at = 1 << 62  # settled: nothing changes until the command does
-        else:
-            self._brake_settle_at = int(self.brake_cmd_since.max()) + self.brake_delay_ns
+        else:  # the next axis to settle: the earliest command still within its delay
+            self._brake_settle_at = int(self.brake_cmd_since[~b].min()) + self.brake_delay_ns
         changed = not np.array_equal(self.brake_released[b], cmd[b])
         np.copyto(self.brake_released, cmd, where=b)
         self._brakes_dirty |= changed
@@ -537,7 +604,7 @@ class SimDriver(Driver):
         if axes.size:
             count = np.floor(x / self.index_spacing)
             crossed = count != self.index_count
-            self.index_count = count
+            self.index_count[:] = count
             self.index_until[crossed] = now_ns + INDEX_PULSE_NS
             di[pins] = (now_ns < self.index_until[axes]) ^ nc
             touched = True
@@ -562,6 +629,8 @@ class SimDriver(Driver):
         new.set_position = {a: p for a, p in new.set_position.items() if seen.get(a) != p}
         new.drive_fault &= self.configured
         self._injection = new.summarise()
+        if self._k_tail is not None:
+            self._adopt(self._injection)
         self._io_dirty = True
         self._plant_dirty = True
 

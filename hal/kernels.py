@@ -1,0 +1,686 @@
+"""The HAL's per-cycle work as numba kernels: I/O processing (hal/io.py) and the simulated plant (hal/drivers/sim.py).
+
+`load()` compiles them for their one signature each (or loads numba's cache) before READY; `python -m hal.kernels` warms the cache.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numba
+import numpy as np
+from numba import types as T
+
+from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES, MAX_DI, MAX_DO
+
+# Layout: the kernels work in place on the same arrays the numpy reference uses. Arrays of one dtype
+# and width are rows of one C-contiguous matrix ("slab"); the row indices below name them (the
+# Python side binds the attribute names to the same rows), so a call passes a dozen matrices
+# instead of fifty vectors (numba's dispatch costs ~0.1 us per argument). Arrays the HAL shares
+# with segments or the driver interface arrive as they are (any layout, hence "A" types).
+# Every kernel has exactly one signature and compilation is disabled after `load()`: an argument
+# of another type is a TypeError naming the types, never a compilation inside the cycle.
+
+NEVER = np.iinfo(np.int64).max
+KIND_LINEAR, KIND_QUADRATIC, KIND_CUBIC, KIND_CUSTOM = 0, 1, 2, 3
+INDEX_PULSE_NS = 2_000_000  # sim: an encoder index mark reads true for 2 ms after it is crossed
+_U1 = np.uint64(1)
+
+# --- IoProcessor rows ------------------------------------------------------------------------
+# scalars (int64 vector)
+S_STARTED, S_PENDING_ANY, S_AI_QUIET, S_AI_K, S_DO_DIRTY, S_DO_NEXT, S_DO_KEY_VALID, S_AO_DIRTY, \
+    S_AO_NEXT, S_AO_KEY_VALID, S_CONNECTED, S_ESTOP, S_ESTOP_PIN, S_AI_DEPTH, S_AO_ROLE_PULSE_ANY, \
+    S_AO_ANY_LINEAR = range(16)
+IO_SCALARS = 16
+# DI, bool[1024]
+DB_NC, DB_STATE, DB_PENDING, DB_LOGICAL = range(4)
+DI_BOOL_ROWS = ("di_nc", "di_state", "di_pending", "di_logical")
+# DI, int64[1024]
+DI_DEBOUNCE, DI_SINCE = range(2)
+DI_INT_ROWS = ("di_debounce_ns", "di_since")
+# enable conditions, int64[n_en] / bool[n_en]
+EN_PIN, EN_SRC, EN_TIMEOUT, EN_T_OWN, EN_T_SRC = range(5)
+EN_INT_ROWS = ("en_pins", "en_src", "en_timeout_ns", "en_t_own", "en_t_src")
+EN_STATE, EN_PREV_OWN, EN_PREV_SRC = range(3)
+EN_BOOL_ROWS = ("en_state", "en_prev_own", "en_prev_src")
+# AI, float64[1024] (curve coefficients from ai_curves, then state)
+AI_A, AI_B, AI_C, AI_SPAN, AI_BASE, AI_LAST_RAW, AI_PREV_RAW, AI_SUM, AI_NF = range(9)
+AI_FLOAT_ROWS = ("_ai_a", "_ai_b", "_ai_c", "_ai_span", "_ai_base", "_ai_last_raw", "_ai_prev_raw", "_ai_sum", "_ai_nf")
+# AI, int64[1024]
+AI_N, AI_OLD_BASE = range(2)
+AI_INT_ROWS = ("ai_n", "_ai_old_base")
+# DO words, uint64[16]
+(W_ROLE, W_NOT_ROLE, W_INV, W_KEEP, W_KEEP_NOT_BRAKE, W_NOT_KEEP, W_SAFE_INIT, W_ROLE_PULSE, W_VALUE,
+ W_LAPSED, W_OUT, W_CU, W_KEY) = range(13)
+DO_WORD_ROWS = ("_w_role", "_w_not_role", "_w_inv", "_w_keep", "_w_keep_not_brake", "_w_not_keep", "_w_safe_init",
+                "_w_role_pulse", "_w_value", "_w_lapsed", "do_out", "_w_cu", "_w_key")
+# DO, bool[1024]
+DOB_ROLE, DOB_KEEP, DOB_SAFE, DOB_VALUE = range(4)
+DO_BOOL_ROWS = ("do_role", "do_keep_estop", "_do_safe_value", "do_value")
+# DO, int64[1024]
+DOI_PULSE, DOI_EXPIRY = range(2)
+DO_INT_ROWS = ("do_pulse_ns", "do_expiry")
+# AO, float64[1024]
+(AO_LO, AO_HI, AO_INIT, AO_ZERO, AO_VALUE, AO_CU, AO_LAST, AO_NORM, AO_IA, AO_IB, AO_KEY, AO_C_LO, AO_C_SPAN,
+ AO_C_OFF, AO_C_A, AO_C_B, AO_C_C, AO_C_VMIN, AO_C_VMAX, AO_C_END) = range(20)
+AO_FLOAT_ROWS = ("ao_lo", "ao_hi", "ao_init", "ao_zero", "ao_value", "_ao_cu", "_ao_last", "ao_norm", "_ao_ia",
+                 "_ao_ib", "_ao_key_values")  # the curve rows follow, copied from ao_curves
+# AO, bool[1024]
+AOB_ROLE, AOB_ROLE_PULSE, AOB_LINEAR, AOB_NONLINEAR, AOB_SCRATCH = range(5)
+AO_BOOL_ROWS = ("ao_role", "ao_role_pulse", "_ao_linear", "_ao_nonlinear", "_ao_valid")
+# AO, int64[1024]
+AOI_PULSE, AOI_EXPIRY, AOI_KIND, AOI_SLOT = range(4)
+AO_INT_ROWS = ("ao_pulse_ns", "ao_expiry")  # kind and custom slot follow, from ao_curves
+
+# --- SimDriver rows --------------------------------------------------------------------------
+# per axis, float64[64]
+(X, V, G, D, C, CB, OUT_MAX, STOP_LO, STOP_HI, INDEX_SPACING, INDEX_COUNT, TELEPORT, LOAD) = range(13)
+SIM_FLOAT_ROWS = ("x", "v", "g", "d", "c", "cb", "out_max", "stop_lo", "stop_hi", "index_spacing", "index_count",
+                  "_teleport", "_load_torque")
+# per axis, int64[64]
+ENABLE_SINCE, BRAKE_CMD_SINCE, INDEX_UNTIL = range(3)
+SIM_INT_ROWS = ("enable_since", "brake_cmd_since", "index_until")
+# per axis, bool[64]
+CONFIGURED, HAS_BRAKE, PREV_ENABLE, FAULT, BRAKE_CMD, BRAKE_RELEASED, INJ_FAULT = range(7)
+SIM_BOOL_ROWS = ("configured", "has_brake", "prev_enable", "fault", "brake_cmd", "brake_released", "_inj_fault")
+# per axis, uint32[64]
+FAULT_CODE, INJ_CODE = range(2)
+SIM_CODE_ROWS = ("fault_code", "_inj_code")
+# per pin, bool[1024] / float64[1024]
+BASE_DI, INJ_DI_MASK, INJ_DI_VALUE, INJ_AI_MASK = range(4)
+SIM_PIN_BOOL_ROWS = ("base_di", "_inj_di_mask", "_inj_di_value", "_inj_ai_mask")
+BASE_AI, INJ_AI_VALUE = range(2)
+SIM_PIN_FLOAT_ROWS = ("base_ai", "_inj_ai_value")
+# tables, int64[k, n]: (axis, pin, flag) rows; followers (di, nc, do, inv); sensors' floats (sign, lo, period, width)
+TAB_AXIS, TAB_PIN, TAB_FLAG = range(3)
+FOL_DI, FOL_NC, FOL_DO, FOL_INV = range(4)
+SEN_SIGN, SEN_LO, SEN_PERIOD, SEN_WIDTH = range(4)
+FOLB_STATE, FOLB_CMD = range(2)
+# driver states (common.states.DriverState values)
+from common.states import DriverState as _DS  # noqa: E402 - constants for the kernels
+
+ST_INIT, ST_ENABLED, ST_FAULT = int(_DS.INIT), int(_DS.ENABLED), int(_DS.FAULT)
+
+# --- types -----------------------------------------------------------------------------------
+b1 = T.Array(T.boolean, 1, "A")
+b1ro = T.Array(T.boolean, 1, "A", readonly=True)
+b1c = T.Array(T.boolean, 1, "C")
+b2c = T.Array(T.boolean, 2, "C")
+f1 = T.Array(T.float64, 1, "A")
+f1ro = T.Array(T.float64, 1, "A", readonly=True)
+f1c = T.Array(T.float64, 1, "C")
+f2c = T.Array(T.float64, 2, "C")
+i1c = T.Array(T.int64, 1, "C")
+i2c = T.Array(T.int64, 2, "C")
+u8_1 = T.Array(T.uint64, 1, "A")
+u8_1ro = T.Array(T.uint64, 1, "A", readonly=True)
+u8_2c = T.Array(T.uint64, 2, "C")
+u4_1 = T.Array(T.uint32, 1, "A")
+u4_2c = T.Array(T.uint32, 2, "C")
+u1_1 = T.Array(T.uint8, 1, "A")
+u1_1c = T.Array(T.uint8, 1, "C")
+
+_jit = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+
+
+# --- helpers (inlined into the kernels) -------------------------------------------------------
+@numba.njit(**_jit)
+def _pack(bits, words):
+    """bits[64*w + b] -> bit b of words[w] (np.packbits(bitorder="little") viewed as uint64)."""
+    for w in range(words.shape[0]):
+        word = np.uint64(0)
+        base = w * 64
+        for b in range(64):
+            if bits[base + b]:
+                word |= _U1 << np.uint64(b)
+        words[w] = word
+
+
+@numba.njit(**_jit)
+def _bit(words, pin):
+    return ((words[pin >> 6] >> np.uint64(pin & 63)) & _U1) != 0
+
+
+@numba.njit(**_jit)
+def _interp(x, xp, fp):
+    """np.interp for one value (numpy's formula, including its non-finite fallbacks)."""
+    n = xp.shape[0]
+    if x > xp[n - 1]:
+        return fp[n - 1]
+    if x < xp[0]:
+        return fp[0]
+    lo, hi = 0, n  # largest j with xp[j] <= x
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        if xp[mid] <= x:
+            lo = mid
+        else:
+            hi = mid
+    j = lo
+    if j == n - 1 or xp[j] == x:
+        return fp[j]
+    slope = (fp[j + 1] - fp[j]) / (xp[j + 1] - xp[j])
+    r = slope * (x - xp[j]) + fp[j]
+    if r != r:
+        r = slope * (x - xp[j + 1]) + fp[j + 1]
+        if r != r and fp[j] == fp[j + 1]:
+            r = fp[j]
+    return r
+
+
+@numba.njit(**_jit)
+def _normalise(i, value, af, ai, table_x, table_n):
+    """_Curves.normalise for one AO pin: the raw 0..1 signal that produces `value`."""
+    lo, span, off = af[AO_C_LO, i], af[AO_C_SPAN, i], af[AO_C_OFF, i]
+    v = value
+    vmin, vmax = af[AO_C_VMIN, i], af[AO_C_VMAX, i]
+    if v < vmin:
+        v = vmin
+    if v > vmax:
+        v = vmax
+    safe_span = span if span != 0.0 else 1.0
+    y = (v - off - lo) / safe_span
+    a, b, c = af[AO_C_A, i], af[AO_C_B, i], af[AO_C_C, i]
+    kind = ai[AOI_KIND, i]
+    if kind == KIND_LINEAR:
+        n = y / (c if c != 0.0 else 1.0)
+    elif kind == KIND_QUADRATIC:
+        q = y / b
+        if q < 0.0:
+            q = 0.0
+        n = math.sqrt(q)
+    elif kind == KIND_CUBIC:
+        n = np.cbrt(y / a)
+    else:
+        slot = ai[AOI_SLOT, i]
+        q = y / af[AO_C_END, i] + 2.0 * slot
+        nn = _interp(q, table_x, table_n)
+        f = ((a * nn + b) * nn + c) * nn - y
+        df = (3.0 * a * nn + 2.0 * b) * nn + c
+        n = nn - (f / df if df != 0.0 else 0.0)
+    if n < 0.0:
+        n = 0.0
+    if n > 1.0:
+        n = 1.0
+    return n
+
+
+# --- I/O processing --------------------------------------------------------------------------
+IO_INPUTS_SIG = T.void(b1ro, f1ro, T.int64, i1c, b2c, i2c, i2c, b2c, f2c, i2c, b1c, f2c, u8_1, f1)
+
+
+@numba.njit(**_jit)
+def io_inputs(di_phys, ai_raw, now, s, db, di_i, en_i, en_b, af, ai_i, ai_single, hist, di_bank, ai_values):
+    """IoProcessor.inputs: NC/NO, debounce, enable conditions, DI bank; AI curves and averaging."""
+    nc, state, pending, logical = db[DB_NC], db[DB_STATE], db[DB_PENDING], db[DB_LOGICAL]
+    debounce, since = di_i[DI_DEBOUNCE], di_i[DI_SINCE]
+    started = s[S_STARTED] != 0
+    changed = not started
+    pending_any = False
+    for i in range(MAX_DI):
+        raw = di_phys[i] != nc[i]
+        if not started:
+            state[i] = raw
+        diff = raw != state[i]
+        if diff and not pending[i]:
+            since[i] = now  # newly differing: start the clock
+        pending[i] = diff
+        if diff and since[i] <= now - debounce[i]:  # stable for the debounce time: accept
+            state[i] = raw
+            pending[i] = False
+            changed = True
+        pending_any |= pending[i]
+    s[S_PENDING_ANY] = pending_any
+    if changed:
+        for i in range(MAX_DI):
+            logical[i] = state[i]
+        t_own, t_src = en_i[EN_T_OWN], en_i[EN_T_SRC]
+        for k in range(en_i.shape[1]):  # enable conditions move only on input edges
+            own = state[en_i[EN_PIN, k]]
+            src = state[en_i[EN_SRC, k]] == en_b[EN_STATE, k]
+            if own and not en_b[EN_PREV_OWN, k]:
+                t_own[k] = now
+            if src and not en_b[EN_PREV_SRC, k]:
+                t_src[k] = now
+            en_b[EN_PREV_OWN, k] = own
+            en_b[EN_PREV_SRC, k] = src
+            timeout = en_i[EN_TIMEOUT, k]
+            in_window = timeout == 0 or abs(t_own[k] - t_src[k]) <= timeout
+            logical[en_i[EN_PIN, k]] = own and src and in_window
+        for w in range(BANK_WORDS):
+            word = np.uint64(0)
+            for b in range(64):
+                if logical[w * 64 + b] != nc[w * 64 + b]:
+                    word |= _U1 << np.uint64(b)
+            di_bank[w] = word
+    _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started)
+    s[S_STARTED] = 1
+
+
+@numba.njit(**_jit)
+def _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started):
+    prev = af[AI_PREV_RAW]
+    depth = s[S_AI_DEPTH]
+    same = True
+    for i in range(MAX_AI):
+        if ai_raw[i] != prev[i]:
+            same = False
+            break
+    if started and same:  # unchanged for longer than the deepest window: settled
+        if s[S_AI_QUIET] > depth:
+            return
+        s[S_AI_QUIET] += 1
+    else:
+        s[S_AI_QUIET] = 0
+        for i in range(MAX_AI):
+            prev[i] = ai_raw[i]
+    last, sums, nf = af[AI_LAST_RAW], af[AI_SUM], af[AI_NF]
+    a, b, c, span, base = af[AI_A], af[AI_B], af[AI_C], af[AI_SPAN], af[AI_BASE]
+    k = s[S_AI_K]
+    total = depth * MAX_AI
+    row = k % depth if depth > 0 else 0
+    shift = (k * MAX_AI) % total if total > 0 else 0
+    flat = hist.reshape(-1)
+    old_base = ai_i[AI_OLD_BASE]
+    for i in range(MAX_AI):
+        if not started:
+            last[i] = 0.0
+        r = ai_raw[i]
+        if math.isfinite(r):  # a non-finite sample repeats the last good one
+            last[i] = r
+        n = last[i]
+        eng = ((a[i] * n + b[i]) * n + c[i]) * n * span[i] + base[i]
+        if depth <= 1:
+            ai_values[i] = eng
+            continue
+        if not started:
+            for j in range(depth):
+                hist[j, i] = eng
+            sums[i] = eng * nf[i]
+        else:
+            old = flat[(old_base[i] + shift) % total]  # the sample leaving the window
+            sums[i] += eng - old
+            hist[row, i] = eng
+        ai_values[i] = eng if ai_single[i] else sums[i] / nf[i]
+    if depth > 1:
+        s[S_AI_K] = k + 1
+
+
+IO_OUTPUTS_SIG = T.void(u8_1ro, f1ro, T.boolean, T.boolean, T.int64, i1c, b1c, u8_2c, b2c, i2c, i1c, f2c, b2c, i2c,
+                        f1c, f1c, u8_1, f1)
+
+
+@numba.njit(**_jit)
+def io_outputs(cu_bank, cu_ao, connected, fresh, now, s, di_logical, w, dob, doi, role_pulse_pins, af, ab, ai,
+               table_x, table_n, do_bank, ao_values):
+    """IoProcessor.outputs: DO merge, pulse watchdogs, E-stop, safe state; AO merge, clamp, pulses, curves."""
+    pin = s[S_ESTOP_PIN]
+    estop = pin >= 0 and di_logical[pin]
+    force = connected != (s[S_CONNECTED] != 0) or estop != (s[S_ESTOP] != 0)
+    s[S_CONNECTED] = connected
+    s[S_ESTOP] = estop
+    _digital_outputs(cu_bank, connected, fresh, now, force, estop, s, w, dob, doi, role_pulse_pins, do_bank)
+    _analog_outputs(cu_ao, connected, fresh, now, force, s, af, ab, ai, table_x, table_n, ao_values)
+
+
+@numba.njit(**_jit)
+def _digital_outputs(cu_bank, connected, fresh, now, force, estop, s, w, dob, doi, role_pulse_pins, do_bank):
+    recompute = force or s[S_DO_DIRTY] != 0 or now >= s[S_DO_NEXT]
+    cu, out, value_w, lapsed = w[W_CU], w[W_OUT], w[W_VALUE], w[W_LAPSED]
+    expiry, value = doi[DOI_EXPIRY], dob[DOB_VALUE]
+    if connected:
+        differs = s[S_DO_KEY_VALID] == 0
+        for k in range(BANK_WORDS):
+            differs |= cu_bank[k] != w[W_KEY, k]
+        if differs:
+            for k in range(BANK_WORDS):
+                w[W_KEY, k] = cu_bank[k]
+                cu[k] = cu_bank[k] ^ w[W_INV, k]  # the CU's logical values
+            s[S_DO_KEY_VALID] = 1
+            recompute = True
+        if fresh and role_pulse_pins.shape[0]:
+            # watchdog refresh: every new frame with the bit on; a pin that is off cannot lapse
+            for p in role_pulse_pins:
+                expiry[p] = now + doi[DOI_PULSE, p] if _bit(cu, p) else NEVER
+            for k in range(BANK_WORDS):
+                lapsed[k] &= ~w[W_ROLE_PULSE, k]
+            s[S_DO_NEXT] = expiry.min()
+    if not recompute:
+        return
+    s[S_DO_DIRTY] = 0
+    if connected:
+        for k in range(BANK_WORDS):
+            out[k] = (cu[k] & w[W_ROLE, k]) | (value_w[k] & w[W_NOT_ROLE, k])
+    else:  # safe state: init values; keep_estop outputs keep theirs; brakes engaged
+        for k in range(BANK_WORDS):
+            out[k] = (out[k] & w[W_KEEP_NOT_BRAKE, k]) | (w[W_SAFE_INIT, k] & w[W_NOT_KEEP, k])
+            lapsed[k] = 0
+        for i in range(MAX_DO):
+            if not dob[DOB_KEEP, i]:
+                value[i] = dob[DOB_SAFE, i]
+            if dob[DOB_ROLE, i]:
+                value[i] = False
+            expiry[i] = NEVER
+        _pack(value, value_w)
+        s[S_DO_NEXT] = NEVER
+        s[S_DO_KEY_VALID] = 0
+    if now >= s[S_DO_NEXT]:
+        _expire_do(now, s, w, dob, doi)
+        for k in range(BANK_WORDS):
+            out[k] &= ~lapsed[k]
+    if estop:
+        stored = False
+        for k in range(BANK_WORDS):
+            out[k] &= w[W_KEEP, k]
+            stored |= (value_w[k] & w[W_NOT_KEEP, k]) != 0
+        if stored:
+            for i in range(MAX_DO):
+                value[i] = value[i] and dob[DOB_KEEP, i]
+            _pack(value, value_w)
+    for k in range(BANK_WORDS):
+        do_bank[k] = out[k] ^ w[W_INV, k]
+
+
+@numba.njit(**_jit)
+def _expire_do(now, s, w, dob, doi):
+    """Pulse watchdogs that ran out: role-less values switch off; role pins lapse until the CU refreshes them."""
+    expiry, value, role = doi[DOI_EXPIRY], dob[DOB_VALUE], dob[DOB_ROLE]
+    lapsed = w[W_LAPSED]
+    for k in range(BANK_WORDS):
+        lapsed[k] = 0
+    gone = False
+    for i in range(MAX_DO):
+        if now >= expiry[i]:
+            if role[i]:
+                lapsed[i >> 6] |= _U1 << np.uint64(i & 63)
+            if value[i]:
+                value[i] = False
+                expiry[i] = NEVER
+                gone = True
+    if gone:
+        _pack(value, w[W_VALUE])
+        for k in range(BANK_WORDS):  # role-less bits again from the stored values
+            w[W_OUT, k] = (w[W_OUT, k] & w[W_ROLE, k]) | (w[W_VALUE, k] & w[W_NOT_ROLE, k])
+    nxt = expiry.min()
+    s[S_DO_NEXT] = nxt if nxt > now else now + 1  # lapsed role pins: look again
+
+
+@numba.njit(**_jit)
+def _analog_outputs(cu_ao, connected, fresh, now, force, s, af, ab, ai, table_x, table_n, vals):
+    recompute = force or s[S_AO_DIRTY] != 0 or now >= s[S_AO_NEXT]
+    role, expiry = ab[AOB_ROLE], ai[AOI_EXPIRY]
+    value, cu, key = af[AO_VALUE], af[AO_CU], af[AO_KEY]
+    if connected:
+        differs = s[S_AO_KEY_VALID] == 0
+        if not differs:
+            for i in range(MAX_AO):
+                x, y = cu_ao[i], key[i]
+                if x != y and not (x != x and y != y):
+                    differs = True
+                    break
+        if differs:
+            for i in range(MAX_AO):
+                x = cu_ao[i]
+                key[i] = x
+                if role[i] and math.isfinite(x):  # invalid: keep the last value
+                    t = x if x < af[AO_HI, i] else af[AO_HI, i]
+                    cu[i] = t if t > af[AO_LO, i] else af[AO_LO, i]
+            s[S_AO_KEY_VALID] = 1
+            recompute = True
+        if fresh and s[S_AO_ROLE_PULSE_ANY]:
+            for i in range(MAX_AO):
+                if ab[AOB_ROLE_PULSE, i]:
+                    expiry[i] = now + ai[AOI_PULSE, i]
+            s[S_AO_NEXT] = expiry.min()
+    if not recompute:
+        return
+    s[S_AO_DIRTY] = 0
+    if connected:
+        for i in range(MAX_AO):
+            vals[i] = cu[i] if role[i] else value[i]
+    else:
+        for i in range(MAX_AO):
+            init = af[AO_INIT, i]
+            vals[i] = init
+            if not role[i]:
+                value[i] = init
+            cu[i] = init
+            expiry[i] = NEVER
+        s[S_AO_NEXT] = NEVER
+        s[S_AO_KEY_VALID] = 0
+    if now >= s[S_AO_NEXT]:
+        for i in range(MAX_AO):
+            if now >= expiry[i]:
+                vals[i] = af[AO_ZERO, i]
+                if not role[i]:
+                    value[i] = af[AO_ZERO, i]
+                    expiry[i] = NEVER
+        nxt = expiry.min()
+        s[S_AO_NEXT] = nxt if nxt > now else now + 1
+    _update_ao_norm(vals, s, af, ab, ai, table_x, table_n)
+
+
+@numba.njit(**_jit)
+def _update_ao_norm(vals, s, af, ab, ai, table_x, table_n):
+    last, norm, ne = af[AO_LAST], af[AO_NORM], ab[AOB_SCRATCH]
+    any_ne = False
+    for i in range(MAX_AO):
+        ne[i] = vals[i] != last[i]
+        any_ne |= ne[i]
+    if not any_ne:
+        return
+    linear = s[S_AO_ANY_LINEAR] != 0
+    for i in range(MAX_AO):
+        last[i] = vals[i]
+        if linear and ab[AOB_LINEAR, i]:  # closed form: n = v * ia + ib
+            t = vals[i] * af[AO_IA, i] + af[AO_IB, i]
+            if t > 1.0:
+                t = 1.0
+            if t < 0.0:
+                t = 0.0
+            norm[i] = t
+        elif ne[i] and ab[AOB_NONLINEAR, i]:
+            norm[i] = _normalise(i, vals[i], af, ai, table_x, table_n)
+
+
+# --- the simulated plant ---------------------------------------------------------------------
+SIM_CYCLE_SIG = T.void(
+    # DriverIO: commands, then status
+    b1ro, b1ro, f1ro, u8_1ro, f1, f1, f1, b1, b1, u1_1, u4_1, b1, f1,
+    T.int64, T.float64, i1c,  # now, dt, params (ready / brake / follow delays)
+    f2c, i2c, b2c, u4_2c, u1_1c,  # per-axis slabs, base state
+    b2c, f2c,  # per-pin slabs (base levels, injected overrides)
+    i2c, f2c, i2c, i2c, i2c, i2c, b2c, i1c,  # sensors, index, brake in/out, followers
+)
+P_READY_DELAY, P_BRAKE_DELAY, P_FOLLOW_DELAY, P_ANY_BRAKE = range(4)
+
+
+@numba.njit(**_jit)
+def sim_cycle(enable, brake_release, torque, do_bank, position, velocity, torque_estimate, drive_ready, drive_fault,
+              axis_state, drive_error_code, di, ai, now, dt, params, af, ai_, ab, codes, base_state, pb, pf,
+              sens_i, sens_f, index_t, brake_in_t, brake_out_t, fol_t, fol_b, fol_since):
+    """SimDriver.cycle: drives, brakes, plant integration, end stops, followers, sensors, injection."""
+    x, v = af[X], af[V]
+    # drives: ready once enable has been held for ready_delay; faults latch until enable drops
+    ready_delay = params[P_READY_DELAY]
+    since = ai_[ENABLE_SINCE]
+    fault = ab[FAULT]
+    for i in range(MAX_AXES):
+        en = enable[i]
+        if en and not ab[PREV_ENABLE, i]:
+            since[i] = now
+        ab[PREV_ENABLE, i] = en
+        inj = ab[INJ_FAULT, i]
+        if inj and not fault[i]:
+            codes[FAULT_CODE, i] = codes[INJ_CODE, i]
+        fault[i] = (fault[i] or inj) and (en or inj)
+        ready = since[i] <= now - ready_delay and en and not fault[i]
+        drive_ready[i] = ready
+        drive_fault[i] = fault[i]
+        drive_error_code[i] = codes[FAULT_CODE, i] if fault[i] else 0
+        st = base_state[i]
+        if en:
+            st = ST_INIT
+        if ready:
+            st = ST_ENABLED
+        if fault[i]:
+            st = ST_FAULT
+        axis_state[i] = st
+    # brakes: command = brake_release OR the brake DO; the mechanics follow after brake_delay
+    if params[P_ANY_BRAKE]:
+        cmd_since = ai_[BRAKE_CMD_SINCE]
+        for i in range(MAX_AXES):
+            cmd = brake_release[i] and ab[HAS_BRAKE, i]
+            for k in range(brake_out_t.shape[1]):
+                if brake_out_t[TAB_AXIS, k] == i:
+                    cmd |= _bit(do_bank, brake_out_t[TAB_PIN, k]) != (brake_out_t[TAB_FLAG, k] != 0)
+            if cmd != ab[BRAKE_CMD, i]:
+                cmd_since[i] = now
+            ab[BRAKE_CMD, i] = cmd
+            if cmd_since[i] <= now - params[P_BRAKE_DELAY]:
+                ab[BRAKE_RELEASED, i] = cmd
+    # plant (semi-implicit Euler, dry friction as an implicit step that never reverses v)
+    for i in range(MAX_AXES):
+        tq = torque[i]
+        om = af[OUT_MAX, i]
+        if math.isfinite(tq):
+            t = tq if tq < om else om
+            t = t if t > -om else -om
+        else:  # a non-finite command applies no torque on that axis
+            t = 0.0
+        t *= 1.0 if drive_ready[i] else 0.0
+        torque_estimate[i] = t
+        vn = (t + af[LOAD, i]) * (af[G, i] * dt)
+        vn += v[i] * (1.0 - af[D, i] * dt)
+        csdt = af[C, i] * dt
+        if ab[HAS_BRAKE, i] and not ab[BRAKE_RELEASED, i]:
+            csdt = af[CB, i] * dt + csdt
+        fr = vn if vn < csdt else csdt
+        fr = fr if fr > -csdt else -csdt
+        v[i] = vn - fr
+        x[i] += v[i] * dt
+        xc = x[i] if x[i] > af[STOP_LO, i] else af[STOP_LO, i]
+        xc = xc if xc < af[STOP_HI, i] else af[STOP_HI, i]
+        if xc != x[i]:  # at a mechanical end stop: held there, v = 0
+            v[i] = 0.0
+            x[i] = xc
+        tp = af[TELEPORT, i]
+        if tp == tp:  # injected set_position: teleport once, v = 0
+            if ab[CONFIGURED, i]:
+                x[i] = tp if tp > af[STOP_LO, i] else af[STOP_LO, i]
+                x[i] = x[i] if x[i] < af[STOP_HI, i] else af[STOP_HI, i]
+                v[i] = 0.0
+                af[INDEX_COUNT, i] = math.floor(x[i] / af[INDEX_SPACING, i])
+            af[TELEPORT, i] = math.nan
+    # followers (tailstock clamp DO -> clamped DI after follow_delay)
+    for k in range(fol_t.shape[1]):
+        cmd = _bit(do_bank, fol_t[FOL_DO, k]) != (fol_t[FOL_INV, k] != 0)
+        if cmd != fol_b[FOLB_CMD, k]:
+            fol_since[k] = now
+        fol_b[FOLB_CMD, k] = cmd
+        if now - fol_since[k] >= params[P_FOLLOW_DELAY]:
+            fol_b[FOLB_STATE, k] = cmd
+    # status: feedback, base levels, position sensors, index marks, brake feedback, followers, overrides
+    for i in range(MAX_AXES):
+        position[i] = x[i]
+        velocity[i] = v[i]
+    for p in range(MAX_DI):
+        di[p] = pb[BASE_DI, p]
+        ai[p] = pf[INJ_AI_VALUE, p] if pb[INJ_AI_MASK, p] else pf[BASE_AI, p]
+    for k in range(sens_i.shape[1]):
+        y = x[sens_i[TAB_AXIS, k]] * sens_f[SEN_SIGN, k] - sens_f[SEN_LO, k]
+        period = sens_f[SEN_PERIOD, k]
+        m = np.fmod(y, period)  # np.mod: the result takes the sign of the divisor
+        if m != 0.0 and (period < 0.0) != (m < 0.0):
+            m += period
+        di[sens_i[TAB_PIN, k]] = (m <= sens_f[SEN_WIDTH, k]) != (sens_i[TAB_FLAG, k] != 0)
+    if index_t.shape[1]:
+        until = ai_[INDEX_UNTIL]
+        for i in range(MAX_AXES):
+            count = math.floor(x[i] / af[INDEX_SPACING, i])
+            if count != af[INDEX_COUNT, i]:
+                until[i] = now + INDEX_PULSE_NS
+            af[INDEX_COUNT, i] = count
+        for k in range(index_t.shape[1]):
+            di[index_t[TAB_PIN, k]] = (now < until[index_t[TAB_AXIS, k]]) != (index_t[TAB_FLAG, k] != 0)
+    for k in range(brake_in_t.shape[1]):
+        di[brake_in_t[TAB_PIN, k]] = ab[BRAKE_RELEASED, brake_in_t[TAB_AXIS, k]] != (brake_in_t[TAB_FLAG, k] != 0)
+    for k in range(fol_t.shape[1]):
+        di[fol_t[FOL_DI, k]] = fol_b[FOLB_STATE, k] != (fol_t[FOL_NC, k] != 0)
+    for p in range(MAX_DI):
+        if pb[INJ_DI_MASK, p]:
+            di[p] = pb[INJ_DI_VALUE, p]
+
+
+# --- loading ---------------------------------------------------------------------------------
+KERNELS = {"io_inputs": (io_inputs, IO_INPUTS_SIG), "io_outputs": (io_outputs, IO_OUTPUTS_SIG),
+           "sim_cycle": (sim_cycle, SIM_CYCLE_SIG)}
+
+
+def load() -> dict[str, float]:
+    """Every kernel compiled (or loaded from numba's cache) for its one signature; seconds each.
+    Idempotent and cheap once done; called by the compiled engines' constructors (before READY)."""
+    took: dict[str, float] = {}
+    for name, (kernel, sig) in KERNELS.items():
+        t0 = time.perf_counter()
+        if tuple(sig.args) not in kernel.overloads:
+            kernel.compile(sig.args)
+            kernel.disable_compile()
+        took[name] = time.perf_counter() - t0
+    return took
+
+
+def slab(owner: object, names: tuple[str, ...], dtype: type, width: int, extra: int = 0) -> np.ndarray:
+    """One C-contiguous matrix with a row per named attribute of `owner` (copied in), plus
+    `extra` zero rows; the attributes are rebound to their rows (same values, same names)."""
+    m = np.zeros((len(names) + extra, width), dtype)
+    for k, name in enumerate(names):
+        m[k] = getattr(owner, name)
+        setattr(owner, name, m[k])
+    return m
+
+
+def main() -> int:
+    """`python -m hal.kernels`: compile into numba's cache, then run each kernel once."""
+    t0 = time.perf_counter()
+    took = load()
+    for name, (kernel, _sig) in KERNELS.items():
+        st = kernel.stats
+        how = "loaded from cache" if sum(st.cache_hits.values()) else "compiled"
+        print(f"hal.kernels: {name:10s} {how:17s} {took[name] * 1000:8.1f} ms")
+    t1 = time.perf_counter()
+    _smoke()
+    print(f"hal.kernels: {len(KERNELS)} kernels ready in {t1 - t0:.2f} s "
+          f"(cache {KERNELS['sim_cycle'][0].stats.cache_path}); one cycle each ran in {time.perf_counter() - t1:.2f} s")
+    return 0
+
+
+def _smoke() -> None:
+    """One I/O processor and one sim driver of a small synthetic machine, a few cycles each."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from common.config import load_config
+    from hal.drivers.base import DriverIO
+    from hal.drivers.sim import SimDriver
+    from hal.io import IoProcessor
+    from hal.synthetic_config import write_config
+
+    with tempfile.TemporaryDirectory() as td:
+        os.environ.setdefault("EVO_RUN_DIR", str(Path(td) / "run"))
+        cfg = load_config(write_config(Path(td) / "cfg", axes=2, points=16, brakes=(1,)))
+        proc = IoProcessor(cfg.io, cfg.io_registry, ["BrakeOut1"], engine="compiled")
+        drv = SimDriver(cfg, {}, engine="compiled")
+        dio = DriverIO(do_bank=proc.do_bank, ao=proc.ao_norm)
+        drv.open(dio)
+        for k in range(1, 4):
+            now = k * 1_000_000
+            proc.outputs(np.zeros(BANK_WORDS, np.uint64), np.zeros(MAX_AO), now, True)
+            drv.cycle(dio, now, 0.001)
+            proc.inputs(dio.di, dio.ai, now)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
