@@ -1,6 +1,8 @@
 """The MQTT bridge: read-only telemetry from the *_mqt segments and modules.json to MQTT topics.
 
-`Bridge.scan()` is one pass (tests call it); `run(config)` is the supervised process `evo-mqtt`.
+`Bridge.scan()` is one pass (tests call it); `run(config)` is the supervised process `evo-mqtt`: it
+sleeps on the mqt wake semaphore (posted by HAL, CU and RE when what they show changed) and scans
+after a wake (at most SCAN_HZ), at the telemetry rate, and at least every LIVENESS_PERIOD_S.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from common.connector.mqtt import MqttConnector, MqttMessage, MqttOptions, MqttT
 from common.connector.reconnect import BackoffSettings
 from common.notify import WatchdogPinger, notify_ready, notify_status, notify_stopping
 from common.rt import StopFlag, process_setup
+from common.shm.inbound import Inbound, InboundPolicy, LinkStatus
+from common.shm.wake import WakePoster, WakeWaiter
 from mqtt_bridge.discovery import discovery_configs
 from mqtt_bridge.health_history import HealthHistory
 from mqtt_bridge.payloads import (
@@ -38,13 +42,16 @@ from mqtt_bridge import sparkplug  # issue 18: the Sparkplug B output
 from mqtt_bridge import zenoh_output  # issue 14: the Zenoh output
 from mqtt_bridge import can_forward  # issue 13: raw CAN frames <-> MQTT (can_forward.toml)
 from mqtt_bridge.publisher import TopicPublisher
-from mqtt_bridge.sources import SegmentSource, SourceStatus
 from mqtt_bridge.topics import Topics
 from mqtt_bridge.watch_modules import ModulesWatcher
 
 log = logging.getLogger(__name__)
 
-SCAN_HZ = 50.0  # segments are polled this often: on-change topics go out within one scan
+SCAN_HZ = 50.0  # at most this many scans per second: on-change topics go out within 1/SCAN_HZ of a wake
+LIVENESS_PERIOD_S = 0.1  # scan at least this often without a wake (a source's staleness shows)
+STALE_AFTER_S = 0.5  # a source whose heartbeat has not moved for this long is stale
+SOURCE_POLICY = InboundPolicy(stale_after_s=STALE_AFTER_S, retry_s=0.5, probe_every=5)
+SOURCES = ("cu_mqt", "hal_mqt", "re_mqt")
 HEALTH_HISTORY = 16  # transitions kept in the retained health/<connector> payload
 CONNECTOR_NAME = "mqtt"
 BACKOFF = BackoffSettings(initial=0.2, max=5.0, factor=2.0, jitter=0.2)
@@ -100,7 +107,9 @@ class Bridge:
         self.discovery = mq.homeassistant_discovery
         self.connector = connector or MqttConnector(mqtt_options(mq, self.topics), CONNECTOR_NAME, max_payload=16384)
         self.publisher = TopicPublisher(self.connector)
-        self.sources = {k: SegmentSource(k, scan_hz) for k in ("cu_mqt", "hal_mqt", "re_mqt")}
+        self.sources = {k: Inbound.for_key(k, SOURCE_POLICY) for k in SOURCES}
+        self.min_scan_gap = 1.0 / scan_hz
+        self._kick = WakePoster("mqt")  # connector events end the loop's wait on the mqt semaphore
         self.modules = ModulesWatcher(config.run_dir() / "modules.json")
         self.axes = tuple(AxisInfo.of(a) for a in config.axes)
         self.points = io_points(config.io)
@@ -122,6 +131,20 @@ class Bridge:
         self._health_dirty.set()
         if is_connected(event.current) and isinstance(event.previous, Connecting):
             self._new_session.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """Have the loop scan soon (an output's event, a connector event); callable from any thread."""
+        self._kick.post()
+
+    def next_due(self, now: float) -> float:
+        """When the loop must scan without a wake: telemetry, liveness, an output's own period."""
+        due = min(self._next_telemetry, now + LIVENESS_PERIOD_S)
+        for output in self.outputs:
+            period = getattr(output, "poll_period_s", None)  # an output with inputs of its own (CAN frames)
+            if period:
+                due = min(due, now + period)
+        return due
 
     # --- lifecycle ---
     def start(self) -> None:
@@ -138,6 +161,7 @@ class Bridge:
         # a clean exit says offline itself (a DISCONNECT suppresses the will)
         self.publisher.publish_raw(self.topics.online, False, retained=True)
         self.connector.stop()
+        self._kick.close()
         for s in self.sources.values():
             s.close()
 
@@ -254,27 +278,40 @@ class Bridge:
             for topic, cfg in discovery_configs(self.topics, self.axes, self.config.io, self.config.machine.name):
                 self.publisher.publish_raw(topic, cfg, retained=True)
 
-    def source_status(self) -> dict[str, SourceStatus]:
+    def source_status(self) -> dict[str, LinkStatus]:
         return {k: s.status for k, s in self.sources.items()}
 
 
 def run(config: EvoConfig, stop: StopFlag | None = None, scan_hz: float = SCAN_HZ) -> int:
-    """The `evo-mqtt` process: scan until SIGTERM/SIGINT, keep retrying the broker meanwhile."""
+    """The `evo-mqtt` process: scan on wake / telemetry / liveness until SIGTERM/SIGINT, keep
+    retrying the broker meanwhile."""
     process_setup("evo-mqtt")
     stop = stop or StopFlag().install()
-    bridge = Bridge(config, scan_hz=scan_hz)
+    waiter = WakeWaiter("mqt")
+    try:
+        bridge = Bridge(config, scan_hz=scan_hz)
+    except BaseException:
+        waiter.close()
+        raise
     pinger = WatchdogPinger(0.5)
     topics = bridge.topics
     log.info("publishing under %s/ to %s:%d", topics.root, config.system.mqtt.host, config.system.mqtt.port)
     bridge.start()
-    period = 1.0 / scan_hz
     announced = False
     last_health = None
-    next_t = time.monotonic()
+    last_scan = float("-inf")
     try:
         while not stop.is_set():
             now = time.monotonic()
+            woke = waiter.wait(max(0.0, bridge.next_due(now) - now))
+            if stop.is_set():
+                break
+            now = time.monotonic()
+            if woke and now - last_scan < bridge.min_scan_gap:  # rate limit: at most scan_hz
+                stop.wait(bridge.min_scan_gap - (now - last_scan))
+                now = time.monotonic()
             bridge.scan(now)
+            last_scan = now
             pinger.tick()
             health = bridge.connector.health
             if health != last_health:
@@ -284,12 +321,9 @@ def run(config: EvoConfig, stop: StopFlag | None = None, scan_hz: float = SCAN_H
             if not announced and bridge.ready:
                 announced = True
                 notify_ready(f"mqtt {health_name(health)}")
-            next_t += period
-            if next_t < now:  # overran: skip, never queue
-                next_t = now + period
-            stop.wait(max(0.0, next_t - time.monotonic()))
     finally:
         notify_stopping()
         bridge.stop()
-    log.info("stopped (%d scans, %d messages sent)", bridge.scans, bridge.publisher.stats.sent)
+        waiter.close()
+    log.info("stopped (%d scans, %d wakes, %d messages sent)", bridge.scans, waiter.wakes, bridge.publisher.stats.sent)
     return 0

@@ -16,12 +16,14 @@ from common.fieldbus.can_forward_config import CanForwardConfig, load_can_forwar
 
 log = logging.getLogger(__name__)
 DRAIN_BUDGET = 256  # frames / messages moved per scan and rule, so one busy id cannot starve the others
+POLL_PERIOD_S = 0.02  # frames arrive on their own: the bridge scans at least this often while forwarding
 
 
 class CanForwardOutput:
     """A BridgeOutput: CAN readers -> MQTT publisher, MQTT readers -> CAN writers, moved once per scan."""
 
     name = "can_forward"
+    poll_period_s = POLL_PERIOD_S  # Bridge.next_due: the segments' wake does not see CAN frames
 
     def __init__(self, config: CanForwardConfig, bridge: Any) -> None:
         from common.connector.can import CanConnector, CanInterface, CanOptions  # python-can only when enabled

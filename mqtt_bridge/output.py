@@ -13,6 +13,9 @@ class BridgeOutput(Protocol):
     """One more view of the machine. `scan` runs in the bridge's loop: never block in it."""
 
     name: str
+    #: optional: an output with inputs of its own (CAN frames) sets the longest time between two scans;
+    #: without it the bridge scans on a segment wake, at the telemetry rate and every LIVENESS_PERIOD_S
+    poll_period_s: float | None
 
     def start(self) -> None:
         """Open the output's connector (non-blocking; it connects and retries on its own)."""

@@ -72,8 +72,9 @@ def test_binary_sensors_for_digital_points_estop_and_guard(setup) -> None:
                 assert render(av["value_template"], payload) == av["payload_available"]
         return render(c["value_template"], payload)
 
-    wait_for(lambda: obs.on(f"{ROOT}/io/di") and json.loads(obs.on(f"{ROOT}/io/di")[-1].payload)["live"],
-             what="io/di live")
+    for kind in ("di", "do"):  # published one after the other in one scan: the observer may hold only the first
+        wait_for(lambda: obs.on(f"{ROOT}/io/{kind}") and json.loads(obs.on(f"{ROOT}/io/{kind}")[-1].payload)["live"],
+                 what=f"io/{kind} live")
     wait_for(lambda: obs.on(f"{ROOT}/state") and json.loads(obs.on(f"{ROOT}/state")[-1].payload)["live"],
              what="state live")
     guard_cfg = f"homeassistant/binary_sensor/{MID}_guard_open/config"
