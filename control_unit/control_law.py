@@ -11,6 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .kernels import step as K
+from .kernels.step import Store
+
 try:  # the C entry point (np.count_nonzero's wrapper costs as much as the count)
     from numpy._core._multiarray_umath import count_nonzero as nz
 except ImportError:  # pragma: no cover
@@ -69,42 +72,67 @@ def notch_coefficients(f0: float, bw: float, dt: float) -> tuple[float, float, f
 
 
 class ControlLaw:
-    """State and one step of the law for `n` axes. Allocates nothing per step except numpy
-    temporaries; `out` and the diagnostic arrays are preallocated and updated in place."""
+    """State and one step of the law for `n` axes. Every array is a row of the state blocks
+    (`store`, shared with the compiled cycle) and is updated in place."""
 
-    def __init__(self, gains: LawGains, dt: float) -> None:
+    def __init__(self, gains: LawGains, dt: float, store: Store | None = None) -> None:
         self.dt = float(dt)
-        self.n = len(gains.kp)
+        self.n = n = len(gains.kp)
+        self._store = st = store if store is not None else Store(n)
+        self._si = st.si
         self.set_gains(gains)
-        n = self.n
-        z = lambda: np.zeros(n)  # noqa: E731
-        self.integral, self.derivative = z(), z()
-        self.dob, self.v_prev, self.u_prev = z(), z(), z()
-        self.nx1, self.nx2, self.ny1, self.ny2 = z(), z(), z(), z()
-        self.lp = z()
-        self.error, self.feedforward, self.output, self.unclamped = z(), z(), z(), z()
-        self.first = np.ones(n, dtype=bool)  # no previous sample yet (derivative, DOB)
-        self._act = np.zeros(n)
-        self._was_active = np.zeros(n, dtype=bool)
-        self._changed = np.zeros(n, dtype=bool)
-        self._all_active = False
-        self._u, self._t = z(), z()
+        f, b = st.f, st.b
+        self.integral, self.derivative = f[K.F_INTEGRAL], f[K.F_DERIVATIVE]
+        self.dob, self.v_prev, self.u_prev = f[K.F_DOB], f[K.F_V_PREV], f[K.F_U_PREV]
+        self.nx1, self.nx2, self.ny1, self.ny2 = f[K.F_NX1], f[K.F_NX2], f[K.F_NY1], f[K.F_NY2]
+        self.lp = f[K.F_LP]
+        self.error, self.feedforward, self.output, self.unclamped = (f[K.F_ERROR], f[K.F_FEEDFORWARD],
+                                                                     f[K.F_OUTPUT], f[K.F_UNCLAMPED])
+        self.first = b[K.B_FIRST]  # no previous sample yet (derivative, DOB)
+        self.first.fill(True)
+        self._act = f[K.F_ACT]
+        self._was_active = b[K.B_WAS_ACTIVE]
+        self._changed = b[K.B_CHANGED]
+        self._u, self._t = f[K.F_W_U], f[K.F_W_T]
+
+    @property
+    def _all_active(self) -> bool:
+        return bool(self._si[K.SI_LAW_ALL_ACTIVE])
+
+    @_all_active.setter
+    def _all_active(self, value: bool) -> None:
+        self._si[K.SI_LAW_ALL_ACTIVE] = int(value)
 
     def set_gains(self, g: LawGains) -> None:
-        """Precompute per-axis coefficients (also used after a config reload)."""
+        """Precompute per-axis coefficients (also used after a config reload) into the coefficient
+        block the compiled cycle reads."""
         dt = self.dt
         self.g = g
-        self.alpha_d = dt / (g.tf + dt)  # tf = 0 -> 1: unfiltered derivative
-        self.kd_alpha = g.kd * self.alpha_d
-        self.one_minus_alpha = 1.0 - self.alpha_d
-        self.ki_dt = g.ki * dt
-        self.tt_gain = np.where(g.tt > 0.0, dt / np.where(g.tt > 0.0, g.tt, 1.0), 0.0)
-        self.beta_dob = np.where(g.gdob > 0.0, g.gdob * dt / (1.0 + g.gdob * dt), 0.0)
+        lc = self._store.lc
+        for row, v in ((K.LC_KP, g.kp), (K.LC_KVFF, g.kvff), (K.LC_KAFF, g.kaff), (K.LC_FRICTION, g.friction),
+                       (K.LC_JN, g.jn), (K.LC_BN, g.bn), (K.LC_OUT_MAX, g.out_max)):
+            lc[row] = v
+        self.alpha_d = lc[K.LC_ALPHA_D]
+        self.alpha_d[:] = dt / (g.tf + dt)  # tf = 0 -> 1: unfiltered derivative
+        self.kd_alpha = lc[K.LC_KD_ALPHA]
+        self.kd_alpha[:] = g.kd * self.alpha_d
+        self.one_minus_alpha = lc[K.LC_ONE_MINUS_ALPHA]
+        self.one_minus_alpha[:] = 1.0 - self.alpha_d
+        self.ki_dt = lc[K.LC_KI_DT]
+        self.ki_dt[:] = g.ki * dt
+        self.tt_gain = lc[K.LC_TT_GAIN]
+        self.tt_gain[:] = np.where(g.tt > 0.0, dt / np.where(g.tt > 0.0, g.tt, 1.0), 0.0)
+        self.beta_dob = lc[K.LC_BETA_DOB]
+        self.beta_dob[:] = np.where(g.gdob > 0.0, g.gdob * dt / (1.0 + g.gdob * dt), 0.0)
         coeffs = np.array([notch_coefficients(f, b, dt) for f, b in zip(g.f_notch, g.bw_notch)]).reshape(-1, 5)
-        self.nb0, self.nb1, self.nb2, self.na1, self.na2 = (coeffs[:, i].copy() for i in range(5))
+        self.nb0, self.nb1, self.nb2, self.na1, self.na2 = (lc[r] for r in (K.LC_NB0, K.LC_NB1, K.LC_NB2,
+                                                                            K.LC_NA1, K.LC_NA2))
+        for i, row in enumerate((self.nb0, self.nb1, self.nb2, self.na1, self.na2)):
+            row[:] = coeffs[:, i]
         self.notch_on = (self.nb1 != 0.0) | (self.na2 != 0.0)
         tau = np.where(g.flp > 0.0, 1.0 / (2.0 * math.pi * np.where(g.flp > 0.0, g.flp, 1.0)), 0.0)
-        self.gamma_lp = np.where(g.flp > 0.0, dt / (tau + dt), 1.0)
+        self.gamma_lp = lc[K.LC_GAMMA_LP]
+        self.gamma_lp[:] = np.where(g.flp > 0.0, dt / (tau + dt), 1.0)
         # whole stages skipped when no axis uses them (same result: the stage is the identity)
         self.use_d = bool(g.kd.any())
         self.use_i = bool(g.ki.any())
@@ -114,6 +142,10 @@ class ControlLaw:
         self.use_dob = bool(self.beta_dob.any())
         self.use_notch = bool(self.notch_on.any())
         self.use_lp = bool(g.flp.any())
+        for row, on in ((K.SI_USE_D, self.use_d), (K.SI_USE_I, self.use_i), (K.SI_USE_AW, self.use_aw),
+                        (K.SI_USE_FF_A, self.use_ff_a), (K.SI_USE_FF_F, self.use_ff_f), (K.SI_USE_DOB, self.use_dob),
+                        (K.SI_USE_NOTCH, self.use_notch), (K.SI_USE_LP, self.use_lp)):
+            self._si[row] = int(on)
 
     def reset(self, mask: np.ndarray) -> None:
         """Zero the controller state of the masked axes (power-on, re-engage)."""

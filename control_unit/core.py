@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from common.config import EvoConfig
+from common.config import roles as R
 from common.consts import MAX_DI
 from common.states import (
     AxisError,
@@ -19,8 +20,11 @@ from common.states import (
     machine_error_reasons,
 )
 
-from . import coupling, homing, safety
+from . import coupling, homing, kernels, safety
 from .control_law import ControlLaw
+from .events import announce
+from .kernels import step as K
+from .kernels.step import LAG_HISTORY, MAX_CATCHUP_CYCLES, STARTUP_SETTLE_S, Store
 from .machines import (
     BLOCKING_ERRORS, PS, SSC, AxisStates, MachineStates, derive_loading, derive_motion, nz, power_step,
 )
@@ -30,69 +34,126 @@ from .trajectory import HOLD, VELOCITY, Trajectory
 log = logging.getLogger(__name__)
 MST = SimpleNamespace(**{m.name: m for m in MachineState})  # fast member access on the hot path
 SST = SimpleNamespace(**{m.name: m for m in SafetyState})
-MAX_CATCHUP_CYCLES = 50  # after a longer stall the set-point resumes instead of jumping
-LAG_HISTORY = 128  # cycles of set-points kept to judge late feedback against its own cycle
-STARTUP_SETTLE_S = 0.1  # Starting: HAL inputs (debounce filters) settle before safety inputs latch
 _BLOCKING = np.uint64(BLOCKING_ERRORS)
 _ME_AXIS, _ME_SSTOP = int(MachineError.AXIS_ERROR), int(MachineError.SAFETY_STOP)
 _ME_GUARD, _ME_RECOVERY = int(MachineError.GUARD_OPEN), int(MachineError.RECOVERY_REQUIRED)
 _ME_KEEP = ~(_ME_AXIS | _ME_SSTOP | _ME_GUARD | _ME_RECOVERY)
+ENGINES = ("compiled", "numpy")
+
+
+def _si_field(index: int, kind: type, doc: str) -> property:
+    """A core scalar kept in the int64 scalar block (read and written by the compiled cycle too)."""
+
+    def get(self: "ControlCore"):  # noqa: ANN202
+        return kind(self._si[index])
+
+    def put(self: "ControlCore", value: object) -> None:
+        self._si[index] = value
+
+    return property(get, put, doc=doc)
+
+
+def _s_field(index: int, doc: str) -> property:
+    def get(self: "ControlCore") -> float:
+        return float(self._s[index])
+
+    def put(self: "ControlCore", value: float) -> None:
+        self._s[index] = value
+
+    return property(get, put, doc=doc)
 
 
 class ControlCore:
     """All CU state for one configuration. Per cycle: `set_inputs(...)`, any number of
     `commands.execute(core, ...)`, then `step(now)`; outputs in `torque`, `ax.enable`,
-    `ax.brake_release`, `traj.pos` / `traj.vel`."""
+    `ax.brake_release`, `traj.pos` / `traj.vel`.
 
-    def __init__(self, cfg: EvoConfig, dt: float | None = None) -> None:
+    `engine`: "compiled" (the numba kernels of control_unit.kernels, what the CU runs) or "numpy"
+    (the vectorised reference in this module and its helpers). Both work on the same state arrays:
+    each is a row of the blocks in `store` (control_unit/kernels/step.py lays them out)."""
+
+    hal_ok = _si_field(K.SI_HAL_OK, bool, "the HAL heartbeat is fresh")
+    hal_seen = _si_field(K.SI_HAL_SEEN, bool, "the HAL heartbeat has advanced at least once")
+    hal_missing = _si_field(K.SI_HAL_MISSING, bool, "the HAL segment is gone")
+    fb_age = _si_field(K.SI_FB_AGE, int, "CU cycles since the HAL last published (0 = fresh)")
+    # feedback older than this does not drive the control law (it holds: control_law.step)
+    hold_cycles = _si_field(K.SI_HOLD_CYCLES, int, "[cu] feedback_hold_cycles")
+    cycle = _si_field(K.SI_CYCLE, int, "cycles stepped")
+    _steps = _si_field(K.SI_STEPS, int, "trajectory steps taken since _t0")
+    _sp_i = _si_field(K.SI_SP_I, int, "slot of this cycle's set-point in _sp_hist")
+    _prev_reset_btn = _si_field(K.SI_PREV_RESET_BTN, bool, "Reset button in the previous cycle")
+    _bank_valid = _si_field(K.SI_BANK_VALID, bool, "_bank holds the last DI bank")
+    now = _s_field(K.S_NOW, "time of the last step")
+    _starting_t = _s_field(K.S_STARTING_T, "time the machine entered Starting")
+
+    def __init__(self, cfg: EvoConfig, dt: float | None = None, engine: str = "compiled") -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"ControlCore engine {engine!r}: expected one of {', '.join(ENGINES)}")
         self.cfg = cfg
+        self.engine = engine
         self.dt = float(dt if dt is not None else cfg.system.cu.cycle_time_us * 1e-6)
         self.p = p = AxisParams.from_config(cfg)
         self.n = n = p.n
-        self.ax = AxisStates(n)
-        self.m = MachineStates()
-        self.traj = Trajectory(n, self.dt)
-        self.law = ControlLaw(p.gains, self.dt)
-        z = lambda: np.zeros(n)  # noqa: E731
-        b = lambda: np.zeros(n, dtype=bool)  # noqa: E731
+        self.store = st = Store(n)
+        self._s, self._si = st.s, st.si
+        self.ax = AxisStates(n, st)
+        self.m = MachineStates(st)
+        self.traj = Trajectory(n, self.dt, st)
+        self.law = ControlLaw(p.gains, self.dt, st)
+        f, b = st.f, st.b
         # inputs
-        self.pos, self.vel, self.torque_fb = z(), z(), z()
-        self.ready, self.fault, self.drive_ref = b(), b(), b()
-        self.bits = np.zeros(MAX_DI + 2, dtype=bool)
+        self.pos, self.vel, self.torque_fb = f[K.F_POS], f[K.F_VEL], f[K.F_TORQUE_FB]
+        self.ready, self.fault, self.drive_ref = b[K.B_READY], b[K.B_FAULT], b[K.B_DRIVE_REF]
+        self.bits = st.bits
         self.bits[PIN_TRUE] = True
-        self.lim_min, self.lim_max, self.ref_in, self.brake_in, self.index_in = b(), b(), b(), b(), b()
-        self.guard_closed = np.ones(n, dtype=bool)
-        self.hal_ok = False
-        self.hal_seen = False  # the HAL heartbeat has advanced at least once
-        self._starting_t = 0.0
-        self._t0: float | None = None
-        self._steps = 0
-        self.now = 0.0
-        self.hal_missing = False
-        self.fb_age = 0  # CU cycles since the HAL last published (0 = this cycle's feedback is fresh)
-        # feedback older than this does not drive the control law (it holds: control_law.step)
+        self.lim_min, self.lim_max, self.ref_in = b[K.B_LIM_MIN], b[K.B_LIM_MAX], b[K.B_REF_IN]
+        self.brake_in, self.index_in = b[K.B_BRAKE_IN], b[K.B_INDEX_IN]
+        self.guard_closed = b[K.B_GUARD_CLOSED]
+        self.guard_closed.fill(True)
+        self._s[K.S_DT] = self.dt
         self.hold_cycles = cfg.system.cu.feedback_hold_cycles
         # set-points of the last LAG_HISTORY cycles: a feedback `fb_age` cycles old is judged
         # against the set-point of its own cycle, so a late HAL frame is not a following error
-        self._sp_hist = np.zeros((LAG_HISTORY, n))
-        self._sp_i = 0
-        self._prev_reset_btn = False
-        self.cycle = 0
+        self._sp_hist = st.sp_hist
         # sequencer state
-        self.home = homing.HomingState(n)
-        self.cpl = coupling.CouplingRuntime(p)
-        self.gear = coupling.GearRuntime(n)
+        self.home = homing.HomingState(n, st)
+        self.cpl = coupling.CouplingRuntime(p, st)
+        self.gear = coupling.GearRuntime(n, st)
         self.torque = self.law.output
-        self._ref_seen = ~self.ax.referenced  # forces the first NOT_REFERENCED refresh
-        self._soft_any = False
-        self._absolute = p.homing_kind == int(homing.HomingKind.ABSOLUTE)
+        self._ref_seen = b[K.B_REF_SEEN]
+        self._ref_seen[:] = ~self.ax.referenced  # forces the first NOT_REFERENCED refresh
+        self._absolute = b[K.B_ABSOLUTE]
+        self._absolute[:] = p.homing_kind == int(homing.HomingKind.ABSOLUTE)
         self._absolute_any = bool(nz(self._absolute))
-        self._vmax_unref = np.where(p.needs_ref, UNREFERENCED_SPEED_FRACTION * p.vmax, p.vmax)
+        self._si[K.SI_ABSOLUTE_ANY] = int(self._absolute_any)
+        self._vmax_unref = f[K.F_VMAX_UNREF]
+        self._vmax_unref[:] = np.where(p.needs_ref, UNREFERENCED_SPEED_FRACTION * p.vmax, p.vmax)
         self._fb_obj: np.ndarray | None = None
         self._fb_views: tuple = ()
-        self._bank = np.zeros(MAX_DI // 64, dtype=np.uint64)
-        self._bank_valid = False
+        self._bank = st.bank
         self._machine_pins = {r: cfg.io_registry.pin(r).pin for r in p.machine_roles}
+        for role, row in ((R.ESTOP, K.SI_PIN_ESTOP), (R.SAFETY_GATE, K.SI_PIN_GATE), (R.RESET, K.SI_PIN_RESET),
+                          (R.REDUCED_SPEED, K.SI_PIN_REDUCED), (R.GUARD_CLOSED, K.SI_PIN_GUARD_CLOSED)):
+            self._si[row] = self._machine_pins.get(role, -1)
+        gs = cfg.machine.global_safety
+        self._si[K.SI_RECOVERY_AUTH] = int(gs.recovery_authorization_required)
+        self._s[K.S_SAFETY_STOP_TIMEOUT] = gs.safety_stop_timeout
+        self._s[K.S_MANUAL_TIMEOUT] = cfg.system.cu.manual_timeout_s
+        self._s[K.S_SERVICE_V] = p.service_v
+        self._cpl_cfg = np.ascontiguousarray(self.cpl.configured, dtype=np.int64)
+        self._kernels = kernels.load() if engine == "compiled" else None
+        self._kargs = (st.f, st.b, st.u8, st.errors, st.tmode, st.master, st.sp_hist, st.bits, st.lc, p.pf, p.pi,
+                       p.pb, self._cpl_cfg, st.s, st.si, st.ev)
+
+    @property
+    def _t0(self) -> float | None:
+        """Time origin of the trajectory clock (None before the first step)."""
+        return float(self._s[K.S_T0]) if self._si[K.SI_T0_SET] else None
+
+    @_t0.setter
+    def _t0(self, value: float | None) -> None:
+        self._si[K.SI_T0_SET] = value is not None
+        self._s[K.S_T0] = 0.0 if value is None else value
 
     # --- inputs ---------------------------------------------------------------------------------
     def set_inputs(self, axes_fb: np.ndarray | None, di_bank: np.ndarray | None, hal_ok: bool,
@@ -100,18 +161,23 @@ class ControlCore:
         """`axes_fb`: HAL_AXIS_FEEDBACK records (>= n); `di_bank`: the logical DI bank (u64[16],
         NC already inverted) or a bool[1024] of logical pins. Role inputs are re-gathered only
         when the bank changed. `fb_age`: CU cycles since the HAL's heartbeat last advanced."""
-        self.fb_age = fb_age
-        self.hal_ok = hal_ok
-        self.hal_missing = hal_missing
-        self.hal_seen = self.hal_seen or hal_ok
+        si = self._si
+        si[K.SI_FB_AGE] = fb_age
+        si[K.SI_HAL_OK] = hal_ok
+        si[K.SI_HAL_MISSING] = hal_missing
         if not hal_ok:
             return
+        si[K.SI_HAL_SEEN] = 1
         if axes_fb is not None:
             if axes_fb is not self._fb_obj:  # field views made once per source array
                 self._fb_obj = axes_fb
                 fb = axes_fb[: self.n]
                 self._fb_views = tuple(fb[f] for f in ("position", "velocity", "torque_estimate", "drive_ready",
                                                        "drive_fault", "referenced"))
+            if self._kernels is not None and di_bank is not None and di_bank.dtype == np.uint64:
+                st = self.store
+                self._kernels.gather_inputs(*self._fb_views, di_bank, st.f, st.b, st.bits, st.bank, self.p.pi, si)
+                return
             pos, vel, tq, ready, fault, ref = self._fb_views
             self.pos[:] = pos
             self.vel[:] = vel
@@ -176,6 +242,19 @@ class ControlCore:
 
     # --- one cycle ------------------------------------------------------------------------------
     def step(self, now: float) -> None:
+        """One cycle at time `now` (s) with the engine chosen at construction."""
+        if self._kernels is not None:
+            if self._kernels.cycle_step(*self._kargs, now):
+                self._announce()
+        else:
+            self.step_numpy(now)
+
+    def _announce(self) -> None:
+        """Log lines and messages for what the compiled cycle reported (rare: only on events)."""
+        announce(self, self.store.ev[: int(self._si[K.SI_EV_N])], int(self._si[K.SI_EV_LOST]))
+
+    def step_numpy(self, now: float) -> None:
+        """One cycle, vectorised numpy (the reference the compiled cycle is held to)."""
         p, ax, m, tr = self.p, self.ax, self.m, self.traj
         self.cycle += 1
         self.now = now
@@ -325,7 +404,7 @@ class ControlCore:
         """Take over the runtime state of `old` after a config reload (at standstill): machine
         state, and per-axis power/errors/locks/references for the slots both have. Couplings
         restart from the new configuration; set-points restart at the actual positions."""
-        self.m = old.m
+        self.m.copy_from(old.m)
         k = min(self.n, old.n)
         for name in ("power", "mode", "gearbox", "errors", "referenced", "enable", "brake_release", "ctrl_on",
                      "safe_stop", "lock", "lock_explicit", "torque_limit"):

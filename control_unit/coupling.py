@@ -12,6 +12,8 @@ import numpy as np
 
 from common.states import AxisError, CouplingState, GearboxState
 
+from .kernels import step as K
+from .kernels.step import GEAR_ASSIST_S, GEAR_ASSIST_SPEED, Store  # wiggle half-period, fraction of vmax
 from .machines import nz, PS, blocking
 from .params import AxisParams
 from .trajectory import HOLD, POSITION, VELOCITY
@@ -22,22 +24,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GEAR_ASSIST_S = 0.05  # each half of the gear-assist wiggle
-GEAR_ASSIST_SPEED = 0.01  # fraction of max_velocity
 _POWERED = (PS.STANDBY, PS.MOTION)
 
 
 class CouplingRuntime:
     """Active couplings: master slot (-1 none), ratio and offset per slave slot."""
 
-    def __init__(self, p: AxisParams) -> None:
-        n = p.n
-        self.master = np.full(n, -1, dtype=np.int64)
-        self.ratio = np.ones(n)
-        self.offset = np.zeros(n)
-        self.manual_off = np.zeros(n, dtype=bool)  # decoupled by command: no auto-coupling
+    def __init__(self, p: AxisParams, store: Store | None = None) -> None:
+        st = store if store is not None else Store(p.n)
+        self.master = st.master
+        self.ratio = st.f[K.F_C_RATIO]
+        self.ratio.fill(1.0)
+        self.offset = st.f[K.F_C_OFFSET]
+        self.manual_off = st.b[K.B_C_MANUAL_OFF]  # decoupled by command: no auto-coupling
         self.configured = np.flatnonzero(p.master >= 0)
-        self.active = 0  # number of coupled slaves
+        self._si = st.si
+
+    @property
+    def active(self) -> int:
+        """Number of coupled slaves."""
+        return int(self._si[K.SI_CPL_ACTIVE])
+
+    @active.setter
+    def active(self, value: int) -> None:
+        self._si[K.SI_CPL_ACTIVE] = value
 
     def slaves_of(self, m: int) -> np.ndarray:
         return np.flatnonzero(self.master == m)
@@ -148,11 +158,12 @@ def monitor_sync(core: "ControlCore") -> None:
 class GearRuntime:
     """A gear change in progress: wiggle forward/back at low speed, return to the origin, done."""
 
-    def __init__(self, n: int) -> None:
-        self.target = np.zeros(n, dtype=np.uint8)
-        self.t0 = np.zeros(n)
-        self.origin = np.zeros(n)
-        self.stage = np.zeros(n, dtype=np.uint8)
+    def __init__(self, n: int, store: Store | None = None) -> None:
+        st = store if store is not None else Store(n)
+        self.target = st.u8[K.U_G_TARGET]
+        self.t0 = st.f[K.F_G_T0]
+        self.origin = st.f[K.F_G_ORIGIN]
+        self.stage = st.u8[K.U_G_STAGE]
 
     def cancel(self, ax: "AxisStates", s: int) -> None:
         if ax.shifting[s]:

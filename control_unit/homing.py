@@ -14,6 +14,11 @@ import numpy as np
 
 from common.states import AxisError
 
+from .kernels import step as K
+# TorqueLimit: at the stop when |torque| >= TORQUE_DETECT_FRACTION of torque_limit and the axis is
+# still (below STILL_SPEED_FRACTION of the homing speed) for TORQUE_DETECT_S; sensor edges are met
+# at CREEP_FRACTION of the homing speed (accuracy). Values shared with the compiled cycle.
+from .kernels.step import CREEP_FRACTION, STILL_SPEED_FRACTION, TORQUE_DETECT_FRACTION, TORQUE_DETECT_S, Store
 from .machines import nz, PS
 from .params import UNREFERENCED_SPEED_FRACTION, HomingKind
 from .trajectory import HOLD, POSITION, VELOCITY
@@ -24,10 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TORQUE_DETECT_FRACTION = 0.9  # TorqueLimit: at the stop when |torque| >= 90 % of torque_limit ...
-TORQUE_DETECT_S = 0.03  # ... and the axis is still for this long
-STILL_SPEED_FRACTION = 0.1  # "still": below 10 % of the homing speed
-CREEP_FRACTION = 0.1  # final approach to a sensor edge at 10 % of the homing speed (accuracy)
 
 
 class Phase(enum.IntEnum):
@@ -39,11 +40,12 @@ class Phase(enum.IntEnum):
 
 
 class HomingState:
-    def __init__(self, n: int) -> None:
-        self.creep = np.zeros(n, dtype=bool)  # second, slow approach in progress
-        self.t0 = np.zeros(n)
-        self.t_still = np.zeros(n)
-        self.edge = np.zeros(n)
+    def __init__(self, n: int, store: Store | None = None) -> None:
+        st = store if store is not None else Store(n)
+        self.creep = st.b[K.B_H_CREEP]  # second, slow approach in progress
+        self.t0 = st.f[K.F_H_T0]
+        self.t_still = st.f[K.F_H_T_STILL]
+        self.edge = st.f[K.F_H_EDGE]
 
     def cancel(self, ax: "AxisStates", s: int) -> None:
         ax.homing_phase[s] = Phase.IDLE

@@ -25,6 +25,8 @@ from common.states import (
     SafeStopCategory,
 )
 
+from .kernels import step as K
+from .kernels.step import Store
 from .params import BRAKE_NO_DI_CONFIRM_S, DRIVE_READY_TIMEOUT_S, HOLD_CHECK_S, AxisParams
 
 try:  # the C entry point: np.count_nonzero's Python wrapper costs as much as the count itself
@@ -62,58 +64,114 @@ class OffPhase(enum.IntEnum):
 
 
 class AxisStates:
-    """Per-axis runtime state (arrays of length n)."""
+    """Per-axis runtime state (arrays of length n): rows of the core's state blocks (`store`)."""
 
-    def __init__(self, n: int) -> None:
-        u8 = lambda v=0: np.full(n, v, dtype=np.uint8)  # noqa: E731
-        self.power = u8(PS.POWER_OFF)
-        self.motion = u8(MS.STANDSTILL)
-        self.mode = u8(OperationalMode.POSITION)
-        self.coupling = u8(CouplingState.UNCOUPLED)
-        self.gearbox = u8(GearboxState.NO_GEARBOX)
-        self.loading = u8(LoadingState.READY_FOR_LOADING)
-        self.phase = u8()  # OnPhase / OffPhase
-        self.phase_t = np.zeros(n)  # time the phase started
-        self.hold_ref = np.zeros(n)  # position at the start of the hold check
-        self.off_delay = np.zeros(n)  # brake-engage wait of this power-off
-        self.errors = np.zeros(n, dtype=np.uint64)
-        self.referenced = np.zeros(n, dtype=bool)
-        self.enable = np.zeros(n, dtype=bool)
-        self.brake_release = np.zeros(n, dtype=bool)
-        self.ctrl_on = np.zeros(n, dtype=bool)  # position loop closed
-        self.safe_stop = u8(SSC.NONE)  # category in force (kept until reset)
-        self.safe_stop_t = np.zeros(n)
-        self.stopping = np.zeros(n, dtype=bool)  # controlled/quick stop ramp in progress
-        self.quick = np.zeros(n, dtype=bool)  # ramp at max_decel_safe
-        self.homing_phase = u8()
-        self.shifting = np.zeros(n, dtype=bool)
-        self.lock = u8()  # CommandSource
-        self.lock_explicit = np.zeros(n, dtype=bool)  # ACQUIRE_LOCK (else released at standstill)
-        self.in_position = np.zeros(n, dtype=bool)
-        self.lag = np.zeros(n)
-        self.cmd_v = np.full(n, np.inf)  # velocity asked for by the active command
-        self.cmd_a = np.full(n, np.inf)
-        self.torque_limit = np.full(n, np.inf)  # extra clamp (homing torque, SS2 hold)
+    def __init__(self, n: int, store: Store | None = None) -> None:
+        st = store if store is not None else Store(n)
+        f, b, u = st.f, st.b, st.u8
+        self.power = u[K.U_POWER]
+        self.motion = u[K.U_MOTION]
+        self.mode = u[K.U_MODE]
+        self.coupling = u[K.U_COUPLING]
+        self.gearbox = u[K.U_GEARBOX]
+        self.loading = u[K.U_LOADING]
+        self.phase = u[K.U_PHASE]  # OnPhase / OffPhase
+        self.phase_t = f[K.F_PHASE_T]  # time the phase started
+        self.hold_ref = f[K.F_HOLD_REF]  # position at the start of the hold check
+        self.off_delay = f[K.F_OFF_DELAY]  # brake-engage wait of this power-off
+        self.errors = st.errors
+        self.referenced = b[K.B_REFERENCED]
+        self.enable = b[K.B_ENABLE]
+        self.brake_release = b[K.B_BRAKE_RELEASE]
+        self.ctrl_on = b[K.B_CTRL_ON]  # position loop closed
+        self.safe_stop = u[K.U_SAFE_STOP]  # category in force (kept until reset)
+        self.safe_stop_t = f[K.F_SAFE_STOP_T]
+        self.stopping = b[K.B_STOPPING]  # controlled/quick stop ramp in progress
+        self.quick = b[K.B_QUICK]  # ramp at max_decel_safe
+        self.homing_phase = u[K.U_HOMING_PHASE]
+        self.shifting = b[K.B_SHIFTING]
+        self.lock = u[K.U_LOCK]  # CommandSource
+        self.lock_explicit = b[K.B_LOCK_EXPLICIT]  # ACQUIRE_LOCK (else released at standstill)
+        self.in_position = b[K.B_IN_POSITION]
+        self.lag = f[K.F_LAG]
+        self.cmd_v = f[K.F_CMD_V]  # velocity asked for by the active command
+        self.cmd_a = f[K.F_CMD_A]
+        self.torque_limit = f[K.F_TORQUE_LIMIT]  # extra clamp (homing torque, SS2 hold)
+        self.power.fill(PS.POWER_OFF)
+        self.motion.fill(MS.STANDSTILL)
+        self.mode.fill(OperationalMode.POSITION)
+        self.coupling.fill(CouplingState.UNCOUPLED)
+        self.gearbox.fill(GearboxState.NO_GEARBOX)
+        self.loading.fill(LoadingState.READY_FOR_LOADING)
+        self.safe_stop.fill(SSC.NONE)
+        self.cmd_v.fill(np.inf)
+        self.cmd_a.fill(np.inf)
+        self.torque_limit.fill(np.inf)
+
+
+def _scalar(index: int, kind: type, doc: str) -> property:
+    """A MachineStates field kept in the core's int64 scalar block (the kernels read and write it)."""
+
+    def get(self: "MachineStates"):  # noqa: ANN202
+        return kind(int(self._si[index]))
+
+    def put(self: "MachineStates", value: object) -> None:
+        self._si[index] = int(value)  # type: ignore[call-overload]
+
+    return property(get, put, doc=doc)
+
+
+def _enum_scalar(index: int, members: tuple, doc: str) -> property:
+    def get(self: "MachineStates"):  # noqa: ANN202
+        return members[self._si[index]]
+
+    def put(self: "MachineStates", value: object) -> None:
+        self._si[index] = int(value)  # type: ignore[call-overload]
+
+    return property(get, put, doc=doc)
+
+
+def _time_scalar(index: int, doc: str) -> property:
+    def get(self: "MachineStates") -> float:
+        return float(self._s[index])
+
+    def put(self: "MachineStates", value: float) -> None:
+        self._s[index] = value
+
+    return property(get, put, doc=doc)
 
 
 class MachineStates:
-    """Machine-wide state."""
+    """Machine-wide state, kept in the core's scalar blocks (`store.si` / `store.s`) so the
+    compiled cycle reads and writes the same values; only the message text is Python-only."""
 
-    def __init__(self) -> None:
+    state = _enum_scalar(K.SI_M_STATE, tuple(MachineState), "MachineState")
+    safety = _enum_scalar(K.SI_M_SAFETY, tuple(SafetyState), "SafetyState")
+    errors = _scalar(K.SI_M_ERRORS, MachineError, "MachineError flags")
+    estop = _scalar(K.SI_M_ESTOP, bool, "E-stop input active")
+    reduced = _scalar(K.SI_M_REDUCED, bool, "reduced-speed input active")
+    manual_allowed = _scalar(K.SI_M_MANUAL_ALLOWED, bool, "AllowManualMode given")
+    force_sto = _scalar(K.SI_M_FORCE_STO, bool, "HAL lost: every axis STO")
+    stopped_by_command = _scalar(K.SI_M_STOPPED_BY_COMMAND, bool, "SetMachineState(Stopped): stay there")
+    # a SafetyStop carried over a CU restart (control_unit/latch.py): only an operator reset
+    # clears it, whatever recovery_authorization_required says
+    reset_required = _scalar(K.SI_M_RESET_REQUIRED, bool, "SafetyStop latched over a restart")
+    manual_t = _time_scalar(K.S_MANUAL_T, "last operator activity in Manual")
+    safety_stop_t = _time_scalar(K.S_SAFETY_STOP_T, "time of the last SafetyStop")
+
+    def __init__(self, store: Store | None = None) -> None:
+        st = store if store is not None else Store(1)
+        self._si, self._s = st.si, st.s
         self.state = MachineState.STOPPED
         self.safety = SafetyState.SAFE
         self.errors = MachineError.NONE
-        self.estop = False
-        self.reduced = False
-        self.manual_allowed = False
-        self.manual_t = 0.0  # last operator activity in Manual
         self.message = ""
-        self.safety_stop_t = 0.0
-        self.force_sto = False  # HAL lost: every axis STO
-        self.stopped_by_command = False  # SetMachineState(Stopped): stay there
-        # a SafetyStop carried over a CU restart (control_unit/latch.py): only an operator reset
-        # clears it, whatever recovery_authorization_required says
-        self.reset_required = False
+
+    def copy_from(self, other: "MachineStates") -> None:
+        """Take over every field of `other` (a config reload keeps the machine state)."""
+        for name in ("state", "safety", "errors", "estop", "reduced", "manual_allowed", "force_sto",
+                     "stopped_by_command", "reset_required", "manual_t", "safety_stop_t", "message"):
+            setattr(self, name, getattr(other, name))
 
 
 def _errors_any(errors: np.ndarray) -> np.ndarray:

@@ -10,17 +10,19 @@ import numpy as np
 
 from common.config import EvoConfig, HomingMethod, LagPolicy
 from common.config import roles as R
-from common.consts import MAX_DI
 from common.states import SafeStopCategory
 
 from .control_law import LawGains
 
-UNREFERENCED_SPEED_FRACTION = 0.05  # an unreferenced axis moves at most 5 % of max_velocity
-DRIVE_READY_TIMEOUT_S = 5.0
-HOLD_CHECK_S = 0.05  # brake hold check after release
-BRAKE_NO_DI_CONFIRM_S = 0.05  # brake without a BrakeIn role: assume released after this
-PIN_FALSE = MAX_DI  # index of a constant False in the logical DI bit vector
-PIN_TRUE = MAX_DI + 1  # ... and of a constant True
+from .kernels import step as K
+from .kernels.step import (  # noqa: F401  (one value for both engines; re-exported)
+    BRAKE_NO_DI_CONFIRM_S,
+    DRIVE_READY_TIMEOUT_S,
+    HOLD_CHECK_S,
+    PIN_FALSE,
+    PIN_TRUE,
+    UNREFERENCED_SPEED_FRACTION,
+)
 
 
 class Lag(enum.IntEnum):
@@ -105,6 +107,10 @@ class AxisParams:
     brake_out: tuple[tuple[int, str], ...]
     # machine roles present
     machine_roles: frozenset[str]
+    # the arrays above as rows of three blocks (kernels.step PF_/PI_/PB_ rows): what the kernels read
+    pf: np.ndarray
+    pi: np.ndarray
+    pb: np.ndarray
 
     @classmethod
     def from_config(cls, cfg: EvoConfig) -> "AxisParams":
@@ -183,6 +189,12 @@ class AxisParams:
                 p["ratio"][s] = a.coupling.ratio
                 p["max_sync"][s] = a.coupling.max_sync_error
         controls = [slots[s].control if s in slots else None for s in range(n)]
+        blocks = {}
+        for key, rows, dtype in (("pf", K.PF_ROWS, np.float64), ("pi", K.PI_ROWS, np.int64),
+                                 ("pb", K.PB_ROWS, np.bool_)):
+            block = np.stack([np.asarray(p[r], dtype=dtype) for r in rows])
+            blocks[key] = block
+            p.update({r: block[i] for i, r in enumerate(rows)})  # the fields are views of the block
         return cls(
             n=n,
             ids=tuple(range(1, n + 1)),
@@ -193,4 +205,5 @@ class AxisParams:
             machine_roles=frozenset(r for r in (R.ESTOP, R.SAFETY_GATE, R.GUARD_CLOSED, R.REDUCED_SPEED, R.RESET)
                                     if di_pin(r) is not None),
             **p,
+            **blocks,
         )

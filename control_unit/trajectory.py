@@ -13,28 +13,35 @@ try:  # the C entry point (np.count_nonzero's wrapper costs as much as the count
 except ImportError:  # pragma: no cover
     nz = np.count_nonzero
 
-HOLD = 0  # decelerate to standstill and stay there
-POSITION = 1  # go to `target`
-VELOCITY = 2  # run at `target_vel` (signed) until told otherwise
+from .kernels import step as K
+from .kernels.step import Store
+
+HOLD = K.HOLD  # decelerate to standstill and stay there
+POSITION = K.POSITION  # go to `target`
+VELOCITY = K.VELOCITY  # run at `target_vel` (signed) until told otherwise
 
 
 class Trajectory:
     """Set-points (`pos`, `vel`, `acc`) of `n` axes. Set per-axis `mode`, `target`, `target_vel`,
     `vmax`, `amax`, `dmax`, `pmin`, `pmax` (±inf = no soft limit) and call `step()` once a cycle."""
 
-    def __init__(self, n: int, dt: float) -> None:
+    def __init__(self, n: int, dt: float, store: Store | None = None) -> None:
         self.n, self.dt = n, float(dt)
-        z = lambda: np.zeros(n)  # noqa: E731
-        self.pos, self.vel, self.acc = z(), z(), z()
-        self.mode = np.zeros(n, dtype=np.int8)
-        self.target, self.target_vel = z(), z()
-        self.vmax, self.amax, self.dmax = np.ones(n), np.ones(n), np.ones(n)
-        self.pmin = np.full(n, -np.inf)
-        self.pmax = np.full(n, np.inf)
-        self.done = np.ones(n, dtype=bool)  # POSITION reached / HOLD at rest / never for VELOCITY
+        st = store if store is not None else Store(n)
+        f, b = st.f, st.b  # every array is a row of the state blocks (the compiled cycle's view)
+        self.pos, self.vel, self.acc = f[K.F_SP_POS], f[K.F_SP_VEL], f[K.F_SP_ACC]
+        self.mode = st.tmode
+        self.target, self.target_vel = f[K.F_TARGET], f[K.F_TARGET_VEL]
+        self.vmax, self.amax, self.dmax = f[K.F_VMAX], f[K.F_AMAX], f[K.F_DMAX]
+        self.pmin, self.pmax = f[K.F_PMIN], f[K.F_PMAX]
+        self.done = b[K.B_DONE]  # POSITION reached / HOLD at rest / never for VELOCITY
+        for a, v in ((self.vmax, 1.0), (self.amax, 1.0), (self.dmax, 1.0), (self.pmin, -np.inf),
+                     (self.pmax, np.inf), (self.done, True)):
+            a.fill(v)
         # preallocated work buffers of step()
-        self._is_pos, self._is_vel = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
-        self._v_des, self._d, self._t1, self._dv, self._vn = z(), z(), z(), z(), z()
+        self._is_pos, self._is_vel = b[K.B_IS_POS], b[K.B_IS_VEL]
+        self._v_des, self._d, self._t1, self._dv, self._vn = (f[r] for r in (K.F_W_VDES, K.F_W_D, K.F_W_T1,
+                                                                            K.F_W_DV, K.F_W_VN))
 
     def reset_to(self, mask: np.ndarray, actual: np.ndarray) -> None:
         """Set-point := actual position at rest, mode HOLD (power-on, loop not closed)."""
