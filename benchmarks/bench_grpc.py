@@ -58,10 +58,10 @@ class Procs:
         self.env.pop("EVO_NOTIFY_FD", None)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, package: str) -> psutil.Process:
+    def start(self, package: str, **env: str) -> psutil.Process:
         log = open(self.log_dir / f"{package}.log", "wb")
         self.procs[package] = subprocess.Popen(
-            [sys.executable, "-m", package, "--config", str(self.cfg)], cwd=REPO, env=self.env,
+            [sys.executable, "-m", package, "--config", str(self.cfg)], cwd=REPO, env={**self.env, **env},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return psutil.Process(self.procs[package].pid)
@@ -170,6 +170,46 @@ def grpc_round_trips(stubs: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
         out[i] = pc() - t0
         server[i] = reply.round_trip_ms
     return out, server
+
+
+def grpc_cu_command(stubs: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Machine.AllowManualMode (a CU command acked in the CU's next cycle, no motion), toggled."""
+    from grpc_bridge.protos.evo.v1 import machine_pb2
+
+    out = np.empty(n, dtype=np.int64)
+    server = np.empty(n)
+    pc = time.perf_counter_ns
+    for i in range(n):
+        t0 = pc()
+        reply = stubs.machine.AllowManualMode(machine_pb2.AllowManualModeRequest(allow=bool(i & 1)), timeout=5)
+        out[i] = pc() - t0
+        server[i] = reply.round_trip_ms
+    return out, server
+
+
+def trace_breakdown(path: Path) -> dict[str, dict[str, float]]:
+    """Median and p99 of each stage (ms) per method from the bridge's EVO_GRPC_TRACE file."""
+    import json
+
+    stages = (("received", "submitted", "validate + ring write + commit"),
+              ("submitted", "acked", "consumer: wait for its cycle + execute"),
+              ("acked", "noticed", "consumer commit + wake -> link thread"),
+              ("noticed", "resumed", "link thread -> event loop (snapshot, hop)"),
+              ("resumed", "replied", "log + build reply"))
+    by_method: dict[str, list[dict]] = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        by_method.setdefault(rec["method"], []).append(rec)
+    out: dict[str, dict[str, float]] = {}
+    for method, recs in by_method.items():
+        row: dict[str, float] = {"n": len(recs)}
+        for a, b, label in stages:
+            v = np.array([(r[b] - r[a]) / 1e6 for r in recs if r.get(a) and r.get(b)])
+            if v.size:
+                row[f"{label} p50"] = float(np.median(v))
+                row[f"{label} p99"] = float(np.percentile(v, 99))
+        out[method] = row
+    return out
 
 
 def grpc_status(stubs: Any, n: int) -> np.ndarray:
@@ -293,6 +333,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"method": METHOD, "machine": machine_info(), "params": vars(args) | {"prefix": prefix}}
     rows: dict[str, Any] = {}
     address = f"127.0.0.1:{port}"
+    trace = tmp / "grpc-trace.jsonl"  # the bridge's per-command stage timestamps (EVO_GRPC_TRACE)
 
     def start_machine(config: Path) -> None:
         procs.cfg = config
@@ -317,23 +358,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows["raw_read_cu_rpc"] = summarize(raw_status_reads(prefix, args.n))
 
         print("gRPC: bridge started ...", flush=True)
-        cpu["grpc"] = procs.start("grpc_bridge")
+        cpu["grpc"] = procs.start("grpc_bridge", EVO_GRPC_TRACE=str(trace))
         channel = grpc.insecure_channel(address)
         health = health_pb2_grpc.HealthStub(channel)
         serving(health)
         stubs = Stubs(channel)
         grpc_round_trips(stubs, 50)
         grpc_status(stubs, 50)
-        g_rt, g_server_ms = grpc_round_trips(stubs, args.n)
-        rows["grpc_set_digital_output"] = summarize(g_rt) | {"server_side_p50_ms": float(np.median(g_server_ms))}
-        rows["grpc_get_status"] = summarize(grpc_status(stubs, args.n))
+        grpc_cu_command(stubs, 50)
+        # interleaved in blocks so that the three rows see the same machine load
+        parts: dict[str, list[np.ndarray]] = {"do": [], "do_srv": [], "cu": [], "cu_srv": [], "st": []}
+        block = max(1, args.n // 10)
+        for _ in range(args.n // block):
+            g_rt, g_server_ms = grpc_round_trips(stubs, block)
+            parts["do"].append(g_rt)
+            parts["do_srv"].append(g_server_ms)
+            parts["st"].append(grpc_status(stubs, block))
+            c_rt, c_server_ms = grpc_cu_command(stubs, block)
+            parts["cu"].append(c_rt)
+            parts["cu_srv"].append(c_server_ms)
+        cat = {k: np.concatenate(v) for k, v in parts.items()}
+        rows["grpc_set_digital_output"] = summarize(cat["do"]) | {"server_side_p50_ms": float(np.median(cat["do_srv"]))}
+        rows["grpc_get_status"] = summarize(cat["st"])
+        rows["grpc_cu_command"] = summarize(cat["cu"]) | {"server_side_p50_ms": float(np.median(cat["cu_srv"]))}
+        if args.latency_only:
+            procs.stop("grpc_bridge")
+            result["breakdown_ms"] = trace_breakdown(trace)
 
-        print(f"CU jitter, normal scheduling: {args.window:.0f} s without watchers, {args.window:.0f} s with "
-              f"{args.watchers} ...", flush=True)
-        with reader(prefix, "cu_rpc", exclusive=False) as sr:
-            rows["cu_jitter_no_watchers"], rows["cu_jitter_watchers"] = jitter_pair(sr, address, args, cpu)
+        if not args.latency_only:
+            print(f"CU jitter, normal scheduling: {args.window:.0f} s without watchers, {args.window:.0f} s with "
+                  f"{args.watchers} ...", flush=True)
+            with reader(prefix, "cu_rpc", exclusive=False) as sr:
+                rows["cu_jitter_no_watchers"], rows["cu_jitter_watchers"] = jitter_pair(sr, address, args, cpu)
 
-        rt_cfg = None if args.no_rt else rt_config(cfg, tmp / "config-rt")
+        rt_cfg = None if args.no_rt or args.latency_only else rt_config(cfg, tmp / "config-rt")
         if rt_cfg is not None:
             print("CU jitter, HAL and CU under SCHED_FIFO ...", flush=True)
             procs.stop("control_unit")
@@ -349,6 +407,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         procs.stop()
         remove_shm(prefix)
+    if "breakdown_ms" not in result and trace.exists():
+        result["breakdown_ms"] = trace_breakdown(trace)
+    hal_cycle_ms = 1.0  # [hal] cycle_time_us of the config copy
+    st, do, cu_cmd = rows["grpc_get_status"], rows["grpc_set_digital_output"], rows["grpc_cu_command"]
+    result["command_over_get_status"] = {
+        "hal_cycle_ms": hal_cycle_ms,
+        "set_do_minus_get_status_p50_ms": (do["p50_ns"] - st["p50_ns"]) / 1e6,
+        "cu_command_minus_get_status_p50_ms": (cu_cmd["p50_ns"] - st["p50_ns"]) / 1e6,
+        "set_do_over_get_status_in_hal_cycles": (do["p50_ns"] - st["p50_ns"]) / 1e6 / hal_cycle_ms,
+        "aim_within_1_5_hal_cycles": (do["p50_ns"] - st["p50_ns"]) / 1e6 <= 1.5 * hal_cycle_ms,
+    }
+    if args.latency_only:
+        result["rows"] = rows
+        return result
 
     rt_raw, rt_grpc = rows["raw_command_round_trip"], rows["grpc_set_digital_output"]
     idle, loaded = rows["cu_jitter_no_watchers"], rows["cu_jitter_watchers"]
@@ -396,10 +468,24 @@ def report(result: dict[str, Any]) -> None:
     if "grpc_set_digital_output_rt" in rows:
         table.append(lat("  same, HAL + CU under SCHED_FIFO", "grpc_set_digital_output_rt", "raw_command_round_trip"))
     table += [lat("floor: raw read of cu_rpc", "raw_read_cu_rpc", None),
-              lat("gRPC Machine.GetStatus", "grpc_get_status", "raw_read_cu_rpc")]
+              lat("gRPC Machine.GetStatus", "grpc_get_status", "raw_read_cu_rpc"),
+              lat("gRPC Machine.AllowManualMode (CU command + ack)", "grpc_cu_command", "grpc_get_status")]
     print()
     print_table(table, [("latency", "what", ""), ("p50 ms", "p50", ".3f"), ("p99 ms", "p99", ".3f"),
                         ("x floor (p50)", "x", ".1f")])
+    over = result.get("command_over_get_status")
+    if over:
+        print(f"\nSetDigitalOutput - GetStatus (p50): {over['set_do_minus_get_status_p50_ms']:.3f} ms = "
+              f"{over['set_do_over_get_status_in_hal_cycles']:.2f} HAL cycles (aim <= 1.5); CU command - GetStatus: "
+              f"{over['cu_command_minus_get_status_p50_ms']:.3f} ms")
+    for method, stages in (result.get("breakdown_ms") or {}).items():
+        print(f"\n{method} (n={stages['n']}), bridge-side stages in ms:")
+        for key, value in stages.items():
+            if key.endswith(" p50"):
+                label = key[:-4]
+                print(f"  {label:45s} p50 {value:7.3f}  p99 {stages[label + ' p99']:7.3f}")
+    if "cu_jitter_no_watchers" not in rows:
+        return
     jit = []
     for label, key in (("normal, no watchers", "cu_jitter_no_watchers"), ("normal, 10 watchers", "cu_jitter_watchers"),
                        ("SCHED_FIFO, no watchers", "cu_jitter_rt_no_watchers"),
@@ -421,6 +507,40 @@ def report(result: dict[str, Any]) -> None:
     print(f"aims: {result['summary']['aims']}")
 
 
+def baseline_rows(commit: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The same latency rows against today's code: this file run from a worktree of `commit`."""
+    import json
+    import shutil
+
+    from benchmarks._baseline import baseline_tree
+
+    with baseline_tree(commit) as base, tempfile.TemporaryDirectory(prefix="bench-grpc-base-") as tmp:
+        shutil.copy(Path(__file__), base / "benchmarks" / "bench_grpc.py")
+        out = Path(tmp) / "grpc.json"
+        subprocess.run([sys.executable, "-m", "benchmarks.bench_grpc", "--latency-only", "--n", str(args.n),
+                        "--out", str(out)], cwd=base, env=dict(os.environ, PYTHONPATH=str(base)), check=True)
+        return json.loads(out.read_text())
+
+
+def side_by_side(result: dict[str, Any]) -> None:
+    base = result.get("baseline")
+    if not base:
+        return
+    rows = []
+    for key, label in (("grpc_get_status", "Machine.GetStatus"), ("grpc_set_digital_output", "Io.SetDigitalOutput"),
+                       ("grpc_cu_command", "Machine.AllowManualMode (CU)"), ("raw_command_round_trip", "floor: raw ring")):
+        a, b = base["rows"][key], result["rows"][key]
+        rows.append({"what": label, "old50": a["p50_ns"] / 1e6, "new50": b["p50_ns"] / 1e6, "old99": a["p99_ns"] / 1e6,
+                     "new99": b["p99_ns"] / 1e6, "r": ratio(b["p50_ns"], a["p50_ns"])})
+    for key, label in (("set_do_minus_get_status_p50_ms", "SetDigitalOutput - GetStatus"),
+                       ("cu_command_minus_get_status_p50_ms", "CU command - GetStatus")):
+        a, b = base["command_over_get_status"][key], result["command_over_get_status"][key]
+        rows.append({"what": label, "old50": a, "new50": b, "r": ratio(b, a)})
+    print(f"\nside by side with {result['baseline_commit']} (same run, ms):")
+    print_table(rows, [("latency", "what", ""), ("old p50", "old50", ".3f"), ("new p50", "new50", ".3f"),
+                       ("old p99", "old99", ".3f"), ("new p99", "new99", ".3f"), ("new/old p50", "r", ".2f")])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_grpc", description=__doc__)
     ap.add_argument("--n", type=int, default=1000, help="round trips / reads per latency row")
@@ -431,11 +551,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="JSON path (default benchmarks/results/grpc.json)")
     ap.add_argument("--shm-prefix", help="EVO_SHM_PREFIX to use (default: a fresh one)")
     ap.add_argument("--no-rt", action="store_true", help="skip the SCHED_FIFO variant")
+    ap.add_argument("--baseline", metavar="COMMIT",
+                    help="also run the latency rows against COMMIT's code (a git worktree), before ours")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only the round trips (GetStatus vs SetDigitalOutput vs a CU command) and their breakdown")
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.window = 100, 3.0
+    base = baseline_rows(args.baseline, args) if args.baseline else None
     result = run(args)
+    if base is not None:
+        result["baseline"], result["baseline_commit"] = base, args.baseline
     report(result)
+    side_by_side(result)
     path = write_json("grpc", result, args.out)
     print(f"\nresults: {path}")
     return 0

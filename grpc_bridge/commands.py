@@ -1,12 +1,18 @@
 """Runs one operator command end to end: validate, submit to a ring, wait for the ack, log, reply.
 
-Every command is logged once with the caller (peer and role), its arguments and its result.
+Every command is logged once with the caller (peer and role), its arguments and its result. With
+EVO_GRPC_TRACE=<file>, each command's stage timestamps (received, submitted, acked by the consumer,
+noticed by the link thread, resumed on the event loop, replied; CLOCK_MONOTONIC ns) are kept and
+written there as JSON lines when the bridge stops (benchmarks/bench_grpc.py's breakdown).
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -26,6 +32,8 @@ from .status_map import CommandError
 log = logging.getLogger("grpc_bridge.commands")
 
 DEADLINE_MARGIN_S = 0.002  # answer a little before the caller's deadline so the reply still arrives
+TRACE_ENV = "EVO_GRPC_TRACE"
+TRACE_KEEP = 100_000  # commands kept for the trace file (the oldest are dropped)
 
 
 @dataclass(frozen=True)
@@ -71,15 +79,18 @@ class CommandGateway:
         self.link = link
         self.timeout_s = timeout_s
         self._ids = itertools.count(1)
+        self.trace_path = os.environ.get(TRACE_ENV) or None
+        self.trace: collections.deque[dict] | None = collections.deque(maxlen=TRACE_KEEP) if self.trace_path else None
 
     async def run(self, method: str, request: Message, context: grpc.aio.ServicerContext,
                   build: Callable[[], RingCommand]) -> types_pb2.CommandReply:
         """`build` validates the request (raising CommandError) and returns the ring command."""
         t0 = time.perf_counter()
         rid = next(self._ids)
+        stamps: dict | None = {"method": method, "received": time.monotonic_ns()} if self.trace is not None else None
         try:
             cmd = build()
-            ack = await self._execute(cmd, rid, context)
+            ack = await self._execute(cmd, rid, context, stamps)
         except CommandError as e:
             self._log(method, request, context, rid, e.result.name if e.result is not None else e.code.name,
                       e.message, t0, refused=True)
@@ -87,11 +98,17 @@ class CommandGateway:
             raise  # unreachable: abort raises
         rt_ms = (time.perf_counter() - t0) * 1e3
         self._log(method, request, context, rid, "OK", ack.message, t0)
+        if stamps is not None and self.trace is not None:
+            stamps["replied"] = time.monotonic_ns()
+            self.trace.append(stamps)
         return types_pb2.CommandReply(request_id=rid, result=types_pb2.RESULT_CODE_OK, message=ack.message,
                                       round_trip_ms=rt_ms)
 
-    async def _execute(self, cmd: RingCommand, rid: int, context: grpc.aio.ServicerContext) -> Ack:
+    async def _execute(self, cmd: RingCommand, rid: int, context: grpc.aio.ServicerContext,
+                       stamps: dict | None = None) -> Ack:
         fut = self.link.submit(cmd.target, cmd.code, rid, axis=cmd.axis, pin=cmd.pin, args=cmd.args, text=cmd.text)
+        if stamps is not None:
+            stamps["submitted"] = time.monotonic_ns()
         timeout = self.timeout_s
         remaining = context.time_remaining()
         if remaining is not None:
@@ -102,9 +119,22 @@ class CommandGateway:
             self.link.forget(cmd.target, fut)
             raise CommandError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                f"no ack from the {cmd.target.label} within {timeout:.3f} s", ResultCode.TIMEOUT) from None
+        if stamps is not None:
+            stamps.update(resumed=time.monotonic_ns(), acked=ack.done_ns, noticed=getattr(fut, "noticed_ns", 0))
         if ack.result != ResultCode.OK:
             raise CommandError.from_result(ack.result, ack.message)
         return ack
+
+    def write_trace(self) -> None:
+        """Write the kept stage timestamps (EVO_GRPC_TRACE) as JSON lines; nothing without tracing."""
+        if self.trace_path is None or self.trace is None:
+            return
+        try:
+            with open(self.trace_path, "w", encoding="utf-8") as f:
+                for stamps in self.trace:
+                    f.write(json.dumps(stamps) + "\n")
+        except OSError as e:
+            log.warning("cannot write the command trace %s: %s", self.trace_path, e)
 
     @staticmethod
     def _log(method: str, request: Message, context: grpc.ServicerContext, rid: int, result: str, message: str,

@@ -83,7 +83,7 @@ class Bridge:
     def _add_services(self) -> tuple[str, ...]:
         """Machine, Io, Recipes, the forwarded Supervisor (when its code exists), health, reflection."""
         cfg, g = self.cfg, self.cfg.system.grpc
-        gateway = CommandGateway(self.link, g.command_timeout_s)
+        gateway = self.gateway = CommandGateway(self.link, g.command_timeout_s)
         validator, builder = Validator(cfg), StatusBuilder(cfg)
         self.builder = builder
         streamer = Streamer(self.broadcast, g.max_watch_hz)
@@ -177,6 +177,7 @@ class Bridge:
         if self.supervisor is not None:
             await self.supervisor.close()
         self.link.close()
+        self.gateway.write_trace()
 
 
 async def serve(cfg: EvoConfig) -> int:

@@ -8,7 +8,8 @@ One link thread owns the periodic work and sleeps on the rpc wake semaphore (com
   source's verdict changed (health, the HMI);
 - sampling: a Snapshot every sample period only while someone watches (a Watch* stream, an HMI
   page) or a client read in the last DEMAND_HOLD_S; a read with nobody watching samples on demand
-  in the caller's thread (`fresh_snapshot`), so what it serves is never older than a sample period.
+  in the caller's thread (`fresh_snapshot`), so what it serves is never older than a sample period
+  and never older than the last ack (read-your-writes: GetIo after an acked SetDigitalOutput).
 """
 from __future__ import annotations
 
@@ -178,6 +179,7 @@ class ShmLink:
         self._verdicts: tuple[str, ...] = ()
         self.watchers = 0  # Watch* streams and HMI pages (set by the server's Broadcast)
         self._demand_until = 0.0
+        self._acked_at = 0.0  # monotonic time just after the last ack was read (read-your-writes)
         self.samples = 0  # figures: sampler ticks, on-demand samples, link-thread wake-ups
         self.demand_samples = 0
         self.wakes = 0
@@ -248,7 +250,7 @@ class ShmLink:
         was_idle = now >= self._demand_until and self.watchers == 0
         self._demand_until = now + DEMAND_HOLD_S
         snap = self.latest
-        if snap is not None and now - snap.taken_at <= self.sample_period:
+        if snap is not None and now - snap.taken_at <= self.sample_period and snap.taken_at >= self._acked_at:
             return snap
         with self._lock:
             for src in self._sources.values():
@@ -278,6 +280,7 @@ class ShmLink:
         for ack in src.outbox.poll_acks():
             fut = src.futures.pop(ack.seq, None)
             if fut is not None:
+                fut.noticed_ns = time.monotonic_ns()  # type: ignore[attr-defined] - the gateway's trace
                 done.append((fut, ack))
         return done
 
@@ -317,8 +320,8 @@ class ShmLink:
                 next_live = now + LIVENESS_PERIOD_S
 
     def _tick(self, now: float, sample: bool) -> None:
-        delivered: list[tuple[Future[Ack], Ack]] = []
-        for src in self._sources.values():
+        # Sources with a caller waiting first: its ack is handed over before anything else is done.
+        for src in sorted(self._sources.values(), key=lambda s: not s.futures):
             with self._lock:
                 done = self._poll(src, now)
                 if not src.alive:  # submit() found no writer: alive again once a new one holds the lock
@@ -328,13 +331,14 @@ class ShmLink:
                         fut = src.futures.pop(ack.seq, None)
                         if fut is not None:
                             done.append((fut, ack))
+                if done:
+                    # Read-your-writes: the consumer commits an ack with the state it left (one
+                    # commit); a unary read after this ack is served from a read made after it.
+                    self._acked_at = time.monotonic()
                 src.writer.commit()  # our heartbeat (cheap; consumers judge us stale after 0.5 s)
-            delivered += done
-        # Read-your-writes: the consumer commits an ack together with the state it left (one segment,
-        # one seqlock commit), so that state is published before the caller's future completes.
-        if sample or delivered or self._verdicts_changed():
+            _deliver(done)
+        if sample or self._verdicts_changed():
             self._publish(now)
-        _deliver(delivered)
 
     def _verdicts_changed(self) -> bool:
         return tuple(s.verdict() for s in self._sources.values()) != self._verdicts
