@@ -97,7 +97,10 @@ class CommandGateway:
             await e.abort(context)
             raise  # unreachable: abort raises
         rt_ms = (time.perf_counter() - t0) * 1e3
-        self._log(method, request, context, rid, "OK", ack.message, t0)
+        # Logged right after the reply leaves (next loop turn, same context): the line costs 0.1-0.2 ms
+        # that the caller's round trip does not need to wait for.
+        asyncio.get_running_loop().call_soon(self._log, method, request, context, rid, "OK", ack.message, t0,
+                                             False, rt_ms)
         if stamps is not None and self.trace is not None:
             stamps["replied"] = time.monotonic_ns()
             self.trace.append(stamps)
@@ -138,8 +141,8 @@ class CommandGateway:
 
     @staticmethod
     def _log(method: str, request: Message, context: grpc.ServicerContext, rid: int, result: str, message: str,
-             t0: float, refused: bool = False) -> None:
-        ms = (time.perf_counter() - t0) * 1e3
+             t0: float, refused: bool = False, ms: float | None = None) -> None:
+        ms = (time.perf_counter() - t0) * 1e3 if ms is None else ms
         log.log(logging.WARNING if refused else logging.INFO, "command %s #%d by %s args {%s} -> %s%s (%.2f ms)",
                 method, rid, caller(context, CALLER_ROLE.get()), describe(request), result,
                 f": {message}" if message else "", ms)

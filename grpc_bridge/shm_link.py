@@ -180,6 +180,7 @@ class ShmLink:
         self.watchers = 0  # Watch* streams and HMI pages (set by the server's Broadcast)
         self._demand_until = 0.0
         self._acked_at = 0.0  # monotonic time just after the last ack was read (read-your-writes)
+        self._on_semaphore = False  # the thread waits on the semaphore (else on _kick)
         self.samples = 0  # figures: sampler ticks, on-demand samples, link-thread wake-ups
         self.demand_samples = 0
         self.wakes = 0
@@ -226,8 +227,10 @@ class ShmLink:
                 src.writer.commit()
         finally:
             _deliver(done)
-        self._kick.set()
-        self._self_post.post()
+        if self._on_semaphore:
+            self._self_post.post()  # the thread waits for another command's ack: end that wait
+        else:
+            self._kick.set()
         return fut
 
     def forget(self, target: Target, fut: "Future[Ack]") -> None:
@@ -299,8 +302,10 @@ class ShmLink:
             due = min(next_live, next_sample) if sampling else next_live
             if pending:
                 # a consumer's ack post (or our own submit's) ends this wait
+                self._on_semaphore = True
                 if self._waiter.wait(max(0.0, min(due - now, PENDING_POLL_S))):
                     self.wakes += 1
+                self._on_semaphore = False
             else:
                 # Nothing waits for an ack: a consumer's change post means nothing to us, so the
                 # semaphore is left alone (no wake-up per HAL commit); only our own kicks end this.

@@ -66,7 +66,7 @@ def test_a_read_with_nobody_watching_is_served_from_the_segments_now(link) -> No
         with_value = hal.writer.local["io"]["ao_values"]
         with_value[7] = value
         hb = hal.writer.heartbeat
-        wait_for(lambda: hal.writer.heartbeat > hb, 5, what="the consumer committed the value")
+        wait_for(lambda hb=hb: hal.writer.heartbeat > hb, 5, what="the consumer committed the value")
         lk._demand_until = 0.0  # as after DEMAND_HOLD_S without a read: the sampler is idle
         # the last snapshot is older than a sample period (one that is not may be served as it is)
         wait_for(lambda: time.monotonic() - lk.latest.taken_at > lk.sample_period, 5, what="an old snapshot")
@@ -127,15 +127,15 @@ def test_the_mqtt_bridge_scans_on_a_wake_not_at_a_fixed_rate(mqtt_rig) -> None: 
     wait_for(lambda: len(obs.on(f"{root}/axes/1")) >= seen + 3, 30, what="three telemetry periods")
     poster = WakePoster("mqt")
     hal = ws["hal"]
-    posts = 0
     for i in range(6):
+        want = i % 2 == 0  # the guard door closes, opens, closes, ...
         with hal.lock:
-            set_bit(hal.local["io"]["di_bank"], 1, bool(i & 1) is False)
+            set_bit(hal.local["io"]["di_bank"], 1, want)
         poster.post()  # what the HAL does after a commit whose inputs changed
-        posts += 1
-        want = bool(i & 1) is False
-        wait_for(lambda: json.loads(obs.on(f"{root}/io/di")[-1].payload)["points"]["Guard door closed"] is want, 10,
-                 what=f"change {i} published")
+
+        def published(want: bool = want) -> bool:
+            return json.loads(obs.on(f"{root}/io/di")[-1].payload)["points"]["Guard door closed"] is want
+        wait_for(published, 10, what=f"change {i} published")
     poster.close()
     assert proc.stop() == 0, proc.output()
     life = time.time() - born  # from exec to exit, imports and broker connect included

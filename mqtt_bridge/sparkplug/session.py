@@ -8,7 +8,6 @@ is dropped rather than published after the next session's NBIRTH.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from paho.mqtt.enums import MQTTErrorCode
 
 from common.connector.channel import frame_keyed, unframe_keyed
+from common.files import write_atomic
 from common.connector.errors import CodecError, PayloadTooLarge
 from common.connector.gateway import OutboundBinding
 from common.connector.mqtt import MqttBackend, MqttConnector, MqttOptions
@@ -105,10 +105,8 @@ class BdSeqStore:
         stored = -1 if self._warned else self._load()  # a file we cannot write no longer leads
         self.value = ((stored if stored >= 0 else self.value) + 1) % 256
         if self.path is not None:
-            tmp = self.path.with_name(self.path.name + ".tmp")
             try:
-                tmp.write_text(f"{self.value}\n")
-                os.replace(tmp, self.path)
+                write_atomic(self.path, f"{self.value}\n")  # fsynced: a power loss must not bring back an old bdSeq
             except OSError as exc:
                 if not self._warned:
                     self._warned = True
