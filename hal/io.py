@@ -332,9 +332,7 @@ class IoProcessor:
         c = self.ai_curves
         self._ai_a, self._ai_b, self._ai_c, self._ai_span, self._ai_base = c.a, c.b, c.c, c.span, c.base
         depth = self.ai_avg_depth
-        if depth <= 1:
-            self._ai_hist = np.zeros((1, MAX_AI))
-            self._ai_old_base = np.zeros(MAX_AI, np.int64)
+        self._ai_hist = np.zeros((MAX_AI, max(depth, 1)))  # pin-major here (see kernels._analog_inputs)
         self._w_key = np.zeros(BANK_WORDS, np.uint64)
         self._ao_key_values = np.zeros(MAX_AO)
         db = K.slab(self, K.DI_BOOL_ROWS, np.bool_, MAX_DI)
@@ -361,7 +359,6 @@ class IoProcessor:
         table_x = np.ascontiguousarray(getattr(ao, "table_x", np.zeros(0)), np.float64)
         table_n = np.ascontiguousarray(getattr(ao, "table_n", np.zeros(0)), np.float64)
         self.ai_single = np.ascontiguousarray(self.ai_single)
-        self._ai_hist = np.ascontiguousarray(self._ai_hist)
         s = np.zeros(K.IO_SCALARS, np.int64)
         s[K.S_STARTED] = self._started
         s[K.S_PENDING_ANY] = self._di_pending_any

@@ -48,8 +48,8 @@ EN_BOOL_ROWS = ("en_state", "en_prev_own", "en_prev_src")
 AI_A, AI_B, AI_C, AI_SPAN, AI_BASE, AI_LAST_RAW, AI_PREV_RAW, AI_SUM, AI_NF = range(9)
 AI_FLOAT_ROWS = ("_ai_a", "_ai_b", "_ai_c", "_ai_span", "_ai_base", "_ai_last_raw", "_ai_prev_raw", "_ai_sum", "_ai_nf")
 # AI, int64[1024]
-AI_N, AI_OLD_BASE = range(2)
-AI_INT_ROWS = ("ai_n", "_ai_old_base")
+AI_N, = range(1)
+AI_INT_ROWS = ("ai_n",)
 # DO words, uint64[16]
 (W_ROLE, W_NOT_ROLE, W_INV, W_KEEP, W_KEEP_NOT_BRAKE, W_NOT_KEEP, W_SAFE_INIT, W_ROLE_PULSE, W_VALUE,
  W_LAPSED, W_OUT, W_CU, W_KEY) = range(13)
@@ -79,10 +79,10 @@ AO_INT_ROWS = ("ao_pulse_ns", "ao_expiry")  # kind and custom slot follow, from 
 SIM_FLOAT_ROWS = ("x", "v", "g", "d", "c", "cb", "out_max", "stop_lo", "stop_hi", "index_spacing", "index_count",
                   "_teleport", "_load_torque")
 # per axis, int64[64]
-ENABLE_SINCE, BRAKE_CMD_SINCE, INDEX_UNTIL = range(3)
-SIM_INT_ROWS = ("enable_since", "brake_cmd_since", "index_until")
+ENABLE_SINCE, BRAKE_CMD_SINCE, INDEX_UNTIL, BASE_STATE = range(4)
+SIM_INT_ROWS = ("enable_since", "brake_cmd_since", "index_until", "_base_state")
 # per axis, bool[64]
-CONFIGURED, HAS_BRAKE, PREV_ENABLE, FAULT, BRAKE_CMD, BRAKE_RELEASED, INJ_FAULT = range(7)
+CONFIGURED, HAS_BRAKE, PREV_ENABLE, FAULT, BRAKE_CMD, BRAKE_RELEASED, INJ_FAULT, SCRATCH = range(8)
 SIM_BOOL_ROWS = ("configured", "has_brake", "prev_enable", "fault", "brake_cmd", "brake_released", "_inj_fault")
 # per axis, uint32[64]
 FAULT_CODE, INJ_CODE = range(2)
@@ -92,11 +92,17 @@ BASE_DI, INJ_DI_MASK, INJ_DI_VALUE, INJ_AI_MASK = range(4)
 SIM_PIN_BOOL_ROWS = ("base_di", "_inj_di_mask", "_inj_di_value", "_inj_ai_mask")
 BASE_AI, INJ_AI_VALUE = range(2)
 SIM_PIN_FLOAT_ROWS = ("base_ai", "_inj_ai_value")
-# tables, int64[k, n]: (axis, pin, flag) rows; followers (di, nc, do, inv); sensors' floats (sign, lo, period, width)
-TAB_AXIS, TAB_PIN, TAB_FLAG = range(3)
-FOL_DI, FOL_NC, FOL_DO, FOL_INV = range(4)
+# the pin tables in one int64 matrix (each table's length in params): position sensors, index marks,
+# brake feedback DIs, brake DOs, tailstock followers (with their state); the sensors' floats apart
+(T_SENS_AXIS, T_SENS_PIN, T_SENS_NC, T_IDX_AXIS, T_IDX_PIN, T_IDX_NC, T_BIN_AXIS, T_BIN_PIN, T_BIN_NC, T_BOUT_AXIS,
+ T_BOUT_PIN, T_BOUT_INV, T_FOL_DI, T_FOL_NC, T_FOL_DO, T_FOL_INV, T_FOL_STATE, T_FOL_CMD, T_FOL_SINCE) = range(19)
+TABLE_ROWS = 19
 SEN_SIGN, SEN_LO, SEN_PERIOD, SEN_WIDTH = range(4)
-FOLB_STATE, FOLB_CMD = range(2)
+# params, int64: delays, flags, table lengths; P_FULL: rewrite every DI/AI level this cycle (set by the
+# Python side when an injection changed, cleared by the kernel)
+(P_READY_DELAY, P_BRAKE_DELAY, P_FOLLOW_DELAY, P_ANY_BRAKE, P_FULL, P_N_SENS, P_N_IDX, P_N_BIN, P_N_BOUT,
+ P_N_FOL) = range(10)
+SIM_PARAMS = 10
 # driver states (common.states.DriverState values)
 from common.states import DriverState as _DS  # noqa: E402 - constants for the kernels
 
@@ -106,6 +112,11 @@ ST_INIT, ST_ENABLED, ST_FAULT = int(_DS.INIT), int(_DS.ENABLED), int(_DS.FAULT)
 b1 = T.Array(T.boolean, 1, "A")
 b1ro = T.Array(T.boolean, 1, "A", readonly=True)
 b1c = T.Array(T.boolean, 1, "C")
+b1cro = T.Array(T.boolean, 1, "C", readonly=True)
+f1cro = T.Array(T.float64, 1, "C", readonly=True)
+u8_1c = T.Array(T.uint64, 1, "C")
+u8_1cro = T.Array(T.uint64, 1, "C", readonly=True)
+u4_1c = T.Array(T.uint32, 1, "C")
 b2c = T.Array(T.boolean, 2, "C")
 f1 = T.Array(T.float64, 1, "A")
 f1ro = T.Array(T.float64, 1, "A", readonly=True)
@@ -207,7 +218,7 @@ def _normalise(i, value, af, ai, table_x, table_n):
 
 
 # --- I/O processing --------------------------------------------------------------------------
-IO_INPUTS_SIG = T.void(b1ro, f1ro, T.int64, i1c, b2c, i2c, i2c, b2c, f2c, i2c, b1c, f2c, u8_1, f1)
+IO_INPUTS_SIG = T.void(b1cro, f1cro, T.int64, i1c, b2c, i2c, i2c, b2c, f2c, i2c, b1c, f2c, u8_1c, f1c)
 
 
 @numba.njit(**_jit)
@@ -277,12 +288,11 @@ def _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started):
             prev[i] = ai_raw[i]
     last, sums, nf = af[AI_LAST_RAW], af[AI_SUM], af[AI_NF]
     a, b, c, span, base = af[AI_A], af[AI_B], af[AI_C], af[AI_SPAN], af[AI_BASE]
+    # hist is pin-major (hist[pin, slot], a ring of `depth` slots shared by all pins): a pin's window
+    # sits in one or two cache lines (slot-major rows 8 KiB apart stalled on 4K aliasing, 4x slower)
     k = s[S_AI_K]
-    total = depth * MAX_AI
     row = k % depth if depth > 0 else 0
-    shift = (k * MAX_AI) % total if total > 0 else 0
-    flat = hist.reshape(-1)
-    old_base = ai_i[AI_OLD_BASE]
+    n_of = ai_i[AI_N]
     for i in range(MAX_AI):
         if not started:
             last[i] = 0.0
@@ -296,19 +306,20 @@ def _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started):
             continue
         if not started:
             for j in range(depth):
-                hist[j, i] = eng
+                hist[i, j] = eng
             sums[i] = eng * nf[i]
         else:
-            old = flat[(old_base[i] + shift) % total]  # the sample leaving the window
+            j = row - n_of[i]  # the slot of the sample leaving the window: (k - n) mod depth
+            old = hist[i, j + depth if j < 0 else j]
             sums[i] += eng - old
-            hist[row, i] = eng
+            hist[i, row] = eng
         ai_values[i] = eng if ai_single[i] else sums[i] / nf[i]
     if depth > 1:
         s[S_AI_K] = k + 1
 
 
-IO_OUTPUTS_SIG = T.void(u8_1ro, f1ro, T.boolean, T.boolean, T.int64, i1c, b1c, u8_2c, b2c, i2c, i1c, f2c, b2c, i2c,
-                        f1c, f1c, u8_1, f1)
+IO_OUTPUTS_SIG = T.void(u8_1cro, f1cro, T.boolean, T.boolean, T.int64, i1c, b1c, u8_2c, b2c, i2c, i1c, f2c, b2c, i2c,
+                        f1c, f1c, u8_1c, f1c)
 
 
 @numba.njit(**_jit)
@@ -486,20 +497,19 @@ def _update_ao_norm(vals, s, af, ab, ai, table_x, table_n):
 
 # --- the simulated plant ---------------------------------------------------------------------
 SIM_CYCLE_SIG = T.void(
-    # DriverIO: commands, then status
-    b1ro, b1ro, f1ro, u8_1ro, f1, f1, f1, b1, b1, u1_1, u4_1, b1, f1,
-    T.int64, T.float64, i1c,  # now, dt, params (ready / brake / follow delays)
-    f2c, i2c, b2c, u4_2c, u1_1c,  # per-axis slabs, base state
+    # DriverIO: commands (C-contiguous, as HalCycle and DriverIO make them), then status (feedback
+    # fields are strided views on the hal_mqt payload)
+    b1cro, b1cro, f1cro, u8_1cro, f1, f1, f1, b1, b1, u1_1c, u4_1c, b1c, f1c,
+    T.int64, T.float64, i1c,  # now, dt, params
+    f2c, i2c, b2c, u4_2c,  # per-axis slabs
     b2c, f2c,  # per-pin slabs (base levels, injected overrides)
-    i2c, f2c, i2c, i2c, i2c, i2c, b2c, i1c,  # sensors, index, brake in/out, followers
+    i2c, f2c,  # pin tables, sensor geometry
 )
-P_READY_DELAY, P_BRAKE_DELAY, P_FOLLOW_DELAY, P_ANY_BRAKE = range(4)
 
 
 @numba.njit(**_jit)
 def sim_cycle(enable, brake_release, torque, do_bank, position, velocity, torque_estimate, drive_ready, drive_fault,
-              axis_state, drive_error_code, di, ai, now, dt, params, af, ai_, ab, codes, base_state, pb, pf,
-              sens_i, sens_f, index_t, brake_in_t, brake_out_t, fol_t, fol_b, fol_since):
+              axis_state, drive_error_code, di, ai, now, dt, params, af, ai_, ab, codes, pb, pf, tab, sens_f):
     """SimDriver.cycle: drives, brakes, plant integration, end stops, followers, sensors, injection."""
     x, v = af[X], af[V]
     # drives: ready once enable has been held for ready_delay; faults latch until enable drops
@@ -519,7 +529,7 @@ def sim_cycle(enable, brake_release, torque, do_bank, position, velocity, torque
         drive_ready[i] = ready
         drive_fault[i] = fault[i]
         drive_error_code[i] = codes[FAULT_CODE, i] if fault[i] else 0
-        st = base_state[i]
+        st = ai_[BASE_STATE, i]
         if en:
             st = ST_INIT
         if ready:
@@ -530,17 +540,21 @@ def sim_cycle(enable, brake_release, torque, do_bank, position, velocity, torque
     # brakes: command = brake_release OR the brake DO; the mechanics follow after brake_delay
     if params[P_ANY_BRAKE]:
         cmd_since = ai_[BRAKE_CMD_SINCE]
+        cmd = ab[BRAKE_CMD]
         for i in range(MAX_AXES):
-            cmd = brake_release[i] and ab[HAS_BRAKE, i]
-            for k in range(brake_out_t.shape[1]):
-                if brake_out_t[TAB_AXIS, k] == i:
-                    cmd |= _bit(do_bank, brake_out_t[TAB_PIN, k]) != (brake_out_t[TAB_FLAG, k] != 0)
-            if cmd != ab[BRAKE_CMD, i]:
+            ab[SCRATCH, i] = brake_release[i] and ab[HAS_BRAKE, i]
+        for k in range(params[P_N_BOUT]):
+            if _bit(do_bank, tab[T_BOUT_PIN, k]) != (tab[T_BOUT_INV, k] != 0):
+                ab[SCRATCH, tab[T_BOUT_AXIS, k]] = True
+        for i in range(MAX_AXES):
+            c = ab[SCRATCH, i]
+            if c != cmd[i]:
                 cmd_since[i] = now
-            ab[BRAKE_CMD, i] = cmd
+            cmd[i] = c
             if cmd_since[i] <= now - params[P_BRAKE_DELAY]:
-                ab[BRAKE_RELEASED, i] = cmd
+                ab[BRAKE_RELEASED, i] = c
     # plant (semi-implicit Euler, dry friction as an implicit step that never reverses v)
+    teleported = False
     for i in range(MAX_AXES):
         tq = torque[i]
         om = af[OUT_MAX, i]
@@ -571,46 +585,61 @@ def sim_cycle(enable, brake_release, torque, do_bank, position, velocity, torque
                 x[i] = tp if tp > af[STOP_LO, i] else af[STOP_LO, i]
                 x[i] = x[i] if x[i] < af[STOP_HI, i] else af[STOP_HI, i]
                 v[i] = 0.0
-                af[INDEX_COUNT, i] = math.floor(x[i] / af[INDEX_SPACING, i])
             af[TELEPORT, i] = math.nan
+            teleported = True
+    if teleported:  # no index mark for the jump
+        for i in range(MAX_AXES):
+            af[INDEX_COUNT, i] = math.floor(x[i] / af[INDEX_SPACING, i])
     # followers (tailstock clamp DO -> clamped DI after follow_delay)
-    for k in range(fol_t.shape[1]):
-        cmd = _bit(do_bank, fol_t[FOL_DO, k]) != (fol_t[FOL_INV, k] != 0)
-        if cmd != fol_b[FOLB_CMD, k]:
-            fol_since[k] = now
-        fol_b[FOLB_CMD, k] = cmd
-        if now - fol_since[k] >= params[P_FOLLOW_DELAY]:
-            fol_b[FOLB_STATE, k] = cmd
-    # status: feedback, base levels, position sensors, index marks, brake feedback, followers, overrides
+    for k in range(params[P_N_FOL]):
+        c = 1 if _bit(do_bank, tab[T_FOL_DO, k]) != (tab[T_FOL_INV, k] != 0) else 0
+        if c != tab[T_FOL_CMD, k]:
+            tab[T_FOL_SINCE, k] = now
+        tab[T_FOL_CMD, k] = c
+        if now - tab[T_FOL_SINCE, k] >= params[P_FOLLOW_DELAY]:
+            tab[T_FOL_STATE, k] = c
+    # status: feedback; base levels and overrides when they changed; then the levels that follow the
+    # plant (position sensors, index marks, brake feedback, followers), except pins held by an override
     for i in range(MAX_AXES):
         position[i] = x[i]
         velocity[i] = v[i]
-    for p in range(MAX_DI):
-        di[p] = pb[BASE_DI, p]
-        ai[p] = pf[INJ_AI_VALUE, p] if pb[INJ_AI_MASK, p] else pf[BASE_AI, p]
-    for k in range(sens_i.shape[1]):
-        y = x[sens_i[TAB_AXIS, k]] * sens_f[SEN_SIGN, k] - sens_f[SEN_LO, k]
+    held = pb[INJ_DI_MASK]
+    if params[P_FULL]:
+        params[P_FULL] = 0
+        for p in range(MAX_DI):
+            di[p] = pb[INJ_DI_VALUE, p] if held[p] else pb[BASE_DI, p]
+            ai[p] = pf[INJ_AI_VALUE, p] if pb[INJ_AI_MASK, p] else pf[BASE_AI, p]
+    for k in range(params[P_N_SENS]):
+        y = x[tab[T_SENS_AXIS, k]] * sens_f[SEN_SIGN, k] - sens_f[SEN_LO, k]
         period = sens_f[SEN_PERIOD, k]
-        m = np.fmod(y, period)  # np.mod: the result takes the sign of the divisor
-        if m != 0.0 and (period < 0.0) != (m < 0.0):
-            m += period
-        di[sens_i[TAB_PIN, k]] = (m <= sens_f[SEN_WIDTH, k]) != (sens_i[TAB_FLAG, k] != 0)
-    if index_t.shape[1]:
+        if period == math.inf:  # np.mod(y, inf) without the libm call: y, or inf below zero
+            m = math.inf if y < 0.0 else y
+        else:  # np.mod: fmod, then the sign of the divisor
+            m = np.fmod(y, period)
+            if m != 0.0 and (period < 0.0) != (m < 0.0):
+                m += period
+        p = tab[T_SENS_PIN, k]
+        if not held[p]:
+            di[p] = (m <= sens_f[SEN_WIDTH, k]) != (tab[T_SENS_NC, k] != 0)
+    if params[P_N_IDX]:
         until = ai_[INDEX_UNTIL]
         for i in range(MAX_AXES):
             count = math.floor(x[i] / af[INDEX_SPACING, i])
             if count != af[INDEX_COUNT, i]:
                 until[i] = now + INDEX_PULSE_NS
             af[INDEX_COUNT, i] = count
-        for k in range(index_t.shape[1]):
-            di[index_t[TAB_PIN, k]] = (now < until[index_t[TAB_AXIS, k]]) != (index_t[TAB_FLAG, k] != 0)
-    for k in range(brake_in_t.shape[1]):
-        di[brake_in_t[TAB_PIN, k]] = ab[BRAKE_RELEASED, brake_in_t[TAB_AXIS, k]] != (brake_in_t[TAB_FLAG, k] != 0)
-    for k in range(fol_t.shape[1]):
-        di[fol_t[FOL_DI, k]] = fol_b[FOLB_STATE, k] != (fol_t[FOL_NC, k] != 0)
-    for p in range(MAX_DI):
-        if pb[INJ_DI_MASK, p]:
-            di[p] = pb[INJ_DI_VALUE, p]
+        for k in range(params[P_N_IDX]):
+            p = tab[T_IDX_PIN, k]
+            if not held[p]:
+                di[p] = (now < until[tab[T_IDX_AXIS, k]]) != (tab[T_IDX_NC, k] != 0)
+    for k in range(params[P_N_BIN]):
+        p = tab[T_BIN_PIN, k]
+        if not held[p]:
+            di[p] = ab[BRAKE_RELEASED, tab[T_BIN_AXIS, k]] != (tab[T_BIN_NC, k] != 0)
+    for k in range(params[P_N_FOL]):
+        p = tab[T_FOL_DI, k]
+        if not held[p]:
+            di[p] = (tab[T_FOL_STATE, k] != 0) != (tab[T_FOL_NC, k] != 0)
 
 
 # --- loading ---------------------------------------------------------------------------------

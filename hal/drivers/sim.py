@@ -180,27 +180,40 @@ class SimDriver(Driver):
         self._inj_di_value = np.zeros(MAX_DI, np.bool_)
         self._inj_ai_mask = np.zeros(MAX_DI, np.bool_)
         self._inj_ai_value = np.zeros(MAX_DI)
+        self._base_state = self._base_state.astype(np.int64)
         af = K.slab(self, K.SIM_FLOAT_ROWS, np.float64, n)
         ai = K.slab(self, K.SIM_INT_ROWS, np.int64, n)
-        ab = K.slab(self, K.SIM_BOOL_ROWS, np.bool_, n)
+        ab = K.slab(self, K.SIM_BOOL_ROWS, np.bool_, n, extra=1)
         codes = K.slab(self, K.SIM_CODE_ROWS, np.uint32, n)
         pb = K.slab(self, K.SIM_PIN_BOOL_ROWS, np.bool_, MAX_DI)
         pf = K.slab(self, K.SIM_PIN_FLOAT_ROWS, np.float64, MAX_DI)
+        # the pin tables: one int64 matrix, one row per column of each table; followers' state in it too
+        cols = [(K.T_SENS_AXIS, self.sens_axis), (K.T_SENS_PIN, self.sens_pin), (K.T_SENS_NC, self.sens_nc),
+                (K.T_IDX_AXIS, self.index[0]), (K.T_IDX_PIN, self.index[1]), (K.T_IDX_NC, self.index[2]),
+                (K.T_BIN_AXIS, self.brake_in[0]), (K.T_BIN_PIN, self.brake_in[1]), (K.T_BIN_NC, self.brake_in[2]),
+                (K.T_BOUT_AXIS, self.brake_out[0]), (K.T_BOUT_PIN, self.brake_out[1]),
+                (K.T_BOUT_INV, self.brake_out[2]), (K.T_FOL_DI, self.follow_di), (K.T_FOL_NC, self.follow_nc),
+                (K.T_FOL_DO, self.follow_do), (K.T_FOL_INV, self.follow_inv), (K.T_FOL_STATE, self.follow_state),
+                (K.T_FOL_CMD, self.follow_cmd), (K.T_FOL_SINCE, self.follow_since)]
+        tab = np.zeros((K.TABLE_ROWS, max([1] + [len(c) for _, c in cols])), np.int64)
+        for row, col in cols:
+            tab[row, : len(col)] = col
+        nf = len(self.follow_di)
+        self.follow_state, self.follow_cmd = tab[K.T_FOL_STATE, :nf], tab[K.T_FOL_CMD, :nf]
+        self.follow_since = tab[K.T_FOL_SINCE, :nf]
+        sens_f = np.zeros((4, tab.shape[1]))
+        for row, col in enumerate((self.sens_sign, self.sens_lo, self.sens_period, self.sens_width)):
+            sens_f[row, : len(col)] = col
+        params = np.zeros(K.SIM_PARAMS, np.int64)
+        params[[K.P_READY_DELAY, K.P_BRAKE_DELAY, K.P_FOLLOW_DELAY, K.P_ANY_BRAKE, K.P_FULL]] = (
+            self.ready_delay_ns, self.brake_delay_ns, self.follow_delay_ns, self.any_brake, 1)
+        params[[K.P_N_SENS, K.P_N_IDX, K.P_N_BIN, K.P_N_BOUT, K.P_N_FOL]] = (
+            len(self.sens_pin), len(self.index[0]), len(self.brake_in[0]), len(self.brake_out[0]), nf)
+        self._params = params
+        self._p_full = K.P_FULL
         self._adopt(self._injection)
-
-        def table(*cols: np.ndarray, dtype: type = np.int64) -> np.ndarray:
-            return np.ascontiguousarray(np.array(cols, dtype).reshape(len(cols), -1))
-
-        sens_i = table(self.sens_axis, self.sens_pin, self.sens_nc)
-        sens_f = table(self.sens_sign, self.sens_lo, self.sens_period, self.sens_width, dtype=np.float64)
-        fol_t = table(self.follow_di, self.follow_nc, self.follow_do, self.follow_inv)
-        fol_b = K.slab(self, ("follow_state", "follow_cmd"), np.bool_, len(self.follow_di))
-        self.follow_since = np.ascontiguousarray(self.follow_since)
-        params = np.array([self.ready_delay_ns, self.brake_delay_ns, self.follow_delay_ns, self.any_brake], np.int64)
         self._k_cycle = K.sim_cycle
-        self._k_tail = (params, af, ai, ab, codes, np.ascontiguousarray(self._base_state), pb, pf, sens_i, sens_f,
-                        table(*self.index), table(*self.brake_in), table(*self.brake_out), fol_t, fol_b,
-                        self.follow_since)
+        self._k_tail = (params, af, ai, ab, codes, pb, pf, tab, sens_f)
 
     def _adopt(self, inj: Injection) -> None:
         """Compiled engine: the injection's arrays copied into the kernel's rows, and the injection
@@ -215,6 +228,7 @@ class SimDriver(Driver):
             if 1 <= axis_id <= MAX_AXES:
                 self._teleport[axis_id - 1] = pos
         inj.set_position = {}
+        self._params[self._p_full] = 1  # levels and overrides rewritten next cycle
 
     # --- static tables ------------------------------------------------------------------------
     def _build_axes(self, config: EvoConfig, index_spacing: float) -> None:
