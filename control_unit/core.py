@@ -11,6 +11,7 @@ import numpy as np
 from common.config import EvoConfig
 from common.config import roles as R
 from common.consts import MAX_DI
+from common.shm.segments import HAL_AXIS_FEEDBACK
 from common.states import (
     AxisError,
     CommandSource,
@@ -140,10 +141,12 @@ class ControlCore:
         self._s[K.S_SAFETY_STOP_TIMEOUT] = gs.safety_stop_timeout
         self._s[K.S_MANUAL_TIMEOUT] = cfg.system.cu.manual_timeout_s
         self._s[K.S_SERVICE_V] = p.service_v
-        self._cpl_cfg = np.ascontiguousarray(self.cpl.configured, dtype=np.int64)
+        st.pf[:], st.pi[:], st.pb[:] = p.pf, p.pi, p.pb  # the kernels' copy of the (immutable) parameters
+        st.cpl_cfg[: len(self.cpl.configured)] = self.cpl.configured
+        self._si[K.SI_CPL_CFG_N] = len(self.cpl.configured)
         self._kernels = kernels.load() if engine == "compiled" else None
-        self._kargs = (st.f, st.b, st.u8, st.errors, st.tmode, st.master, st.sp_hist, st.bits, st.lc, p.pf, p.pi,
-                       p.pb, self._cpl_cfg, st.s, st.si, st.ev)
+        self._kargs = (st.arena, st.layout)
+        self._fb_bytes: np.ndarray | None = None
 
     @property
     def _t0(self) -> float | None:
@@ -174,9 +177,12 @@ class ControlCore:
                 fb = axes_fb[: self.n]
                 self._fb_views = tuple(fb[f] for f in ("position", "velocity", "torque_estimate", "drive_ready",
                                                        "drive_fault", "referenced"))
-            if self._kernels is not None and di_bank is not None and di_bank.dtype == np.uint64:
-                st = self.store
-                self._kernels.gather_inputs(*self._fb_views, di_bank, st.f, st.b, st.bits, st.bank, self.p.pi, si)
+                # the compiled path reads the records as bytes (contiguous HAL_AXIS_FEEDBACK records only)
+                plain = axes_fb.dtype == HAL_AXIS_FEEDBACK and axes_fb.flags.c_contiguous and len(axes_fb) >= self.n
+                self._fb_bytes = axes_fb.reshape(-1).view(np.uint8) if plain else None
+            if self._kernels is not None and self._fb_bytes is not None and di_bank is not None \
+                    and di_bank.dtype == np.uint64 and di_bank.flags.c_contiguous:
+                self._kernels.gather_inputs(self._fb_bytes, di_bank, *self._kargs)
                 return
             pos, vel, tq, ready, fault, ref = self._fb_views
             self.pos[:] = pos

@@ -10,30 +10,21 @@ import numpy as np
 
 
 def main() -> int:
-    t0 = time.perf_counter()
     from . import load, step
 
-    t_import = time.perf_counter() - t0
     k = load()
     st = step.Store(2)
-    pf = np.zeros((len(step.PF_ROWS), 2))
-    pi = np.zeros((len(step.PI_ROWS), 2), dtype=np.int64)
-    pb = np.zeros((len(step.PB_ROWS), 2), dtype=np.bool_)
-    pi[step.PI_PIN_LIMIT_MIN:] = step.PIN_FALSE
+    st.pi[step.PI_PIN_LIMIT_MIN:] = step.PIN_FALSE
     from common.shm.segments import HAL_AXIS_FEEDBACK
 
-    fb = np.zeros(4, dtype=HAL_AXIS_FEEDBACK)[:2]
-    views = tuple(fb[f] for f in ("position", "velocity", "torque_estimate", "drive_ready", "drive_fault",
-                                  "referenced"))
+    fb = np.zeros(4, dtype=HAL_AXIS_FEEDBACK)
     t1 = time.perf_counter()
     st.s[step.S_DT] = 0.001
-    k.gather_inputs(*views, st.bank.copy(), st.f, st.b, st.bits, st.bank, pi, st.si)
-    k.cycle_step(st.f, st.b, st.u8, st.errors, st.tmode, st.master, st.sp_hist, st.bits, st.lc, pf, pi, pb,
-                 np.zeros(0, dtype=np.int64), st.s, st.si, st.ev, 0.001)
+    k.gather_inputs(fb.view(np.uint8), st.bank.copy(), st.arena, st.layout)
+    k.cycle_step(st.arena, st.layout, 0.001)
     t_run = time.perf_counter() - t1
     what = ", ".join(k.compiled) if k.compiled else "nothing (all from the cache)"
-    print(f"control_unit.kernels: compiled {what}; load {k.load_s:.2f} s (numba import {t_import:.2f} s), "
-          f"first run {t_run * 1e3:.1f} ms")
+    print(f"control_unit.kernels: compiled {what}; load {k.load_s:.2f} s, first run {t_run * 1e3:.1f} ms")
     return 0
 
 

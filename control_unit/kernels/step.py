@@ -16,6 +16,7 @@ import numpy as np
 from numba import types as nt
 
 from common.consts import MAX_DI
+from common.shm.segments import HAL_AXIS_FEEDBACK
 from common.states import (
     AxisError,
     CouplingState,
@@ -52,6 +53,16 @@ HK_HOME_SENSOR, HK_LIMIT_SWITCH, HK_TORQUE_LIMIT, HK_INDEX_PULSE, HK_ABSOLUTE, H
 HP_IDLE, HP_CLEAR, HP_SEARCH, HP_SETTLE, HP_BACKOFF = 0, 1, 2, 3, 4
 ON_WAIT_READY, ON_BRAKE_RELEASE, ON_HOLD_CHECK = 1, 2, 3
 OFF_RAMP, OFF_BRAKE_ENGAGE = 1, 2
+
+# HAL_AXIS_FEEDBACK as bytes (gather_inputs reads the records raw)
+FB_SIZE = HAL_AXIS_FEEDBACK.itemsize
+FB_POSITION, FB_VELOCITY, FB_TORQUE, FB_READY, FB_FAULT, FB_REFERENCED = (
+    HAL_AXIS_FEEDBACK.fields[f][1] for f in ("position", "velocity", "torque_estimate", "drive_ready", "drive_fault",
+                                             "referenced"))
+assert FB_SIZE % 8 == 0 and FB_POSITION % 8 == 0 and FB_VELOCITY % 8 == 0 and FB_TORQUE % 8 == 0
+assert all(HAL_AXIS_FEEDBACK.fields[f][0] == np.dtype(t) for f, t in (
+    ("position", "<f8"), ("velocity", "<f8"), ("torque_estimate", "<f8"), ("drive_ready", "u1"), ("drive_fault", "u1"),
+    ("referenced", "u1")))
 
 # --- state blocks: one 2-D array per dtype, one row per per-axis array ---------------------------
 _F_ROWS = (
@@ -129,6 +140,7 @@ _SI_ROWS = (
     "m_stopped_by_command", "m_reset_required",
     "pin_estop", "pin_gate", "pin_reset", "pin_reduced", "pin_guard_closed",  # machine roles, -1 = absent
     "law_all_active", "use_d", "use_i", "use_aw", "use_ff_a", "use_ff_f", "use_dob", "use_notch", "use_lp",
+    "cpl_cfg_n",
 )
 (SI_CYCLE, SI_STEPS, SI_T0_SET, SI_HAL_OK, SI_HAL_SEEN, SI_HAL_MISSING, SI_FB_AGE, SI_HOLD_CYCLES, SI_SP_I,
  SI_PREV_RESET_BTN, SI_BANK_VALID, SI_ABSOLUTE_ANY, SI_RECOVERY_AUTH, SI_CPL_ACTIVE, SI_EV_N, SI_EV_LOST,
@@ -136,7 +148,7 @@ _SI_ROWS = (
  SI_M_STOPPED_BY_COMMAND, SI_M_RESET_REQUIRED,
  SI_PIN_ESTOP, SI_PIN_GATE, SI_PIN_RESET, SI_PIN_REDUCED, SI_PIN_GUARD_CLOSED,
  SI_LAW_ALL_ACTIVE, SI_USE_D, SI_USE_I, SI_USE_AW, SI_USE_FF_A, SI_USE_FF_F, SI_USE_DOB, SI_USE_NOTCH,
- SI_USE_LP) = range(len(_SI_ROWS))
+ SI_USE_LP, SI_CPL_CFG_N) = range(len(_SI_ROWS))
 
 # events the kernel reports (EV rows: kind, a, b); the caller turns them into log lines / messages
 EV_MAX = 1024
@@ -150,27 +162,46 @@ UH_HAL, UH_ESTOP, UH_GATE = 1, 2, 4
 RA_OK, RA_SAFETY_STOP, RA_FAULT, RA_GUARD = 0, 1, 2, 3
 
 
+# the blocks in one byte arena (A_* = block index in the layout array, LAY_N = its axis count): two
+# array arguments carry the whole state into a kernel (numba's dispatch costs ~0.1-0.4 us per argument)
+_BLOCKS = ("f", "b", "u8", "lc", "errors", "tmode", "master", "sp_hist", "bits", "bank", "s", "si", "ev", "pf", "pi",
+           "pb", "cpl_cfg")
+(A_F, A_B, A_U8, A_LC, A_ERRORS, A_TMODE, A_MASTER, A_SP_HIST, A_BITS, A_BANK, A_S, A_SI, A_EV, A_PF, A_PI, A_PB,
+ A_CPL_CFG) = range(len(_BLOCKS))
+LAY_N = 2 * len(_BLOCKS)
+
+
+def _block_shapes(n: int) -> tuple[tuple[type, tuple[int, ...]], ...]:
+    return ((np.float64, (len(_F_ROWS), n)), (np.bool_, (len(_B_ROWS), n)), (np.uint8, (len(_U_ROWS), n)),
+            (np.float64, (len(_LC_ROWS), n)), (np.uint64, (n,)), (np.int8, (n,)), (np.int64, (n,)),
+            (np.float64, (LAG_HISTORY, n)), (np.bool_, (MAX_DI + 2,)), (np.uint64, (MAX_DI // 64,)),
+            (np.float64, (len(_S_ROWS),)), (np.int64, (len(_SI_ROWS),)), (np.int64, (EV_MAX, 3)),
+            (np.float64, (len(PF_ROWS), n)), (np.int64, (len(PI_ROWS), n)), (np.bool_, (len(PB_ROWS), n)),
+            (np.int64, (n,)))
+
+
 class Store:
-    """The state blocks of one ControlCore (or of a standalone Trajectory / ControlLaw): every
-    per-axis state array of the core is a row view into one of these, so a kernel gets the whole
-    state in a dozen arguments and both engines work on the very same memory."""
+    """The state blocks of one ControlCore (or of a standalone Trajectory / ControlLaw), laid out in
+    one byte arena: every per-axis state array of the core is a row view into one of them, so a
+    kernel gets the whole state in two arguments (`arena`, `layout`) and both engines work on the
+    very same memory. `pf`/`pi`/`pb` hold a copy of the axis parameters, `cpl_cfg` the configured
+    coupling slaves (their count in si[SI_CPL_CFG_N])."""
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.f = np.zeros((len(_F_ROWS), n))
-        self.b = np.zeros((len(_B_ROWS), n), dtype=np.bool_)
-        self.u8 = np.zeros((len(_U_ROWS), n), dtype=np.uint8)
-        self.lc = np.zeros((len(_LC_ROWS), n))
-        self.errors = np.zeros(n, dtype=np.uint64)
-        self.tmode = np.zeros(n, dtype=np.int8)
-        self.master = np.full(n, -1, dtype=np.int64)
-        self.sp_hist = np.zeros((LAG_HISTORY, n))
-        self.bits = np.zeros(MAX_DI + 2, dtype=np.bool_)
-        self.bank = np.zeros(MAX_DI // 64, dtype=np.uint64)
-        self.s = np.zeros(len(_S_ROWS))
-        self.si = np.zeros(len(_SI_ROWS), dtype=np.int64)
+        shapes = _block_shapes(n)
+        spans, off = [], 0
+        for dtype, shape in shapes:
+            off = -(-off // 64) * 64  # every block on its own cache line
+            size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            spans.append((off, off + size))
+            off += size
+        self.arena = np.zeros(off, dtype=np.uint8)
+        self.layout = np.array([x for span in spans for x in span] + [n], dtype=np.int64)
+        for name, (dtype, shape), (a, b) in zip(_BLOCKS, shapes, spans):
+            setattr(self, name, self.arena[a:b].view(dtype).reshape(shape))
+        self.master.fill(-1)
         self.si[SI_PIN_ESTOP:SI_PIN_GUARD_CLOSED + 1] = -1
-        self.ev = np.zeros((EV_MAX, 3), dtype=np.int64)
 
 
 # --- enum values as plain ints (frozen into the machine code) ----------------------------------
@@ -831,7 +862,7 @@ def _decouple(F, U8, master, tmode, SI, slave):
 @numba.njit(**_JIT)
 def _follow(F, B, U8, errors, tmode, master, PF, PI, PB, cpl_cfg, SI, EV):
     """coupling.follow"""
-    for k in range(cpl_cfg.shape[0]):
+    for k in range(SI[SI_CPL_CFG_N]):
         s = cpl_cfg[k]
         if master[s] < 0 and not B[B_C_MANUAL_OFF, s]:
             m = PI[PI_MASTER, s]
@@ -1032,16 +1063,18 @@ def law_activate(F, B, SI):
 
 # --- inputs -----------------------------------------------------------------------------------------
 @numba.njit(**_JIT)
-def gather_inputs(fpos, fvel, ftq, fready, ffault, fref, bank, F, B, bits, saved_bank, PI, SI):
-    """set_inputs with a HAL feedback record array and a logical DI bank (u64 words)."""
+def _gather(fb, bank, F, B, bits, saved_bank, PI, SI):
+    """set_inputs with the HAL feedback records (raw bytes: HAL_AXIS_FEEDBACK) and a logical DI bank."""
     n = F.shape[1]
+    fbf = fb[: n * FB_SIZE].view(np.float64)
+    w = FB_SIZE // 8
     for s in range(n):
-        F[F_POS, s] = fpos[s]
-        F[F_VEL, s] = fvel[s]
-        F[F_TORQUE_FB, s] = ftq[s]
-        B[B_READY, s] = fready[s] != 0
-        B[B_FAULT, s] = ffault[s] != 0
-        B[B_DRIVE_REF, s] = fref[s] != 0
+        F[F_POS, s] = fbf[s * w + FB_POSITION // 8]
+        F[F_VEL, s] = fbf[s * w + FB_VELOCITY // 8]
+        F[F_TORQUE_FB, s] = fbf[s * w + FB_TORQUE // 8]
+        B[B_READY, s] = fb[s * FB_SIZE + FB_READY] != 0
+        B[B_FAULT, s] = fb[s * FB_SIZE + FB_FAULT] != 0
+        B[B_DRIVE_REF, s] = fb[s * FB_SIZE + FB_REFERENCED] != 0
     if SI[SI_ABSOLUTE_ANY]:
         for s in range(n):
             if B[B_ABSOLUTE, s]:
@@ -1103,9 +1136,7 @@ def _machine_progress(F, B, U8, S, SI, EV, now):
 
 
 @numba.njit(**_JIT)
-def cycle_step(F, B, U8, errors, tmode, master, sp_hist, bits, LC, PF, PI, PB, cpl_cfg, S, SI, EV, now):
-    """ControlCore.step: one CU cycle in place. Returns the number of events in EV (0 = nothing
-    for the caller to log or announce)."""
+def _cycle(F, B, U8, errors, tmode, master, sp_hist, bits, LC, PF, PI, PB, cpl_cfg, S, SI, EV, now):
     n = F.shape[1]
     SI[SI_EV_N] = 0
     SI[SI_EV_LOST] = 0
@@ -1250,10 +1281,50 @@ def cycle_step(F, B, U8, errors, tmode, master, sp_hist, bits, LC, PF, PI, PB, c
     return SI[SI_EV_N]
 
 
-# --- the exact signatures used at run time ------------------------------------------------------------
-_F2, _B2, _U2, _I2 = nt.float64[:, ::1], nt.boolean[:, ::1], nt.uint8[:, ::1], nt.int64[:, ::1]
-_F1, _B1, _I1, _I81, _U641 = nt.float64[::1], nt.boolean[::1], nt.int64[::1], nt.int8[::1], nt.uint64[::1]
-_FA, _UA = nt.float64[:], nt.uint8[:]  # HAL feedback fields: strided views of a record array
-CYCLE_STEP_SIG = nt.int64(_F2, _B2, _U2, _U641, _I81, _I1, _F2, _B1, _F2, _F2, _I2, _B2, _I1, _F1, _I1, _I2,
-                          nt.float64)
-GATHER_INPUTS_SIG = nt.void(_FA, _FA, _FA, _UA, _UA, _UA, _U641, _F2, _B2, _B1, _U641, _I2, _I1)
+# --- the entry points and the exact signatures used at run time ----------------------------------------
+@numba.njit(**_JIT)
+def _block(arena, lay, k):
+    return arena[lay[2 * k]:lay[2 * k + 1]]
+
+
+@numba.njit(**_JIT)
+def cycle_step(arena, lay, now):
+    """ControlCore.step: one CU cycle in place on a Store's arena. Returns the number of events in
+    EV (0 = nothing for the caller to log or announce)."""
+    n = lay[LAY_N]
+    F = _block(arena, lay, A_F).view(np.float64).reshape((len(_F_ROWS), n))
+    B = _block(arena, lay, A_B).view(np.bool_).reshape((len(_B_ROWS), n))
+    U8 = _block(arena, lay, A_U8).reshape((len(_U_ROWS), n))
+    LC = _block(arena, lay, A_LC).view(np.float64).reshape((len(_LC_ROWS), n))
+    errors = _block(arena, lay, A_ERRORS).view(np.uint64)
+    tmode = _block(arena, lay, A_TMODE).view(np.int8)
+    master = _block(arena, lay, A_MASTER).view(np.int64)
+    sp_hist = _block(arena, lay, A_SP_HIST).view(np.float64).reshape((LAG_HISTORY, n))
+    bits = _block(arena, lay, A_BITS).view(np.bool_)
+    S = _block(arena, lay, A_S).view(np.float64)
+    SI = _block(arena, lay, A_SI).view(np.int64)
+    EV = _block(arena, lay, A_EV).view(np.int64).reshape((EV_MAX, 3))
+    PF = _block(arena, lay, A_PF).view(np.float64).reshape((len(PF_ROWS), n))
+    PI = _block(arena, lay, A_PI).view(np.int64).reshape((len(PI_ROWS), n))
+    PB = _block(arena, lay, A_PB).view(np.bool_).reshape((len(PB_ROWS), n))
+    cpl_cfg = _block(arena, lay, A_CPL_CFG).view(np.int64)
+    return _cycle(F, B, U8, errors, tmode, master, sp_hist, bits, LC, PF, PI, PB, cpl_cfg, S, SI, EV, now)
+
+
+@numba.njit(**_JIT)
+def gather_inputs(fb, bank, arena, lay):
+    """ControlCore.set_inputs on a Store's arena: `fb` the HAL_AXIS_FEEDBACK records as bytes,
+    `bank` the logical DI bank (u64 words)."""
+    n = lay[LAY_N]
+    F = _block(arena, lay, A_F).view(np.float64).reshape((len(_F_ROWS), n))
+    B = _block(arena, lay, A_B).view(np.bool_).reshape((len(_B_ROWS), n))
+    bits = _block(arena, lay, A_BITS).view(np.bool_)
+    saved = _block(arena, lay, A_BANK).view(np.uint64)
+    PI = _block(arena, lay, A_PI).view(np.int64).reshape((len(PI_ROWS), n))
+    SI = _block(arena, lay, A_SI).view(np.int64)
+    _gather(fb, bank, F, B, bits, saved, PI, SI)
+
+
+_U1 = nt.uint8[::1]
+CYCLE_STEP_SIG = nt.int64(_U1, nt.int64[::1], nt.float64)
+GATHER_INPUTS_SIG = nt.void(_U1, nt.uint64[::1], _U1, nt.int64[::1])
