@@ -383,7 +383,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows["grpc_cu_command"] = summarize(cat["cu"]) | {"server_side_p50_ms": float(np.median(cat["cu_srv"]))}
         if args.latency_only:
             procs.stop("grpc_bridge")
-            result["breakdown_ms"] = trace_breakdown(trace)
+            if trace.exists():  # code without EVO_GRPC_TRACE (a baseline) writes none
+                result["breakdown_ms"] = trace_breakdown(trace)
 
         if not args.latency_only:
             print(f"CU jitter, normal scheduling: {args.window:.0f} s without watchers, {args.window:.0f} s with "

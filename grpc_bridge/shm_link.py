@@ -318,32 +318,52 @@ class ShmLink:
             elif not self.sampling:
                 next_sample = now  # the first watcher gets a sample at once
             try:
-                self._tick(now, sample)
+                if sample or now >= next_live:
+                    self._tick(now, sample)
+                elif self._pending():
+                    self._deliver_acks(now)  # an ack wake: nothing else, the caller waits
             except Exception:  # noqa: BLE001 - the link must survive a bug in one tick; reported
                 log.exception("link tick failed")
             if now >= next_live:
                 next_live = now + LIVENESS_PERIOD_S
 
+    def _check(self, src: _Source, now: float) -> list[tuple[Future[Ack], Ack]]:
+        """Poll one source, match its acks, fail what is pending when it is gone (caller holds the lock)."""
+        done = self._poll(src, now)
+        if not src.alive:  # submit() found no writer: alive again once a new one holds the lock
+            src.alive = writer_alive(src.ack_name)
+        if src.futures and (src.inbound.status is not LinkStatus.LIVE or not src.alive):
+            for ack in src.outbox.fail_pending(src.verdict() or f"{src.target.label} gone"):
+                fut = src.futures.pop(ack.seq, None)
+                if fut is not None:
+                    done.append((fut, ack))
+        if done:
+            # Read-your-writes: the consumer commits an ack with the state it left (one commit); a
+            # unary read after this ack is served from a read made after it.
+            self._acked_at = time.monotonic()
+        return done
+
+    def _deliver_acks(self, now: float) -> None:
+        """Only the sources a caller waits on: the ack goes to the event loop, and this thread goes
+        back to sleep at once (it would hold the GIL the loop needs to answer)."""
+        done: list[tuple[Future[Ack], Ack]] = []
+        for src in self._sources.values():
+            if src.futures:
+                with self._lock:
+                    done += self._check(src, now)
+        _deliver(done)
+
     def _tick(self, now: float, sample: bool) -> None:
-        # Sources with a caller waiting first: its ack is handed over before anything else is done.
-        for src in sorted(self._sources.values(), key=lambda s: not s.futures):
+        """Liveness (every source read, our heartbeat committed) and sampling; acks handed over last,
+        right before the thread sleeps again."""
+        done: list[tuple[Future[Ack], Ack]] = []
+        for src in self._sources.values():
             with self._lock:
-                done = self._poll(src, now)
-                if not src.alive:  # submit() found no writer: alive again once a new one holds the lock
-                    src.alive = writer_alive(src.ack_name)
-                if src.futures and (src.inbound.status is not LinkStatus.LIVE or not src.alive):
-                    for ack in src.outbox.fail_pending(src.verdict() or f"{src.target.label} gone"):
-                        fut = src.futures.pop(ack.seq, None)
-                        if fut is not None:
-                            done.append((fut, ack))
-                if done:
-                    # Read-your-writes: the consumer commits an ack with the state it left (one
-                    # commit); a unary read after this ack is served from a read made after it.
-                    self._acked_at = time.monotonic()
+                done += self._check(src, now)
                 src.writer.commit()  # our heartbeat (cheap; consumers judge us stale after 0.5 s)
-            _deliver(done)
         if sample or self._verdicts_changed():
             self._publish(now)
+        _deliver(done)
 
     def _verdicts_changed(self) -> bool:
         return tuple(s.verdict() for s in self._sources.values()) != self._verdicts
