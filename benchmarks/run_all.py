@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-BENCHES = ["shm", "hal", "cu", "re", "grpc", "hmi", "watchdog", "mqtt", "sparkplug", "zenoh", "ethercat", "canopen"]
+BENCHES = ["shm", "hal", "cu", "re", "grpc", "hmi", "watchdog", "mqtt", "sparkplug", "zenoh", "ethercat", "canopen",
+           "idle"]  # issue 15: the whole machine at idle beside a worktree of today's code
 QUICK_FLAG = {"cu": ["--quick"]}
 
 

@@ -6,6 +6,7 @@ The link samples only while someone watches: `Broadcast.watchers` counts the str
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from typing import AsyncIterator, Callable
@@ -89,8 +90,9 @@ class Streamer:
             await e.abort(context)
             return
         await context.send_initial_metadata(((RATE_METADATA_KEY, f"{1.0 / period:g}"),))
-        async for snap in self.paced(period):
-            yield snap.cached(kind, build)  # awaits the send: a full HTTP/2 window holds us here
+        async with contextlib.aclosing(self.paced(period)) as samples:  # a cancelled stream stops counting at once
+            async for snap in samples:
+                yield snap.cached(kind, build)  # awaits the send: a full HTTP/2 window holds us here
 
     async def paced(self, period: float, after_seq: int = -1) -> AsyncIterator[Snapshot]:
         """The shared snapshots newer than `after_seq`, one per `period` at most, until the broadcast

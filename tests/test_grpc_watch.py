@@ -101,3 +101,26 @@ def test_closing_the_broadcast_ends_every_stream() -> None:
         return out
 
     assert run(go()) == [1]
+
+
+def test_watchers_are_counted_so_the_link_samples_only_while_watched() -> None:
+    """Issue 15: the sampler runs only while someone watches — every Watch* stream (and HMI page,
+    the same paced()) counts itself in Broadcast.watchers while it runs and tells the link."""
+    seen: list[int] = []
+
+    async def go() -> tuple[int, int]:
+        bc = Broadcast(asyncio.get_running_loop())
+        bc.on_watchers = seen.append
+        streamer = Streamer(bc, max_hz=1000)
+        a = streamer.stream(0, StubContext(), "seq", lambda s: s.seq)
+        b = streamer.stream(0, StubContext(), "seq", lambda s: s.seq)
+        bc._publish(snap(1))
+        await a.__anext__()
+        await b.__anext__()
+        during = bc.watchers
+        await a.aclose()
+        await b.aclose()
+        return during, bc.watchers
+
+    assert run(go()) == (2, 0)
+    assert seen == [1, 2, 1, 0]

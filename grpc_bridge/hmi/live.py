@@ -140,14 +140,16 @@ class LiveFeed:
 
     async def _send(self, ws: web.WebSocketResponse, rate_box: list[float], sent_seq: list[int],
                     modules_sent: int = -1) -> None:
-        async for snap in self.streamer.paced(1.0 / rate_box[0], after_seq=sent_seq[0]):
-            if ws.closed:
-                return
-            sent_seq[0] = snap.seq
-            await ws.send_str(self.sample_text(snap))  # awaits the socket: a slow page gets the latest next
-            if self.modules.version != modules_sent:
-                modules_sent = self.modules.version
-                await ws.send_str(_dumps({"type": "modules", **self.modules.state}))
+        # aclosing: a cancelled sender stops counting as a watcher at once (the link samples while watched)
+        async with contextlib.aclosing(self.streamer.paced(1.0 / rate_box[0], after_seq=sent_seq[0])) as samples:
+            async for snap in samples:
+                if ws.closed:
+                    return
+                sent_seq[0] = snap.seq
+                await ws.send_str(self.sample_text(snap))  # awaits the socket: a slow page gets the latest next
+                if self.modules.version != modules_sent:
+                    modules_sent = self.modules.version
+                    await ws.send_str(_dumps({"type": "modules", **self.modules.state}))
 
     async def close(self) -> None:
         for ws in list(self._sockets):
