@@ -146,7 +146,11 @@ class ControlCore:
         self._si[K.SI_CPL_CFG_N] = len(self.cpl.configured)
         self._kernels = kernels.load() if engine == "compiled" else None
         self._kargs = (st.arena, st.layout)
+        self._arena, self._layout = st.arena, st.layout
+        self._k_step = self._kernels.cycle_step if self._kernels is not None else None
+        self._k_inputs = self._kernels.gather_inputs if self._kernels is not None else None
         self._fb_bytes: np.ndarray | None = None
+        self._bank_obj: np.ndarray | None = None  # the DI bank array the compiled path has checked
 
     @property
     def _t0(self) -> float | None:
@@ -164,6 +168,9 @@ class ControlCore:
         """`axes_fb`: HAL_AXIS_FEEDBACK records (>= n); `di_bank`: the logical DI bank (u64[16],
         NC already inverted) or a bool[1024] of logical pins. Role inputs are re-gathered only
         when the bank changed. `fb_age`: CU cycles since the HAL's heartbeat last advanced."""
+        if axes_fb is self._fb_obj and di_bank is self._bank_obj and self._fb_bytes is not None:
+            self._k_inputs(self._fb_bytes, di_bank, self._arena, self._layout, int(fb_age), bool(hal_ok), bool(hal_missing))
+            return
         si = self._si
         si[K.SI_FB_AGE] = fb_age
         si[K.SI_HAL_OK] = hal_ok
@@ -180,9 +187,10 @@ class ControlCore:
                 # the compiled path reads the records as bytes (contiguous HAL_AXIS_FEEDBACK records only)
                 plain = axes_fb.dtype == HAL_AXIS_FEEDBACK and axes_fb.flags.c_contiguous and len(axes_fb) >= self.n
                 self._fb_bytes = axes_fb.reshape(-1).view(np.uint8) if plain else None
-            if self._kernels is not None and self._fb_bytes is not None and di_bank is not None \
-                    and di_bank.dtype == np.uint64 and di_bank.flags.c_contiguous:
-                self._kernels.gather_inputs(self._fb_bytes, di_bank, *self._kargs)
+            if self._k_inputs is not None and self._fb_bytes is not None and di_bank is not None \
+                    and di_bank.dtype == np.uint64 and di_bank.flags.c_contiguous and di_bank.shape == (MAX_DI // 64,):
+                self._bank_obj = di_bank  # the next calls with these two arrays go straight to the kernel
+                self._k_inputs(self._fb_bytes, di_bank, self._arena, self._layout, int(fb_age), bool(hal_ok), bool(hal_missing))
                 return
             pos, vel, tq, ready, fault, ref = self._fb_views
             self.pos[:] = pos
@@ -249,8 +257,8 @@ class ControlCore:
     # --- one cycle ------------------------------------------------------------------------------
     def step(self, now: float) -> None:
         """One cycle at time `now` (s) with the engine chosen at construction."""
-        if self._kernels is not None:
-            if self._kernels.cycle_step(*self._kargs, now):
+        if self._k_step is not None:
+            if self._k_step(self._arena, self._layout, now):
                 self._announce()
         else:
             self.step_numpy(now)

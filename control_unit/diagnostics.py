@@ -9,6 +9,7 @@ import numpy as np
 
 from common.consts import ACK_MESSAGE_LEN, NAME_LEN
 from common.shm.conversions import encode_str
+from common.shm.segments import CU_STATUS
 
 if TYPE_CHECKING:
     from .core import ControlCore
@@ -26,6 +27,10 @@ class StatusWriter:
         self.status = status
         self.v: dict[str, np.ndarray] = {}
         self._message = ""
+        self._kernel = None  # the compiled fill (a core with the compiled engine), on the record's bytes
+        self._bytes: np.ndarray | None = None
+        self._arena: np.ndarray | None = None
+        self._layout: np.ndarray | None = None
 
     def bind(self, core: "ControlCore") -> None:
         """Static fields (ids, names); call again after a config reload."""
@@ -39,8 +44,26 @@ class StatusWriter:
         self.status["axis_count"] = n
         self.v = {f: axes[f][:n] for f in _AXIS_FIELDS}  # sliced once: one copy per field per cycle
         self._message = None  # type: ignore[assignment]
+        st = self.status
+        if core._kernels is not None and st.dtype == CU_STATUS and st.ndim == 0:
+            self._kernel = core._kernels.fill_status
+            self._bytes = st.reshape(1).view(np.uint8)
+            self._arena, self._layout = core._arena, core._layout
+        else:
+            self._kernel = None
 
     def fill(self, core: "ControlCore", hal_heartbeat: int, hal_age: int) -> None:
+        if self._kernel is not None and core._arena is self._arena:
+            self._kernel(self._bytes, self._arena, self._layout, int(hal_heartbeat), int(hal_age))
+            m = core.m
+            if m.message != self._message:
+                self._message = m.message
+                self.status["message"] = encode_str(m.message, ACK_MESSAGE_LEN)
+            return
+        self.fill_numpy(core, hal_heartbeat, hal_age)
+
+    def fill_numpy(self, core: "ControlCore", hal_heartbeat: int, hal_age: int) -> None:
+        """The vectorised fill (the reference; a core with the numpy engine uses it)."""
         ax, tr, v, st = core.ax, core.traj, self.v, self.status
         m = core.m
         st["machine_state"] = int(m.state)

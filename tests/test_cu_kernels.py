@@ -19,10 +19,11 @@ from common.config import load_config
 from common.shm.commands import CuCommand as C
 from common.shm.commands import ResultCode
 from common.shm.rings import Command
-from common.shm.segments import HAL_AXIS_FEEDBACK
+from common.shm.segments import CU_TO_RPC, HAL_AXIS_FEEDBACK
 from common.states import AxisError, CommandSource, MachineState, OperationalMode, PowerState, SafetyState
 from control_unit import commands, homing, machines, params
 from control_unit.core import ControlCore
+from control_unit.diagnostics import StatusWriter
 from control_unit.kernels import step as K
 from tests.cu_support import machine_test_config
 from tests.helpers import REPO
@@ -144,6 +145,11 @@ class Twin:
             self.g[a.id - 1] = 2 * (k.max_acceleration or 10 * k.max_velocity) / 100
         self.damp = 10 * self.g / np.array([a.kinematics.max_velocity for a in sorted(cfg.axes, key=lambda a: a.id)])
         self.stuck: dict[int, float] = {}
+        # the published status of each core (CU_STATUS, as cu_rpc carries it): compiled fill vs numpy fill
+        self.status = [np.zeros((), dtype=CU_TO_RPC) for _ in range(2)]
+        self.writers = [StatusWriter(rec["status"]) for rec in self.status]
+        for w, core in zip(self.writers, (self.ref, self.cmp)):
+            w.bind(core)
         self.hal_ok = True
         self.fb_age = 0
         self.cycles = 0
@@ -213,6 +219,8 @@ class Twin:
                 else:
                     core.set_inputs(None, None, False, hal_missing=False)
                 core.step(self.t)
+            for w, core in zip(self.writers, (self.ref, self.cmp)):
+                w.fill(core, self.cycles, self.fb_age)
             self.cycles += 1
             self.compare(f"cycle {self.cycles} (t={self.t:.3f})")
 
@@ -252,6 +260,8 @@ class Twin:
                 raise AssertionError(f"{where}: {name}[{label}]{tuple(idx[1:])} numpy={xs[tuple(idx)]!r} "
                                      f"compiled={ys[tuple(idx)]!r}")
         assert self.ref.m.message == self.cmp.m.message, (where, self.ref.m.message, self.cmp.m.message)
+        a, b = (rec.reshape(1).view(np.uint8) for rec in self.status)
+        assert np.array_equal(a, b), f"{where}: published status differs at byte {np.flatnonzero(a != b)[:4]}"
         assert self.ref.m.state is self.cmp.m.state and self.ref.m.errors == self.cmp.m.errors, where
 
 
@@ -479,10 +489,24 @@ def test_compiled_cycle_equals_numpy_reference(cfg, name):
     scenarios (moves abs/rel/velocity, jog, homing of every method, E-stop / safety stop and reset,
     guard open, lag errors of every policy, coupling and gearing, enable/disable, mode and machine
     state changes, drive fault, HAL loss) agree on every state array and output within 1e-12 after
-    every cycle and every command."""
+    every cycle and every command, and publish byte-identical CU_STATUS records."""
     tw = Twin(cfg)
     SCENARIOS[name](tw)
     assert tw.cycles > 500
+
+
+def test_the_twin_comparison_catches_a_difference(cfg):
+    """The comparison the scenarios rely on fails on a 1e-9 difference in one state value and on a
+    different published byte (it is not a check that cannot fail)."""
+    tw = Twin(cfg)
+    tw.cycle(5)
+    tw.cmp.law.integral[0] += 1e-9
+    with pytest.raises(AssertionError, match="integral"):
+        tw.compare("perturbed")
+    tw.cmp.law.integral[0] = tw.ref.law.integral[0]
+    tw.status[1]["status"]["axes"]["lag_error"][0] += 1.0
+    with pytest.raises(AssertionError, match="published status"):
+        tw.compare("perturbed status")
 
 
 def test_kernel_constants_match_the_enums():
@@ -580,11 +604,12 @@ def test_a_warm_cache_is_only_loaded():
     cache = Path(REPO / "control_unit" / "kernels" / "__pycache__")
     files = {p.name for p in cache.glob("*.nb[ic]")}
     probe = ("from control_unit import kernels; k = kernels.load(); "
-             "print(len(k.compiled), sum(sum(f.stats.cache_hits.values()) for f in (k.cycle_step, k.gather_inputs)))")
+             "print(len(k.compiled), sum(sum(f.stats.cache_hits.values()) for f in "
+             "(k.cycle_step, k.gather_inputs, k.fill_status)))")
     second = subprocess.run([py, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     compiled, hits = (int(v) for v in second.stdout.split())
-    assert compiled == 0 and hits == 2, second.stdout
+    assert compiled == 0 and hits == 3, second.stdout
     assert {p.name for p in cache.glob("*.nb[ic]")} == files, "the second process wrote new cache files"
 
 

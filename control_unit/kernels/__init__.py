@@ -20,11 +20,13 @@ class Kernels:
 
     cycle_step: Callable[..., int]
     gather_inputs: Callable[..., None]
+    fill_status: Callable[..., None]
     load_s: float  # time load() took (cache hit: tens of ms; cold: compile time)
     compiled: tuple[str, ...]  # kernels compiled now (cache misses); empty when all came from the cache
 
 
-_ENTRIES = (("cycle_step", step.CYCLE_STEP_SIG), ("gather_inputs", step.GATHER_INPUTS_SIG))
+_ENTRIES = (("cycle_step", step.CYCLE_STEP_SIG), ("gather_inputs", step.GATHER_INPUTS_SIG),
+            ("fill_status", step.FILL_STATUS_SIG))
 _loaded: Kernels | None = None
 
 
@@ -45,5 +47,6 @@ def load() -> Kernels:
             kernel.disable_compile()
             if _misses(kernel) > before:
                 compiled.append(name)
-        _loaded = Kernels(step.cycle_step, step.gather_inputs, time.perf_counter() - t0, tuple(compiled))
+        _loaded = Kernels(step.cycle_step, step.gather_inputs, step.fill_status, time.perf_counter() - t0,
+                          tuple(compiled))
     return _loaded

@@ -20,8 +20,9 @@ def main() -> int:
     fb = np.zeros(4, dtype=HAL_AXIS_FEEDBACK)
     t1 = time.perf_counter()
     st.s[step.S_DT] = 0.001
-    k.gather_inputs(fb.view(np.uint8), st.bank.copy(), st.arena, st.layout)
+    k.gather_inputs(fb.view(np.uint8), st.bank.copy(), st.arena, st.layout, 0, True, False)
     k.cycle_step(st.arena, st.layout, 0.001)
+    k.fill_status(np.zeros(step.CU_TO_RPC.fields["status"][0].itemsize, dtype=np.uint8), st.arena, st.layout, 0, 0)
     t_run = time.perf_counter() - t1
     what = ", ".join(k.compiled) if k.compiled else "nothing (all from the cache)"
     print(f"control_unit.kernels: compiled {what}; load {k.load_s:.2f} s, first run {t_run * 1e3:.1f} ms")

@@ -16,7 +16,7 @@ import numpy as np
 from numba import types as nt
 
 from common.consts import MAX_DI
-from common.shm.segments import HAL_AXIS_FEEDBACK
+from common.shm.segments import CU_TO_RPC, HAL_AXIS_FEEDBACK
 from common.states import (
     AxisError,
     CouplingState,
@@ -63,6 +63,28 @@ assert FB_SIZE % 8 == 0 and FB_POSITION % 8 == 0 and FB_VELOCITY % 8 == 0 and FB
 assert all(HAL_AXIS_FEEDBACK.fields[f][0] == np.dtype(t) for f, t in (
     ("position", "<f8"), ("velocity", "<f8"), ("torque_estimate", "<f8"), ("drive_ready", "u1"), ("drive_fault", "u1"),
     ("referenced", "u1")))
+
+# CU_STATUS (cu_rpc / cu_re status) as bytes: fill_status writes the header scalars and the axis records
+_ST = CU_TO_RPC.fields["status"][0]
+_ST_AX = _ST.fields["axes"][0].base
+ST_AX_SIZE = _ST_AX.itemsize
+ST_MACHINE_STATE, ST_SAFETY_STATE, ST_ESTOP, ST_REDUCED, ST_MANUAL_ALLOWED, ST_MACHINE_ERRORS, ST_HAL_HEARTBEAT, \
+    ST_HAL_AGE = (_ST.fields[f][1] for f in ("machine_state", "safety_state", "estop", "reduced_speed", "manual_allowed",
+                                             "machine_errors", "hal_heartbeat", "hal_age_cycles"))
+STA_POSITION, STA_VELOCITY, STA_TARGET, STA_SP_POS, STA_SP_VEL, STA_LAG, STA_TORQUE, STA_ERRORS = (
+    _ST_AX.fields[f][1] for f in ("position", "velocity", "target_position", "setpoint_position", "setpoint_velocity",
+                                  "lag_error", "torque", "error_flags"))
+(STA_POWER, STA_MOTION, STA_MODE, STA_COUPLING, STA_GEARBOX, STA_LOADING, STA_REFERENCED, STA_IN_POSITION,
+ STA_ENABLED, STA_BRAKE, STA_LOCK, STA_SAFE_STOP, STA_HOMING_PHASE, STA_MASTER) = (
+    _ST_AX.fields[f][1] for f in ("power", "motion", "mode", "coupling", "gearbox", "loading", "referenced",
+                                  "in_position", "enabled", "brake_released", "lock_source", "safe_stop", "homing_phase",
+                                  "master_axis"))
+assert _ST.fields["axes"][1] % 8 == 0 and ST_AX_SIZE % 8 == 0
+assert [_ST_AX.fields[f][0].str for f in ("position", "velocity", "target_position", "setpoint_position",
+                                          "setpoint_velocity", "lag_error", "torque", "error_flags")] == ["<f8"] * 7 + ["<u8"]
+assert _ST.fields["machine_errors"][0].str == "<u8" and _ST.fields["hal_heartbeat"][0].str == "<u8" \
+    and _ST.fields["hal_age_cycles"][0].str == "<u4"
+ST_AXES_OFF = _ST.fields["axes"][1]
 
 # --- state blocks: one 2-D array per dtype, one row per per-axis array ---------------------------
 _F_ROWS = (
@@ -1312,19 +1334,73 @@ def cycle_step(arena, lay, now):
 
 
 @numba.njit(**_JIT)
-def gather_inputs(fb, bank, arena, lay):
+def gather_inputs(fb, bank, arena, lay, fb_age, hal_ok, hal_missing):
     """ControlCore.set_inputs on a Store's arena: `fb` the HAL_AXIS_FEEDBACK records as bytes,
-    `bank` the logical DI bank (u64 words)."""
+    `bank` the logical DI bank (u64 words), the HAL's liveness and the feedback's age."""
     n = lay[LAY_N]
+    SI = _block(arena, lay, A_SI).view(np.int64)
+    SI[SI_FB_AGE] = fb_age
+    SI[SI_HAL_OK] = hal_ok
+    SI[SI_HAL_MISSING] = hal_missing
+    if not hal_ok:
+        return
+    SI[SI_HAL_SEEN] = 1
     F = _block(arena, lay, A_F).view(np.float64).reshape((len(_F_ROWS), n))
     B = _block(arena, lay, A_B).view(np.bool_).reshape((len(_B_ROWS), n))
     bits = _block(arena, lay, A_BITS).view(np.bool_)
     saved = _block(arena, lay, A_BANK).view(np.uint64)
     PI = _block(arena, lay, A_PI).view(np.int64).reshape((len(PI_ROWS), n))
-    SI = _block(arena, lay, A_SI).view(np.int64)
     _gather(fb, bank, F, B, bits, saved, PI, SI)
+
+
+@numba.njit(**_JIT)
+def fill_status(out, arena, lay, hal_heartbeat, hal_age):
+    """diagnostics.StatusWriter.fill on a CU_STATUS record as bytes (`out`), the message excepted."""
+    n = lay[LAY_N]
+    F = _block(arena, lay, A_F).view(np.float64).reshape((len(_F_ROWS), n))
+    B = _block(arena, lay, A_B).view(np.bool_).reshape((len(_B_ROWS), n))
+    U8 = _block(arena, lay, A_U8).reshape((len(_U_ROWS), n))
+    errors = _block(arena, lay, A_ERRORS).view(np.uint64)
+    master = _block(arena, lay, A_MASTER).view(np.int64)
+    SI = _block(arena, lay, A_SI).view(np.int64)
+    out[ST_MACHINE_STATE] = SI[SI_M_STATE]
+    out[ST_SAFETY_STATE] = SI[SI_M_SAFETY]
+    out[ST_ESTOP] = SI[SI_M_ESTOP] != 0
+    out[ST_REDUCED] = SI[SI_M_REDUCED] != 0
+    out[ST_MANUAL_ALLOWED] = SI[SI_M_MANUAL_ALLOWED] != 0
+    o64 = out.view(np.uint64)
+    o64[ST_MACHINE_ERRORS // 8] = SI[SI_M_ERRORS]
+    o64[ST_HAL_HEARTBEAT // 8] = np.uint64(hal_heartbeat)
+    out[ST_HAL_AGE:ST_HAL_AGE + 4].view(np.uint32)[0] = min(hal_age, 0xFFFFFFFF)
+    of = out.view(np.float64)
+    for s in range(n):
+        base = ST_AXES_OFF + s * ST_AX_SIZE
+        w = base // 8
+        of[w + STA_POSITION // 8] = F[F_POS, s]
+        of[w + STA_VELOCITY // 8] = F[F_VEL, s]
+        of[w + STA_TARGET // 8] = F[F_TARGET, s]
+        of[w + STA_SP_POS // 8] = F[F_SP_POS, s]
+        of[w + STA_SP_VEL // 8] = F[F_SP_VEL, s]
+        of[w + STA_LAG // 8] = F[F_LAG, s]
+        of[w + STA_TORQUE // 8] = F[F_OUTPUT, s]
+        o64[w + STA_ERRORS // 8] = errors[s]
+        out[base + STA_POWER] = U8[U_POWER, s]
+        out[base + STA_MOTION] = U8[U_MOTION, s]
+        out[base + STA_MODE] = U8[U_MODE, s]
+        out[base + STA_COUPLING] = U8[U_COUPLING, s]
+        out[base + STA_GEARBOX] = U8[U_GEARBOX, s]
+        out[base + STA_LOADING] = U8[U_LOADING, s]
+        out[base + STA_REFERENCED] = B[B_REFERENCED, s]
+        out[base + STA_IN_POSITION] = B[B_IN_POSITION, s]
+        out[base + STA_ENABLED] = B[B_ENABLE, s]
+        out[base + STA_BRAKE] = B[B_BRAKE_RELEASE, s]
+        out[base + STA_LOCK] = U8[U_LOCK, s]
+        out[base + STA_SAFE_STOP] = U8[U_SAFE_STOP, s]
+        out[base + STA_HOMING_PHASE] = U8[U_HOMING_PHASE, s]
+        out[base + STA_MASTER] = master[s] + 1
 
 
 _U1 = nt.uint8[::1]
 CYCLE_STEP_SIG = nt.int64(_U1, nt.int64[::1], nt.float64)
-GATHER_INPUTS_SIG = nt.void(_U1, nt.uint64[::1], _U1, nt.int64[::1])
+GATHER_INPUTS_SIG = nt.void(_U1, nt.uint64[::1], _U1, nt.int64[::1], nt.int64, nt.boolean, nt.boolean)
+FILL_STATUS_SIG = nt.void(_U1, _U1, nt.int64[::1], nt.int64, nt.int64)
