@@ -97,7 +97,8 @@ class WatchdogConfig:
 class HalConfig:
     cycle_time_us: int = spec(1000, bounds=CYCLE_TIME_US_BOUNDS)
     driver: str = spec("sim")
-    rt_priority: int = spec(0, bounds=RT_PRIORITY_BOUNDS)
+    #: SCHED_FIFO + mlockall by default whenever the OS permits it (issue 15); 0 = normal scheduling
+    rt_priority: int = spec(41, bounds=RT_PRIORITY_BOUNDS)
     cpu: int = spec(-1, bounds=CPU_AFFINITY_BOUNDS)
     state_file: str = spec("")
     stale_reads: int = spec(100, bounds=STALE_READS_BOUNDS)
@@ -108,7 +109,8 @@ class HalConfig:
 @dataclass(frozen=True, kw_only=True)
 class CuConfig:
     cycle_time_us: int = spec(1000, bounds=CYCLE_TIME_US_BOUNDS)
-    rt_priority: int = spec(0, bounds=RT_PRIORITY_BOUNDS)
+    #: SCHED_FIFO + mlockall by default whenever the OS permits it (issue 15); 0 = normal scheduling
+    rt_priority: int = spec(40, bounds=RT_PRIORITY_BOUNDS)
     cpu: int = spec(-1, bounds=CPU_AFFINITY_BOUNDS)
     hal_attach_timeout_s: float = spec(5.0, bounds=ATTACH_TIMEOUT_S_BOUNDS)
     hal_stale_cycles: int = spec(100, bounds=STALE_READS_BOUNDS)
