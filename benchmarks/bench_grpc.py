@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu["hal"] = procs.start("hal")
         wait(lambda: read_header(SEGMENTS["hal_cu"].name(prefix)).heartbeat > 100, 20, "HAL cycling", procs)
         cpu["cu"] = procs.start("control_unit")
-        wait(lambda: read_header(SEGMENTS["cu_rpc"].name(prefix)).heartbeat > 500, 20, "CU cycling", procs)
+        wait(lambda: read_header(SEGMENTS["cu_rpc"].name(prefix)).heartbeat > 500, 180, "CU cycling (a cold numba cache compiles first)", procs)
         with reader(prefix, "hal_rpc", exclusive=False) as hr:
             wait(lambda: int(read(hr)["io"]["cu_connected"]), 20, "HAL seeing the CU", procs)
 

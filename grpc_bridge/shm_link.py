@@ -259,7 +259,7 @@ class ShmLink:
             for src in self._sources.values():
                 src.inbound.poll(now)
         self.demand_samples += 1
-        snap = self._publish(now)
+        snap = self._publish(now, notify=False)
         if was_idle:
             self._kick.set()  # the sampler starts now: the next read is served from it
         return snap
@@ -368,14 +368,19 @@ class ShmLink:
     def _verdicts_changed(self) -> bool:
         return tuple(s.verdict() for s in self._sources.values()) != self._verdicts
 
-    def _publish(self, now: float) -> Snapshot:
+    def _publish(self, now: float, notify: bool = True) -> Snapshot:
+        """A snapshot of what was last read; `notify`: hand it to the watchers and health (the sampler,
+        a verdict change) — an on-demand read only answers its caller and the reads after it."""
         with self._lock:
             samples = {key: src.sample(now) for key, src in self._sources.items()}
-            self._verdicts = tuple(s.reason for s in samples.values())
+            if notify:  # else the link's own tick still sees a verdict change and publishes it
+                self._verdicts = tuple(s.reason for s in samples.values())
             self._sample_seq += 1
             snap = Snapshot(self._sample_seq, time.time_ns(), samples, now)
             self.latest = snap
             self.samples += 1
+        if not notify:
+            return snap
         for cb in self.on_sample:  # the broadcast queues it on the event loop ahead of the acks
             try:
                 cb(snap)
