@@ -10,8 +10,9 @@ import sys
 import time
 
 BENCHES = ["shm", "hal", "cu", "re", "grpc", "hmi", "watchdog", "mqtt", "sparkplug", "zenoh", "ethercat", "canopen",
-           "idle"]  # issue 15: the whole machine at idle beside a worktree of today's code
-QUICK_FLAG = {"cu": ["--quick"]}
+           "idle",  # issue 15: the whole machine at idle beside a worktree of today's code
+           "rt"]  # issue 15: HAL/CU overruns of the whole machine beside a bare loop, normal and FIFO
+QUICK_FLAG = {"cu": ["--quick"], "rt": ["--seconds", "15"]}
 
 
 def main(argv: list[str] | None = None) -> int:
