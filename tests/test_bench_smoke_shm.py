@@ -14,7 +14,8 @@ import pytest
 from tests.helpers import REPO, unique_prefix
 
 ROW_KEYS = {"timer", "memcpy", "struct_copy", "evo_write", "evo_read", "raw_write", "raw_read",
-            "iox_publish", "iox_receive", "queue_put", "queue_get"}
+            "iox_publish", "iox_receive", "queue_put", "queue_get",
+            "evo_write_payload", "evo_write_payload_old", "evo_commit_inproc"}  # issue 15: write(payload)
 PAYLOAD_BYTES = {"hal_cu": 10432, "re_mqt": 192}
 
 

@@ -28,6 +28,7 @@ from common.consts import (
     SHM_MODE,
     SHM_PAGE_SIZE,
 )
+from common.shm.views import flat_bytes
 
 # The seqlock below uses plain aligned numpy stores/loads for write_seq and relies on x86-64's
 # total store order (stores are not reordered with other stores, loads not with other loads).
@@ -307,7 +308,7 @@ class TypedP2pWriter:
             raise
         self._hb = heartbeat
         self.local = np.zeros((), dtype=self.dtype)
-        self._local_u8 = self.local.reshape(1).view(np.uint8)[: self.dtype.itemsize]
+        self._local_u8 = flat_bytes(self.local)[: self.dtype.itemsize]
         self._dst = self._map.payload_u8[: self.dtype.itemsize]
         self._src_obj: np.ndarray | None = None  # write(): the last payload and its byte view
         self._src_u8 = self._local_u8
@@ -391,7 +392,7 @@ class TypedP2pWriter:
                 raise TypeError(f"{self.name}: payload must be one value of the segment's dtype")
             if not payload.flags.c_contiguous:
                 payload = np.ascontiguousarray(payload)
-            self._src_u8 = payload.reshape(1).view(np.uint8)
+            self._src_u8 = flat_bytes(payload)
             self._src_obj = payload
         hb = self._hb + 1
         self._hb = hb
@@ -480,7 +481,7 @@ class TypedP2pReader:
                 os.close(self._rlock_fd)
             raise
         self.local = np.zeros((), dtype=self.dtype)
-        self._local_u8 = self.local.reshape(1).view(np.uint8)[: self.dtype.itemsize]
+        self._local_u8 = flat_bytes(self.local)[: self.dtype.itemsize]
         self._bind()
         self._last_hb = -1
         self._same_hb = 0
@@ -584,7 +585,7 @@ class TypedP2pReader:
         if local.dtype != self.dtype or local.shape != ():
             raise TypeError(f"{self.name}: buffer must be a 0-d array of the segment's dtype")
         self.local = local
-        self._local_u8 = local.reshape(1).view(np.uint8)[: self.dtype.itemsize]
+        self._local_u8 = flat_bytes(local)[: self.dtype.itemsize]
 
     def reattach_if_replaced(self) -> bool:
         """Map the segment now under our name if it is a new one (new inode, a restarted writer);
