@@ -68,7 +68,9 @@ def test_json_has_machine_info_and_every_row(quick_run):
                       "iox_over_evo", "queue_over_evo", "evo_over_raw_copy"):
             assert summary[field] > 0, (payload, field)
     assert set(data["summary"]["aims"]) == {"hal_cu_write_within_4x_floor", "hal_cu_read_within_4x_floor",
-                                            "hal_cu_3x_cheaper_than_iceoryx2"}
+                                            "hal_cu_3x_cheaper_than_iceoryx2",
+                                            "hal_cu_write_payload_within_2x_floor",
+                                            "re_mqt_write_payload_within_2x_floor"}
 
 
 def test_nothing_left_in_dev_shm_or_tmp(quick_run):
