@@ -60,10 +60,12 @@ class Procs:
         self.env.pop("EVO_NOTIFY_FD", None)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, package: str, **env: str) -> psutil.Process:
-        log = open(self.log_dir / f"{package}.log", "wb")
+    def start(self, package: str, code: Path = REPO, cfg: Path | None = None, **env: str) -> psutil.Process:
+        """`code`: the source tree the process runs from (a baseline worktree for today's bridge)."""
+        log = open(self.log_dir / f"{package}.log", "ab")
         self.procs[package] = subprocess.Popen(
-            [sys.executable, "-m", package, "--config", str(self.cfg)], cwd=REPO, env={**self.env, **env},
+            [sys.executable, "-m", package, "--config", str(cfg or self.cfg)], cwd=code,
+            env={**self.env, "PYTHONPATH": str(code), **env},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return psutil.Process(self.procs[package].pid)
@@ -336,7 +338,33 @@ def jitter_pair(stats_reader: TypedP2pReader, address: str, args: argparse.Names
     return idle, loaded
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+HAL_CYCLE_MS = 1.0  # [hal] cycle_time_us of the config copies
+
+
+def over_get_status(rows: dict[str, Any]) -> dict[str, Any]:
+    """A command's round trip beside GetStatus's (p50), in ms and in HAL cycles (aim: 1.5)."""
+    st, do, cu_cmd = rows["grpc_get_status"], rows["grpc_set_digital_output"], rows["grpc_cu_command"]
+    over = (do["p50_ns"] - st["p50_ns"]) / 1e6
+    return {"hal_cycle_ms": HAL_CYCLE_MS, "set_do_minus_get_status_p50_ms": over,
+            "cu_command_minus_get_status_p50_ms": (cu_cmd["p50_ns"] - st["p50_ns"]) / 1e6,
+            "set_do_over_get_status_in_hal_cycles": over / HAL_CYCLE_MS,
+            "aim_within_1_5_hal_cycles": over <= 1.5 * HAL_CYCLE_MS}
+
+
+def baseline_config(code: Path, dest: Path, port: int, run_dir: Path) -> Path:
+    """The config copy for today's bridge: `code`'s own config/ (its schema) with the same ports,
+    run directory and test tolerances as ours."""
+    import tests.grpc_support as gs
+
+    saved = gs.CONFIG_DIR
+    gs.CONFIG_DIR = code / "config"
+    try:
+        return gs.make_config(dest, port, run_dir=str(run_dir))
+    finally:
+        gs.CONFIG_DIR = saved
+
+
+def run(args: argparse.Namespace, base_code: Path | None = None) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -375,35 +403,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows["raw_command_round_trip"] = summarize(raw_round_trips(prefix, args.n, procs))
         rows["raw_read_cu_rpc"] = summarize(raw_status_reads(prefix, args.n))
 
-        print("gRPC: bridge started ...", flush=True)
-        cpu["grpc"] = procs.start("grpc_bridge", EVO_GRPC_TRACE=str(trace))
-        channel = grpc.insecure_channel(address)
-        health = health_pb2_grpc.HealthStub(channel)
-        serving(health)
-        stubs = Stubs(channel)
-        grpc_round_trips(stubs, 50)
-        grpc_status(stubs, 50)
-        grpc_cu_command(stubs, 50)
-        # interleaved in blocks so that the three rows see the same machine load
-        parts: dict[str, list[np.ndarray]] = {"do": [], "do_srv": [], "cu": [], "cu_srv": [], "st": []}
-        block = max(1, args.n // 10)
-        for _ in range(args.n // block):
-            g_rt, g_server_ms = grpc_round_trips(stubs, block)
-            parts["do"].append(g_rt)
-            parts["do_srv"].append(g_server_ms)
-            parts["st"].append(grpc_status(stubs, block))
-            c_rt, c_server_ms = grpc_cu_command(stubs, block)
-            parts["cu"].append(c_rt)
-            parts["cu_srv"].append(c_server_ms)
-        cat = {k: np.concatenate(v) for k, v in parts.items()}
+        # Today's bridge (a worktree of --baseline) and ours take turns against the same HAL and CU,
+        # `rounds` times, so that both see the same machine and the same load.
+        variants: list[tuple[str, Path, Path, dict[str, str]]] = [("working tree", REPO, cfg, {"EVO_GRPC_TRACE": str(trace)})]
+        if base_code is not None:
+            variants.append((f"baseline {args.baseline}", base_code,
+                             baseline_config(base_code, tmp / "config-baseline", port, tmp / "run"), {}))
+        rounds = args.rounds if base_code is not None else 1
+        per_round = max(10, args.n // rounds)
+        parts: dict[str, dict[str, list[np.ndarray]]] = {
+            name: {"do": [], "do_srv": [], "cu": [], "cu_srv": [], "st": []} for name, *_ in variants}
+        for r in range(rounds):
+            for name, code, config, env in variants:
+                print(f"gRPC round {r + 1}/{rounds}: {name} bridge ...", flush=True)
+                cpu["grpc"] = procs.start("grpc_bridge", code=code, cfg=config, **env)
+                channel = grpc.insecure_channel(address)
+                health = health_pb2_grpc.HealthStub(channel)
+                serving(health)
+                stubs = Stubs(channel)
+                grpc_round_trips(stubs, 20)
+                grpc_status(stubs, 20)
+                grpc_cu_command(stubs, 20)
+                # the three methods interleaved in blocks: they see the same load
+                block = max(1, per_round // 5)
+                for _ in range(per_round // block):
+                    g_rt, g_server_ms = grpc_round_trips(stubs, block)
+                    parts[name]["do"].append(g_rt)
+                    parts[name]["do_srv"].append(g_server_ms)
+                    parts[name]["st"].append(grpc_status(stubs, block))
+                    c_rt, c_server_ms = grpc_cu_command(stubs, block)
+                    parts[name]["cu"].append(c_rt)
+                    parts[name]["cu_srv"].append(c_server_ms)
+                if args.latency_only:  # (the full run keeps our bridge for the jitter windows)
+                    channel.close()
+                    procs.stop("grpc_bridge")
         result["transient_refusals_retried"] = REFUSED["count"]
-        rows["grpc_set_digital_output"] = summarize(cat["do"]) | {"server_side_p50_ms": float(np.median(cat["do_srv"]))}
-        rows["grpc_get_status"] = summarize(cat["st"])
-        rows["grpc_cu_command"] = summarize(cat["cu"]) | {"server_side_p50_ms": float(np.median(cat["cu_srv"]))}
-        if args.latency_only:
-            procs.stop("grpc_bridge")
-            if trace.exists():  # code without EVO_GRPC_TRACE (a baseline) writes none
-                result["breakdown_ms"] = trace_breakdown(trace)
+        for name, *_ in variants:
+            cat = {k: np.concatenate(v) for k, v in parts[name].items()}
+            vrows = rows if name == "working tree" else {}
+            vrows["grpc_set_digital_output"] = summarize(cat["do"]) | {"server_side_p50_ms": float(np.median(cat["do_srv"]))}
+            vrows["grpc_get_status"] = summarize(cat["st"])
+            vrows["grpc_cu_command"] = summarize(cat["cu"]) | {"server_side_p50_ms": float(np.median(cat["cu_srv"]))}
+            if name != "working tree":
+                result["baseline"] = {"rows": vrows, "command_over_get_status": over_get_status(vrows)}
+                result["baseline_commit"] = args.baseline
+        if args.latency_only and trace.exists():
+            result["breakdown_ms"] = trace_breakdown(trace)
 
         if not args.latency_only:
             print(f"CU jitter, normal scheduling: {args.window:.0f} s without watchers, {args.window:.0f} s with "
@@ -429,15 +474,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         remove_shm(prefix)
     if "breakdown_ms" not in result and trace.exists():
         result["breakdown_ms"] = trace_breakdown(trace)
-    hal_cycle_ms = 1.0  # [hal] cycle_time_us of the config copy
-    st, do, cu_cmd = rows["grpc_get_status"], rows["grpc_set_digital_output"], rows["grpc_cu_command"]
-    result["command_over_get_status"] = {
-        "hal_cycle_ms": hal_cycle_ms,
-        "set_do_minus_get_status_p50_ms": (do["p50_ns"] - st["p50_ns"]) / 1e6,
-        "cu_command_minus_get_status_p50_ms": (cu_cmd["p50_ns"] - st["p50_ns"]) / 1e6,
-        "set_do_over_get_status_in_hal_cycles": (do["p50_ns"] - st["p50_ns"]) / 1e6 / hal_cycle_ms,
-        "aim_within_1_5_hal_cycles": (do["p50_ns"] - st["p50_ns"]) / 1e6 <= 1.5 * hal_cycle_ms,
-    }
+    result["command_over_get_status"] = over_get_status(rows)
     if args.latency_only:
         result["rows"] = rows
         return result
@@ -527,28 +564,13 @@ def report(result: dict[str, Any]) -> None:
     print(f"aims: {result['summary']['aims']}")
 
 
-def baseline_rows(commit: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The same latency rows against today's code: this file run from a worktree of `commit`."""
-    import json
-    import shutil
-
-    from benchmarks._baseline import baseline_tree
-
-    with baseline_tree(commit) as base, tempfile.TemporaryDirectory(prefix="bench-grpc-base-") as tmp:
-        shutil.copy(Path(__file__), base / "benchmarks" / "bench_grpc.py")
-        out = Path(tmp) / "grpc.json"
-        subprocess.run([sys.executable, "-m", "benchmarks.bench_grpc", "--latency-only", "--n", str(args.n),
-                        "--out", str(out)], cwd=base, env=dict(os.environ, PYTHONPATH=str(base)), check=True)
-        return json.loads(out.read_text())
-
-
 def side_by_side(result: dict[str, Any]) -> None:
     base = result.get("baseline")
     if not base:
         return
     rows = []
     for key, label in (("grpc_get_status", "Machine.GetStatus"), ("grpc_set_digital_output", "Io.SetDigitalOutput"),
-                       ("grpc_cu_command", "Machine.AllowManualMode (CU)"), ("raw_command_round_trip", "floor: raw ring")):
+                       ("grpc_cu_command", "Machine.AllowManualMode (CU)")):
         a, b = base["rows"][key], result["rows"][key]
         rows.append({"what": label, "old50": a["p50_ns"] / 1e6, "new50": b["p50_ns"] / 1e6, "old99": a["p99_ns"] / 1e6,
                      "new99": b["p99_ns"] / 1e6, "r": ratio(b["p50_ns"], a["p50_ns"])})
@@ -556,7 +578,7 @@ def side_by_side(result: dict[str, Any]) -> None:
                        ("cu_command_minus_get_status_p50_ms", "CU command - GetStatus")):
         a, b = base["command_over_get_status"][key], result["command_over_get_status"][key]
         rows.append({"what": label, "old50": a, "new50": b, "r": ratio(b, a)})
-    print(f"\nside by side with {result['baseline_commit']} (same run, ms):")
+    print(f"\nside by side: today's bridge ({result['baseline_commit']}) and ours in turns against the same HAL and CU (ms):")
     print_table(rows, [("latency", "what", ""), ("old p50", "old50", ".3f"), ("new p50", "new50", ".3f"),
                        ("old p99", "old99", ".3f"), ("new p99", "new99", ".3f"), ("new/old p50", "r", ".2f")])
 
@@ -572,16 +594,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shm-prefix", help="EVO_SHM_PREFIX to use (default: a fresh one)")
     ap.add_argument("--no-rt", action="store_true", help="skip the SCHED_FIFO variant")
     ap.add_argument("--baseline", metavar="COMMIT",
-                    help="also run the latency rows against COMMIT's code (a git worktree), before ours")
+                    help="also time COMMIT's bridge (a git worktree) against the same HAL and CU, in turns with ours")
+    ap.add_argument("--rounds", type=int, default=3, help="turns of each bridge with --baseline")
     ap.add_argument("--latency-only", action="store_true",
                     help="only the round trips (GetStatus vs SetDigitalOutput vs a CU command) and their breakdown")
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.window = 100, 3.0
-    base = baseline_rows(args.baseline, args) if args.baseline else None
-    result = run(args)
-    if base is not None:
-        result["baseline"], result["baseline_commit"] = base, args.baseline
+    if args.baseline:
+        from benchmarks._baseline import baseline_tree
+
+        args.latency_only = True  # the side-by-side is the round trips only
+        with baseline_tree(args.baseline) as base_code:
+            result = run(args, base_code)
+    else:
+        result = run(args)
     report(result)
     side_by_side(result)
     path = write_json("grpc_round_trip" if args.latency_only else "grpc", result, args.out)
