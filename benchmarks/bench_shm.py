@@ -48,6 +48,10 @@ ROW_LABELS = {
     "evo_write_payload": "evo write(payload), in-process: one flat copy",
     "evo_write_payload_old": "evo write(payload) before issue 15: dtype assign + commit",
     "evo_commit_inproc": "evo commit() of local, in-process",
+    "change_same": "wake test: ChangeDetector, bytes unchanged",
+    "change_diff": "wake test: ChangeDetector, one byte changed",
+    "wake_post": "wake: post() + the reader draining it (2 syscalls)",
+    "wake_post_pending": "wake: WakePoster.post(), wake pending",
     "evo_read": "evo read: TypedP2pReader.read()",
     "iox_publish": "(a) iceoryx2 publish: loan+copy+send",
     "iox_receive": "(a) iceoryx2 receive: take+copy+release",
@@ -409,8 +413,41 @@ def _local_rows(payload: str, ops: int, warmup: int) -> dict[str, np.ndarray]:
         rows["evo_write_payload"] = _time_local(functools.partial(w.write, src_s), ops, warmup)
         rows["evo_commit_inproc"] = _time_local(w.commit, ops, warmup)
         rows["evo_write_payload_old"] = _time_local(old_write, ops, warmup)
+        rows.update(_wake_rows(w, ops, warmup))
     finally:
         w.close()
+    return rows
+
+
+def _wake_rows(w: Any, ops: int, warmup: int) -> dict[str, np.ndarray]:
+    """What the HAL / CU add to a cycle to wake the bridges (issue 15): the byte comparison of what a
+    reader shows (memcmp against a private copy) and the semaphore post."""
+    from common.shm.views import ChangeDetector, flat_bytes
+    from common.shm.wake import WakePoster, WakeWaiter
+
+    local = flat_bytes(w.local)
+    det = ChangeDetector(local)
+    det.changed()
+    rows = {"change_same": _time_local(det.changed, ops, warmup)}
+
+    def flip() -> bool:
+        local[-1] ^= 1
+        return det.changed()
+
+    rows["change_diff"] = _time_local(flip, ops, warmup)
+    waiter = WakeWaiter("cu")  # no cycle module waits on "cu": free for a benchmark
+    poster = WakePoster("cu")
+    try:
+        def post_drained() -> None:
+            poster.post()
+            waiter.drain()  # the reader consumed it: the next post is a real sem_post
+
+        rows["wake_post"] = _time_local(post_drained, ops, warmup)
+        poster.post()
+        rows["wake_post_pending"] = _time_local(poster.post, ops, warmup)
+    finally:
+        poster.close()
+        waiter.close()
     return rows
 
 

@@ -15,7 +15,8 @@ from tests.helpers import REPO, unique_prefix
 
 ROW_KEYS = {"timer", "memcpy", "struct_copy", "evo_write", "evo_read", "raw_write", "raw_read",
             "iox_publish", "iox_receive", "queue_put", "queue_get",
-            "evo_write_payload", "evo_write_payload_old", "evo_commit_inproc"}  # issue 15: write(payload)
+            "evo_write_payload", "evo_write_payload_old", "evo_commit_inproc",  # issue 15: write(payload)
+            "change_same", "change_diff", "wake_post", "wake_post_pending"}  # issue 15: the wake's cost
 PAYLOAD_BYTES = {"hal_cu": 10432, "re_mqt": 192}
 
 
