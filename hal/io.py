@@ -335,30 +335,10 @@ class IoProcessor:
         self._ai_hist = np.zeros((MAX_AI, max(depth, 1)))  # pin-major here (see kernels._analog_inputs)
         self._w_key = np.zeros(BANK_WORDS, np.uint64)
         self._ao_key_values = np.zeros(MAX_AO)
-        db = K.slab(self, K.DI_BOOL_ROWS, np.bool_, MAX_DI)
-        di_i = K.slab(self, K.DI_INT_ROWS, np.int64, MAX_DI)
-        n_en = len(self.en_pins)
-        en_i = K.slab(self, K.EN_INT_ROWS, np.int64, n_en)
-        en_b = K.slab(self, K.EN_BOOL_ROWS, np.bool_, n_en)
-        af = K.slab(self, K.AI_FLOAT_ROWS, np.float64, MAX_AI)
-        ai_i = K.slab(self, K.AI_INT_ROWS, np.int64, MAX_AI)
-        w = K.slab(self, K.DO_WORD_ROWS, np.uint64, BANK_WORDS)
-        dob = K.slab(self, K.DO_BOOL_ROWS, np.bool_, MAX_DO)
-        doi = K.slab(self, K.DO_INT_ROWS, np.int64, MAX_DO)
         ao = self.ao_curves
         end = np.ones(MAX_AO)
         if len(ao.custom_pins):
             end[ao.custom_pins] = ao.end
-        aof = K.slab(self, K.AO_FLOAT_ROWS, np.float64, MAX_AO, extra=9)
-        for k, row in enumerate((ao.lo, ao.span, ao.off, ao.a, ao.b, ao.c, ao.vmin, ao.vmax, end)):
-            aof[K.AO_C_LO + k] = row
-        aob = K.slab(self, K.AO_BOOL_ROWS, np.bool_, MAX_AO)
-        aoi = K.slab(self, K.AO_INT_ROWS, np.int64, MAX_AO, extra=2)
-        aoi[K.AOI_KIND] = ao.kind
-        aoi[K.AOI_SLOT] = ao.custom_slot
-        table_x = np.ascontiguousarray(getattr(ao, "table_x", np.zeros(0)), np.float64)
-        table_n = np.ascontiguousarray(getattr(ao, "table_n", np.zeros(0)), np.float64)
-        self.ai_single = np.ascontiguousarray(self.ai_single)
         s = np.zeros(K.IO_SCALARS, np.int64)
         s[K.S_STARTED] = self._started
         s[K.S_PENDING_ANY] = self._di_pending_any
@@ -375,11 +355,39 @@ class IoProcessor:
         s[K.S_AO_ROLE_PULSE_ANY] = self._ao_role_pulse_any
         s[K.S_AO_ANY_LINEAR] = self._ao_any_linear
         self._s = s
+        self._role_pulse_pins = self.do_role_pulse_pins
+        n_en = len(self.en_pins)
+        table_x = getattr(ao, "table_x", np.zeros(0))
+        b = K.ArenaBuilder()
+        b.slab(K.IB_S, self, ("_s",), np.int64, K.IO_SCALARS)
+        b.slab(K.IB_DB, self, K.DI_BOOL_ROWS, np.bool_, MAX_DI)
+        b.slab(K.IB_DI_I, self, K.DI_INT_ROWS, np.int64, MAX_DI)
+        b.slab(K.IB_EN_I, self, K.EN_INT_ROWS, np.int64, n_en)
+        b.slab(K.IB_EN_B, self, K.EN_BOOL_ROWS, np.bool_, n_en)
+        b.slab(K.IB_AF, self, K.AI_FLOAT_ROWS, np.float64, MAX_AI)
+        b.slab(K.IB_AI_I, self, K.AI_INT_ROWS, np.int64, MAX_AI)
+        b.slab(K.IB_AI_SINGLE, self, ("ai_single",), np.bool_, MAX_AI)
+        b.block(K.IB_HIST, self._ai_hist)
+        b.slab(K.IB_W, self, K.DO_WORD_ROWS, np.uint64, BANK_WORDS)
+        b.slab(K.IB_DOB, self, K.DO_BOOL_ROWS, np.bool_, MAX_DO)
+        b.slab(K.IB_DOI, self, K.DO_INT_ROWS, np.int64, MAX_DO)
+        b.slab(K.IB_PINS, self, ("_role_pulse_pins",), np.int64, len(self.do_role_pulse_pins))
+        b.block(K.IB_AOF, np.vstack([np.vstack([getattr(self, n) for n in K.AO_FLOAT_ROWS]),
+                                     ao.lo, ao.span, ao.off, ao.a, ao.b, ao.c, ao.vmin, ao.vmax, end]))
+        b.slab(K.IB_AOB, self, K.AO_BOOL_ROWS, np.bool_, MAX_AO)
+        b.block(K.IB_AOI, np.vstack([self.ao_pulse_ns, self.ao_expiry, ao.kind, ao.custom_slot]).astype(np.int64))
+        b.block(K.IB_TABLES, np.vstack([table_x, getattr(ao, "table_n", np.zeros(0))]).astype(np.float64))
+        arena, lay = b.build()
+        self._s = b.views[K.IB_S][0]
+        self._ai_hist = b.views[K.IB_HIST]
+        for k, name in enumerate(K.AO_FLOAT_ROWS):  # blocks copied whole: bind their rows by hand
+            setattr(self, name, b.views[K.IB_AOF][k])
+        self.ao_pulse_ns, self.ao_expiry = b.views[K.IB_AOI][0], b.views[K.IB_AOI][1]
+        self._arena, self._lay = arena, lay
         self._k_in = K.io_inputs
-        self._k_in_tail = (s, db, di_i, en_i, en_b, af, ai_i, self.ai_single, self._ai_hist, self.di_bank, self.ai_values)
+        self._k_in_tail = (arena, lay, self.di_bank, self.ai_values)
         self._k_out = K.io_outputs
-        self._k_out_tail = (s, self.di_logical, w, dob, doi, np.ascontiguousarray(self.do_role_pulse_pins, np.int64),
-                            aof, aob, aoi, table_x, table_n, self.do_bank, self.ao_values)
+        self._k_out_tail = (arena, lay, self.do_bank, self.ao_values)
         self._no_bank = np.zeros(BANK_WORDS, np.uint64)  # passed while the CU is absent (not read)
         self._no_ao = np.zeros(MAX_AO)
 

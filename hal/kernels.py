@@ -15,10 +15,11 @@ from numba import types as T
 from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES, MAX_DI, MAX_DO
 
 # Layout: the kernels work in place on the same arrays the numpy reference uses. Arrays of one dtype
-# and width are rows of one C-contiguous matrix ("slab"); the row indices below name them (the
-# Python side binds the attribute names to the same rows), so a call passes a dozen matrices
-# instead of fifty vectors (numba's dispatch costs ~0.1 us per argument). Arrays the HAL shares
-# with segments or the driver interface arrive as they are (any layout, hence "A" types).
+# and width are rows of one matrix ("block"); the row indices below name them (the Python side
+# binds the attribute names to the same rows), and all blocks of an object live in one byte arena,
+# so a call passes two arrays for its whole state instead of fifty vectors (numba's dispatch costs
+# ~0.15 us per array argument). Arrays the HAL shares with segments or the driver interface arrive
+# as they are (contiguous where HalCycle makes them so; the strided feedback fields as "A").
 # Every kernel has exactly one signature and compilation is disabled after `load()`: an argument
 # of another type is a TypeError naming the types, never a compilation inside the cycle.
 
@@ -135,6 +136,82 @@ u1_1c = T.Array(T.uint8, 1, "C")
 _jit = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
 
+# --- the byte arena: every matrix of one engine object in one uint8 array -----------------------
+# (a call passes two arrays for all its state: numba's dispatch cost per array argument dominated a
+# cycle). `lay` holds (start, end, rows, width) per block; the kernels take typed views of them.
+IB_S, IB_DB, IB_DI_I, IB_EN_I, IB_EN_B, IB_AF, IB_AI_I, IB_AI_SINGLE, IB_HIST, IB_W, IB_DOB, IB_DOI, IB_PINS, \
+    IB_AOF, IB_AOB, IB_AOI, IB_TABLES = range(17)
+SB_PARAMS, SB_AF, SB_AI, SB_AB, SB_CODES, SB_PB, SB_PF, SB_TAB, SB_SENS = range(9)
+
+
+class ArenaBuilder:
+    """Collects the blocks of one object's state, then lays them out in one byte array (64-byte
+    aligned) and binds the named attributes to rows of their block's view (values kept)."""
+
+    def __init__(self) -> None:
+        self._blocks: list[tuple[np.dtype, int, int, list[np.ndarray | None]]] = []
+        self._bind: list[tuple[object, str, int, int]] = []
+        self.views: list[np.ndarray] = []
+
+    def slab(self, index: int, owner: object, names: tuple[str, ...], dtype: type, width: int, extra: int = 0) -> None:
+        """Block `index`: one row per named attribute of `owner` (copied in), plus `extra` zero rows."""
+        rows = [getattr(owner, n) for n in names] + [None] * extra
+        self._bind += [(owner, n, index, k) for k, n in enumerate(names)]
+        self._add(index, dtype, width, rows)
+
+    def block(self, index: int, matrix: np.ndarray) -> None:
+        """Block `index`: a copy of a 2-D matrix."""
+        self._add(index, matrix.dtype, matrix.shape[1], list(matrix))
+
+    def _add(self, index: int, dtype, width: int, rows: list) -> None:
+        if index != len(self._blocks):
+            raise AssertionError(f"arena block {index} added as block {len(self._blocks)}")
+        self._blocks.append((np.dtype(dtype), len(rows), width, rows))
+
+    def build(self) -> tuple[np.ndarray, np.ndarray]:
+        lay = np.zeros(4 * len(self._blocks), np.int64)
+        off = 0
+        for k, (dt, n, w, _rows) in enumerate(self._blocks):
+            size = n * w * dt.itemsize
+            lay[4 * k: 4 * k + 4] = off, off + size, n, w
+            off = -(-(off + size) // 64) * 64
+        arena = np.zeros(max(off, 64), np.uint8)
+        for k, (dt, n, w, rows) in enumerate(self._blocks):
+            v = arena[lay[4 * k]: lay[4 * k + 1]].view(dt).reshape(n, w)
+            for r, row in enumerate(rows):
+                if row is not None:
+                    v[r] = row
+            self.views.append(v)
+        for owner, name, k, r in self._bind:
+            setattr(owner, name, self.views[k][r])
+        return arena, lay
+
+
+@numba.njit(**_jit)
+def _f8(arena, lay, k):
+    return arena[lay[4 * k]:lay[4 * k + 1]].view(np.float64).reshape((lay[4 * k + 2], lay[4 * k + 3]))
+
+
+@numba.njit(**_jit)
+def _i8(arena, lay, k):
+    return arena[lay[4 * k]:lay[4 * k + 1]].view(np.int64).reshape((lay[4 * k + 2], lay[4 * k + 3]))
+
+
+@numba.njit(**_jit)
+def _u8(arena, lay, k):
+    return arena[lay[4 * k]:lay[4 * k + 1]].view(np.uint64).reshape((lay[4 * k + 2], lay[4 * k + 3]))
+
+
+@numba.njit(**_jit)
+def _u4(arena, lay, k):
+    return arena[lay[4 * k]:lay[4 * k + 1]].view(np.uint32).reshape((lay[4 * k + 2], lay[4 * k + 3]))
+
+
+@numba.njit(**_jit)
+def _b(arena, lay, k):
+    return arena[lay[4 * k]:lay[4 * k + 1]].view(np.bool_).reshape((lay[4 * k + 2], lay[4 * k + 3]))
+
+
 # --- helpers (inlined into the kernels) -------------------------------------------------------
 @numba.njit(**_jit)
 def _pack(bits, words):
@@ -218,12 +295,19 @@ def _normalise(i, value, af, ai, table_x, table_n):
 
 
 # --- I/O processing --------------------------------------------------------------------------
-IO_INPUTS_SIG = T.void(b1cro, f1cro, T.int64, i1c, b2c, i2c, i2c, b2c, f2c, i2c, b1c, f2c, u8_1c, f1c)
+IO_INPUTS_SIG = T.void(b1cro, f1cro, T.int64, u1_1c, i1c, u8_1c, f1c)
 
 
 @numba.njit(**_jit)
-def io_inputs(di_phys, ai_raw, now, s, db, di_i, en_i, en_b, af, ai_i, ai_single, hist, di_bank, ai_values):
+def io_inputs(di_phys, ai_raw, now, arena, lay, di_bank, ai_values):
     """IoProcessor.inputs: NC/NO, debounce, enable conditions, DI bank; AI curves and averaging."""
+    _inputs(di_phys, ai_raw, now, _i8(arena, lay, IB_S)[0], _b(arena, lay, IB_DB), _i8(arena, lay, IB_DI_I),
+            _i8(arena, lay, IB_EN_I), _b(arena, lay, IB_EN_B), _f8(arena, lay, IB_AF), _i8(arena, lay, IB_AI_I),
+            _b(arena, lay, IB_AI_SINGLE)[0], _f8(arena, lay, IB_HIST), di_bank, ai_values)
+
+
+@numba.njit(**_jit)
+def _inputs(di_phys, ai_raw, now, s, db, di_i, en_i, en_b, af, ai_i, ai_single, hist, di_bank, ai_values):
     nc, state, pending, logical = db[DB_NC], db[DB_STATE], db[DB_PENDING], db[DB_LOGICAL]
     debounce, since = di_i[DI_DEBOUNCE], di_i[DI_SINCE]
     started = s[S_STARTED] != 0
@@ -318,14 +402,22 @@ def _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started):
         s[S_AI_K] = k + 1
 
 
-IO_OUTPUTS_SIG = T.void(u8_1cro, f1cro, T.boolean, T.boolean, T.int64, i1c, b1c, u8_2c, b2c, i2c, i1c, f2c, b2c, i2c,
-                        f1c, f1c, u8_1c, f1c)
+IO_OUTPUTS_SIG = T.void(u8_1cro, f1cro, T.boolean, T.boolean, T.int64, u1_1c, i1c, u8_1c, f1c)
 
 
 @numba.njit(**_jit)
-def io_outputs(cu_bank, cu_ao, connected, fresh, now, s, di_logical, w, dob, doi, role_pulse_pins, af, ab, ai,
-               table_x, table_n, do_bank, ao_values):
+def io_outputs(cu_bank, cu_ao, connected, fresh, now, arena, lay, do_bank, ao_values):
     """IoProcessor.outputs: DO merge, pulse watchdogs, E-stop, safe state; AO merge, clamp, pulses, curves."""
+    tables = _f8(arena, lay, IB_TABLES)
+    _outputs(cu_bank, cu_ao, connected, fresh, now, _i8(arena, lay, IB_S)[0], _b(arena, lay, IB_DB)[DB_LOGICAL],
+             _u8(arena, lay, IB_W), _b(arena, lay, IB_DOB), _i8(arena, lay, IB_DOI), _i8(arena, lay, IB_PINS)[0],
+             _f8(arena, lay, IB_AOF), _b(arena, lay, IB_AOB), _i8(arena, lay, IB_AOI), tables[0], tables[1],
+             do_bank, ao_values)
+
+
+@numba.njit(**_jit)
+def _outputs(cu_bank, cu_ao, connected, fresh, now, s, di_logical, w, dob, doi, role_pulse_pins, af, ab, ai,
+             table_x, table_n, do_bank, ao_values):
     pin = s[S_ESTOP_PIN]
     estop = pin >= 0 and di_logical[pin]
     force = connected != (s[S_CONNECTED] != 0) or estop != (s[S_ESTOP] != 0)
@@ -500,17 +592,23 @@ SIM_CYCLE_SIG = T.void(
     # DriverIO: commands (C-contiguous, as HalCycle and DriverIO make them), then status (feedback
     # fields are strided views on the hal_mqt payload)
     b1cro, b1cro, f1cro, u8_1cro, f1, f1, f1, b1, b1, u1_1c, u4_1c, b1c, f1c,
-    T.int64, T.float64, i1c,  # now, dt, params
-    f2c, i2c, b2c, u4_2c,  # per-axis slabs
-    b2c, f2c,  # per-pin slabs (base levels, injected overrides)
-    i2c, f2c,  # pin tables, sensor geometry
+    T.int64, T.float64, u1_1c, i1c,  # now, dt, the driver's arena and its layout
 )
 
 
 @numba.njit(**_jit)
 def sim_cycle(enable, brake_release, torque, do_bank, position, velocity, torque_estimate, drive_ready, drive_fault,
-              axis_state, drive_error_code, di, ai, now, dt, params, af, ai_, ab, codes, pb, pf, tab, sens_f):
+              axis_state, drive_error_code, di, ai, now, dt, arena, lay):
     """SimDriver.cycle: drives, brakes, plant integration, end stops, followers, sensors, injection."""
+    _sim(enable, brake_release, torque, do_bank, position, velocity, torque_estimate, drive_ready, drive_fault,
+         axis_state, drive_error_code, di, ai, now, dt, _i8(arena, lay, SB_PARAMS)[0], _f8(arena, lay, SB_AF),
+         _i8(arena, lay, SB_AI), _b(arena, lay, SB_AB), _u4(arena, lay, SB_CODES), _b(arena, lay, SB_PB),
+         _f8(arena, lay, SB_PF), _i8(arena, lay, SB_TAB), _f8(arena, lay, SB_SENS))
+
+
+@numba.njit(**_jit)
+def _sim(enable, brake_release, torque, do_bank, position, velocity, torque_estimate, drive_ready, drive_fault,
+         axis_state, drive_error_code, di, ai, now, dt, params, af, ai_, ab, codes, pb, pf, tab, sens_f):
     x, v = af[X], af[V]
     # drives: ready once enable has been held for ready_delay; faults latch until enable drops
     ready_delay = params[P_READY_DELAY]
@@ -658,16 +756,6 @@ def load() -> dict[str, float]:
             kernel.disable_compile()
         took[name] = time.perf_counter() - t0
     return took
-
-
-def slab(owner: object, names: tuple[str, ...], dtype: type, width: int, extra: int = 0) -> np.ndarray:
-    """One C-contiguous matrix with a row per named attribute of `owner` (copied in), plus
-    `extra` zero rows; the attributes are rebound to their rows (same values, same names)."""
-    m = np.zeros((len(names) + extra, width), dtype)
-    for k, name in enumerate(names):
-        m[k] = getattr(owner, name)
-        setattr(owner, name, m[k])
-    return m
 
 
 def main() -> int:

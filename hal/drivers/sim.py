@@ -181,12 +181,6 @@ class SimDriver(Driver):
         self._inj_ai_mask = np.zeros(MAX_DI, np.bool_)
         self._inj_ai_value = np.zeros(MAX_DI)
         self._base_state = self._base_state.astype(np.int64)
-        af = K.slab(self, K.SIM_FLOAT_ROWS, np.float64, n)
-        ai = K.slab(self, K.SIM_INT_ROWS, np.int64, n)
-        ab = K.slab(self, K.SIM_BOOL_ROWS, np.bool_, n, extra=1)
-        codes = K.slab(self, K.SIM_CODE_ROWS, np.uint32, n)
-        pb = K.slab(self, K.SIM_PIN_BOOL_ROWS, np.bool_, MAX_DI)
-        pf = K.slab(self, K.SIM_PIN_FLOAT_ROWS, np.float64, MAX_DI)
         # the pin tables: one int64 matrix, one row per column of each table; followers' state in it too
         cols = [(K.T_SENS_AXIS, self.sens_axis), (K.T_SENS_PIN, self.sens_pin), (K.T_SENS_NC, self.sens_nc),
                 (K.T_IDX_AXIS, self.index[0]), (K.T_IDX_PIN, self.index[1]), (K.T_IDX_NC, self.index[2]),
@@ -199,8 +193,6 @@ class SimDriver(Driver):
         for row, col in cols:
             tab[row, : len(col)] = col
         nf = len(self.follow_di)
-        self.follow_state, self.follow_cmd = tab[K.T_FOL_STATE, :nf], tab[K.T_FOL_CMD, :nf]
-        self.follow_since = tab[K.T_FOL_SINCE, :nf]
         sens_f = np.zeros((4, tab.shape[1]))
         for row, col in enumerate((self.sens_sign, self.sens_lo, self.sens_period, self.sens_width)):
             sens_f[row, : len(col)] = col
@@ -210,10 +202,24 @@ class SimDriver(Driver):
         params[[K.P_N_SENS, K.P_N_IDX, K.P_N_BIN, K.P_N_BOUT, K.P_N_FOL]] = (
             len(self.sens_pin), len(self.index[0]), len(self.brake_in[0]), len(self.brake_out[0]), nf)
         self._params = params
+        b = K.ArenaBuilder()
+        b.slab(K.SB_PARAMS, self, ("_params",), np.int64, K.SIM_PARAMS)
+        b.slab(K.SB_AF, self, K.SIM_FLOAT_ROWS, np.float64, n)
+        b.slab(K.SB_AI, self, K.SIM_INT_ROWS, np.int64, n)
+        b.slab(K.SB_AB, self, K.SIM_BOOL_ROWS, np.bool_, n, extra=1)
+        b.slab(K.SB_CODES, self, K.SIM_CODE_ROWS, np.uint32, n)
+        b.slab(K.SB_PB, self, K.SIM_PIN_BOOL_ROWS, np.bool_, MAX_DI)
+        b.slab(K.SB_PF, self, K.SIM_PIN_FLOAT_ROWS, np.float64, MAX_DI)
+        b.block(K.SB_TAB, tab)
+        b.block(K.SB_SENS, sens_f)
+        self._arena, self._lay = b.build()
+        tab = b.views[K.SB_TAB]
+        self.follow_state, self.follow_cmd = tab[K.T_FOL_STATE, :nf], tab[K.T_FOL_CMD, :nf]
+        self.follow_since = tab[K.T_FOL_SINCE, :nf]
         self._p_full = K.P_FULL
         self._adopt(self._injection)
         self._k_cycle = K.sim_cycle
-        self._k_tail = (params, af, ai, ab, codes, pb, pf, tab, sens_f)
+        self._k_tail = (self._arena, self._lay)
 
     def _adopt(self, inj: Injection) -> None:
         """Compiled engine: the injection's arrays copied into the kernel's rows, and the injection
