@@ -105,32 +105,21 @@ SEN_SIGN, SEN_LO, SEN_PERIOD, SEN_WIDTH = range(4)
  P_N_FOL) = range(10)
 SIM_PARAMS = 10
 # driver states (common.states.DriverState values)
-from common.states import DriverState as _DS  # noqa: E402 - constants for the kernels
+from common.states import DriverState as _DS
 
 ST_INIT, ST_ENABLED, ST_FAULT = int(_DS.INIT), int(_DS.ENABLED), int(_DS.FAULT)
 
-# --- types -----------------------------------------------------------------------------------
+# --- types: "c" C-contiguous, "ro" read-only accepted (a writable array converts), plain = any layout
 b1 = T.Array(T.boolean, 1, "A")
-b1ro = T.Array(T.boolean, 1, "A", readonly=True)
 b1c = T.Array(T.boolean, 1, "C")
 b1cro = T.Array(T.boolean, 1, "C", readonly=True)
+f1 = T.Array(T.float64, 1, "A")
+f1c = T.Array(T.float64, 1, "C")
 f1cro = T.Array(T.float64, 1, "C", readonly=True)
+i1c = T.Array(T.int64, 1, "C")
 u8_1c = T.Array(T.uint64, 1, "C")
 u8_1cro = T.Array(T.uint64, 1, "C", readonly=True)
 u4_1c = T.Array(T.uint32, 1, "C")
-b2c = T.Array(T.boolean, 2, "C")
-f1 = T.Array(T.float64, 1, "A")
-f1ro = T.Array(T.float64, 1, "A", readonly=True)
-f1c = T.Array(T.float64, 1, "C")
-f2c = T.Array(T.float64, 2, "C")
-i1c = T.Array(T.int64, 1, "C")
-i2c = T.Array(T.int64, 2, "C")
-u8_1 = T.Array(T.uint64, 1, "A")
-u8_1ro = T.Array(T.uint64, 1, "A", readonly=True)
-u8_2c = T.Array(T.uint64, 2, "C")
-u4_1 = T.Array(T.uint32, 1, "A")
-u4_2c = T.Array(T.uint32, 2, "C")
-u1_1 = T.Array(T.uint8, 1, "A")
 u1_1c = T.Array(T.uint8, 1, "C")
 
 _jit = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)

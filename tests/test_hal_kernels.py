@@ -12,10 +12,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import numba
+import numpy as np
 import pytest
-from numba.core.runtime import _nrt_python as nrt, rtsys
+from numba.core.runtime import _nrt_python as nrt
+from numba.core.runtime import rtsys
 
 from common.config import load_config
 from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES
@@ -135,7 +136,7 @@ class Pipeline:
         self.wire_di = np.zeros_like(self.dio.di)
         self.wire_ai = np.zeros_like(self.dio.ai)
 
-    def step(self, f: "Frame", now: int) -> None:
+    def step(self, f: Frame, now: int) -> None:
         dio, proc = self.dio, self.proc
         for cmd, pin, value in f.commands:
             getattr(proc, cmd)(pin, value, now)
@@ -299,7 +300,7 @@ def test_moves_follow_targets_through_sensors_and_end_stops(small):
             f.dt = 0.002 + 0.001 * (k % 3)  # late cycles: the HAL passes the elapsed time
         f.cu_bank = _bits(0) if k > 200 else _bits()
 
-    ref, cmp = lockstep_follow(cfg, inject, 2200, 1, schedule, "moves")
+    ref, _cmp = lockstep_follow(cfg, inject, 2200, 1, schedule, "moves")
     assert np.ptp(ref.dio.position[:4]) > 1.0 and np.count_nonzero(ref.proc.di_bank) > 0
 
 
@@ -327,7 +328,7 @@ def test_drive_faults_injection_and_brakes(small):
             f.cu_bank = f.cu_bank | _bits(2) if (k // 150) % 2 else f.cu_bank  # tailstock clamp toggles
 
     try:
-        ref, cmp = lockstep_follow(cfg, inject, 1000, 2, schedule, "faults", injections)
+        ref, _cmp = lockstep_follow(cfg, inject, 1000, 2, schedule, "faults", injections)
     finally:
         inject.unlink(missing_ok=True)
     assert ref.driver.fault_code[1] == 0x2310 or not ref.driver.fault[1]
@@ -375,7 +376,7 @@ def test_io_chatter_scaling_outputs_and_cu_absence(small):
         if k == 400:
             f.commands = [("set_do", 7, False), ("set_do", 1023, False)]
         frames.append(f)
-    ref, cmp = run_lockstep(cfg, frames, scenario="io")
+    ref, _cmp = run_lockstep(cfg, frames, scenario="io")
     assert np.count_nonzero(ref.proc.do_bank) and np.count_nonzero(ref.proc.ao_norm)
 
 
@@ -397,7 +398,7 @@ def test_big_machine_moving_with_noisy_io(big):
         f.brake_release[2] = k >= 100  # two brakes (axes 3 and 11) commanded 10 ms apart
         f.brake_release[10] = k >= 110
 
-    ref, cmp = lockstep_follow(cfg, inject, 800, 4, schedule, "big")
+    ref, _cmp = lockstep_follow(cfg, inject, 800, 4, schedule, "big")
     assert np.count_nonzero(ref.dio.velocity[:64]) > 32
 
 
@@ -416,7 +417,7 @@ def test_steady_commands_staggered_brakes_and_rest(small):
         f.torque[1] = 30.0 if 250 <= k < 260 else 0.0  # a push, then coasting to rest
         f.torque[2] = -1.0  # below friction: stays put
 
-    ref, cmp = lockstep_follow(cfg, inject, 1600, 6, schedule, "steady")
+    ref, _cmp = lockstep_follow(cfg, inject, 1600, 6, schedule, "steady")
     assert ref.driver.brake_released[0] and ref.driver.v[1] == 0.0
 
 
