@@ -13,6 +13,7 @@ import numpy as np
 from numba import types as T
 
 from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES, MAX_DI, MAX_DO
+from common.states import DriverState
 
 # Layout: the kernels work in place on the same arrays the numpy reference uses. Arrays of one dtype
 # and width are rows of one matrix ("block"); the row indices below name them (the Python side
@@ -104,10 +105,8 @@ SEN_SIGN, SEN_LO, SEN_PERIOD, SEN_WIDTH = range(4)
 (P_READY_DELAY, P_BRAKE_DELAY, P_FOLLOW_DELAY, P_ANY_BRAKE, P_FULL, P_N_SENS, P_N_IDX, P_N_BIN, P_N_BOUT,
  P_N_FOL) = range(10)
 SIM_PARAMS = 10
-# driver states (common.states.DriverState values)
-from common.states import DriverState as _DS
-
-ST_INIT, ST_ENABLED, ST_FAULT = int(_DS.INIT), int(_DS.ENABLED), int(_DS.FAULT)
+# driver states (common.states.DriverState values, as constants of the compiled code)
+ST_INIT, ST_ENABLED, ST_FAULT = int(DriverState.INIT), int(DriverState.ENABLED), int(DriverState.FAULT)
 
 # --- types: "c" C-contiguous, "ro" read-only accepted (a writable array converts), plain = any layout
 b1 = T.Array(T.boolean, 1, "A")
