@@ -18,6 +18,7 @@ from common.connector.health import ConnectorEvent, health_name, is_connected
 from common.connector.routing import Congestion
 from common.connector.zenoh import ZenohConnector, ZenohOptions
 from common.connector.zenoh_query import QueryRequest, ZenohQueryable
+from common.shm.views import flat_bytes
 from mqtt_bridge.health_history import HealthHistory
 from mqtt_bridge.payloads import (
     IO_KINDS,
@@ -73,7 +74,7 @@ class Snapshot:
                 if buf is None or buf.dtype != sample.dtype or buf.shape != sample.shape:
                     buf = self._buf[key] = sample.copy()
                 else:
-                    np.copyto(buf, sample)
+                    np.copyto(flat_bytes(buf), flat_bytes(sample))  # a flat copy: ~10x a structured one
                 self.samples[key] = buf
             self.statuses, self.state, self.modules, self.last_change = dict(statuses), state, modules, last_change
             self.scans += 1
