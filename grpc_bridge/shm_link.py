@@ -181,7 +181,8 @@ class ShmLink:
         self._demand_until = 0.0
         self._acked_at = 0.0  # monotonic time just after the last ack was read (read-your-writes)
         self._on_semaphore = False  # the thread waits on the semaphore (else on _kick)
-        self.samples = 0  # figures: sampler ticks, on-demand samples, link-thread wake-ups
+        self.samples = 0  # figures: snapshots made, of them by the sampler / on demand; semaphore wakes
+        self.sampler_ticks = 0
         self.demand_samples = 0
         self.wakes = 0
         self._thread = threading.Thread(target=self._run, name="evo-grpc-link", daemon=True)
@@ -362,6 +363,7 @@ class ShmLink:
                 done += self._check(src, now)
                 src.writer.commit()  # our heartbeat (cheap; consumers judge us stale after 0.5 s)
         if sample or self._verdicts_changed():
+            self.sampler_ticks += sample
             self._publish(now)
         _deliver(done)
 

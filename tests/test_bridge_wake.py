@@ -45,15 +45,15 @@ def test_the_grpc_link_samples_only_while_someone_watches(link) -> None:  # noqa
     """Must exist: the gRPC bridge's samplers run only while someone watches (a Watch* stream or an
     HMI page); with nobody watching the link publishes nothing but changes of a source's verdict."""
     lk, _ = link
-    before = lk.samples
+    before = lk.sampler_ticks
     time.sleep(QUIET_S)  # proving an absence: nothing may happen in this window
-    assert lk.samples == before, "an unwatched link sampled"
+    assert lk.sampler_ticks == before, "an unwatched link sampled"
     lk.set_watchers(1)
-    wait_for(lambda: lk.samples >= before + 5, 10, what="samples while watched")
+    wait_for(lambda: lk.sampler_ticks >= before + 5, 10, what="samples while watched")
     lk.set_watchers(0)
-    settled = lk.samples
+    settled = lk.sampler_ticks
     time.sleep(QUIET_S)
-    assert lk.samples <= settled + 1, "the sampler kept running after the last watcher left"  # +1: one in flight
+    assert lk.sampler_ticks <= settled + 1, "the sampler kept running after the last watcher left"  # +1: in flight
 
 
 def test_a_read_with_nobody_watching_is_served_from_the_segments_now(link) -> None:  # noqa: ANN001
