@@ -39,6 +39,7 @@ LIVENESS_PERIOD_S = 0.05  # ack segments read, our heartbeat committed (consumer
 PENDING_POLL_S = 0.002  # ack poll while a command waits, in case its consumer does not post a wake
 MAX_SAMPLE_PERIOD_S = 0.02  # while watched, sample at least at 50 Hz
 DEMAND_HOLD_S = 2.0  # the sampler keeps running this long after a client read (a polling client)
+SAMPLER_SLACK = 1.5  # while it runs, its latest tick serves reads up to 1.5 periods old (its jitter)
 STALE_AFTER_S = 0.2  # a source whose heartbeat has not moved for this long is unavailable ...
 STALE_PERIODS = 5  # ... or for this many of its cycle periods, if that is longer
 ATTACH_RETRY_S = 0.05  # stat() of an absent / replaced ack segment at most this often
@@ -248,13 +249,15 @@ class ShmLink:
         return (not reason, reason)
 
     def fresh_snapshot(self) -> Snapshot:
-        """A snapshot no older than one sample period: the latest one, or one read now (in the
-        caller's thread) when the sampler is not running. Keeps the sampler on for DEMAND_HOLD_S."""
+        """A snapshot no older than one sample period (while the sampler runs: its latest tick, late by
+        at most its own jitter), or one read now in the caller's thread; never one read before the
+        last ack (read-your-writes). Keeps the sampler on for DEMAND_HOLD_S."""
         now = time.monotonic()
         was_idle = now >= self._demand_until and self.watchers == 0
         self._demand_until = now + DEMAND_HOLD_S
         snap = self.latest
-        if snap is not None and now - snap.taken_at <= self.sample_period and snap.taken_at >= self._acked_at:
+        max_age = self.sample_period * (1.0 if was_idle else SAMPLER_SLACK)
+        if snap is not None and now - snap.taken_at <= max_age and snap.taken_at >= self._acked_at:
             return snap
         with self._lock:
             for src in self._sources.values():
