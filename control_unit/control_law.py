@@ -6,8 +6,8 @@ Each stage is off where its gain (or frequency) is 0. Output in % of rated torqu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -27,7 +27,15 @@ from .events import announce
 from .kernels import step as K
 from .kernels.step import LAG_HISTORY, MAX_CATCHUP_CYCLES, STARTUP_SETTLE_S, Store
 from .machines import (
-    BLOCKING_ERRORS, PS, SSC, AxisStates, MachineStates, derive_loading, derive_motion, nz, power_step,
+    BLOCKING_ERRORS,
+    PS,
+    SSC,
+    AxisStates,
+    MachineStates,
+    derive_loading,
+    derive_motion,
+    nz,
+    power_step,
 )
 from .params import PIN_TRUE, UNREFERENCED_SPEED_FRACTION, AxisParams
 from .trajectory import HOLD, VELOCITY, Trajectory
@@ -45,7 +53,7 @@ ENGINES = ("compiled", "numpy")
 def _si_field(index: int, kind: type, doc: str) -> property:
     """A core scalar kept in the int64 scalar block (read and written by the compiled cycle too)."""
 
-    def get(self: "ControlCore"):  # noqa: ANN202
+    def get(self: "ControlCore"):
         return kind(self._si[index])
 
     def put(self: "ControlCore", value: object) -> None:

@@ -13,8 +13,12 @@ import numpy as np
 from common.states import AxisError, CouplingState, GearboxState
 
 from .kernels import step as K
-from .kernels.step import GEAR_ASSIST_S, GEAR_ASSIST_SPEED, Store  # wiggle half-period, fraction of vmax
-from .machines import nz, PS, blocking
+from .kernels.step import (  # wiggle half-period, fraction of vmax
+    GEAR_ASSIST_S,
+    GEAR_ASSIST_SPEED,
+    Store,
+)
+from .machines import PS, blocking, nz
 from .params import AxisParams
 from .trajectory import HOLD, POSITION, VELOCITY
 

@@ -15,11 +15,18 @@ import numpy as np
 from common.states import AxisError
 
 from .kernels import step as K
+
 # TorqueLimit: at the stop when |torque| >= TORQUE_DETECT_FRACTION of torque_limit and the axis is
 # still (below STILL_SPEED_FRACTION of the homing speed) for TORQUE_DETECT_S; sensor edges are met
 # at CREEP_FRACTION of the homing speed (accuracy). Values shared with the compiled cycle.
-from .kernels.step import CREEP_FRACTION, STILL_SPEED_FRACTION, TORQUE_DETECT_FRACTION, TORQUE_DETECT_S, Store
-from .machines import nz, PS
+from .kernels.step import (
+    CREEP_FRACTION,
+    STILL_SPEED_FRACTION,
+    TORQUE_DETECT_FRACTION,
+    TORQUE_DETECT_S,
+    Store,
+)
+from .machines import PS, nz
 from .params import UNREFERENCED_SPEED_FRACTION, HomingKind
 from .trajectory import HOLD, POSITION, VELOCITY
 

@@ -21,13 +21,18 @@ from common.states import (
     MotionState,
     OperationalMode,
     PowerState,
-    SafetyState,
     SafeStopCategory,
+    SafetyState,
 )
 
 from .kernels import step as K
 from .kernels.step import Store
-from .params import BRAKE_NO_DI_CONFIRM_S, DRIVE_READY_TIMEOUT_S, HOLD_CHECK_S, AxisParams
+from .params import (
+    BRAKE_NO_DI_CONFIRM_S,
+    DRIVE_READY_TIMEOUT_S,
+    HOLD_CHECK_S,
+    AxisParams,
+)
 
 try:  # the C entry point: np.count_nonzero's Python wrapper costs as much as the count itself
     from numpy._core._multiarray_umath import count_nonzero as nz
@@ -112,7 +117,7 @@ class AxisStates:
 def _scalar(index: int, kind: type, doc: str) -> property:
     """A MachineStates field kept in the core's int64 scalar block (the kernels read and write it)."""
 
-    def get(self: "MachineStates"):  # noqa: ANN202
+    def get(self: "MachineStates"):
         return kind(int(self._si[index]))
 
     def put(self: "MachineStates", value: object) -> None:
@@ -122,7 +127,7 @@ def _scalar(index: int, kind: type, doc: str) -> property:
 
 
 def _enum_scalar(index: int, members: tuple, doc: str) -> property:
-    def get(self: "MachineStates"):  # noqa: ANN202
+    def get(self: "MachineStates"):
         return members[self._si[index]]
 
     def put(self: "MachineStates", value: object) -> None:

@@ -13,9 +13,8 @@ from common.config import roles as R
 from common.states import SafeStopCategory
 
 from .control_law import LawGains
-
 from .kernels import step as K
-from .kernels.step import (  # noqa: F401  (one value for both engines; re-exported)
+from .kernels.step import (
     BRAKE_NO_DI_CONFIRM_S,
     DRIVE_READY_TIMEOUT_S,
     HOLD_CHECK_S,
@@ -117,9 +116,9 @@ class AxisParams:
         n = max(a.id for a in cfg.axes)
         reg = cfg.io_registry
         slots = {a.id - 1: a for a in cfg.axes}
-        f = lambda: np.zeros(n)  # noqa: E731
-        b = lambda: np.zeros(n, dtype=bool)  # noqa: E731
-        i = lambda fill=0: np.full(n, fill, dtype=np.int64)  # noqa: E731
+        f = lambda: np.zeros(n)
+        b = lambda: np.zeros(n, dtype=bool)
+        i = lambda fill=0: np.full(n, fill, dtype=np.int64)
         p = dict(
             configured=b(), rotary=b(), vmax=np.ones(n), amax=np.ones(n), reduced_v=f(), pmin=f(), pmax=f(),
             window=np.ones(n), lag_limit=np.full(n, np.inf), lag_policy=i(int(Lag.DESIRED)),

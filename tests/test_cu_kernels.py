@@ -9,8 +9,8 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -20,7 +20,14 @@ from common.shm.commands import CuCommand as C
 from common.shm.commands import ResultCode
 from common.shm.rings import Command
 from common.shm.segments import CU_TO_RPC, HAL_AXIS_FEEDBACK
-from common.states import AxisError, CommandSource, MachineState, OperationalMode, PowerState, SafetyState
+from common.states import (
+    AxisError,
+    CommandSource,
+    MachineState,
+    OperationalMode,
+    PowerState,
+    SafetyState,
+)
 from control_unit import commands, homing, machines, params
 from control_unit.core import ControlCore
 from control_unit.diagnostics import StatusWriter

@@ -5,8 +5,9 @@ fills that cache (make setup / make kernels) so that a CU start never compiles.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from . import step
 

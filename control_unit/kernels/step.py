@@ -299,14 +299,14 @@ def _role(bits, SI, which, default):
 
 @numba.njit(**_JIT)
 def _fmin(a, b):  # np.minimum: NaN wins
-    if a != a or b != b:
+    if math.isnan(a) or math.isnan(b):
         return a + b
     return a if a <= b else b
 
 
 @numba.njit(**_JIT)
 def _fmax(a, b):  # np.maximum: NaN wins
-    if a != a or b != b:
+    if math.isnan(a) or math.isnan(b):
         return a + b
     return a if a >= b else b
 
