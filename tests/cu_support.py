@@ -150,7 +150,10 @@ class Machine:
 
     def __init__(self, prefix: str, config_dir: Path, run_dir: Path) -> None:
         self.prefix, self.config_dir, self.run_dir = prefix, config_dir, run_dir
-        env = {"EVO_RUN_DIR": str(run_dir)}
+        # these machines ask for SCHED_FIFO in their config (rt_priority 40/41, see machine_test_config)
+        # so that the stall and overrun tests judge the CU, not the load: the suite's EVO_RT=off
+        # (tests/conftest.py) is lifted for them
+        env = {"EVO_RUN_DIR": str(run_dir), "EVO_RT": "on"}
         self.hal = ModuleProcess("hal", prefix, ["--config", str(config_dir)], log_dir=run_dir, env=env)
         self.cu = ModuleProcess("control_unit", prefix, ["--config", str(config_dir)], log_dir=run_dir, env=env)
         self.rpc: CuClient | None = None
