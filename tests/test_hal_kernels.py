@@ -28,6 +28,7 @@ from hal.drivers.sim_inject import write_injection
 from hal.engine import resolve_engine
 from hal.io import IoProcessor
 from hal.synthetic_config import axis_toml, write_config
+from tests.helpers import remove_shm, shm_entries, unique_prefix
 
 MS = 1_000_000
 ROOT = Path(__file__).resolve().parents[1]
@@ -438,6 +439,23 @@ def test_engine_is_chosen_by_argument_or_environment(small, monkeypatch):
         resolve_engine()
     with pytest.raises(ValueError, match="engine argument: unknown HAL engine 'fast'"):
         SimDriver(cfg, {}, engine="fast")
+
+
+def test_hal_with_an_unknown_engine_exits_2_and_starts_nothing(tmp_path):
+    """Bad input starts nothing: `EVO_HAL_ENGINE=jit python -m hal` exits 2 naming the variable and
+    the known engines, and leaves no segment behind."""
+    prefix = unique_prefix("hk")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), EVO_SHM_PREFIX=prefix, EVO_RUN_DIR=str(tmp_path / "run"),
+               EVO_HAL_ENGINE="jit")
+    try:
+        r = subprocess.run([sys.executable, "-m", "hal", "--config", str(ROOT / "config")], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert "$EVO_HAL_ENGINE: unknown HAL engine 'jit'; known: compiled, numpy" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert shm_entries(prefix) == []
+    finally:
+        remove_shm(prefix)
 
 
 def test_a_wrong_argument_type_is_refused_not_compiled(small):
