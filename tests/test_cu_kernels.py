@@ -5,6 +5,7 @@ Also: zero allocation per compiled cycle, and a warm numba cache that a second p
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import subprocess
@@ -125,6 +126,15 @@ def cfg(tmp_path_factory):
     return load_config(d)
 
 
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 class Twin:
     """A numpy core and a compiled core fed the same inputs from one plant (driven by the numpy
     core's outputs); `cycle()` steps both and compares every state array and the message."""
@@ -157,9 +167,21 @@ class Twin:
         self.writers = [StatusWriter(rec["status"]) for rec in self.status]
         for w, core in zip(self.writers, (self.ref, self.cmp)):
             w.bind(core)
+        # the log lines of each core's step (the compiled core makes them from its event codes)
+        self.records: list[logging.LogRecord] = []
+        self._handler = _ListHandler(self.records)
+        self._logger = logging.getLogger("control_unit")
+        self._logger.addHandler(self._handler)
+        self._level = self._logger.level
+        self._logger.setLevel(logging.DEBUG)
         self.hal_ok = True
         self.fb_age = 0
         self.cycles = 0
+        self.logged = 0
+
+    def close(self) -> None:
+        self._logger.removeHandler(self._handler)
+        self._logger.setLevel(self._level)
 
     # --- inputs -------------------------------------------------------------------------------
     def _plant(self) -> None:
@@ -220,12 +242,17 @@ class Twin:
             self.fb["torque_estimate"][: self.n] = self.ref.torque
             self.fb["drive_ready"][: self.n] = self.ref.ax.enable & ~self.faults()
             self.fb["drive_fault"][: self.n] = self.faults()
+            lines = []
             for core in (self.ref, self.cmp):
                 if self.hal_ok:
                     core.set_inputs(self.fb, self.bank, True, fb_age=self.fb_age)
                 else:
                     core.set_inputs(None, None, False, hal_missing=False)
+                self.records.clear()
                 core.step(self.t)
+                lines.append([(r.name, r.levelno, r.getMessage()) for r in self.records])
+            assert lines[0] == lines[1], f"cycle {self.cycles + 1}: log lines differ: {lines}"
+            self.logged += len(lines[0])
             for w, core in zip(self.writers, (self.ref, self.cmp)):
                 w.fill(core, self.cycles, self.fb_age)
             self.cycles += 1
@@ -342,6 +369,11 @@ def scenario_estop_and_reset(tw: Twin) -> None:
     tw.cycle(400)
     assert tw.ref.m.safety == SafetyState.SAFETY_STOP
     tw.cmd(C.RESET_ERROR, 0, expect=int(ResultCode.SAFETY))  # refused: E-stop still pressed
+    tw.set("Reset", True)  # the Reset button, refused the same way
+    tw.cycle(5)
+    tw.set("Reset", False)
+    tw.cycle(5)
+    assert tw.ref.m.safety == SafetyState.SAFETY_STOP
     tw.set("EStop", False)
     tw.cycle(20)
     tw.set("Reset", True)  # the Reset button (compiled: inside the kernel)
@@ -496,16 +528,20 @@ def test_compiled_cycle_equals_numpy_reference(cfg, name):
     scenarios (moves abs/rel/velocity, jog, homing of every method, E-stop / safety stop and reset,
     guard open, lag errors of every policy, coupling and gearing, enable/disable, mode and machine
     state changes, drive fault, HAL loss) agree on every state array and output within 1e-12 after
-    every cycle and every command, and publish byte-identical CU_STATUS records."""
+    every cycle and every command, publish byte-identical CU_STATUS records and log the same lines."""
     tw = Twin(cfg)
-    SCENARIOS[name](tw)
-    assert tw.cycles > 500
+    try:
+        SCENARIOS[name](tw)
+    finally:
+        tw.close()
+    assert tw.cycles > 500 and tw.logged > 0
 
 
 def test_the_twin_comparison_catches_a_difference(cfg):
     """The comparison the scenarios rely on fails on a 1e-9 difference in one state value and on a
     different published byte (it is not a check that cannot fail)."""
     tw = Twin(cfg)
+    tw.close()
     tw.cycle(5)
     tw.cmp.law.integral[0] += 1e-9
     with pytest.raises(AssertionError, match="integral"):
