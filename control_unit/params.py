@@ -192,6 +192,7 @@ class AxisParams:
         for key, rows, dtype in (("pf", K.PF_ROWS, np.float64), ("pi", K.PI_ROWS, np.int64),
                                  ("pb", K.PB_ROWS, np.bool_)):
             block = np.stack([np.asarray(p[r], dtype=dtype) for r in rows])
+            block.setflags(write=False)  # parameters: the compiled engine works on a copy made at start
             blocks[key] = block
             p.update({r: block[i] for i, r in enumerate(rows)})  # the fields are views of the block
         return cls(
