@@ -51,7 +51,7 @@ max_age = 0
 i = 0
 end = time.perf_counter_ns() + int(seconds * 1e9)
 while i < n and time.perf_counter_ns() < end:
-    late[i] = timer.wait()
+    late[i] = timer.wait() + (timer.ticks - 1) * %(period)d  # raw lateness, skipped periods included
     a = age[0]
     if a > max_age:
         max_age = a
