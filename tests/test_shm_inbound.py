@@ -331,3 +331,23 @@ def test_policy_without_a_stale_criterion_is_refused():
     """A reader that can never go stale is a configuration error, said at construction."""
     with pytest.raises(ValueError, match="stale_reads or stale_after_s"):
         InboundPolicy()
+
+
+def test_an_unchanged_segment_is_not_copied_again(fresh_prefix, writers):
+    """Issue 15 (cheap polling of slow writers): while the segment still holds the commit already
+    copied, poll() copies nothing; the next commit is copied in full."""
+    inb = Inbound.for_key("rpc_cu", InboundPolicy(stale_reads=1000, retry_s=0.0, probe_every=0))
+    w = writers("rpc_cu")
+    try:
+        w.do("commit", 1)
+        inb.poll(time.monotonic())
+        w.do("commit", 1)
+        assert inb.poll(time.monotonic()) is not None
+        raw = inb.local.reshape(1).view("u1")
+        raw[:8] = 0xAB  # a marker no writer wrote
+        assert inb.poll(time.monotonic()) is not None and (raw[:8] == 0xAB).all()  # not copied again
+        w.do("commit", 1)
+        assert inb.poll(time.monotonic()) is not None and inb.changed
+        assert not (raw[:8] == 0xAB).all()  # the new commit overwrote the marker
+    finally:
+        inb.close()

@@ -149,7 +149,7 @@ class Inbound:
                 return None
             r = self.reader
         self.polls += 1
-        hb = r.copy_in()
+        hb = r.copy_in_if_moved(self._last_hb)  # local already holds that commit: no copy
         live = self.status is LinkStatus.LIVE
         if hb < 0:
             self.contentions += 1

@@ -580,6 +580,14 @@ class TypedP2pReader:
         self.contention_count += 1
         return -1
 
+    def copy_in_if_moved(self, last: int) -> int:
+        """`copy_in()` unless the segment still holds commit `last` (the one already in `local`):
+        then nothing is copied and `last` is returned. A slow writer's segment polled every cycle
+        costs one load instead of a payload copy."""
+        if self._seq[0] == ((last << 1) & 0xFFFFFFFF) and last >= 0:
+            return last
+        return self.copy_in()
+
     def use_buffer(self, local: np.ndarray) -> None:
         """Read into `local` (an array of this dtype the caller keeps) instead of our own."""
         if local.dtype != self.dtype or local.shape != ():
