@@ -34,6 +34,7 @@ SLOW_WRITER_STALE_S = 0.5  # RE / RPC heartbeat every <= 50 ms (RE idle) / 10 ms
 PID_EVERY = 10  # PID diagnostics at 100 Hz (status and acks every cycle)
 WRITER_PROBE_EVERY = 5  # cycles between flock probes of the HAL's writer lock (a death seen within 5 ms)
 COMMAND_PROBE_EVERY = 50  # cycles between flock probes of a command writer's lock (RE / gRPC bridge)
+BEAT_S = 0.01  # unchanged status segments (cu_rpc/re/mqt) are still committed this often
 HAL_ATTACH_POLL_S = 0.02
 OVERRUN_FLAG_PER_S = 10  # skipped ticks per second that make CYCLE_OVERRUN an operator-visible error
 
@@ -139,6 +140,7 @@ class CycleRunner:
         self._rpc_acks = self.w_rpc.local["acks"]["count"]
         self._re_acks = self.w_re.local["acks"]["count"]
         self._rpc_acks_seen = self._re_acks_seen = 0
+        self._next_beat = 0.0
         self._bind_core()
 
     def _bind_core(self) -> None:
@@ -237,26 +239,37 @@ class CycleRunner:
         self.status.fill(core, hal.heartbeat, self.hal_age)
         if core.cycle % PID_EVERY == 0:
             fill_pid(self.pid, core)
-        np.copyto(self.status_re, self.status_src)
-        np.copyto(self.status_mqt, self.status_src)
         self.w_hal.commit()
-        self.w_rpc.commit()
-        self.w_re.commit()
-        self.w_mqt.commit()
-        self._post_wakes()
+        self._publish_status(now)
 
-    def _post_wakes(self) -> None:
+    def _publish_status(self, now: float) -> None:
+        """cu_rpc / cu_re / cu_mqt when the status they show changed or they carry a new ack — then
+        their reader is woken — and otherwise every BEAT_S only, as a heartbeat (their readers judge
+        staleness in tenths of seconds; cu_hal, which the HAL reads every cycle, goes every cycle)."""
         status = self._status_change.changed()
-        if status:
-            self.wake_mqt.post()
+        beat = now >= self._next_beat
+        if beat:
+            self._next_beat = now + BEAT_S
         n = self._rpc_acks[()]
-        if status or n != self._rpc_acks_seen:
-            self._rpc_acks_seen = n
-            self.wake_rpc.post()
+        acked = n != self._rpc_acks_seen
+        if status or acked or beat:
+            self.w_rpc.commit()
+            if status or acked:
+                self._rpc_acks_seen = n
+                self.wake_rpc.post()
         n = self._re_acks[()]
-        if status or n != self._re_acks_seen:
-            self._re_acks_seen = n
-            self.wake_re.post()
+        acked = n != self._re_acks_seen
+        if status or acked or beat:
+            np.copyto(self.status_re, self.status_src)
+            self.w_re.commit()
+            if status or acked:
+                self._re_acks_seen = n
+                self.wake_re.post()
+        if status or beat:
+            np.copyto(self.status_mqt, self.status_src)
+            self.w_mqt.commit()
+            if status:
+                self.wake_mqt.post()
 
     def _take_commands(self, source: CommandSource, inbox: CommandInbox, now: float) -> None:
         if inbox.next_code() == CuCommand.RELOAD_CONFIG:

@@ -34,6 +34,7 @@ OPTIONAL_RETRY_S = 1.0  # attach attempts for re_hal / rpc_hal
 SLOW_EVERY_S = 0.1  # state file offer, driver health
 WRITER_PROBE_EVERY = 5  # cycles between flock probes of the CU's writer lock (a death seen within 5 ms)
 MAX_CATCH_UP_TICKS = 20  # a late cycle steps the plant by at most this many periods
+BEAT_NS = 10_000_000  # unchanged status segments (hal_mqt/rpc/re) are still committed this often
 
 _u8 = flat_bytes
 
@@ -108,6 +109,7 @@ class HalCycle:
         self._rpc_acks = self.w_rpc.local["acks"]["count"]
         self._re_acks = self.w_re.local["acks"]["count"]
         self._rpc_acks_seen = self._re_acks_seen = 0
+        self._next_beat = 0
         # the hal_mqt payload is filled in place; the other three copy bytes from it
         io = self.w_mqt.local["io"]
         io["axes"]["active"] = self.configured
@@ -185,7 +187,7 @@ class HalCycle:
             proc.outputs(None, None, now_ns, False)
         self.driver.cycle(dio, now_ns, dt_s)
         proc.inputs(dio.di, dio.ai, now_ns)
-        self._publish(connected)
+        self._publish(connected, now_ns)
         if now_ns >= self._next_slow:
             self._slow(now_ns)
         self.cycles += 1
@@ -209,27 +211,38 @@ class HalCycle:
             if result:
                 log.info("%s command %d (request %d) refused: %s", inbox.name, cmd.code, cmd.request_id, message)
 
-    def _publish(self, connected: bool) -> None:
+    def _publish(self, connected: bool, now_ns: int) -> None:
+        """hal_cu every cycle (the CU reads it every cycle); the three status segments when what
+        they show changed or they carry a new ack — then their reader is woken — and otherwise
+        every BEAT_NS only, as a heartbeat (their readers judge staleness in tenths of seconds)."""
         self.io_cu_connected[...] = connected
         np.copyto(self._cu_head_dst, self._cu_head_src)
         np.copyto(self._cu_ai_dst, self._cu_ai_src)
-        for dst in self._io_dst:
-            np.copyto(dst, self._io_src)
         self.w_cu.commit()
-        self.w_mqt.commit()
-        self.w_rpc.commit()
-        self.w_re.commit()
         io = self._io_change.changed()
-        if io:
-            self.wake_mqt.post()
+        beat = now_ns >= self._next_beat
+        if beat:
+            self._next_beat = now_ns + BEAT_NS
+        if io or beat:
+            self.w_mqt.commit()
+            if io:
+                self.wake_mqt.post()
         n = self._rpc_acks[()]
-        if io or n != self._rpc_acks_seen:
-            self._rpc_acks_seen = n
-            self.wake_rpc.post()
+        acked = n != self._rpc_acks_seen
+        if io or acked or beat:
+            np.copyto(self._io_dst[0], self._io_src)
+            self.w_rpc.commit()
+            if io or acked:
+                self._rpc_acks_seen = n
+                self.wake_rpc.post()
         n = self._re_acks[()]
-        if io or n != self._re_acks_seen:
-            self._re_acks_seen = n
-            self.wake_re.post()
+        acked = n != self._re_acks_seen
+        if io or acked or beat:
+            np.copyto(self._io_dst[1], self._io_src)
+            self.w_re.commit()
+            if io or acked:
+                self._re_acks_seen = n
+                self.wake_re.post()
 
     def _slow(self, now_ns: int) -> None:
         self._next_slow = now_ns + int(SLOW_EVERY_S * 1e9)

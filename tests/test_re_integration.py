@@ -355,7 +355,10 @@ def test_re_killed_mid_recipe_axes_stopped_and_restart_comes_back_in_error(rig):
 
 
 def test_sigterm_mid_recipe_stops_the_axes_and_exits_cleanly(rig):
-    assert rig.re_cmd(ReCommand.LOAD, "move_back").ok
+    # a move far away: the previous test leaves X wherever the CU stopped it on the RE's loss (within
+    # ~50 ms since issue 15's writer-lock probe), possibly a few mm from move_back's 60 — too short a
+    # move to tell a STOP from an arrival on a loaded box
+    assert rig.re_cmd(ReCommand.LOAD, "long_move").ok
     assert rig.re_cmd(ReCommand.START).ok
     wait_for(lambda: rig.re_status()["step"] == 2 and abs(float(rig.axis(1)["velocity"])) > 5.0, 20,
              what="X moving")
@@ -363,9 +366,9 @@ def test_sigterm_mid_recipe_stops_the_axes_and_exits_cleanly(rig):
     for seg in ("re_cu", "re_hal", "re_mqt", "re_rpc"):
         assert not writer_alive(f"{rig.prefix}_{seg}")
     wait_for(lambda: int(rig.axis(1)["motion"]) == MotionState.STANDSTILL, 10, what="X stopped by the RE's STOP")
-    assert abs(float(rig.axis(1)["position"]) - 60.0) > 1.0
-    assert "shutting down while RUNNING move_back at step 2: stopping axes [1]" in rig.re.output()
+    assert abs(float(rig.axis(1)["position"]) - 400.0) > 1.0
+    assert "shutting down while RUNNING long_move at step 2: stopping axes [1]" in rig.re.output()
     rig.start_re()
     s = rig.wait_state(ReState.ERROR, timeout=20)  # a fresh segment reads Idle (zeros) before the first tick
-    assert s["message"] == "restarted while running 'move_back' at step 2 (move); not resumed"
+    assert s["message"] == "restarted while running 'long_move' at step 2 (move); not resumed"
     assert rig.re_cmd(ReCommand.RESET).ok
