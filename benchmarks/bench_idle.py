@@ -31,7 +31,8 @@ PRELOADED = ("hal", "cu", "re", "grpc", "mqtt")  # modules the watchdog keeps a 
 METHOD = (
     "`evo up` on a copy of the default machine (config/: HAL sim 1 kHz, CU 1 kHz, RE, MQTT bridge with its "
     "embedded mosquitto and Zenoh output, gRPC bridge with the HMI, standby spares) on free loopback ports, "
-    "normal scheduling, nobody connected. Once every module runs and the spares are loaded, the CPU time "
+    "the configured scheduling (SCHED_FIFO for HAL and CU when permitted, the default since issue 15; "
+    "EVO_RT=off for normal scheduling), nobody connected. Once every module runs and the spares are loaded, the CPU time "
     "(user+system, psutil) of every process of the instance is read, again after the window, and the "
     "difference is shown per process as % of one core. Side by side in one run: today's code (a git worktree "
     "of the baseline commit, same config) and the working tree."

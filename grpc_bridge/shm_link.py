@@ -168,6 +168,8 @@ class ShmLink:
         self._sources: dict[str, _Source] = {}
         self._waiter: WakeWaiter | None = None
         self._self_post = WakePoster("rpc", prefix)  # a submit ends the thread's wait on the semaphore
+        # the RE idles on its semaphore between 50 ms ticks: a command wakes it (HAL and CU cycle anyway)
+        self._consumer_wake = {RE.key: WakePoster(RE.key, prefix)}
         try:
             for t in TARGETS:
                 period = (cycle_periods_s or {}).get(t.key, 0.0)
@@ -229,6 +231,9 @@ class ShmLink:
                 src.writer.commit()
         finally:
             _deliver(done)
+        wake = self._consumer_wake.get(target.key)
+        if wake is not None:
+            wake.post()
         if self._on_semaphore:
             self._self_post.post()  # the thread waits for another command's ack: end that wait
         else:
@@ -417,3 +422,5 @@ class ShmLink:
             self._waiter.close()
             self._waiter = None
         self._self_post.close()
+        for wake in self._consumer_wake.values():
+            wake.close()

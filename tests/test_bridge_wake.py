@@ -16,8 +16,8 @@ import pytest
 from common.shm.commands import HalCommand
 from common.shm.io_helpers import set_bit
 from common.shm.segments import CU_TO_MQT, HAL_TO_MQT, RE_TO_MQT
-from common.shm.wake import WakePoster
-from grpc_bridge.shm_link import DEMAND_HOLD_S, HAL, TARGETS, ShmLink
+from common.shm.wake import WakePoster, WakeWaiter
+from grpc_bridge.shm_link import DEMAND_HOLD_S, HAL, RE, TARGETS, ShmLink
 from tests.connector.observer import Observer
 from tests.grpc_support import FakeConsumer
 from tests.helpers import ModuleProcess, wait_for
@@ -87,6 +87,21 @@ def test_an_ack_post_wakes_the_link_and_completes_the_command(link) -> None:  # 
         assert ack.request_id == 100 + i and ack.ok
     assert fakes["hal"].taken[-1].pin == 20
     assert lk.wakes > wakes, "no command completion came through the wake semaphore"
+
+
+def test_a_command_for_the_recipe_executor_wakes_it(link, fresh_prefix: str) -> None:  # noqa: ANN001
+    """Must exist: the RE idles on its wake semaphore between ticks; a gRPC command for it posts that
+    semaphore after the commit, so the RE takes it at once instead of at its next idle tick."""
+    lk, fakes = link
+    waiter = WakeWaiter("re", fresh_prefix)
+    try:
+        waiter.wait(0)  # drain anything earlier
+        assert not waiter.wait(0.05), "woken with no command sent"
+        fut = lk.submit(RE, 0, 300)  # Nop
+        assert waiter.wait(5.0), "a command for the RE did not post its wake"
+        assert fut.result(timeout=10).request_id == 300
+    finally:
+        waiter.close()
 
 
 # --- the MQTT bridge process ---------------------------------------------------------------------------------

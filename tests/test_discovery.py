@@ -63,3 +63,23 @@ def test_unlink_all_removes_every_file_of_the_instance(fresh_prefix):
     wait_for(lambda: instance_files(), what="files present")
     unlink_all()
     assert instance_files() == []
+
+
+def test_a_creation_temporary_left_by_a_killed_writer_is_removed(fresh_prefix):
+    """A writer SIGKILLed between creating `<segment>.new-<pid>` and renaming it leaves that file: the
+    stale cleanup removes it once its pid is gone (a live writer's is kept), unlink_all removes every one."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    base = os.path.join("/dev/shm", segment_name("hal", "mqt"))
+    left, mine = f"{base}.new-{dead}", f"{base}.new-{os.getpid()}"
+    for path in (left, mine):
+        open(path, "wb").close()
+    try:
+        cleanup_stale()
+        assert not os.path.exists(left) and os.path.exists(mine)
+        unlink_all()
+        assert not os.path.exists(mine) and instance_files() == []
+    finally:
+        for path in (left, mine):
+            if os.path.exists(path):
+                os.unlink(path)

@@ -87,10 +87,25 @@ def instance_files(prefix: str | None = None) -> list[str]:
         return []
 
 
+def _unlink_dead_temporaries(prefix: str, everyone_gone: bool) -> None:
+    """A writer killed between creating `<segment>.new-<pid>` and renaming it leaves that file: remove
+    it once its pid is gone (or every one, when the whole instance has stopped)."""
+    for n in instance_files(prefix):
+        base, _, pid = n.partition(".new-")
+        if not pid.isdigit():
+            continue
+        if everyone_gone or not os.path.exists(f"/proc/{pid}"):
+            try:
+                os.unlink(os.path.join(SHM_DIR, n))
+            except FileNotFoundError:
+                pass
+
+
 def cleanup_stale(prefix: str | None = None) -> list[str]:
     """Unlink the segments of the instance whose writer is dead (a killed run's leftovers)."""
     removed = []
     prefix = prefix or shm_prefix()
+    _unlink_dead_temporaries(prefix, everyone_gone=False)
     for base in sorted({n.split(".")[0] for n in instance_files(prefix)}):
         if not writer_alive(base):
             unlink_segment(base)
@@ -101,6 +116,7 @@ def cleanup_stale(prefix: str | None = None) -> list[str]:
 def unlink_all(prefix: str | None = None) -> list[str]:
     """Unlink every segment of the instance (after every module has stopped)."""
     prefix = prefix or shm_prefix()
+    _unlink_dead_temporaries(prefix, everyone_gone=True)
     bases = sorted({n.split(".")[0] for n in instance_files(prefix)})
     for base in bases:
         unlink_segment(base)
