@@ -28,6 +28,7 @@ from .kernels import step as K
 from .kernels.step import LAG_HISTORY, MAX_CATCHUP_CYCLES, STARTUP_SETTLE_S, Store
 from .machines import (
     BLOCKING_ERRORS,
+    float_slot,
     PS,
     SSC,
     AxisStates,
@@ -62,16 +63,6 @@ def _si_field(index: int, kind: type, doc: str) -> property:
     return property(get, put, doc=doc)
 
 
-def _s_field(index: int, doc: str) -> property:
-    def get(self: "ControlCore") -> float:
-        return float(self._s[index])
-
-    def put(self: "ControlCore", value: float) -> None:
-        self._s[index] = value
-
-    return property(get, put, doc=doc)
-
-
 class ControlCore:
     """All CU state for one configuration. Per cycle: `set_inputs(...)`, any number of
     `commands.execute(core, ...)`, then `step(now)`; outputs in `torque`, `ax.enable`,
@@ -92,8 +83,8 @@ class ControlCore:
     _sp_i = _si_field(K.SI_SP_I, int, "slot of this cycle's set-point in _sp_hist")
     _prev_reset_btn = _si_field(K.SI_PREV_RESET_BTN, bool, "Reset button in the previous cycle")
     _bank_valid = _si_field(K.SI_BANK_VALID, bool, "_bank holds the last DI bank")
-    now = _s_field(K.S_NOW, "time of the last step")
-    _starting_t = _s_field(K.S_STARTING_T, "time the machine entered Starting")
+    now = float_slot(K.S_NOW, "time of the last step")
+    _starting_t = float_slot(K.S_STARTING_T, "time the machine entered Starting")
 
     def __init__(self, cfg: EvoConfig, dt: float | None = None, engine: str = "compiled") -> None:
         if engine not in ENGINES:

@@ -136,11 +136,13 @@ def _enum_scalar(index: int, members: tuple, doc: str) -> property:
     return property(get, put, doc=doc)
 
 
-def _time_scalar(index: int, doc: str) -> property:
-    def get(self: "MachineStates") -> float:
+def float_slot(index: int, doc: str) -> property:
+    """A float kept in slot `index` of the float scalar block `self._s` (the core's and the machine's)."""
+
+    def get(self: object) -> float:
         return float(self._s[index])
 
-    def put(self: "MachineStates", value: float) -> None:
+    def put(self: object, value: float) -> None:
         self._s[index] = value
 
     return property(get, put, doc=doc)
@@ -161,8 +163,8 @@ class MachineStates:
     # a SafetyStop carried over a CU restart (control_unit/latch.py): only an operator reset
     # clears it, whatever recovery_authorization_required says
     reset_required = _scalar(K.SI_M_RESET_REQUIRED, bool, "SafetyStop latched over a restart")
-    manual_t = _time_scalar(K.S_MANUAL_T, "last operator activity in Manual")
-    safety_stop_t = _time_scalar(K.S_SAFETY_STOP_T, "time of the last SafetyStop")
+    manual_t = float_slot(K.S_MANUAL_T, "last operator activity in Manual")
+    safety_stop_t = float_slot(K.S_SAFETY_STOP_T, "time of the last SafetyStop")
 
     def __init__(self, store: Store | None = None) -> None:
         st = store if store is not None else Store(1)

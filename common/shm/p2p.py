@@ -372,14 +372,7 @@ class TypedP2pWriter:
 
     def commit(self) -> None:
         """Publish `self.local`: heartbeat+1, seq odd, copy, seq even. No allocation, no syscall."""
-        hb = self._hb + 1
-        self._hb = hb
-        self._hbv[0] = hb
-        seq = self._seqv
-        even = (hb << 1) & 0xFFFFFFFF
-        seq[0] = (even - 1) & 0xFFFFFFFF
-        _copyto(self._dst, self._local_u8)
-        seq[0] = even
+        self._publish(self._local_u8)
 
     def write(self, payload: np.ndarray) -> None:
         """Publish `payload` (one value of the segment's dtype): the same seqlock commit as
@@ -394,13 +387,17 @@ class TypedP2pWriter:
                 payload = np.ascontiguousarray(payload)
             self._src_u8 = flat_bytes(payload)
             self._src_obj = payload
+        self._publish(self._src_u8)
+
+    def _publish(self, src_u8: np.ndarray) -> None:
+        """The seqlock write (DESIGN.md): heartbeat+1, seq odd, one flat copy of `src_u8`, seq even."""
         hb = self._hb + 1
         self._hb = hb
         self._hbv[0] = hb
         seq = self._seqv
         even = (hb << 1) & 0xFFFFFFFF
         seq[0] = (even - 1) & 0xFFFFFFFF
-        _copyto(self._dst, self._src_u8)
+        _copyto(self._dst, src_u8)
         seq[0] = even
 
     def close(self, unlink: bool = True) -> None:
