@@ -7,6 +7,7 @@ today's code, with the bridge-side breakdown -> results/grpc_round_trip.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,8 +51,9 @@ RT_PRIORITY = 80  # SCHED_FIFO priority of HAL and CU in the real-time variant
 class Procs:
     """hal, control_unit (and later grpc_bridge) as `python -m` subprocesses with a private prefix."""
 
-    def __init__(self, prefix: str, cfg: Path, log_dir: Path) -> None:
+    def __init__(self, prefix: str, cfg: Path, log_dir: Path, machine_code: Path = REPO) -> None:
         self.prefix = prefix
+        self.machine_code = machine_code  # the tree HAL and CU run from (--machine-commit)
         self.cfg = cfg
         self.log_dir = log_dir
         self.env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
@@ -60,8 +62,11 @@ class Procs:
         self.env.pop("EVO_NOTIFY_FD", None)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, package: str, code: Path = REPO, cfg: Path | None = None, **env: str) -> psutil.Process:
-        """`code`: the source tree the process runs from (a baseline worktree for today's bridge)."""
+    def start(self, package: str, code: Path | None = None, cfg: Path | None = None, **env: str) -> psutil.Process:
+        """`code`: the source tree the process runs from (a baseline worktree for today's bridge;
+        default: the machine's tree for hal / control_unit, this tree otherwise)."""
+        if code is None:
+            code = self.machine_code if package in ("hal", "control_unit") else REPO
         log = open(self.log_dir / f"{package}.log", "ab")
         self.procs[package] = subprocess.Popen(
             [sys.executable, "-m", package, "--config", str(cfg or self.cfg)], cwd=code,
@@ -364,7 +369,7 @@ def baseline_config(code: Path, dest: Path, port: int, run_dir: Path) -> Path:
         gs.CONFIG_DIR = saved
 
 
-def run(args: argparse.Namespace, base_code: Path | None = None) -> dict[str, Any]:
+def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: Path = REPO) -> dict[str, Any]:
     sys.path.insert(0, str(REPO))
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -375,7 +380,7 @@ def run(args: argparse.Namespace, base_code: Path | None = None) -> dict[str, An
     tmp = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
     port = free_port()
     cfg = make_config(tmp / "config", port, max_watch_hz=max(50.0, args.rate), run_dir=str(tmp / "run"))
-    procs = Procs(prefix, cfg, tmp)
+    procs = Procs(prefix, cfg, tmp, machine_code)
     result: dict[str, Any] = {"method": METHOD, "machine": machine_info(), "params": vars(args) | {"prefix": prefix}}
     rows: dict[str, Any] = {}
     address = f"127.0.0.1:{port}"
@@ -596,19 +601,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", metavar="COMMIT",
                     help="also time COMMIT's bridge (a git worktree) against the same HAL and CU, in turns with ours")
     ap.add_argument("--rounds", type=int, default=3, help="turns of each bridge with --baseline")
+    ap.add_argument("--machine-commit", metavar="COMMIT",
+                    help="run HAL and CU from a worktree of COMMIT, or from the tree at that path (a fixed machine "
+                         "while their code changes)")
     ap.add_argument("--latency-only", action="store_true",
                     help="only the round trips (GetStatus vs SetDigitalOutput vs a CU command) and their breakdown")
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.window = 100, 3.0
-    if args.baseline:
+    with contextlib.ExitStack() as stack:
         from benchmarks._baseline import baseline_tree
 
-        args.latency_only = True  # the side-by-side is the round trips only
-        with baseline_tree(args.baseline) as base_code:
-            result = run(args, base_code)
-    else:
-        result = run(args)
+        machine_code = REPO
+        if args.machine_commit and Path(args.machine_commit).is_dir():
+            machine_code = Path(args.machine_commit).resolve()  # a tree kept between runs (warm numba cache)
+        elif args.machine_commit:
+            machine_code = stack.enter_context(baseline_tree(args.machine_commit))
+        base_code = None
+        if args.baseline:
+            args.latency_only = True  # the side-by-side is the round trips only
+            base_code = stack.enter_context(baseline_tree(args.baseline))
+        result = run(args, base_code, machine_code)
     report(result)
     side_by_side(result)
     path = write_json("grpc_round_trip" if args.latency_only else "grpc", result, args.out)

@@ -106,3 +106,21 @@ def test_writer_restart_is_followed_from_its_first_command(pair):
     taken = pair.consume()
     assert [c.request_id for c in taken] == [2]
     assert [a.request_id for a in pair.acks()] == [2]
+
+
+def test_a_packed_slot_reads_back_field_by_field_and_a_value_that_does_not_fit_admits_nothing(pair):
+    """Issue 15 (command round trip): the writer packs a slot in one struct write; every field —
+    8 arguments, a UTF-8 text cut on a character boundary — reads back as the consumer's Command,
+    and a value outside its field's range is refused with nothing admitted (count unchanged)."""
+    long_text = "é" * 40  # 80 bytes: cut to the slot's 31 on a character boundary
+    args = tuple(float(i) + 0.5 for i in range(8))
+    seq = pair.producer.submit(CuCommand.MOVE_ABSOLUTE, 2**40, axis=3, pin=65535, flags=7, args=args, text=long_text)
+    (c,) = pair.consume()
+    assert (c.seq, c.request_id, c.code, c.axis, c.pin, c.flags) == (seq, 2**40, CuCommand.MOVE_ABSOLUTE, 3, 65535, 7)
+    assert c.args == args and c.text == "é" * 15 and c.issued_ns > 0
+    count = pair.producer.count
+    with pytest.raises(ValueError, match="does not fit"):
+        pair.producer.submit(CuCommand.NOP, 1, pin=70000)
+    with pytest.raises(ValueError, match="at most 8"):
+        pair.producer.submit(CuCommand.NOP, 1, args=(0.0,) * 9)
+    assert pair.producer.count == count and pair.consume() == []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -72,6 +73,22 @@ class Ack:
         return self.result == ResultCode.OK
 
 
+# One command slot as packed bytes (seq, request_id, issued_ns, code, axis, pin, flags, 8 args, text):
+# one struct.pack_into per command instead of nine structured-field assignments (~5x cheaper; the
+# bridge's submit sits on a command's round trip). Checked against the slot dtype at first use.
+_SLOT_STRUCT = struct.Struct("<QQQHHHH8d%ds" % NAME_LEN)
+_SLOT_FIELDS = ("seq", "request_id", "issued_ns", "code", "axis", "pin", "flags", "args", "text")
+_NO_ARGS = (0.0,) * 8
+
+
+def _check_slot_layout(slot_dtype: np.dtype) -> None:
+    """The packed struct must match the CMD_RING slot dtype field by field (order, offsets, size)."""
+    offsets = [slot_dtype.fields[f][1] for f in _SLOT_FIELDS]
+    want = [0, 8, 16, 24, 26, 28, 30, 32, 96]
+    if offsets != want or slot_dtype.itemsize != _SLOT_STRUCT.size:
+        raise AssertionError(f"CMD_RING slot layout changed ({offsets}, {slot_dtype.itemsize} bytes): update _SLOT_STRUCT")
+
+
 class CommandRingWriter:
     """Producer side. `ring` is the CMD_RING field of the writer's local payload (a view);
     `acks` is the ACK_RING field of the reverse segment's last read (a view), refreshed by the
@@ -84,6 +101,10 @@ class CommandRingWriter:
         ring["count"] = 0
         self._slots = ring["slots"]
         self._n = len(self._slots)
+        _check_slot_layout(self._slots.dtype)
+        # the slots' bytes (ring is a view into the writer's local payload: writes land there)
+        self._slot_bytes = memoryview(self._slots.reshape(-1).view(np.uint8))
+        self._count = ring["count"]  # 0-d view
         self._consumed = 0
         self._consumer_epoch = 0
         self._last_ack = 0
@@ -117,20 +138,14 @@ class CommandRingWriter:
             raise RingFull(f"{self.in_flight} commands in flight, ring has {self._n} slots")
         if len(args) > 8:
             raise ValueError("at most 8 arguments")
-        seq = self.count + 1
-        slot = self._slots[(seq - 1) % self._n]
-        slot["seq"] = seq
-        slot["request_id"] = request_id
-        slot["issued_ns"] = time.monotonic_ns()
-        slot["code"] = int(code)
-        slot["axis"] = axis
-        slot["pin"] = pin
-        slot["flags"] = flags
-        a = np.zeros(8)
-        a[: len(args)] = args
-        slot["args"] = a
-        slot["text"] = encode_str(text, NAME_LEN)
-        self.ring["count"] = seq  # last: the slot is complete before the count admits it
+        seq = int(self._count) + 1
+        try:
+            _SLOT_STRUCT.pack_into(
+                self._slot_bytes, ((seq - 1) % self._n) * _SLOT_STRUCT.size, seq, request_id, time.monotonic_ns(),
+                int(code), axis, pin, flags, *args, *_NO_ARGS[len(args):], encode_str(text, NAME_LEN))
+        except struct.error as e:  # a value out of its field's range: nothing admitted (count unchanged)
+            raise ValueError(f"command does not fit its ring slot: {e}") from None
+        self._count[()] = seq  # last: the slot is complete before the count admits it
         self._pending[seq] = request_id
         return seq
 
