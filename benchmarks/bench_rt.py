@@ -1,11 +1,15 @@
 """Real-time figures of the whole machine against the box's own floor: HAL and CU overruns beside a bare loop.
 
 Run: `.venv/bin/python -m benchmarks.bench_rt [--seconds 60] [--out PATH]` -> table + results/rt.json.
+`--loop-cost`: instead, the CPU cost of the CycleLoop skeleton with an empty step beside a bare
+CycleTimer loop (three processes side by side, normal scheduling) -> results/rt_loop_cost.json.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._baseline import baseline_tree
 from benchmarks._stats import machine_info, print_table, ratio, write_json
 from benchmarks.bench_idle import Instance
 
@@ -64,6 +69,77 @@ print(json.dumps({"rt_active": rt, "cycles": timer.cycle_count, "overruns": time
 age.release()
 mm.close()
 """ % {"period": PERIOD_NS}
+
+
+LOOP_COST = r"""
+import json, os, sys, time
+import numpy as np
+from common.rt import CycleLoop, CycleTimer, StopFlag
+from common.shm.segments import CYCLE_STATS
+seconds, kind = float(sys.argv[1]), sys.argv[2]
+period = %(period)d
+stats = (np.zeros((), CYCLE_STATS), np.zeros((), CYCLE_STATS))  # the CU publishes into cu_rpc and cu_mqt
+t0, c0 = time.monotonic(), os.times()
+end = time.perf_counter_ns() + int(seconds * 1e9)
+if kind == "bare":
+    timer = CycleTimer(period)
+    while time.perf_counter_ns() < end:
+        timer.wait()
+        timer.done()
+    cycles = timer.cycle_count
+else:
+    stop = StopFlag()
+    kw = {} if kind == "loop_every_cycle" else {"auto_publish": False}  # the baseline's loop has no such option
+    loop = CycleLoop("bench", period, stop, **kw)
+    loop.start(stats)
+    n = [0]
+    def step(now_ns, ticks):
+        n[0] += 1
+        if kind == "loop_on_commit" and n[0] %% 10 == 0:  # like the CU: with the 10 ms status beat
+            loop.publish()
+        if now_ns >= end:
+            stop.set()
+    loop.run(step)
+    cycles = n[0]
+c1, t1 = os.times(), time.monotonic()
+cpu = (c1.user - c0.user) + (c1.system - c0.system)
+print(json.dumps({"kind": kind, "cycles": cycles, "wall_s": t1 - t0, "cpu_pct": 100.0 * cpu / (t1 - t0),
+                  "user_pct": 100.0 * (c1.user - c0.user) / (t1 - t0),
+                  "system_pct": 100.0 * (c1.system - c0.system) / (t1 - t0)}))
+""" % {"period": PERIOD_NS}
+LOOP_KINDS = {"bare": "bare CycleTimer loop (wait + done)",
+              "loop_every_cycle": "CycleLoop, empty step, figures into 2 stats views every cycle (auto_publish)",
+              "loop_on_commit": "CycleLoop, empty step, auto_publish=False, publish() every 10th cycle (the CU now)"}
+
+
+def run_loop_cost(seconds: float, out: str | None = None, baseline: str = "none") -> dict[str, Any]:
+    """The loops at once (same load for each), normal scheduling, CPU % of one core; with a baseline
+    commit also that commit's CycleLoop (figures every cycle, as it always did)."""
+    with contextlib.ExitStack() as stack:
+        runs = [(k, REPO) for k in LOOP_KINDS]
+        if baseline != "none":
+            runs.append(("loop_every_cycle", stack.enter_context(baseline_tree(baseline))))
+        procs = [(k, tree, subprocess.Popen([sys.executable, "-c", LOOP_COST, str(seconds), k], cwd=tree,
+                                            env=dict(os.environ, PYTHONPATH=str(tree)), stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True)) for k, tree in runs]
+        rows = []
+        for k, tree, p in procs:
+            o, e = p.communicate(timeout=seconds + 60)
+            if p.returncode != 0:
+                raise RuntimeError(f"{k} failed: {e}")
+            row = json.loads(o.strip().splitlines()[-1])
+            row["what"] = LOOP_KINDS[k] if tree == REPO else f"CycleLoop of {baseline}, empty step (figures every cycle)"
+            rows.append(row)
+    bare = rows[0]["cpu_pct"]
+    for r in rows:
+        r["to_bare"] = ratio(r["cpu_pct"], bare)
+    result = {"benchmark": "rt_loop_cost", "machine": machine_info(), "load_avg": os.getloadavg(),
+              "config": {"seconds": seconds, "period_ns": PERIOD_NS, "baseline": baseline}, "rows": rows}
+    result["path"] = str(write_json("rt_loop_cost", result, out))
+    print_table(rows, [("loop", "what", ""), ("cycles", "cycles", ""), ("% core", "cpu_pct", ".2f"),
+                       ("user", "user_pct", ".2f"), ("system", "system_pct", ".2f"), ("x bare", "to_bare", ".2f")])
+    print(f"results: {result['path']}")
+    return result
 
 
 def _stats(prefix: str, key: str) -> dict[str, Any]:
@@ -183,7 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="window per scheduling (default 60)")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/rt.json)")
+    ap.add_argument("--loop-cost", action="store_true", help="the CycleLoop skeleton's CPU beside a bare loop")
+    ap.add_argument("--baseline", default="none", help="--loop-cost: also this commit's CycleLoop (git worktree)")
     a = ap.parse_args(argv)
+    if a.loop_cost:
+        run_loop_cost(a.seconds, a.out, a.baseline)
+        return 0
     report(run(a.seconds, a.out))
     return 0
 

@@ -16,12 +16,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common.notify import WatchdogPinger, notify_ready
+from common.notify import notify_ready, notify_watchdog
 from common.shm.segments import CYCLE_STATS, JITTER_BUCKET_US, JITTER_BUCKETS
 from common.shm.wake import WakeWaiter
 
 log = logging.getLogger(__name__)
 
+PING_NS = 500_000_000  # a cycle loop tells the watchdog it is alive this often (WATCHDOG=1)
 PR_SET_TIMERSLACK = 29
 PR_SET_PDEATHSIG = 1
 MCL_CURRENT, MCL_FUTURE = 1, 2
@@ -235,11 +236,16 @@ class CycleLoop:
     An idle-capable loop (the RE) passes `idle` and `waiter`: while `idle()` is true the loop
     blocks on the WakeWaiter (a command's post ends it) for at most `idle_timeout_s`, and then
     runs one step, so the module's heartbeat keeps moving inside its readers' stale budget.
-    Idle time is neither jitter nor overrun."""
+    Idle time is neither jitter nor overrun.
+
+    `auto_publish=False`: the loop does not copy its figures into the stats views every cycle; the
+    step calls `publish()` right before it commits the segments that carry them (a module that
+    commits its status segments only on a change or every 10 ms saves the copies in between)."""
 
     def __init__(self, name: str, period_ns: int, stop: StopFlag, *, rt_priority: int = 0, cpu: int = -1,
-                 spin_ns: int = 0) -> None:
+                 spin_ns: int = 0, auto_publish: bool = True) -> None:
         self.name = name
+        self.auto_publish = auto_publish
         self.period_ns = int(period_ns)
         self.stop = stop
         self.rt_priority = rt_priority
@@ -261,29 +267,38 @@ class CycleLoop:
         freeze_gc()
         return self.rt_active
 
+    def publish(self) -> None:
+        """Copy the figures (up to the current cycle's wake) into the stats views now."""
+        self.timer.publish_to(self._stats)
+
     def run(self, step: Callable[[int, int], None], ready: str = "", *,
             idle: Callable[[], bool] | None = None, waiter: WakeWaiter | None = None,
             idle_timeout_s: float = 0.05) -> None:
         """Cycle until the stop flag is set: wait (or idle), publish figures, step, account."""
         t = self.timer
-        stop = self.stop
-        stats = self._stats
-        pinger = WatchdogPinger(0.5)
+        stopped = self.stop._event.is_set  # bound once: the loop's per-cycle work is kept to its steps
+        stats = self._stats if self.auto_publish else ()
+        can_idle = idle is not None and waiter is not None
+        next_ping = 0
         first = True
-        while not stop.is_set():
-            if idle is not None and waiter is not None and idle():
+        while not stopped():
+            if can_idle and idle():  # type: ignore[misc]
                 self.idle_waits += 1
-                waiter.wait(idle_timeout_s)
+                waiter.wait(idle_timeout_s)  # type: ignore[union-attr]
                 t.resync()
             else:
                 t.wait()
-            t.publish_to(stats)
-            step(t.now_ns, t.ticks)
+            if stats:
+                t.publish_to(stats)
+            now = t.now_ns
+            step(now, t.ticks)
             t.done()
-            pinger.tick()
-            if first:
-                first = False
-                notify_ready(ready)
+            if now >= next_ping:  # the watchdog's liveness ping, timed on the wake clock (no clock read)
+                next_ping = now + PING_NS
+                notify_watchdog()
+                if first:
+                    first = False
+                    notify_ready(ready)
 
 
 def process_setup(title: str) -> None:

@@ -7,6 +7,7 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from common.shm.inbound import CommandInbox, Inbound, InboundPolicy, LinkStatus
 from common.shm.p2p import ShmError, TypedP2pWriter, segment_name
 from common.shm.rings import Command
 from common.shm.segments import CU_STATUS, CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC
-from common.shm.views import ChangeDetector, field_bytes, without
+from common.shm.views import field_bytes
 from common.shm.wake import WakePoster
 from common.states import CommandSource, MachineError, MachineState, SafetyState
 
@@ -26,6 +27,7 @@ from . import commands
 from .core import ControlCore
 from .diagnostics import StatusWriter, fill_pid
 from .latch import FILE_NAME as LATCH_FILE, SafetyLatch
+from .outputs import HalOutputs, StatusChange
 from .params import AxisParams
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,24 @@ SLOW_WRITER_STALE_S = 0.5  # RE / RPC heartbeat every <= 50 ms (RE idle) / 10 ms
 PID_EVERY = 10  # PID diagnostics at 100 Hz (status and acks every cycle)
 WRITER_PROBE_EVERY = 5  # cycles between flock probes of the HAL's writer lock (a death seen within 5 ms)
 COMMAND_PROBE_EVERY = 50  # cycles between flock probes of a command writer's lock (RE / gRPC bridge)
+# A command segment whose heartbeat word has not moved is polled only every COMMAND_POLL_EVERY cycles
+# (its liveness: stale / writer-lock probe / re-attach); a moved one at once, on the next cycle. Its
+# stale and probe budgets are counted in those polls, so the times stay what they were.
+COMMAND_POLL_EVERY = 10
 BEAT_S = 0.01  # unchanged status segments (cu_rpc/re/mqt) are still committed this often
 HAL_ATTACH_POLL_S = 0.02
 OVERRUN_FLAG_PER_S = 10  # skipped ticks per second that make CYCLE_OVERRUN an operator-visible error
+
+
+@dataclass(slots=True)
+class CommandPath:
+    """A command segment the CU consumes: its source, the inbox, the writer heartbeat word at the
+    last poll and whether commands were left waiting."""
+
+    source: CommandSource
+    inbox: CommandInbox
+    heartbeat: int = -2
+    pending: bool = False
 
 
 class ReloadJob:
@@ -80,7 +97,7 @@ class CycleRunner:
         self.hal = Inbound.for_key("hal_cu", InboundPolicy(
             stale_reads=self.cu.hal_stale_cycles, retry_s=HAL_ATTACH_POLL_S, probe_every=WRITER_PROBE_EVERY))
         self.writers: list[TypedP2pWriter] = []
-        self.paths: list[tuple[CommandSource, CommandInbox]] = []
+        self.paths: list[CommandPath] = []
         self.wakes: list[WakePoster] = []
         self.reload: ReloadJob | None = None
         self.rt_active = False
@@ -118,43 +135,39 @@ class CycleRunner:
         self.writers.append(self.w_re)
         self.w_rpc = mk("rpc", CU_TO_RPC)
         self.writers.append(self.w_rpc)
-        self.o_do = self.w_hal.local["do_bank"]
+        self.outputs = HalOutputs(self.w_hal.local)
         self.status = StatusWriter(self.w_rpc.local["status"])
         self.pid = self.w_rpc.local["pid"]
         self.stats_views = (self.w_rpc.local["stats"], self.w_mqt.local["stats"])  # the loop publishes
         u8 = lambda w: field_bytes(w.local, "status")  # noqa: E731
         self.status_src, self.status_re, self.status_mqt = u8(self.w_rpc), u8(self.w_re), u8(self.w_mqt)
-        stale = max(1, int(SLOW_WRITER_STALE_S / self.dt))
+        stale = max(1, int(SLOW_WRITER_STALE_S / self.dt) // COMMAND_POLL_EVERY)
         policy = InboundPolicy(stale_reads=stale, retry_s=self.cu.optional_attach_interval_s,
-                               probe_every=COMMAND_PROBE_EVERY)
+                               probe_every=max(1, COMMAND_PROBE_EVERY // COMMAND_POLL_EVERY))
         self.paths = [
-            (CommandSource.RE, CommandInbox(Inbound.for_key("re_cu", policy), self.w_re.local["acks"])),
-            (CommandSource.RPC, CommandInbox(Inbound.for_key("rpc_cu", policy), self.w_rpc.local["acks"])),
+            CommandPath(CommandSource.RE, CommandInbox(Inbound.for_key("re_cu", policy), self.w_re.local["acks"])),
+            CommandPath(CommandSource.RPC, CommandInbox(Inbound.for_key("rpc_cu", policy), self.w_rpc.local["acks"])),
         ]
         # wake the readers that block (bridges, RE) after a commit with new acks or a changed status;
         # the HAL heartbeat and age in the status change every cycle and mean nothing to them
         hb_off, age_off = CU_STATUS.fields["hal_heartbeat"][1], CU_STATUS.fields["hal_age_cycles"][1]
-        self._status_change = ChangeDetector(self.status_src, without(CU_STATUS.itemsize, (hb_off, age_off + 4)))
+        assert age_off == hb_off + 8  # one hole
+        self._status_hole = (hb_off, age_off + 4)
         self.wake_mqt, self.wake_rpc, self.wake_re = WakePoster("mqt"), WakePoster("rpc"), WakePoster("re")
         self.wakes = [self.wake_mqt, self.wake_rpc, self.wake_re]
         self._rpc_acks = self.w_rpc.local["acks"]["count"]
         self._re_acks = self.w_re.local["acks"]["count"]
         self._rpc_acks_seen = self._re_acks_seen = 0
         self._next_beat = 0.0
+        self._tick = 0
         self._bind_core()
 
     def _bind_core(self) -> None:
         core = self.core
         self._nc_mask = self.cfg.io_registry.di_nc_mask
         self.status.bind(core)
-        self.w_hal.local["axis_count"] = core.n
-        out = self.w_hal.local["axes"]
-        out[:] = np.zeros((), dtype=out.dtype)
-        n = core.n  # views sliced once: one copy per field per cycle
-        self.o_tpos, self.o_tvel = out["target_position"][:n], out["target_velocity"][:n]
-        self.o_torque, self.o_offset = out["calculated_torque"][:n], out["torque_offset"][:n]
-        self.o_enable, self.o_brake = out["enable"][:n], out["brake_release"][:n]
-        self._brake_bits = [(s, self.cfg.io_registry, role) for s, role in core.p.brake_out]
+        self.outputs.bind(core, self.cfg.io_registry)
+        self._status_change = StatusChange(self.status_src, self._status_hole, core)
 
     # --- loop -----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -173,8 +186,9 @@ class CycleRunner:
             self.core.restore_latch(verdict.message)
         # No busy-wait before the deadline (it used to spin 150 us under SCHED_FIFO): ~15 % of a core
         # for ~75 us less wake jitter, and a FIFO spinner can starve a 2-core box.
+        # the figures go into cu_rpc / cu_mqt only when those are committed (_publish_status)
         self.loop = loop = CycleLoop("cu", int(self.cu.cycle_time_us * 1000), self.stop,
-                                     rt_priority=self.cu.rt_priority, cpu=self.cu.cpu)
+                                     rt_priority=self.cu.rt_priority, cpu=self.cu.cpu, auto_publish=False)
         clean = False
         try:
             self.rt_active = loop.start(self.stats_views)
@@ -220,22 +234,25 @@ class CycleRunner:
             core.set_inputs(self._fb_axes, self._di_logical, True, False, self.hal_age)
         else:
             core.set_inputs(None, None, False, hal.status is LinkStatus.ABSENT)
-        for source, inbox in self.paths:
-            inbox.poll(now)
-            if inbox.inbound.lost:
-                ids = core.source_lost(source)
-                if ids and source == CommandSource.RE:
-                    core.m.errors |= MachineError.RE_LOST
-                    core.m.message = f"recipe executor lost while commanding axes {ids}: stopped"
-                    log.warning(core.m.message)
-                    if core.m.state == MachineState.ACTIVE:
-                        core.m.state = MachineState.IDLE
-            if inbox.pending():
-                self._take_commands(source, inbox, now)
+        self._tick += 1
+        every = self._tick % COMMAND_POLL_EVERY == 0
+        for path in self.paths:
+            inbox = path.inbox
+            reader = inbox.inbound.reader
+            hb = reader.heartbeat if reader is not None else -1
+            if hb != path.heartbeat or every:  # moved (a command, an ack seen, a beat), or liveness due
+                path.heartbeat = hb
+                inbox.poll(now)
+                if inbox.inbound.lost:
+                    self._source_lost(path.source)
+                path.pending = inbox.pending()
+            if path.pending:  # cleared once taken (a reload waits while its config is validated)
+                self._take_commands(path.source, inbox, now)
+                path.pending = inbox.pending()
         core.step(now)
         # write-ahead: a SafetyStop (or its reset) is on disk before anyone can see it or its ack
         self.latch.update(core.m.safety == SafetyState.SAFETY_STOP, core.m.message)
-        self._write_outputs()
+        self.outputs.write()
         self.status.fill(core, hal.heartbeat, self.hal_age)
         if core.cycle % PID_EVERY == 0:
             fill_pid(self.pid, core)
@@ -252,6 +269,8 @@ class CycleRunner:
             self._next_beat = now + BEAT_S
         n = self._rpc_acks[()]
         acked = n != self._rpc_acks_seen
+        if (status or acked or beat) and self.loop is not None:
+            self.loop.publish()  # the cycle figures (cu_rpc, cu_mqt) as of this cycle
         if status or acked or beat:
             self.w_rpc.commit()
             if status or acked:
@@ -270,6 +289,17 @@ class CycleRunner:
             self.w_mqt.commit()
             if status:
                 self.wake_mqt.post()
+
+    def _source_lost(self, source: CommandSource) -> None:
+        """A command writer went away: stop what it commanded."""
+        core = self.core
+        ids = core.source_lost(source)
+        if ids and source == CommandSource.RE:
+            core.m.errors |= MachineError.RE_LOST
+            core.m.message = f"recipe executor lost while commanding axes {ids}: stopped"
+            log.warning(core.m.message)
+            if core.m.state == MachineState.ACTIVE:
+                core.m.state = MachineState.IDLE
 
     def _take_commands(self, source: CommandSource, inbox: CommandInbox, now: float) -> None:
         if inbox.next_code() == CuCommand.RELOAD_CONFIG:
@@ -313,33 +343,17 @@ class CycleRunner:
         log.info(new.m.message)
         return ResultCode.OK, f"config reloaded ({len(new_cfg.axes)} axes)"
 
-    def _write_outputs(self) -> None:
-        core = self.core
-        ax, tr = core.ax, core.traj
-        self.o_tpos[:] = tr.pos
-        self.o_tvel[:] = tr.vel
-        self.o_torque[:] = core.torque
-        self.o_enable[:] = ax.enable
-        self.o_brake[:] = ax.brake_release
-        do = self.o_do
-        for s, reg, role in self._brake_bits:
-            reg.write_do(role, bool(ax.brake_release[s]), do)
-
     def _shutdown(self) -> None:
         """Last frame: drives disabled, brakes engaged; then close (unlink) every segment."""
         try:
             if self.writers:
-                self.o_enable[:] = 0
-                self.o_brake[:] = 0
-                self.o_torque[:] = 0.0
-                for s, reg, role in self._brake_bits:
-                    reg.write_do(role, False, self.o_do)
+                self.outputs.safe()
                 self.w_hal.commit()
         finally:
             for w in self.writers:
                 w.close()
-            for _, inbox in self.paths:
-                inbox.close()
+            for path in self.paths:
+                path.inbox.close()
             for p in self.wakes:
                 p.close()
             self.hal.close()

@@ -20,7 +20,8 @@ from common.config import load_config
 from common.shm.commands import CuCommand as C
 from common.shm.commands import ResultCode
 from common.shm.rings import Command
-from common.shm.segments import CU_TO_RPC, HAL_AXIS_FEEDBACK
+from common.shm.segments import CU_STATUS, CU_TO_HAL, CU_TO_RPC, HAL_AXIS_FEEDBACK
+from common.shm.views import field_bytes
 from common.states import (
     AxisError,
     CommandSource,
@@ -32,6 +33,7 @@ from common.states import (
 from control_unit import commands, homing, machines, params
 from control_unit.core import ControlCore
 from control_unit.diagnostics import StatusWriter
+from control_unit.outputs import HalOutputs, StatusChange
 from control_unit.kernels import step as K
 from tests.cu_support import machine_test_config
 from tests.helpers import REPO
@@ -167,6 +169,17 @@ class Twin:
         self.writers = [StatusWriter(rec["status"]) for rec in self.status]
         for w, core in zip(self.writers, (self.ref, self.cmp)):
             w.bind(core)
+        # the HAL command frame (CU_TO_HAL, as cu_hal carries it) and the status change test of each core
+        self.frames = [np.zeros((), dtype=CU_TO_HAL) for _ in range(2)]
+        self.outputs = [HalOutputs(rec) for rec in self.frames]
+        for o, core in zip(self.outputs, (self.ref, self.cmp)):
+            o.bind(core, reg)
+        hb_off, age_off = CU_STATUS.fields["hal_heartbeat"][1], CU_STATUS.fields["hal_age_cycles"][1]
+        self.changes = [StatusChange(field_bytes(rec, "status"), (hb_off, age_off + 4), core)
+                        for rec, core in zip(self.status, (self.ref, self.cmp))]
+        assert self.outputs[0]._kernel is None and self.outputs[1]._kernel is not None
+        assert self.changes[0]._kernel is None and self.changes[1]._kernel is not None
+        self.status_changes = 0
         # the log lines of each core's step (the compiled core makes them from its event codes)
         self.records: list[logging.LogRecord] = []
         self._handler = _ListHandler(self.records)
@@ -255,6 +268,11 @@ class Twin:
             self.logged += len(lines[0])
             for w, core in zip(self.writers, (self.ref, self.cmp)):
                 w.fill(core, self.cycles, self.fb_age)
+            for o in self.outputs:
+                o.write()
+            changed = [c.changed() for c in self.changes]
+            assert changed[0] == changed[1], f"cycle {self.cycles + 1}: status change seen {changed}"
+            self.status_changes += changed[0]
             self.cycles += 1
             self.compare(f"cycle {self.cycles} (t={self.t:.3f})")
 
@@ -296,6 +314,8 @@ class Twin:
         assert self.ref.m.message == self.cmp.m.message, (where, self.ref.m.message, self.cmp.m.message)
         a, b = (rec.reshape(1).view(np.uint8) for rec in self.status)
         assert np.array_equal(a, b), f"{where}: published status differs at byte {np.flatnonzero(a != b)[:4]}"
+        a, b = (rec.reshape(1).view(np.uint8) for rec in self.frames)
+        assert np.array_equal(a, b), f"{where}: HAL command frame differs at byte {np.flatnonzero(a != b)[:4]}"
         assert self.ref.m.state is self.cmp.m.state and self.ref.m.errors == self.cmp.m.errors, where
 
 
@@ -528,13 +548,15 @@ def test_compiled_cycle_equals_numpy_reference(cfg, name):
     scenarios (moves abs/rel/velocity, jog, homing of every method, E-stop / safety stop and reset,
     guard open, lag errors of every policy, coupling and gearing, enable/disable, mode and machine
     state changes, drive fault, HAL loss) agree on every state array and output within 1e-12 after
-    every cycle and every command, publish byte-identical CU_STATUS records and log the same lines."""
+    every cycle and every command, publish byte-identical CU_STATUS records and HAL command frames
+    (cu_hal, brake DO bits included), see the same status changes and log the same lines."""
     tw = Twin(cfg)
     try:
         SCENARIOS[name](tw)
     finally:
         tw.close()
     assert tw.cycles > 500 and tw.logged > 0
+    assert 0 < tw.status_changes < tw.cycles  # the status change test said both yes and no
 
 
 def test_the_twin_comparison_catches_a_difference(cfg):
@@ -550,6 +572,10 @@ def test_the_twin_comparison_catches_a_difference(cfg):
     tw.status[1]["status"]["axes"]["lag_error"][0] += 1.0
     with pytest.raises(AssertionError, match="published status"):
         tw.compare("perturbed status")
+    tw.status[1]["status"]["axes"]["lag_error"][0] = tw.status[0]["status"]["axes"]["lag_error"][0]
+    tw.frames[1]["do_bank"][0] ^= np.uint64(1)
+    with pytest.raises(AssertionError, match="HAL command frame"):
+        tw.compare("perturbed frame")
 
 
 def test_kernel_constants_match_the_enums():

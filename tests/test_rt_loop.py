@@ -50,6 +50,31 @@ def test_cycle_loop_steps_and_publishes_its_figures():
     assert int(stats["rt_active"]) == 0  # no priority asked
 
 
+def test_cycle_loop_publishes_only_when_asked_without_auto_publish():
+    """Issue 15 "a machine that idles cheaply": with auto_publish=False the loop leaves the stats
+    view alone (no copy per cycle); `publish()` from the step writes the figures up to that cycle."""
+    stop = StopFlag()
+    stats = np.zeros((), CYCLE_STATS)
+    seen: list[tuple[int, int]] = []
+    loop = CycleLoop("t", 1_000_000, stop, auto_publish=False)
+
+    def step(now_ns: int, ticks: int) -> None:
+        before = int(stats["cycle_count"])
+        if len(seen) % 10 == 9:  # like the CU: only in the cycles that commit the status segments
+            loop.publish()
+        seen.append((before, int(stats["cycle_count"])))
+        if len(seen) >= 40:
+            stop.set()
+
+    th = _start(loop, stats, step)
+    th.join(30)
+    assert not th.is_alive() and len(seen) == 40
+    assert [b for b, _ in seen[:10]] == [0] * 10  # nothing published before the first publish()
+    assert [a for _, a in seen[9::10]] == [10, 20, 30, 40]  # each publish() carries its own cycle
+    assert [a for _, a in seen[10:19]] == [10] * 9  # and stays until the next one
+    assert int(stats["cycle_time_ns"]) == 1_000_000 and int(stats["jitter_hist"].sum()) == 40
+
+
 def test_idle_loop_blocks_on_its_wake_and_a_post_runs_one_step(fresh_prefix):
     """Issue 15 "the RE ticks at its rate only while a recipe runs": idle, the loop blocks on its
     WakeWaiter; a writer's post (here from another thread) runs a step at once — the idle time-out is

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import step
+from . import outputs, step
 
-__all__ = ["Kernels", "load", "step"]
+__all__ = ["Kernels", "load", "outputs", "step"]
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,16 @@ class Kernels:
     cycle_step: Callable[..., int]
     gather_inputs: Callable[..., None]
     fill_status: Callable[..., None]
+    write_hal_outputs: Callable[..., None]
+    status_changed: Callable[..., bool]
     load_s: float  # time load() took (cache hit: tens of ms; cold: compile time)
     compiled: tuple[str, ...]  # kernels compiled now (cache misses); empty when all came from the cache
 
 
-_ENTRIES = (("cycle_step", step.CYCLE_STEP_SIG), ("gather_inputs", step.GATHER_INPUTS_SIG),
-            ("fill_status", step.FILL_STATUS_SIG))
+_ENTRIES = ((step, "cycle_step", step.CYCLE_STEP_SIG), (step, "gather_inputs", step.GATHER_INPUTS_SIG),
+            (step, "fill_status", step.FILL_STATUS_SIG),
+            (outputs, "write_hal_outputs", outputs.WRITE_HAL_OUTPUTS_SIG),
+            (outputs, "status_changed", outputs.STATUS_CHANGED_SIG))
 _loaded: Kernels | None = None
 
 
@@ -41,13 +45,13 @@ def load() -> Kernels:
     if _loaded is None:
         t0 = time.perf_counter()
         compiled = []
-        for name, sig in _ENTRIES:
-            kernel = getattr(step, name)
+        for module, name, sig in _ENTRIES:
+            kernel = getattr(module, name)
             before = _misses(kernel)
             kernel.compile(sig)
             kernel.disable_compile()
             if _misses(kernel) > before:
                 compiled.append(name)
-        _loaded = Kernels(step.cycle_step, step.gather_inputs, step.fill_status, time.perf_counter() - t0,
-                          tuple(compiled))
+        _loaded = Kernels(step.cycle_step, step.gather_inputs, step.fill_status, outputs.write_hal_outputs,
+                          outputs.status_changed, time.perf_counter() - t0, tuple(compiled))
     return _loaded

@@ -10,7 +10,7 @@ import numpy as np
 
 
 def main() -> int:
-    from . import load, step
+    from . import load, outputs, step
 
     k = load()
     st = step.Store(2)
@@ -22,7 +22,12 @@ def main() -> int:
     st.s[step.S_DT] = 0.001
     k.gather_inputs(fb.view(np.uint8), st.bank.copy(), st.arena, st.layout, 0, True, False)
     k.cycle_step(st.arena, st.layout, 0.001)
-    k.fill_status(np.zeros(step.CU_TO_RPC.fields["status"][0].itemsize, dtype=np.uint8), st.arena, st.layout, 0, 0)
+    status = np.zeros(step.CU_TO_RPC.fields["status"][0].itemsize, dtype=np.uint8)
+    k.fill_status(status, st.arena, st.layout, 0, 0)
+    k.status_changed(status, status.copy(), 0, 8)
+    f, b, i, q = np.zeros(2), np.zeros(2, dtype=bool), np.zeros(1, dtype=np.int64), np.zeros(16, dtype=np.uint64)
+    k.write_hal_outputs(np.zeros(outputs.CU_TO_HAL.itemsize, dtype=np.uint8), f, f, f, b, b, q, i, i, q[:1], q[:1],
+                        b[:1])
     t_run = time.perf_counter() - t1
     what = ", ".join(k.compiled) if k.compiled else "nothing (all from the cache)"
     print(f"control_unit.kernels: compiled {what}; load {k.load_s:.2f} s, first run {t_run * 1e3:.1f} ms")

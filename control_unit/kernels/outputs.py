@@ -1,0 +1,68 @@
+"""The CU cycle's output glue as numba kernels: the HAL command frame (cu_hal axes + brake DO bits)
+from the core's arrays, and the "did the published status change" test (compare + remember).
+
+Kept apart from step.py so that these small kernels compile in seconds and a change here does not
+invalidate step.py's cached cycle. Everything they need comes in as arguments or as the constants
+below, checked against the segment layout at import (numba's cache would not notice a change).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import types as nt
+
+from common.shm.segments import CU_AXIS_COMMAND, CU_TO_HAL
+
+_JIT = dict(cache=True, nogil=True)
+
+# CuAxisCommand (upstream's #[repr(C)] layout): 40-byte records at the start of CuToHalSegment
+AX_SIZE = 40
+AX_TPOS, AX_TVEL, AX_TORQUE, AX_ENABLE, AX_BRAKE = 0, 8, 16, 32, 33
+_f = CU_AXIS_COMMAND.fields
+if (CU_AXIS_COMMAND.itemsize, _f["target_position"][1], _f["target_velocity"][1], _f["calculated_torque"][1],
+        _f["enable"][1], _f["brake_release"][1], CU_TO_HAL.fields["axes"][1]) != (AX_SIZE, AX_TPOS, AX_TVEL,
+                                                                                 AX_TORQUE, AX_ENABLE, AX_BRAKE, 0):
+    raise ImportError("control_unit.kernels.outputs: CU_AXIS_COMMAND layout changed; update the constants")
+
+
+@numba.njit(**_JIT)
+def write_hal_outputs(out, pos, vel, torque, enable, brake, do_bank, brake_axis, brake_word, brake_set,
+                      brake_clear, brake_inv):
+    """CycleRunner._write_outputs: `out` the CU_TO_HAL payload as bytes; per axis the set-point
+    position and velocity, the torque, enable and brake release; then each brake DO role's bit
+    (`brake_axis[k]`'s release XOR `brake_inv[k]`: set `brake_set[k]` in word `brake_word[k]`, else
+    keep only `brake_clear[k]`). Torque offset and the rest of the frame are left as they are."""
+    of = out.view(np.float64)
+    for s in range(pos.shape[0]):
+        base = s * AX_SIZE
+        w = base // 8
+        of[w + AX_TPOS // 8] = pos[s]
+        of[w + AX_TVEL // 8] = vel[s]
+        of[w + AX_TORQUE // 8] = torque[s]
+        out[base + AX_ENABLE] = enable[s]
+        out[base + AX_BRAKE] = brake[s]
+    for k in range(brake_axis.shape[0]):
+        if brake[brake_axis[k]] != brake_inv[k]:
+            do_bank[brake_word[k]] |= brake_set[k]
+        else:
+            do_bank[brake_word[k]] &= brake_clear[k]
+
+
+@numba.njit(**_JIT)
+def status_changed(src, prev, hole_lo, hole_hi):
+    """views.ChangeDetector for one record with one hole: True when `src` differs from `prev` outside
+    bytes [hole_lo, hole_hi) (what changes every cycle without meaning anything to a reader), and
+    then `prev` becomes `src`. Both are multiples of 8 bytes long; compared as u64 words."""
+    prev[hole_lo:hole_hi] = src[hole_lo:hole_hi]
+    a = src.view(np.uint64)
+    b = prev.view(np.uint64)
+    for i in range(a.shape[0]):
+        if a[i] != b[i]:
+            prev[:] = src
+            return True
+    return False
+
+
+_U1, _F1, _B1, _I1, _Q1 = nt.uint8[::1], nt.float64[::1], nt.boolean[::1], nt.int64[::1], nt.uint64[::1]
+WRITE_HAL_OUTPUTS_SIG = nt.void(_U1, _F1, _F1, _F1, _B1, _B1, _Q1, _I1, _I1, _Q1, _Q1, _B1)
+STATUS_CHANGED_SIG = nt.boolean(_U1, _U1, nt.int64, nt.int64)
