@@ -179,6 +179,22 @@ def serve(way: str, port: int, delay_s: float) -> None:
         asyncio.run(main())
 
 
+def cycle_load(busy_us: float) -> None:
+    """A stand-in for HAL or CU beside the server: a 1 kHz loop that computes `busy_us` per cycle."""
+    period = 1e-3
+    nxt = time.monotonic()
+    while True:
+        end = time.monotonic() + busy_us * 1e-6
+        while time.monotonic() < end:
+            pass
+        nxt += period
+        delay = nxt - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            nxt = time.monotonic()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -188,6 +204,8 @@ def _free_port() -> int:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ways = [w for w in WAYS if not args.only or w in args.only.split(",")]
     procs: dict[str, subprocess.Popen[str]] = {}
+    loads = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_grpc_wait", "--cycle-load", str(args.load_us)],
+                              cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO))) for _ in range(args.load)]
     calls: dict[str, Callable[[bytes], Any]] = {}
     channels = []
     try:
@@ -219,9 +237,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for ch in channels:
             ch.close()
-        for p in procs.values():
+        for p in [*procs.values(), *loads]:
             p.send_signal(signal.SIGTERM)
-        for p in procs.values():
+        for p in [*procs.values(), *loads]:
             try:
                 p.wait(5)
             except subprocess.TimeoutExpired:
@@ -254,10 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=600, help="calls per way")
     ap.add_argument("--delay-ms", type=float, default=1.0, help="how long the other party takes")
     ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(WAYS))
+    ap.add_argument("--load", type=int, default=0, help="1 kHz cycle loops beside the server (HAL, CU stand-ins)")
+    ap.add_argument("--load-us", type=float, default=150.0, help="computation per cycle of each load loop")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/grpc_wait.json)")
+    ap.add_argument("--cycle-load", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--serve", choices=WAYS, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.cycle_load is not None:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        cycle_load(args.cycle_load)
+        return 0
     if args.serve:
         serve(args.serve, args.port, args.delay_ms / 1e3)
         return 0

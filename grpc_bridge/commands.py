@@ -48,6 +48,11 @@ class RingCommand:
     text: str = ""
 
 
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError())
+
+
 def describe(request: Message) -> str:
     """`name=value` for every field, defaults included (a 0 pin must show in the log), enums by name."""
     parts = []
@@ -109,21 +114,28 @@ class CommandGateway:
 
     async def _execute(self, cmd: RingCommand, rid: int, context: grpc.aio.ServicerContext,
                        stamps: dict | None = None) -> Ack:
-        fut = self.link.submit(cmd.target, cmd.code, rid, axis=cmd.axis, pin=cmd.pin, args=cmd.args, text=cmd.text)
+        fut = self.link.submit_async(cmd.target, cmd.code, rid, axis=cmd.axis, pin=cmd.pin, args=cmd.args,
+                                     text=cmd.text)
         if stamps is not None:
             stamps["submitted"] = time.monotonic_ns()
         timeout = self.timeout_s
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = max(0.0, min(timeout, remaining - DEADLINE_MARGIN_S))
+        # The ack resolves `fut` on this loop (the link's eventfd); the deadline is a timer on the
+        # same future rather than asyncio.wait_for, whose wrapper future costs loop turns per command.
+        expiry = asyncio.get_running_loop().call_later(timeout, _expire, fut)
         try:
-            ack = await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+            ack = await fut
         except asyncio.TimeoutError:
-            self.link.forget(cmd.target, fut)
             raise CommandError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                f"no ack from the {cmd.target.label} within {timeout:.3f} s", ResultCode.TIMEOUT) from None
+        finally:
+            expiry.cancel()
+            if not fut.done() or fut.cancelled() or fut.exception() is not None:
+                self.link.forget(cmd.target, fut)  # deadline or the call cancelled: its ack is dropped
         if stamps is not None:
-            stamps.update(resumed=time.monotonic_ns(), acked=ack.done_ns, noticed=getattr(fut, "noticed_ns", 0))
+            stamps.update(resumed=time.monotonic_ns(), acked=ack.done_ns, noticed=fut.noticed_ns)
         if ack.result != ResultCode.OK:
             raise CommandError.from_result(ack.result, ack.message)
         return ack

@@ -57,6 +57,7 @@ class Bridge:
         self.link = ShmLink(sample_hz=g.max_watch_hz, cycle_periods_s={
             "cu": sysc.cu.cycle_time_us / 1e6, "hal": sysc.hal.cycle_time_us / 1e6, "re": sysc.re.tick_ms / 1e3})
         try:
+            self.link.bind_loop(asyncio.get_running_loop())  # command acks reach the handlers via an eventfd
             self.broadcast = Broadcast(asyncio.get_running_loop())
             self.link.on_sample.append(self.broadcast.publish_threadsafe)
             self.broadcast.on_watchers = self.link.set_watchers  # samplers run only while watched

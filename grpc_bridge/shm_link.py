@@ -13,6 +13,7 @@ One link thread owns the periodic work and sleeps on the rpc wake semaphore (com
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -31,6 +32,7 @@ from common.shm.segments import SEGMENTS
 from common.shm.views import flat_bytes
 from common.shm.wake import WakePoster, WakeWaiter
 
+from .loop_bell import AckFuture, LoopBell
 from .status_map import CommandError, unavailable
 
 log = logging.getLogger(__name__)
@@ -117,7 +119,7 @@ class _Source:
         self.writer.commit()
         self.ack_name = self.inbound.name
         self.alive = True  # the last exact writer-lock probe of submit() (False: refuse at once)
-        self.futures: dict[int, Future[Ack]] = {}  # seq -> caller's future
+        self.futures: dict[int, Future[Ack] | AckFuture] = {}  # seq -> caller's future
 
     def verdict(self) -> str:
         """Why this source cannot take commands or serve values ("" when it can)."""
@@ -146,11 +148,7 @@ class _Source:
         return SourceSample(payload, self.inbound.heartbeat_age_s(now), not reason, reason)
 
 
-def _deliver(done: list[tuple["Future[Ack]", Ack]]) -> None:
-    """Complete callers' futures (outside the lock: their threads wake at once)."""
-    for fut, ack in done:
-        if not fut.done():
-            fut.set_result(ack)
+Done = list[tuple["Future[Ack] | AckFuture", Ack]]
 
 
 class ShmLink:
@@ -190,6 +188,11 @@ class ShmLink:
         self.wakes = 0
         self._thread = threading.Thread(target=self._run, name="evo-grpc-link", daemon=True)
         self.on_sample: list[Callable[[Snapshot], None]] = []
+        self._bell: LoopBell | None = None  # bind_loop(): acks for submit_async() futures
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve `submit_async()` on `loop` (call on its thread): acks reach it through an eventfd."""
+        self._bell = LoopBell(loop)
 
     def start(self) -> "ShmLink":
         now = time.monotonic()
@@ -205,14 +208,34 @@ class ShmLink:
         self, target: Target, code: int, request_id: int, *, axis: int = 0, pin: int = 0,
         args: Sequence[float] = (), text: str = "",
     ) -> "Future[Ack]":
-        """Check the target is there, place the command in its ring and commit at once. Raises
-        CommandError (UNAVAILABLE, RESOURCE_EXHAUSTED) without writing anything on refusal."""
+        """Check the target is there, place the command in its ring and commit at once; the returned
+        future gets the ack (any thread). Raises CommandError (UNAVAILABLE, RESOURCE_EXHAUSTED) on
+        refusal; a command it refused is never executed (see `_submit`)."""
+        fut: Future[Ack] = Future()
+        self._submit(target, code, request_id, fut, axis, pin, args, text)
+        return fut
+
+    def submit_async(
+        self, target: Target, code: int, request_id: int, *, axis: int = 0, pin: int = 0,
+        args: Sequence[float] = (), text: str = "",
+    ) -> AckFuture:
+        """`submit` for the event loop bound by `bind_loop` (call on its thread): the ack resolves an
+        asyncio future without a thread-pool future in between."""
+        bell = self._bell
+        if bell is None:
+            raise RuntimeError("submit_async needs bind_loop() first")
+        fut = AckFuture(loop=bell.loop)
+        self._submit(target, code, request_id, fut, axis, pin, args, text)
+        return fut
+
+    def _submit(self, target: Target, code: int, request_id: int, fut: "Future[Ack] | AckFuture", axis: int,
+                pin: int, args: Sequence[float], text: str) -> None:
         src = self._sources[target.key]
-        alive = writer_alive(src.ack_name)  # exact, right now: a crash shows at once
-        done: list[tuple[Future[Ack], Ack]] = []
+        if not src.alive:  # the last probe found no writer: probe again now (a restarted consumer)
+            src.alive = writer_alive(src.ack_name)
+        done: Done = []
         try:
             with self._lock:
-                src.alive = alive
                 reason = src.verdict()
                 if reason:
                     raise unavailable(reason)
@@ -226,11 +249,10 @@ class ShmLink:
                     except RingFull as e:
                         raise CommandError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                            f"{target.label} command ring full: {e}", ResultCode.BUSY) from None
-                fut: Future[Ack] = Future()
                 src.futures[seq] = fut
                 src.writer.commit()
         finally:
-            _deliver(done)
+            self._deliver(done)
         wake = self._consumer_wake.get(target.key)
         if wake is not None:
             wake.post()
@@ -238,9 +260,18 @@ class ShmLink:
             self._self_post.post()  # the thread waits for another command's ack: end that wait
         else:
             self._kick.set()
-        return fut
+        # The exact writer-lock probe (a crash shows at once) runs after the commit, while the
+        # consumer's cycle comes round: its ~40 us are off the round trip. A consumer found dead gets
+        # every command still pending for it failed here, at once (NOT_EXECUTED -> UNAVAILABLE, the
+        # verdict as the message): its successor never executes them, it skips what was in the ring
+        # before it started (rings.py). An ack it committed before dying is still delivered as such.
+        if not writer_alive(src.ack_name):
+            with self._lock:
+                src.alive = False
+                done = self._poll(src, time.monotonic()) + self._fail(src)
+            self._deliver(done)
 
-    def forget(self, target: Target, fut: "Future[Ack]") -> None:
+    def forget(self, target: Target, fut: "Future[Ack] | AckFuture") -> None:
         """Drop a future whose caller gave up (deadline); its ack, if any, is then discarded."""
         src = self._sources[target.key]
         with self._lock:
@@ -285,14 +316,14 @@ class ShmLink:
         return self.watchers > 0 or time.monotonic() < self._demand_until
 
     # -- link thread ----------------------------------------------------------------------------
-    def _poll(self, src: _Source, now: float) -> list[tuple[Future[Ack], Ack]]:
+    def _poll(self, src: _Source, now: float) -> Done:
         """Read the source's ack segment and match new acks to futures (caller holds the lock)."""
         src.inbound.poll(now)
-        done: list[tuple[Future[Ack], Ack]] = []
+        done: Done = []
         for ack in src.outbox.poll_acks():
             fut = src.futures.pop(ack.seq, None)
             if fut is not None:
-                fut.noticed_ns = time.monotonic_ns()  # type: ignore[attr-defined] - the gateway's trace
+                fut.noticed_ns = time.monotonic_ns()  # type: ignore[union-attr] - the gateway's trace
                 done.append((fut, ack))
         return done
 
@@ -336,16 +367,38 @@ class ShmLink:
             if now >= next_live:
                 next_live = now + LIVENESS_PERIOD_S
 
-    def _check(self, src: _Source, now: float) -> list[tuple[Future[Ack], Ack]]:
+    def _fail(self, src: _Source) -> Done:
+        """Everything pending for a source that is gone, as NOT_EXECUTED acks (caller holds the lock)."""
+        done: Done = []
+        for ack in src.outbox.fail_pending(src.verdict() or f"{src.target.label} gone"):
+            fut = src.futures.pop(ack.seq, None)
+            if fut is not None:
+                done.append((fut, ack))
+        return done
+
+    def _deliver(self, done: Done) -> None:
+        """Complete callers' futures (outside the lock): loop futures through the bell (one eventfd
+        write for all), thread-pool futures directly (their waiters wake at once)."""
+        if not done:
+            return
+        on_loop = []
+        for fut, ack in done:
+            if isinstance(fut, asyncio.Future):
+                on_loop.append((fut, ack))
+            elif not fut.done():
+                fut.set_result(ack)
+        if on_loop:
+            bell = self._bell
+            if bell is not None:
+                bell.deliver(on_loop)
+
+    def _check(self, src: _Source, now: float) -> Done:
         """Poll one source, match its acks, fail what is pending when it is gone (caller holds the lock)."""
         done = self._poll(src, now)
         if not src.alive:  # submit() found no writer: alive again once a new one holds the lock
             src.alive = writer_alive(src.ack_name)
         if src.futures and (src.inbound.status is not LinkStatus.LIVE or not src.alive):
-            for ack in src.outbox.fail_pending(src.verdict() or f"{src.target.label} gone"):
-                fut = src.futures.pop(ack.seq, None)
-                if fut is not None:
-                    done.append((fut, ack))
+            done += self._fail(src)
         if done:
             # Read-your-writes: the consumer commits an ack with the state it left (one commit); a
             # unary read after this ack is served from a read made after it.
@@ -355,17 +408,17 @@ class ShmLink:
     def _deliver_acks(self, now: float) -> None:
         """Only the sources a caller waits on: the ack goes to the event loop, and this thread goes
         back to sleep at once (it would hold the GIL the loop needs to answer)."""
-        done: list[tuple[Future[Ack], Ack]] = []
+        done: Done = []
         for src in self._sources.values():
             if src.futures:
                 with self._lock:
                     done += self._check(src, now)
-        _deliver(done)
+        self._deliver(done)
 
     def _tick(self, now: float, sample: bool) -> None:
         """Liveness (every source read, our heartbeat committed) and sampling; acks handed over last,
         right before the thread sleeps again."""
-        done: list[tuple[Future[Ack], Ack]] = []
+        done: Done = []
         for src in self._sources.values():
             with self._lock:
                 done += self._check(src, now)
@@ -373,7 +426,7 @@ class ShmLink:
         if sample or self._verdicts_changed():
             self.sampler_ticks += sample
             self._publish(now)
-        _deliver(done)
+        self._deliver(done)
 
     def _verdicts_changed(self) -> bool:
         return tuple(s.verdict() for s in self._sources.values()) != self._verdicts
@@ -406,12 +459,16 @@ class ShmLink:
         self._self_post.post()
         if self._thread.is_alive():
             self._thread.join(2.0)
+        done: Done = []
         with self._lock:
             for src in self._sources.values():
                 for ack in src.outbox.fail_pending("gRPC bridge shutting down"):
                     fut = src.futures.pop(ack.seq, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(ack)
+                    if fut is not None:
+                        done.append((fut, ack))
+        self._deliver(done)
+        if self._bell is not None:
+            self._bell.close()  # on the loop's thread (Bridge.stop): resolves what it still queues
         self._close_sources()
 
     def _close_sources(self) -> None:
