@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from common.config import EvoConfig, MqttConfig
-from common.connector import ConfigurationError, Connecting, HealthEvent, Up
+from common.connector import ConfigurationError, Connecting, HealthEvent, Up, coalesced_wakes
 from common.connector.health import ConnectorEvent, health_name, is_connected
 from common.connector.mqtt import MqttConnector, MqttMessage, MqttOptions, MqttTls
 from common.connector.reconnect import BackoffSettings
@@ -179,6 +179,10 @@ class Bridge:
     # --- one pass ---
     def scan(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        with coalesced_wakes():  # each gateway thread is woken once per scan, not once per message
+            self._scan(now)
+
+    def _scan(self, now: float) -> None:
         self.scans += 1
         if self._new_session.is_set():
             self._new_session.clear()

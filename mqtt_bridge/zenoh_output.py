@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 CONNECTOR_NAME = "zenoh"
 HEALTH_HISTORY = 16
 QUERY_CAPACITY = 32  # queries waiting for the answering thread; more are answered "busy"
+REFRESH_S = 1.0  # every key is put again this often unchanged (late subscribers; queries answer at once)
 
 
 class Snapshot:
@@ -125,6 +126,7 @@ class ZenohOutput:
         self._new_session = threading.Event()
         self._state_body: dict[str, Any] | None = None
         self._last_change: float | None = None
+        self._next_refresh = 0.0
         self.snapshot = Snapshot()
         self._answering: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -192,22 +194,27 @@ class ZenohOutput:
             self._state_body = state
             self._last_change = round(time.time(), 6)
         pub = self.publisher
-        # Zenoh keeps nothing for late joiners: every key goes out on change AND again at the
-        # telemetry rate, so a new subscriber has the whole tree within one period
-        changed_only = not telemetry_due
+        # Zenoh keeps nothing for late joiners: every key goes out on change (telemetry values at
+        # most at telemetry_hz) and again every REFRESH_S unchanged, so a new subscriber has the
+        # whole tree within REFRESH_S — and at once from the `**` queryable. (Re-putting the whole
+        # unchanged tree at telemetry_hz cost the idle machine ~20 messages per tick.)
+        refresh = now >= self._next_refresh
+        if refresh:
+            self._next_refresh = now + REFRESH_S
+        changed_only = not refresh
         pub.publish(self.keys.state, state, on_change=changed_only)
         view = self._view(cu, hal, re_, statuses, state)
         for kind in IO_KINDS:
-            if hal is None or kind in ("di", "do") or telemetry_due:  # analog: at most telemetry_hz
+            if hal is None or kind in ("di", "do") or telemetry_due or refresh:  # analog: at most telemetry_hz
                 pub.publish(self.keys.io(kind), io_body(view, kind), on_change=changed_only)
-        if telemetry_due or cu is None:
+        if telemetry_due or refresh or cu is None:
             for ax in view.axes:
                 pub.publish(self.keys.axis(ax.id), axis_body(view, ax), on_change=changed_only,
                             congestion=Congestion.DROP)
-        if telemetry_due or re_ is None:
+        if telemetry_due or refresh or re_ is None:
             pub.publish(self.keys.recipe, recipe_body(view), on_change=changed_only)
         self._sync_modules(view, changed_only)
-        if telemetry_due:
+        if refresh:
             self._dirty_zenoh.set()
         self._publish_health()
         self.snapshot.update({"cu": cu, "hal": hal, "re": re_}, statuses, state, view.modules, self._last_change)

@@ -41,6 +41,7 @@ from common.connector.routing import (
     Routing,
     ZenohRouting,
 )
+from common.connector.transport import coalesced_wakes
 
 __all__ = [
     "BackPressure", "BackoffSettings", "CanRouting", "ChannelClosed", "ChannelDescriptor", "ChannelReader",
@@ -49,5 +50,6 @@ __all__ = [
     "EnvelopeDiscarded", "EnvelopeError", "EnvelopeTooShort", "EthercatRouting", "ExponentialBackoff",
     "GatewayMode", "HealthEvent", "HealthMonitor", "HealthSubscription", "Iceoryx2Routing", "IllegalTransition",
     "JsonCodec", "Message", "MqttRouting", "NotConnected", "PayloadCodec", "PayloadTooLarge", "RawCodec",
-    "ReceiveTimeout", "ReconnectPolicy", "Routing", "SignalStop", "Up", "ZenohRouting", "install_signal_stop",
+    "ReceiveTimeout", "ReconnectPolicy", "Routing", "SignalStop", "Up", "ZenohRouting", "coalesced_wakes",
+    "install_signal_stop",
 ]

@@ -1,14 +1,37 @@
 """Bounded envelope bridges between the application side and the protocol (gateway) side.
 
 `RingLink` is the in-process bridge: a ring of preallocated slots, one envelope per slot.
+`coalesced_wakes()` batches the gateway wake-ups of many sends into one per gateway.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import threading
 import time
-from typing import Protocol
+from typing import Iterator, Protocol
+
+_batch = threading.local()  # .pending: the Wakers a coalesced_wakes() block of this thread owes a wake
+
+
+@contextlib.contextmanager
+def coalesced_wakes() -> Iterator[None]:
+    """Within the block, this thread's `Waker.wake()` calls are deferred and each Waker is woken once
+    at the end (e.g. a bridge scan that sends 20 messages wakes its gateway thread once, not 20
+    times: every eventfd write hands the GIL to the gateway thread and back). Other threads' wakes
+    are not deferred. Nested blocks join the outermost one."""
+    if getattr(_batch, "pending", None) is not None:
+        yield
+        return
+    pending: dict[int, Waker] = {}
+    _batch.pending = pending
+    try:
+        yield
+    finally:
+        _batch.pending = None
+        for w in pending.values():
+            w.wake()
 
 
 class Waker:
@@ -16,11 +39,17 @@ class Waker:
 
     def __init__(self) -> None:
         self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.wakes = 0  # eventfd writes made (coalesced wakes count once)
 
     def fileno(self) -> int:
         return self._fd
 
     def wake(self) -> None:
+        pending = getattr(_batch, "pending", None)
+        if pending is not None:  # inside coalesced_wakes(): once, at the end of the block
+            pending[id(self)] = self
+            return
+        self.wakes += 1
         try:
             os.eventfd_write(self._fd, 1)
         except (BlockingIOError, OSError):  # counter saturated or closed: already awake
