@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import grpc
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from common.connector import ZenohRouting
+from common.connector import ReceiveTimeout, ZenohRouting
+from mqtt_bridge.zenoh_output import REFRESH_S
 from grpc_bridge.protos.evo.v1 import machine_pb2
 from tests.grpc_support import Stubs
 from tests.helpers import free_port, unique_prefix, wait_for
@@ -69,7 +71,7 @@ def _collect(reader, want: set[str], timeout: float = 20.0) -> dict[str, dict]:
 
 def test_subscriber_receives_state_axes_and_io(machine) -> None:
     """Must exist: a subscriber of our own on evo/<id>/** receives state, axes and I/O (and recipe,
-    modules, health): on change and again at the telemetry rate, so a late joiner gets it all."""
+    modules, health): on change and again every REFRESH_S unchanged, so a late joiner gets it all."""
     r = machine.probe.reader(ZenohRouting(f"evo/{MID}/**"), capacity=256)
     want = ({f"evo/{MID}/{k}" for k in ("state", "recipe", "io/di", "io/do", "io/ai", "io/ao", "modules/cu",
                                          "health/zenoh", "health/mqtt")}
@@ -82,6 +84,26 @@ def test_subscriber_receives_state_axes_and_io(machine) -> None:
     assert got[f"evo/{MID}/io/di"]["live"] and got[f"evo/{MID}/io/di"]["points"]
     assert got[f"evo/{MID}/io/ai"]["points"] and got[f"evo/{MID}/modules/cu"]["state"] == "running"
     r.close()
+
+
+def test_unchanged_keys_are_put_again_every_refresh_period_not_every_tick(machine) -> None:
+    """Issue 15 "a machine that idles cheaply", keeping issue 14's late joiner: an unchanged key (the
+    CU's module entry, the idle RE's recipe) is put again about every REFRESH_S (so a subscriber
+    that joins late has it within that), not at telemetry_hz (10 Hz: ~35 puts in this window)."""
+    r = machine.probe.reader(ZenohRouting(f"evo/{MID}/**"), capacity=256, name="refresh")
+    keys = (f"evo/{MID}/modules/cu", f"evo/{MID}/recipe")
+    puts = {k: 0 for k in keys}
+    window = 3.5 * REFRESH_S
+    deadline = time.monotonic() + window
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            m = r.recv(min(0.2, left))
+        except ReceiveTimeout:
+            continue
+        if m.key in puts:
+            puts[m.key] += 1
+    r.close()
+    assert all(2 <= n <= 6 for n in puts.values()), (puts, window)
 
 
 def test_state_and_digital_io_arrive_on_change(machine) -> None:
