@@ -23,7 +23,10 @@ from common.shm.wake import WakePoster
 from .commands import CommandExecutor
 from .drivers.base import Driver, DriverIO
 from .drivers.registry import create_driver
+from .engine import resolve_engine
+from .fused import FusedStep
 from .io import IoProcessor
+from .kernels import FL_CONNECTED, FL_FRESH, PHASE_ALL, PHASE_POST, PHASE_PRE
 from .state_file import StateWriter, load_state
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,12 @@ _u8 = flat_bytes
 
 
 class HalCycle:
-    """All HAL state and one cycle of work. Construct, `step()` every period, `close()`."""
+    """All HAL state and one cycle of work. Construct, `step()` every period, `close()`.
+
+    `step` is bound at construction: with the compiled engine (default) `_step_compiled`, whose
+    numerics are one kernel call (hal/fused.py; with a non-sim driver two, around driver.cycle);
+    with EVO_HAL_ENGINE=numpy `_step_reference`, the numpy reference. Both publish the same bytes
+    (tests/test_hal_fused.py runs them side by side)."""
 
     def __init__(self, config: EvoConfig, driver: Driver | None = None) -> None:
         self.config = config
@@ -50,6 +58,8 @@ class HalCycle:
         self.configured = np.zeros(MAX_AXES, np.bool_)
         for ax in config.axes:
             self.configured[ax.id - 1] = True
+        self.engine = resolve_engine()
+        self.fused: FusedStep | None = None
         self.axis_count = max(config.axis_ids)
         self._writers: list[TypedP2pWriter] = []
         self._links: list[Inbound | CommandInbox] = []
@@ -60,18 +70,29 @@ class HalCycle:
             self.proc = IoProcessor(
                 config.io, config.io_registry, [ax.brake.do_brake for ax in config.axes if ax.brake is not None],
                 di_bank=io["di_bank"], do_bank=io["do_bank"], ai_values=io["ai_values"], ao_values=io["ao_values"],
+                engine=self.engine,
             )
             self.executor = CommandExecutor(config.io, self.proc)
-            # the driver reads its commands from and writes its status into the published payload
+            # the driver reads its commands from and writes its status into the published payload;
+            # the compiled engine keeps the command side and the raw inputs in its kernel's arena
+            own: dict[str, np.ndarray] = {}
+            if self.engine == "compiled":
+                self.fused = FusedStep(self.configured, self.driver.uses_targets, self.cu_in.local,
+                                       self.w_mqt.local, self.w_cu.local)
+                own = {k: getattr(self.fused, k) for k in
+                       ("enable", "brake_release", "torque", "target_position", "target_velocity", "di", "ai")}
             fb = io["axes"]
             self.dio = DriverIO(
                 do_bank=self.proc.do_bank, ao=self.proc.ao_norm,
                 position=fb["position"], velocity=fb["velocity"], torque_estimate=fb["torque_estimate"],
                 drive_ready=fb["drive_ready"].view(np.bool_), drive_fault=fb["drive_fault"].view(np.bool_),
                 referenced=fb["referenced"].view(np.bool_), axis_state=io["driver_state"],
-                drive_error_code=io["drive_error_code"],
+                drive_error_code=io["drive_error_code"], **own,
             )
             self._open_driver()
+            if self.fused is not None:
+                kernel_state = getattr(self.driver, "kernel_state", None)
+                self.fused.bind(self.proc._arena, self.proc._lay, kernel_state() if kernel_state else None)
         except BaseException:
             self.close(save=False)
             raise
@@ -82,6 +103,15 @@ class HalCycle:
         self._targets = self.driver.uses_targets
         self._next_slow = 0
         self.cu_connected = False
+        self._acked = False  # a command was acked this cycle: its segment is committed and its reader woken
+        if self.fused is not None:
+            f = self.fused
+            self._k, self._k_tail = f.kernel, f.tail
+            self._sim = self.driver if f.sim_in_kernel else None
+            self._cu_fresh = FL_CONNECTED | FL_FRESH
+            self.step = self._step_compiled
+        else:
+            self.step = self._step_reference
 
     # --- set-up -------------------------------------------------------------------------------
     def _create_segments(self) -> None:
@@ -147,21 +177,60 @@ class HalCycle:
         self._publish_health()
 
     # --- the cycle ----------------------------------------------------------------------------
-    def step(self, now_ns: int, dt_s: float) -> None:
+    def step(self, now_ns: int, dt_s: float) -> None:  # replaced per instance in __init__
         """One cycle: read inputs, execute commands, exchange with the driver, publish."""
+        raise AssertionError("HalCycle.step is bound in __init__")
+
+    def _step_compiled(self, now_ns: int, dt_s: float) -> None:
+        """The compiled cycle: the segment polls, commands only when one waits, ONE kernel call for
+        the numerics (two around a Python driver's cycle), the hal_cu commit, and the status commits
+        only when what they show changed, a command was acked, or their 10 ms beat is due."""
+        now = now_ns * 1e-9  # perf_counter_ns is CLOCK_MONOTONIC: the same clock as time.monotonic()
+        cu_in = self.cu_in
+        connected = cu_in.poll(now) is not None
+        if connected is not self.cu_connected:
+            self._cu_changed(connected)
+        if self.re_cmds.poll_pending(now):
+            self._run_commands(self.re_cmds, now_ns, connected)
+        if self.rpc_cmds.poll_pending(now):
+            self._run_commands(self.rpc_cmds, now_ns, connected)
+        flags = (self._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0
+        sim = self._sim
+        if sim is not None:
+            sim.poll(now_ns)
+            io = self._k(PHASE_ALL, flags, now_ns, dt_s, *self._k_tail)
+        else:
+            self._k(PHASE_PRE, flags, now_ns, dt_s, *self._k_tail)
+            self.driver.cycle(self.dio, now_ns, dt_s)
+            io = self._k(PHASE_POST, flags, now_ns, dt_s, *self._k_tail)
+        self.w_cu.commit()  # the seqlock words around the payload the kernel filled (p2p._publish)
+        if io or self._acked or now_ns >= self._next_beat:
+            self._publish_status(io != 0, now_ns)
+        if now_ns >= self._next_slow:
+            self._slow(now_ns)
+        self.cycles += 1
+
+    def _cu_changed(self, connected: bool) -> None:
+        self.cu_connected = connected
+        if connected:
+            log.info("CU connected: outputs follow cu_hal")
+        else:
+            log.warning("CU absent or stale: drives disabled, brakes engaged, outputs safe")
+
+    def _step_reference(self, now_ns: int, dt_s: float) -> None:
+        """The numpy reference cycle (EVO_HAL_ENGINE=numpy): read inputs, execute commands, exchange
+        with the driver, publish."""
         dio = self.dio
         proc = self.proc
-        now = now_ns * 1e-9  # perf_counter_ns is CLOCK_MONOTONIC: the same clock as time.monotonic()
+        now = now_ns * 1e-9
         cu = self.cu_in.poll(now)
         connected = cu is not None
         if connected != self.cu_connected:
-            self.cu_connected = connected
-            if connected:
-                log.info("CU connected: outputs follow cu_hal")
-            else:
-                log.warning("CU absent or stale: drives disabled, brakes engaged, outputs safe")
-        self._commands(self.re_cmds, now, now_ns, connected)
-        self._commands(self.rpc_cmds, now, now_ns, connected)
+            self._cu_changed(connected)
+        if self.re_cmds.poll_pending(now):
+            self._run_commands(self.re_cmds, now_ns, connected)
+        if self.rpc_cmds.poll_pending(now):
+            self._run_commands(self.rpc_cmds, now_ns, connected)
         if connected:
             if cu is not self._cu_local:
                 self._bind_cu(cu)
@@ -201,13 +270,11 @@ class HalCycle:
             axes["target_position"], axes["target_velocity"], cu["do_bank"], cu["ao_values"],
         )
 
-    def _commands(self, inbox: CommandInbox, now: float, now_ns: int, connected: bool) -> None:
-        inbox.poll(now)
-        if not inbox.pending():
-            return
+    def _run_commands(self, inbox: CommandInbox, now_ns: int, connected: bool) -> None:
         for cmd in inbox.take():
             result, message = self.executor.execute(cmd, now_ns, connected)
             inbox.ack(cmd, result, message)
+            self._acked = True
             if result:
                 log.info("%s command %d (request %d) refused: %s", inbox.name, cmd.code, cmd.request_id, message)
 
@@ -219,7 +286,12 @@ class HalCycle:
         np.copyto(self._cu_head_dst, self._cu_head_src)
         np.copyto(self._cu_ai_dst, self._cu_ai_src)
         self.w_cu.commit()
-        io = self._io_change.changed()
+        self._publish_status(self._io_change.changed(), now_ns)
+
+    def _publish_status(self, io: bool, now_ns: int) -> None:
+        """hal_mqt / hal_rpc / hal_re: committed when `io` (the status payload changed) or their
+        beat is due; hal_rpc / hal_re also when they carry a new ack. Woken on a change or an ack."""
+        self._acked = False
         beat = now_ns >= self._next_beat
         if beat:
             self._next_beat = now_ns + BEAT_NS

@@ -299,6 +299,15 @@ def _inputs(di_phys, ai_raw, now, s, db, di_i, en_i, en_b, af, ai_i, ai_single, 
     nc, state, pending, logical = db[DB_NC], db[DB_STATE], db[DB_PENDING], db[DB_LOGICAL]
     debounce, since = di_i[DI_DEBOUNCE], di_i[DI_SINCE]
     started = s[S_STARTED] != 0
+    if started and s[S_PENDING_ANY] == 0:
+        # nothing pending: every pin's debounced state equals its last level; if no level differs
+        # from it now, the DI side cannot change this cycle (a branch-free OR over all pins)
+        differs = False
+        for i in range(MAX_DI):
+            differs |= (di_phys[i] != nc[i]) != state[i]
+        if not differs:
+            _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started)
+            return
     changed = not started
     pending_any = False
     for i in range(MAX_DI):
@@ -728,9 +737,115 @@ def _sim(enable, brake_release, torque, do_bank, position, velocity, torque_esti
             di[p] = (tab[T_FOL_STATE, k] != 0) != (tab[T_FOL_NC, k] != 0)
 
 
+# --- the whole HAL cycle in one call -----------------------------------------------------------
+# HalCycle's own state (hal/cycle.py FusedStep): the driver-command and raw-input arrays of DriverIO,
+# the change test's copy of the status payload and the byte offsets of every field the cycle touches
+# in its three payloads, in one arena. The payloads themselves arrive as flat byte arrays (the
+# cu_hal reader's copy, the hal_mqt and hal_cu writers' `local`); their fields are typed views
+# taken here. The seqlock words live outside these payloads: the kernel never writes a sequence or
+# heartbeat word and never reads one (the commits and the seqlock reads stay in Python around this
+# call, which is an opaque call for the Python side; x86-64 keeps stores in order, DESIGN.md).
+HB_F, HB_B, HB_DI, HB_AI, HB_PREV, HB_OFF = range(6)
+HF_TORQUE, HF_TARGET_POSITION, HF_TARGET_VELOCITY = range(3)  # float64[64] rows of HB_F
+HB_ENABLE, HB_BRAKE_RELEASE, HB_CONFIGURED = range(3)  # bool[64] rows of HB_B
+# byte offsets and sizes (HB_OFF, one int64 row): cu_hal's axis fields (stride = one CuAxisCommand),
+# banks and values; hal_mqt's (HAL_IO) axis feedback fields and arrays; what hal_cu copies of it
+(O_CU_AXES, O_CU_STRIDE, O_CU_TPOS, O_CU_TVEL, O_CU_TORQUE, O_CU_OFFSET, O_CU_ENABLE, O_CU_BRAKE, O_CU_DO, O_CU_AO,
+ O_AXES, O_STRIDE, O_POS, O_VEL, O_TQ, O_READY, O_FAULT, O_DI_BANK, O_DO_BANK, O_AI, O_AO, O_STATE, O_ERR,
+ O_CONNECTED, O_N_IO, O_HEAD, O_OUT_AI, O_N_AI, O_TARGETS) = range(29)
+N_OFFSETS = 29
+PHASE_ALL, PHASE_PRE, PHASE_POST = 0, 1, 2  # sim in the kernel / before a Python driver / after it
+FL_CONNECTED, FL_FRESH = 1, 2  # `flags`: the CU is LIVE / its heartbeat moved on this poll
+# `lays`: the three arenas' layouts end to end (HalCycle's, the IoProcessor's, the SimDriver's)
+N_HAL_BLOCKS, N_IO_BLOCKS, N_SIM_BLOCKS = 6, IB_TABLES + 1, SB_SENS + 1
+LAY_IO = 4 * N_HAL_BLOCKS
+LAY_SIM = LAY_IO + 4 * N_IO_BLOCKS
+N_LAYS = LAY_SIM + 4 * N_SIM_BLOCKS
+
+HAL_STEP_SIG = T.int64(T.int64, T.int64, T.int64, T.float64, u1_1c, u1_1c, u1_1c, u1_1c, i1c, u1_1c, u1_1c)
+
+
+@numba.njit(**_jit)
+def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_arena):
+    """HalCycle.step's numerics: cu_hal -> drive commands, IoProcessor.outputs, SimDriver.cycle,
+    IoProcessor.inputs, the hal_cu payload, cu_connected, and the change test of the status
+    payload (1 = it changed since the last call; its copy is kept in HB_PREV). PHASE_PRE stops after
+    the outputs and PHASE_POST starts at the inputs, for drivers whose cycle is Python."""
+    hl, il, sl = lays[:LAY_IO], lays[LAY_IO:LAY_SIM], lays[LAY_SIM:N_LAYS]
+    o = _i8(h_arena, hl, HB_OFF)[0]
+    hf, hb = _f8(h_arena, hl, HB_F), _b(h_arena, hl, HB_B)
+    enable, brake_release, torque = hb[HB_ENABLE], hb[HB_BRAKE_RELEASE], hf[HF_TORQUE]
+    di, ai = _b(h_arena, hl, HB_DI)[0], _f8(h_arena, hl, HB_AI)[0]
+    connected = (flags & FL_CONNECTED) != 0
+    n = MAX_AXES
+    do_bank = hal[o[O_DO_BANK]:o[O_DO_BANK] + 8 * BANK_WORDS].view(np.uint64)
+    if phase != PHASE_POST:
+        cs = o[O_CU_STRIDE]
+        cu_ax = cu[o[O_CU_AXES]:o[O_CU_AXES] + n * cs]
+        if connected:
+            cf = cu_ax.view(np.float64).reshape((n, cs // 8))
+            cb = cu_ax.reshape((n, cs))
+            conf = hb[HB_CONFIGURED]
+            for i in range(n):
+                enable[i] = cb[i, o[O_CU_ENABLE]] != 0 and conf[i]
+                brake_release[i] = cb[i, o[O_CU_BRAKE]] != 0 and conf[i]
+                torque[i] = cf[i, o[O_CU_TORQUE] >> 3] + cf[i, o[O_CU_OFFSET] >> 3]
+            if o[O_TARGETS]:
+                for i in range(n):
+                    hf[HF_TARGET_POSITION, i] = cf[i, o[O_CU_TPOS] >> 3]
+                    hf[HF_TARGET_VELOCITY, i] = cf[i, o[O_CU_TVEL] >> 3]
+        else:  # CU absent or stale: drives disabled, brakes engaged (IoProcessor: outputs safe)
+            for i in range(n):
+                enable[i] = False
+                brake_release[i] = False
+                torque[i] = 0.0
+        tables = _f8(io_arena, il, IB_TABLES)
+        _outputs(cu[o[O_CU_DO]:o[O_CU_DO] + 8 * BANK_WORDS].view(np.uint64),
+                 cu[o[O_CU_AO]:o[O_CU_AO] + 8 * MAX_AO].view(np.float64),
+                 connected, connected and (flags & FL_FRESH) != 0, now, _i8(io_arena, il, IB_S)[0],
+                 _b(io_arena, il, IB_DB)[DB_LOGICAL], _u8(io_arena, il, IB_W), _b(io_arena, il, IB_DOB),
+                 _i8(io_arena, il, IB_DOI), _i8(io_arena, il, IB_PINS)[0], _f8(io_arena, il, IB_AOF),
+                 _b(io_arena, il, IB_AOB), _i8(io_arena, il, IB_AOI), tables[0], tables[1], do_bank,
+                 hal[o[O_AO]:o[O_AO] + 8 * MAX_AO].view(np.float64))
+        if phase == PHASE_PRE:
+            return 0
+    if phase == PHASE_ALL:
+        st = o[O_STRIDE]
+        ax = hal[o[O_AXES]:o[O_AXES] + n * st]
+        fb = ax.view(np.float64).reshape((n, st // 8))
+        fl = ax.view(np.bool_).reshape((n, st))
+        _sim(enable, brake_release, torque, do_bank, fb[:, o[O_POS] >> 3], fb[:, o[O_VEL] >> 3],
+             fb[:, o[O_TQ] >> 3], fl[:, o[O_READY]], fl[:, o[O_FAULT]], hal[o[O_STATE]:o[O_STATE] + n],
+             hal[o[O_ERR]:o[O_ERR] + 4 * n].view(np.uint32), di, ai, now, dt, _i8(sim_arena, sl, SB_PARAMS)[0],
+             _f8(sim_arena, sl, SB_AF), _i8(sim_arena, sl, SB_AI), _b(sim_arena, sl, SB_AB),
+             _u4(sim_arena, sl, SB_CODES), _b(sim_arena, sl, SB_PB), _f8(sim_arena, sl, SB_PF),
+             _i8(sim_arena, sl, SB_TAB), _f8(sim_arena, sl, SB_SENS))
+    _inputs(di, ai, now, _i8(io_arena, il, IB_S)[0], _b(io_arena, il, IB_DB), _i8(io_arena, il, IB_DI_I),
+            _i8(io_arena, il, IB_EN_I), _b(io_arena, il, IB_EN_B), _f8(io_arena, il, IB_AF), _i8(io_arena, il, IB_AI_I),
+            _b(io_arena, il, IB_AI_SINGLE)[0], _f8(io_arena, il, IB_HIST),
+            hal[o[O_DI_BANK]:o[O_DI_BANK] + 8 * BANK_WORDS].view(np.uint64),
+            hal[o[O_AI]:o[O_AI] + 8 * MAX_AI].view(np.float64))
+    hal[o[O_CONNECTED]] = 1 if connected else 0
+    # the change test: an OR of XORs without an early exit (vectorised: ~4x a compare loop's speed)
+    src = hal[:o[O_N_IO]].view(np.uint64)
+    prev = _u8(h_arena, hl, HB_PREV)[0]
+    acc = np.uint64(0)
+    for k in range(src.shape[0]):
+        acc |= src[k] ^ prev[k]
+    if acc == 0:  # hal_cu's payload is a copy of parts of it: it holds these bytes already
+        return 0
+    prev[:] = src
+    # hal_cu (upstream's layout) = HAL_IO's axes + di_bank, then ai_values: word copies
+    dst = out[:o[O_OUT_AI] + o[O_N_AI]].view(np.uint64)
+    head, a, b, m = o[O_HEAD] >> 3, o[O_OUT_AI] >> 3, o[O_AI] >> 3, o[O_N_AI] >> 3
+    dst[:head] = src[:head]
+    dst[a:a + m] = src[b:b + m]
+    return 1
+
+
 # --- loading ---------------------------------------------------------------------------------
 KERNELS = {"io_inputs": (io_inputs, IO_INPUTS_SIG), "io_outputs": (io_outputs, IO_OUTPUTS_SIG),
-           "sim_cycle": (sim_cycle, SIM_CYCLE_SIG)}
+           "sim_cycle": (sim_cycle, SIM_CYCLE_SIG), "hal_step": (hal_step, HAL_STEP_SIG)}
 
 
 def load() -> dict[str, float]:
@@ -785,6 +900,15 @@ def _smoke() -> None:
             proc.outputs(np.zeros(BANK_WORDS, np.uint64), np.zeros(MAX_AO), now, True)
             drv.cycle(dio, now, 0.001)
             proc.inputs(dio.di, dio.ai, now)
+        # the fused cycle over payload arrays of the segments' layouts (no segment needed)
+        from common.shm.segments import SEGMENTS
+        from hal.fused import FusedStep
+
+        fused = FusedStep(np.ones(MAX_AXES, np.bool_), False, *(np.zeros((), SEGMENTS[k].dtype)
+                                                               for k in ("cu_hal", "hal_mqt", "hal_cu")))
+        fused.bind(proc._arena, proc._lay, drv.kernel_state())
+        for k in range(4, 7):
+            fused.run(PHASE_ALL, FL_CONNECTED | FL_FRESH, k * 1_000_000, 0.001)
 
 
 if __name__ == "__main__":

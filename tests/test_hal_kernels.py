@@ -515,7 +515,8 @@ def test_zero_allocation_per_cycle(big):
         gc.enable()
     made = rtsys.get_allocation_stats().alloc - nrt_before
     nrt.memsys_disable_stats()
-    wrappers = sum(isinstance(a, numba.types.Array) for _k, sig in kernels.KERNELS.values() for a in sig.args)
+    wrappers = sum(isinstance(a, numba.types.Array) for name in ("io_inputs", "io_outputs", "sim_cycle")
+                   for a in kernels.KERNELS[name][1].args)  # the three this pipeline calls
     assert made == (warm + cycles) * wrappers, (
         f"{made} numba allocations over {warm + cycles} cycles: more than the {wrappers} argument wrappers a "
         f"cycle needs (a kernel allocates arrays)")
@@ -531,7 +532,7 @@ def test_warm_cache_second_process_compiles_nothing(tmp_path):
     first = subprocess.run([sys.executable, "-m", "hal.kernels"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=600)
     assert first.returncode == 0, first.stderr
-    assert "3 kernels ready" in first.stdout
+    assert f"{len(kernels.KERNELS)} kernels ready" in first.stdout
     cache = ROOT / "hal" / "__pycache__"
     files = sorted(p.name for p in cache.glob("kernels.*.nb*"))
     probe = ("from hal import kernels\n"

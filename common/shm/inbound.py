@@ -14,7 +14,8 @@ The one liveness rule
   (its process died: STALE at once, not after N reads, even if a successor takes the segment over
   and continues the heartbeat: a restart is a loss; the successor is LIVE once it moves again),
   or a new segment (new inode) is under our name. Both are found by the probe every
-  `probe_every` polls while LIVE (a flock attempt and a stat, ~10 us).
+  `probe_every` polls while LIVE (a flock attempt on the writer's lock file, kept open since the
+  writer became LIVE, and a stat: ~2 us).
 - Re-attach: while not LIVE, at most every `retry_s` the name is stat()ed: a new inode (a writer
   that built a new segment) is mapped in place (`local` stays the same array); a vanished name
   is ABSENT (mapping dropped, attach retried every `retry_s`).
@@ -55,6 +56,7 @@ API
 from __future__ import annotations
 
 import enum
+import fcntl
 import logging
 import os
 from dataclasses import dataclass
@@ -64,13 +66,17 @@ import numpy as np
 
 from common.shm.commands import ResultCode
 from common.shm.conversions import decode_str
-from common.shm.p2p import ModuleAbbrev, ShmError, TypedP2pReader, shm_path, writer_alive
+from common.shm.p2p import ModuleAbbrev, ShmError, TypedP2pReader, shm_path
 from common.shm.rings import Ack, Command, CommandRingReader, CommandRingWriter, RingFull
 from common.shm.segments import SEGMENTS
 
 log = logging.getLogger(__name__)
 
+_flock = fcntl.flock
+
 _NEVER_STALE_BY_READS = 1 << 62  # the p2p reader's own count is unused: staleness is judged here
+_LOCK_SH_NB = fcntl.LOCK_SH | fcntl.LOCK_NB
+_NO_LOCK, _FOREIGN_LOCK = -1, -2  # _lock_fd when the lock file is missing / not ours to open
 
 BackPressure = RingFull  # the outbox's "busy": nothing was written (RESOURCE_EXHAUSTED upstream)
 
@@ -124,8 +130,11 @@ class Inbound:
         self.attach_attempted = False
         self._stale_reads = policy.stale_reads if policy.stale_reads > 0 else _NEVER_STALE_BY_READS
         self._stale_s = policy.stale_after_s
-        self._probe = policy.probe_every
+        self._probe_mod = policy.probe_every or _NEVER_STALE_BY_READS  # polls % this == 0: probe
+        self._live = False  # status is LIVE (the fast path's one test)
+        self._lock_fd = _NO_LOCK  # the writer's lock file, kept open for the probe
         self._last_hb = -1
+        self._seq_seen = -1  # write_seq of the commit in `local` (-1: none)
         self._moved_at = -1.0
         self._attached_at = -1.0
         self._next_try = 0.0
@@ -140,7 +149,43 @@ class Inbound:
 
     # --- reading ----------------------------------------------------------------------------
     def poll(self, now: float) -> np.ndarray | None:
-        """Read once; the payload copy when LIVE, else None (see the module docstring)."""
+        """Read once; the payload copy when LIVE, else None (see the module docstring).
+
+        The two cases of a LIVE segment in a cycle loop take a few Python operations: the segment
+        still holds the commit we copied (one load of write_seq), or it holds a new, consistent one
+        (the seqlock copy). Every other case — attaching, a torn read, staleness, the writer-lock
+        probe every `probe_every` polls, not LIVE — goes through `_poll_slow`, which they match."""
+        r = self.reader
+        if r is None and now < self._next_try:  # absent, not yet time to look again
+            self.changed = self.lost = self.became_live = False
+            return None
+        if r is not None and self._live:
+            seq = r._seq
+            s1 = seq[0]
+            if s1 == self._seq_seen:  # unchanged since our copy
+                n = self.unchanged_polls + 1
+                p = self.polls + 1
+                if n < self._stale_reads and p % self._probe_mod and (
+                        not self._stale_s or now - self._moved_at < self._stale_s):
+                    self.unchanged_polls = n
+                    self.polls = p
+                    self.changed = self.lost = self.became_live = False
+                    return self.local
+            elif not s1 & 1:  # a new commit: copy it; keep it only if the sequence held (seqlock)
+                r._local_u8[...] = r._src  # a flat byte copy (np.copyto costs twice this)
+                p = self.polls + 1
+                if seq[0] == s1 and p % self._probe_mod:
+                    self.polls = p
+                    self._last_hb = s1 >> 1
+                    self._seq_seen = s1
+                    self._moved_at = now
+                    self.unchanged_polls = 0
+                    self.changed = True
+                    self.lost = self.became_live = False
+                    return self.local
+        return self._poll_slow(now)
+
+    def _poll_slow(self, now: float) -> np.ndarray | None:
         self.lost = self.became_live = False
         r = self.reader
         if r is None:
@@ -150,13 +195,13 @@ class Inbound:
             r = self.reader
         self.polls += 1
         hb = r.copy_in_if_moved(self._last_hb)  # local already holds that commit: no copy
-        live = self.status is LinkStatus.LIVE
+        live = self._live
         if hb < 0:
             self.contentions += 1
             self.changed = False
             return self.local if live else None
         if hb != self._last_hb:
-            self._last_hb = hb
+            self._saw(hb)
             self._moved_at = now
             self.unchanged_polls = 0
             self.changed = True
@@ -175,17 +220,56 @@ class Inbound:
             if not live:
                 self._check_replaced(now)
                 return None
-        if self._probe and self.polls % self._probe == 0:
+        if self.polls % self._probe_mod == 0:
             gone = self._writer_gone(r)
             if gone:
                 self._not_live(LinkStatus.STALE, gone, now)
                 return None
         return self.local
 
+    def _saw(self, hb: int) -> None:
+        """`hb` (write_seq / 2 of the copy in `local`, -1: none) is the commit we hold."""
+        self._last_hb = hb
+        self._seq_seen = (hb << 1) & 0xFFFFFFFF if hb >= 0 else -1
+
+    # --- the writer's lock, kept open ------------------------------------------------------------
+    def _lock_held(self, reopen: bool) -> bool:
+        """Does a live writer hold `<name>.lock`? One flock(LOCK_SH|LOCK_NB) on a descriptor kept
+        open (a probe was open+flock+stat+close, ~38 us). `reopen` opens the lock file by name first:
+        when the writer we follow becomes LIVE, so that the kept descriptor is the lock of THAT
+        writer (a restarted writer may have created a new lock file; a SIGKILLed one leaves its file,
+        which its successor reuses — the same inode, held again). While we follow a writer, a free
+        lock on the kept descriptor means that writer is gone, whether or not a successor has since
+        made another lock file: a restart is a loss (module docstring)."""
+        fd = self._lock_fd
+        if reopen or fd == _NO_LOCK:
+            self._close_lock()
+            try:
+                fd = os.open(self.path + ".lock", os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return False
+            except PermissionError:
+                fd = _FOREIGN_LOCK  # someone else's live instance; never claim it is dead
+            self._lock_fd = fd
+        if fd == _FOREIGN_LOCK:
+            return True
+        try:
+            _flock(fd, _LOCK_SH_NB)
+        except BlockingIOError:
+            return True
+        _flock(fd, fcntl.LOCK_UN)
+        self._close_lock()  # that writer is gone: the next check opens the lock file by name again
+        return False
+
+    def _close_lock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+        self._lock_fd = _NO_LOCK
+
     def _writer_gone(self, r: TypedP2pReader) -> str:
         """The probe: why the writer we map is gone ("" while it is there). A free writer lock is a
         dead writer; a new segment under our name is a restarted one (a restart is a loss too)."""
-        if not writer_alive(self.name):
+        if not self._lock_held(reopen=False):
             return f"{self.name} writer process gone (its lock is free)"
         try:
             if os.stat(self.path).st_ino != r.inode:
@@ -196,7 +280,7 @@ class Inbound:
 
     def _try_live(self) -> np.ndarray | None:
         """The heartbeat moved while not live: live when the writer holds its lock."""
-        if not writer_alive(self.name):
+        if not self._lock_held(reopen=True):
             if self.status is not LinkStatus.STALE or "gone" not in self.reason:
                 self._set(LinkStatus.STALE, f"{self.name} writer process gone (its lock is free)")
             return None
@@ -228,7 +312,7 @@ class Inbound:
             return
         if ino != r.inode and r.reattach_if_replaced():
             self.reattaches += 1
-            self._last_hb = r.copy_in()  # live once it moves from here
+            self._saw(r.copy_in())  # live once it moves from here
             self._moved_at = -1.0
             self._attached_at = now
             self.unchanged_polls = 0
@@ -253,8 +337,7 @@ class Inbound:
         self._last_error = ""
         r.use_buffer(self.local)  # one payload array for the life of this object: callers bind views once
         self.reader = r
-        hb = r.copy_in()
-        self._last_hb = hb  # LIVE only once it moves from here
+        self._saw(r.copy_in())  # LIVE only once it moves from here
         self._moved_at = -1.0
         self._attached_at = now
         self.unchanged_polls = 0
@@ -273,6 +356,7 @@ class Inbound:
             (log.info if status is LinkStatus.LIVE else log.warning)(
                 "%s: %s -> %s%s", self.name, self.status.value, status.value, f" ({reason})" if reason else "")
         self.status = status
+        self._live = status is LinkStatus.LIVE
         self.reason = reason
 
     # --- figures ----------------------------------------------------------------------------
@@ -293,7 +377,9 @@ class Inbound:
 
     def close(self) -> None:
         self._drop()
+        self._close_lock()
         self.status = LinkStatus.ABSENT
+        self._live = False
         self.reason = f"{self.name} closed"
 
 
@@ -312,6 +398,7 @@ class CommandInbox:
         self._slots = ring["slots"]
         self._seen = acks["cmd_epoch_seen"]
         self._consumed = acks["consumed"]
+        self._recheck = True  # look at the ring counts on the next poll even without a new commit
 
     @property
     def name(self) -> str:
@@ -328,6 +415,20 @@ class CommandInbox:
         if self.inbound.lost:
             self.ring_reader.reset_writer()
         return self.inbound.status
+
+    def poll_pending(self, now: float) -> bool:
+        """`poll(now)`, then `pending()` — but the ring counts are read only after a new commit or
+        while commands were waiting: with no command in flight a cycle costs the segment's poll (one
+        sequence compare while LIVE) and nothing else. Commands arrive only with a commit (the
+        writer commits after placing them), and only our `take` consumes them."""
+        inb = self.inbound
+        inb.poll(now)
+        if inb.lost:
+            self.ring_reader.reset_writer()
+        if not (inb.changed or self._recheck) or not inb._live:
+            return False
+        self._recheck = waiting = self._count[()] != self._consumed[()] or self._epoch[()] != self._seen[()]
+        return bool(waiting)
 
     def pending(self) -> bool:
         """New commands wait (cheap: two integer compares, no allocation)."""

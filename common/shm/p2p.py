@@ -41,7 +41,6 @@ if platform.machine().lower() not in _TSO_MACHINES and os.environ.get("EVO_ALLOW
         "Set EVO_ALLOW_WEAK_MEMORY=1 only for non-production experiments."
     )
 
-_copyto = np.copyto  # a module global: one lookup less in commit() / write()
 
 # --- header layout (little-endian, 64 bytes) ---------------------------------------------------
 OFF_MAGIC = 0
@@ -397,7 +396,7 @@ class TypedP2pWriter:
         seq = self._seqv
         even = (hb << 1) & 0xFFFFFFFF
         seq[0] = (even - 1) & 0xFFFFFFFF
-        _copyto(self._dst, src_u8)
+        self._dst[...] = src_u8  # a flat byte copy; half of np.copyto's cost (no dispatch wrapper)
         seq[0] = even
 
     def close(self, unlink: bool = True) -> None:
@@ -571,7 +570,7 @@ class TypedP2pReader:
             s1 = seq[0]
             if s1 & 1:
                 continue
-            np.copyto(self._local_u8, self._src)
+            self._local_u8[...] = self._src
             if seq[0] == s1:
                 return s1 >> 1
         self.contention_count += 1

@@ -424,6 +424,17 @@ class SimDriver(Driver):
                 self.x[i] = min(max(pos, self.stop_lo[i]), self.stop_hi[i])
         self.index_count[:] = np.floor(self.x / self.index_spacing)
 
+    def kernel_state(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The compiled plant's (arena, layout) for a caller that runs it inside its own kernel
+        (hal.kernels.hal_step: HalCycle with the compiled engine), else None. That caller calls
+        `poll(now_ns)` before each of those cycles instead of `cycle()`."""
+        return (self._arena, self._lay) if self._k_tail is not None else None
+
+    def poll(self, now_ns: int) -> None:
+        """The part of `cycle()` that is not the plant: the injection file, every inject_poll_ms."""
+        if now_ns >= self._next_poll:
+            self._poll_injection(now_ns)
+
     def cycle(self, io: DriverIO, now_ns: int, dt_s: float) -> None:
         if now_ns >= self._next_poll:
             self._poll_injection(now_ns)
