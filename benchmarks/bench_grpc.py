@@ -417,7 +417,8 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
         rounds = args.rounds if base_code is not None else 1
         per_round = max(10, args.n // rounds)
         parts: dict[str, dict[str, list[np.ndarray]]] = {
-            name: {"do": [], "do_srv": [], "cu": [], "cu_srv": [], "st": []} for name, *_ in variants}
+            name: {"do": [], "do_srv": [], "cu": [], "cu_srv": [], "st": [], "cpu_s": [], "calls": []}
+            for name, *_ in variants}
         for r in range(rounds):
             for name, code, config, env in variants:
                 print(f"gRPC round {r + 1}/{rounds}: {name} bridge ...", flush=True)
@@ -431,6 +432,7 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
                 grpc_cu_command(stubs, 20)
                 # the three methods interleaved in blocks: they see the same load
                 block = max(1, per_round // 5)
+                cpu0 = cpu["grpc"].cpu_times()
                 for _ in range(per_round // block):
                     g_rt, g_server_ms = grpc_round_trips(stubs, block)
                     parts[name]["do"].append(g_rt)
@@ -439,6 +441,9 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
                     c_rt, c_server_ms = grpc_cu_command(stubs, block)
                     parts[name]["cu"].append(c_rt)
                     parts[name]["cu_srv"].append(c_server_ms)
+                cpu1 = cpu["grpc"].cpu_times()
+                parts[name]["cpu_s"].append(np.array([cpu1.user + cpu1.system - cpu0.user - cpu0.system]))
+                parts[name]["calls"].append(np.array([3 * block * (per_round // block)]))
                 if args.latency_only:  # (the full run keeps our bridge for the jitter windows)
                     channel.close()
                     procs.stop("grpc_bridge")
@@ -449,6 +454,7 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
             vrows["grpc_set_digital_output"] = summarize(cat["do"]) | {"server_side_p50_ms": float(np.median(cat["do_srv"]))}
             vrows["grpc_get_status"] = summarize(cat["st"])
             vrows["grpc_cu_command"] = summarize(cat["cu"]) | {"server_side_p50_ms": float(np.median(cat["cu_srv"]))}
+            vrows["bridge_cpu_ms_per_call"] = 1e3 * float(cat["cpu_s"].sum()) / max(1, int(cat["calls"].sum()))
             if name != "working tree":
                 result["baseline"] = {"rows": vrows, "command_over_get_status": over_get_status(vrows)}
                 result["baseline_commit"] = args.baseline
@@ -583,6 +589,9 @@ def side_by_side(result: dict[str, Any]) -> None:
                        ("cu_command_minus_get_status_p50_ms", "CU command - GetStatus")):
         a, b = base["command_over_get_status"][key], result["command_over_get_status"][key]
         rows.append({"what": label, "old50": a, "new50": b, "r": ratio(b, a)})
+    old_cpu, new_cpu = base["rows"].get("bridge_cpu_ms_per_call"), result["rows"].get("bridge_cpu_ms_per_call")
+    rows.append({"what": "bridge CPU per call", "old50": old_cpu, "new50": new_cpu,
+                 "r": ratio(new_cpu, old_cpu) if old_cpu and new_cpu else None})
     print(f"\nside by side: today's bridge ({result['baseline_commit']}) and ours in turns against the same HAL and CU (ms):")
     print_table(rows, [("latency", "what", ""), ("old p50", "old50", ".3f"), ("new p50", "new50", ".3f"),
                        ("old p99", "old99", ".3f"), ("new p99", "new99", ".3f"), ("new/old p50", "r", ".2f")])
