@@ -351,3 +351,59 @@ def test_an_unchanged_segment_is_not_copied_again(fresh_prefix, writers):
         assert not (raw[:8] == 0xAB).all()  # the new commit overwrote the marker
     finally:
         inb.close()
+
+
+def test_probe_follows_the_lock_file_of_a_writer_restarted_cleanly(fresh_prefix, writers):
+    """Issue 15 (the writer-lock probe on a descriptor kept open): a writer that exits cleanly and is
+    restarted at once (a new segment and a NEW lock file) is still seen as a restart within
+    probe_every polls; its successor is LIVE once it moves and STAYS live (the kept descriptor is now
+    the successor's lock, not the free old one); the successor killed is STALE within probe_every."""
+    inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=10**6, retry_s=0.0, probe_every=5))
+    w = writers("cu_hal")
+    lock = shm_path(inb.name) + ".lock"
+    try:
+        w.do("commit", 1)
+        inb.poll(time.monotonic())
+        w.do("commit", 1)
+        assert inb.poll(time.monotonic()) is not None and inb.status is LinkStatus.LIVE
+        old_lock = os.stat(lock).st_ino
+        w.close()  # clean exit: segment and lock file unlinked ...
+        w2 = writers("cu_hal")  # ... and a new writer makes new ones before we look again
+        w2.do("commit", 3)
+        assert os.stat(lock).st_ino != old_lock
+        polls = _poll_until(inb, LinkStatus.STALE, limit=10)
+        assert polls <= 5 and inb.lost and ("gone" in inb.reason or "replaced" in inb.reason), inb.reason
+        _poll_until(inb, LinkStatus.LIVE, commit=lambda: w2.do("commit", 1))
+        for _ in range(25):  # five probes against the successor's lock: all find it held
+            w2.do("commit", 1)
+            assert inb.poll(time.monotonic()) is not None, inb.reason
+        w2.kill()
+        polls = _poll_until(inb, LinkStatus.STALE, limit=10)
+        assert polls <= 5 and "writer process gone" in inb.reason
+    finally:
+        inb.close()
+
+
+def test_probe_sees_a_writer_killed_and_replaced_on_the_same_lock_file(fresh_prefix, writers):
+    """Issue 15: a SIGKILLed writer leaves its lock file; the successor reuses it (same inode) and
+    takes the segment over. While the successor is not yet there the kept descriptor finds the lock
+    free (STALE); once it holds the same file again, the reader is LIVE after its heartbeat moves."""
+    inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=10**6, retry_s=0.0, probe_every=5))
+    w = writers("cu_hal")
+    lock = shm_path(inb.name) + ".lock"
+    try:
+        w.do("commit", 1)
+        inb.poll(time.monotonic())
+        w.do("commit", 1)
+        assert inb.poll(time.monotonic()) is not None
+        ino = os.stat(lock).st_ino
+        w.kill()
+        assert _poll_until(inb, LinkStatus.STALE, limit=10) <= 5
+        w2 = writers("cu_hal")
+        assert os.stat(lock).st_ino == ino
+        _poll_until(inb, LinkStatus.LIVE, commit=lambda: w2.do("commit", 1))
+        for _ in range(10):
+            w2.do("commit", 1)
+            assert inb.poll(time.monotonic()) is not None, inb.reason
+    finally:
+        inb.close()
