@@ -2,7 +2,8 @@
 
 One link thread owns the periodic work and sleeps on the rpc wake semaphore (common/shm/wake.py):
 - a command waiting for its ack: woken by the consumer's post after it commits the ack (a fallback
-  poll every PENDING_POLL_S covers a writer that does not post);
+  poll every PENDING_POLL_S covers a writer that does not post); the ack goes to the handler's
+  asyncio future through an eventfd its event loop watches (`submit_async`, loop_bell.py);
 - liveness: every LIVENESS_PERIOD_S it reads the three ack segments (common/shm/inbound.py: ABSENT /
   STALE / LIVE), commits our command segments (their heartbeat) and publishes a Snapshot when a
   source's verdict changed (health, the HMI);
