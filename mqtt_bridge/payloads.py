@@ -115,9 +115,37 @@ def state_unavailable(cu_status: str, sources: dict[str, str]) -> dict[str, Any]
     return {**unavailable(cu_status), "machine_state": None, "safety_state": None, "sources": dict(sources)}
 
 
+class _Memo:
+    """The last body built per slot (an axis, an I/O kind, the recipe), handed out again while the raw
+    record bytes it was built from are the same: an idle machine's scans (10 per second, the JSON tree
+    and the Zenoh tree each) rebuild nothing. Bodies handed out are shared: callers copy, never mutate."""
+
+    def __init__(self) -> None:
+        self._last: dict[Any, tuple[bytes, dict[str, Any]]] = {}
+
+    def get(self, slot: Any, raw: bytes) -> dict[str, Any] | None:
+        hit = self._last.get(slot)
+        return hit[1] if hit is not None and hit[0] == raw else None
+
+    def put(self, slot: Any, raw: bytes, body: dict[str, Any]) -> dict[str, Any]:
+        self._last[slot] = (raw, body)  # one assignment: safe beside the query thread's reads
+        return body
+
+
+_memo = _Memo()
+
+
 def axis_payload(info: AxisInfo, ax: Any, feedback: Any | None, drive_error_code: int = 0) -> dict[str, Any]:
     """One axis from a CU_AXIS_STATUS record (+ the HAL's HAL_AXIS_FEEDBACK and the drive's own
-    error code when live)."""
+    error code when live). The same records give the same (shared) body without rebuilding it."""
+    raw = ax.tobytes() + (b"" if feedback is None else feedback.tobytes()) + int(drive_error_code).to_bytes(8, "little")
+    body = _memo.get(("axis", info), raw)
+    if body is None:
+        body = _memo.put(("axis", info), raw, _axis_payload(info, ax, feedback, drive_error_code))
+    return body
+
+
+def _axis_payload(info: AxisInfo, ax: Any, feedback: Any | None, drive_error_code: int) -> dict[str, Any]:
     u = info.unit
     flags = int(ax["error_flags"])
     out: dict[str, Any] = {
@@ -154,7 +182,17 @@ def axis_unavailable(info: AxisInfo, status: str) -> dict[str, Any]:
 
 
 def io_payload(kind: str, io: np.ndarray, points: Iterable[IoPointInfo]) -> dict[str, Any]:
-    """Configured points of one kind from a HAL_IO record: booleans for DI/DO, quantities for AI/AO."""
+    """Configured points of one kind from a HAL_IO record: booleans for DI/DO, quantities for AI/AO.
+    The same bank or values (and points) give the same (shared) body without rebuilding it."""
+    points = tuple(points)
+    raw = io[f"{kind}_bank" if kind in ("di", "do") else f"{kind}_values"].tobytes()
+    body = _memo.get(("io", kind, points), raw)
+    if body is None:
+        body = _memo.put(("io", kind, points), raw, _io_payload(kind, io, points))
+    return body
+
+
+def _io_payload(kind: str, io: np.ndarray, points: tuple[IoPointInfo, ...]) -> dict[str, Any]:
     if kind in ("di", "do"):
         bank = io[f"{kind}_bank"]
         # banks carry physical levels; dashboards get the logical value (what the point means)
@@ -166,7 +204,16 @@ def io_payload(kind: str, io: np.ndarray, points: Iterable[IoPointInfo]) -> dict
 
 
 def recipe_payload(status: np.ndarray) -> dict[str, Any]:
-    """Recipe executor telemetry from re_mqt `status` (RE_STATUS)."""
+    """Recipe executor telemetry from re_mqt `status` (RE_STATUS); the same record gives the same
+    (shared) body without rebuilding it."""
+    raw = status.tobytes()
+    body = _memo.get("recipe", raw)
+    if body is None:
+        body = _memo.put("recipe", raw, _recipe_payload(status))
+    return body
+
+
+def _recipe_payload(status: np.ndarray) -> dict[str, Any]:
     return {
         "live": True,
         "state": enum_name(ReState, status["re_state"]),

@@ -380,3 +380,31 @@ def test_a_frozen_broker_is_degraded_then_down_and_recovers(writers, bridge_env,
     steps = [(e["from"], e["to"]) for e in health["events"]]
     assert ("Up", "Degraded") in steps and any(t == "Down" for _, t in steps), steps
     assert bridge.alive()
+
+
+def test_unchanged_records_reuse_their_body_and_a_change_rebuilds_it() -> None:
+    """Issue 15 "a machine that idles cheaply": an axis, I/O kind or recipe body is built once per
+    distinct record — the idle machine's 10 scans per second (JSON tree and Zenoh tree) rebuild
+    nothing — and a changed record (one byte) gives a new body with the new value."""
+    from common.shm.segments import CU_STATUS, HAL_IO, RE_STATUS
+    from mqtt_bridge.payloads import AxisInfo, IoPointInfo, axis_payload, io_payload, recipe_payload
+
+    st = np.zeros((), CU_STATUS)
+    io = np.zeros((), HAL_IO)
+    info = AxisInfo(1, "X", "mm")
+    a = axis_payload(info, st["axes"][0], io["axes"][0], 0)
+    assert axis_payload(info, st["axes"][0], io["axes"][0], 0) is a
+    st["axes"]["position"][0] = 12.5
+    b = axis_payload(info, st["axes"][0], io["axes"][0], 0)
+    assert b is not a and b["position"]["value"] == 12.5 and a["position"]["value"] == 0.0
+    assert axis_payload(info, st["axes"][0], io["axes"][0], 7) is not b  # the drive's code is part of it
+    points = (IoPointInfo("Start", 3, ""),)
+    d = io_payload("di", io, points)
+    assert io_payload("di", io, list(points)) is d and d["points"] == {"Start": False}
+    set_bit(io["di_bank"], 3, True)
+    assert io_payload("di", io, points)["points"] == {"Start": True}
+    rs = np.zeros((), RE_STATUS)
+    r = recipe_payload(rs)
+    assert recipe_payload(rs) is r
+    rs["cycle_count"] = 3
+    assert recipe_payload(rs)["cycle_count"] == 3
