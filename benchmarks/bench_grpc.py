@@ -420,8 +420,11 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
             name: {"do": [], "do_srv": [], "cu": [], "cu_srv": [], "st": [], "cpu_s": [], "calls": []}
             for name, *_ in variants}
         for r in range(rounds):
-            for name, code, config, env in variants:
+            # alternate who goes first: a round's first bridge meets the load the floor or the other left
+            for name, code, config, env in (variants if r % 2 == 0 else variants[::-1]):
                 print(f"gRPC round {r + 1}/{rounds}: {name} bridge ...", flush=True)
+                if "EVO_GRPC_TRACE" in env:  # one trace file per round (the bridge writes it when it stops)
+                    env = {**env, "EVO_GRPC_TRACE": str(tmp / f"grpc-trace-{r}.jsonl")}
                 cpu["grpc"] = procs.start("grpc_bridge", code=code, cfg=config, **env)
                 channel = grpc.insecure_channel(address)
                 health = health_pb2_grpc.HealthStub(channel)
@@ -448,6 +451,11 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
                     channel.close()
                     procs.stop("grpc_bridge")
         result["transient_refusals_retried"] = REFUSED["count"]
+        if args.latency_only:
+            procs.check()
+            rounds_traced = sorted(tmp.glob("grpc-trace-*.jsonl"))
+            if rounds_traced:
+                trace.write_text("".join(f.read_text() for f in rounds_traced))
         for name, *_ in variants:
             cat = {k: np.concatenate(v) for k, v in parts[name].items()}
             vrows = rows if name == "working tree" else {}
@@ -455,6 +463,13 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
             vrows["grpc_get_status"] = summarize(cat["st"])
             vrows["grpc_cu_command"] = summarize(cat["cu"]) | {"server_side_p50_ms": float(np.median(cat["cu_srv"]))}
             vrows["bridge_cpu_ms_per_call"] = 1e3 * float(cat["cpu_s"].sum()) / max(1, int(cat["calls"].sum()))
+            # paired: the difference of the p50s within each block of consecutive calls (same load),
+            # then the median over blocks — steadier than the difference of the run's p50s
+            pv = parts[name]
+            vrows["blockwise_minus_get_status_ms"] = {
+                "set_do": float(np.median([np.median(a) - np.median(b) for a, b in zip(pv["do"], pv["st"])])) / 1e6,
+                "cu_command": float(np.median([np.median(a) - np.median(b) for a, b in zip(pv["cu"], pv["st"])])) / 1e6,
+                "blocks": len(pv["do"])}
             if name != "working tree":
                 result["baseline"] = {"rows": vrows, "command_over_get_status": over_get_status(vrows)}
                 result["baseline_commit"] = args.baseline
@@ -588,6 +603,10 @@ def side_by_side(result: dict[str, Any]) -> None:
     for key, label in (("set_do_minus_get_status_p50_ms", "SetDigitalOutput - GetStatus"),
                        ("cu_command_minus_get_status_p50_ms", "CU command - GetStatus")):
         a, b = base["command_over_get_status"][key], result["command_over_get_status"][key]
+        rows.append({"what": label, "old50": a, "new50": b, "r": ratio(b, a)})
+    for key, label in (("set_do", "SetDigitalOutput - GetStatus, blockwise"),
+                       ("cu_command", "CU command - GetStatus, blockwise")):
+        a, b = base["rows"]["blockwise_minus_get_status_ms"][key], result["rows"]["blockwise_minus_get_status_ms"][key]
         rows.append({"what": label, "old50": a, "new50": b, "r": ratio(b, a)})
     old_cpu, new_cpu = base["rows"].get("bridge_cpu_ms_per_call"), result["rows"].get("bridge_cpu_ms_per_call")
     rows.append({"what": "bridge CPU per call", "old50": old_cpu, "new50": new_cpu,

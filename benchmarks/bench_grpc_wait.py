@@ -39,7 +39,8 @@ METHOD = (
 SERVICE, METHOD_NAME = "bench.Wait", "Call"
 SPIN_BOUND_S = 0.05  # the spinning ways give up after this (never reached in a healthy run)
 
-AIO_WAYS = ("immediate", "block", "sleep", "threadsafe", "wrap_future", "eventfd", "spin", "blocking_sem")
+AIO_WAYS = ("immediate", "block", "sleep", "threadsafe", "wrap_future", "eventfd", "spin", "blocking_sem",
+            "work_after")
 SYNC_WAYS = ("sync-immediate", "sync-block", "sync-sem")
 WAYS = AIO_WAYS + SYNC_WAYS
 WHAT = {
@@ -51,6 +52,7 @@ WHAT = {
     "eventfd": "grpc.aio, await future; thread writes an eventfd the loop watches (add_reader)",
     "spin": "grpc.aio, poll a flag with await sleep(0) until the thread sets it",
     "blocking_sem": "grpc.aio, handler blocks the loop on a POSIX semaphore the thread posts",
+    "work_after": "grpc.aio, block, then 0.2 ms of work on the loop's next turn (a deferred log line)",
     "sync-immediate": "grpc sync server (thread pool), handler returns at once",
     "sync-block": "grpc sync server, handler sleeps `delay`",
     "sync-sem": "grpc sync server, handler blocks on a POSIX semaphore the thread posts",
@@ -73,6 +75,12 @@ class Answerer:
             done = self.q.get()
             time.sleep(self.delay_s)
             done()
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 def _handler_aio(way: str, delay_s: float, answerer: Answerer) -> Callable[..., Any]:
@@ -99,6 +107,9 @@ def _handler_aio(way: str, delay_s: float, answerer: Answerer) -> Callable[..., 
             pass
         elif way == "block":
             time.sleep(delay_s)
+        elif way == "work_after":
+            time.sleep(delay_s)
+            loop.call_soon(_busy, 200e-6)
         elif way == "sleep":
             await asyncio.sleep(delay_s)
         elif way == "threadsafe":
