@@ -159,6 +159,7 @@ def measure(inst: Instance, seconds: float) -> dict[str, Any]:
                 first[p.pid] = (_label(p, modules), cpu)
             last[p.pid] = cpu
 
+    load0 = list(os.getloadavg())
     t0 = time.monotonic()
     scan()
     while (left := t0 + seconds - time.monotonic()) > 0:
@@ -169,8 +170,18 @@ def measure(inst: Instance, seconds: float) -> dict[str, Any]:
     for pid, (label, start) in first.items():
         per[label] = per.get(label, 0.0) + 100.0 * (last[pid] - start) / elapsed
     restarts = [m["name"] for m, m0 in zip(inst.status()["modules"], doc["modules"]) if m["pid"] != m0["pid"]]
-    return {"elapsed_s": elapsed, "per_process_pct": dict(sorted(per.items())), "total_pct": sum(per.values()),
+    return {"elapsed_s": elapsed, "loadavg_at_window_start": load0,
+            "per_process_pct": dict(sorted(per.items())), "total_pct": sum(per.values()),
             "processes": len(first), "restarted_during_window": restarts}
+
+
+def warm_kernels(code: Path) -> None:
+    """Fill numba's cache of a baseline tree (a fresh worktree has none: its HAL and CU would compile
+    for minutes at start) the way `make kernels` does."""
+    for module in ("control_unit.kernels", "hal.kernels"):
+        if (code / module.replace(".", "/")).with_suffix(".py").exists() or (code / module.replace(".", "/")).is_dir():
+            subprocess.run([sys.executable, "-m", module], cwd=code, env=dict(os.environ, PYTHONPATH=str(code)),
+                           check=True, capture_output=True, timeout=1800)
 
 
 def run_variant(code: Path, seconds: float) -> dict[str, Any]:
@@ -193,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     variants: dict[str, dict[str, Any]] = {}
     if args.baseline != "none":
         with baseline_tree(args.baseline) as base:
+            print(f"baseline {args.baseline}: compiling its kernels ...", flush=True)
+            warm_kernels(base)
             print(f"baseline {args.baseline}: {args.seconds:.0f} s idle ...", flush=True)
             variants[f"baseline {args.baseline}"] = run_variant(base, args.seconds)
     print(f"working tree: {args.seconds:.0f} s idle ...", flush=True)
@@ -214,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, cols)
     total = variants["working tree"]["total_pct"]
     print(f"whole machine at idle: {total:.1f} % of one core (aim <= {AIM_TOTAL_PCT:.0f} %)")
-    out = write_json("idle", {"method": METHOD, "machine": info, "seconds": args.seconds,
+    scheduling = "normal (EVO_RT=off)" if os.environ.get("EVO_RT", "").lower() in ("off", "0", "no", "false") \
+        else "configured (SCHED_FIFO for HAL and CU when permitted)"
+    print(f"scheduling: {scheduling}; load average at each window's start: "
+          + ", ".join(f"{n} {v['loadavg_at_window_start'][0]:.2f}" for n, v in variants.items()))
+    out = write_json("idle", {"method": METHOD, "machine": info, "seconds": args.seconds, "scheduling": scheduling,
                                "aim_total_pct": AIM_TOTAL_PCT, "variants": variants, "rows": rows}, args.out)
     print(f"results: {out}")
     return 0

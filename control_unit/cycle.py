@@ -18,16 +18,17 @@ from common.shm.commands import CuCommand, ResultCode
 from common.shm.inbound import CommandInbox, Inbound, InboundPolicy, LinkStatus
 from common.shm.p2p import ShmError, TypedP2pWriter, segment_name
 from common.shm.rings import Command
-from common.shm.segments import CU_STATUS, CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC
+from common.shm.segments import CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC
 from common.shm.views import field_bytes
 from common.shm.wake import WakePoster
 from common.states import CommandSource, MachineError, MachineState, SafetyState
 
 from . import commands
 from .core import ControlCore
+from .kernels.step import SI_M_SAFETY
 from .diagnostics import StatusWriter, fill_pid
 from .latch import FILE_NAME as LATCH_FILE, SafetyLatch
-from .outputs import HalOutputs, StatusChange
+from .outputs import HalOutputs
 from .params import AxisParams
 
 log = logging.getLogger(__name__)
@@ -148,11 +149,8 @@ class CycleRunner:
             CommandPath(CommandSource.RE, CommandInbox(Inbound.for_key("re_cu", policy), self.w_re.local["acks"])),
             CommandPath(CommandSource.RPC, CommandInbox(Inbound.for_key("rpc_cu", policy), self.w_rpc.local["acks"])),
         ]
-        # wake the readers that block (bridges, RE) after a commit with new acks or a changed status;
-        # the HAL heartbeat and age in the status change every cycle and mean nothing to them
-        hb_off, age_off = CU_STATUS.fields["hal_heartbeat"][1], CU_STATUS.fields["hal_age_cycles"][1]
-        assert age_off == hb_off + 8  # one hole
-        self._status_hole = (hb_off, age_off + 4)
+        # wake the readers that block (bridges, RE) after a commit with new acks or a changed status
+        # (StatusWriter.fill says which; the HAL heartbeat and age in it mean nothing to them)
         self.wake_mqt, self.wake_rpc, self.wake_re = WakePoster("mqt"), WakePoster("rpc"), WakePoster("re")
         self.wakes = [self.wake_mqt, self.wake_rpc, self.wake_re]
         self._rpc_acks = self.w_rpc.local["acks"]["count"]
@@ -167,7 +165,8 @@ class CycleRunner:
         self._nc_mask = self.cfg.io_registry.di_nc_mask
         self.status.bind(core)
         self.outputs.bind(core, self.cfg.io_registry)
-        self._status_change = StatusChange(self.status_src, self._status_hole, core)
+        self._si = core.m._si  # the machine's scalar block (the safety state word)
+        self._safety_seen = -1  # the latch is told on the first cycle, and on every change after
 
     # --- loop -----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -250,20 +249,23 @@ class CycleRunner:
                 self._take_commands(path.source, inbox, now)
                 path.pending = inbox.pending()
         core.step(now)
-        # write-ahead: a SafetyStop (or its reset) is on disk before anyone can see it or its ack
-        self.latch.update(core.m.safety == SafetyState.SAFETY_STOP, core.m.message)
+        # write-ahead: a SafetyStop (or its reset) is on disk before anyone can see it or its ack (the
+        # latch is asked only when the safety state word changed: one integer load per cycle)
+        safety = self._si[SI_M_SAFETY]
+        if safety != self._safety_seen:
+            self._safety_seen = safety
+            self.latch.update(int(safety) == SafetyState.SAFETY_STOP, core.m.message)
         self.outputs.write()
-        self.status.fill(core, hal.heartbeat, self.hal_age)
+        status = self.status.fill(core, hal.heartbeat, self.hal_age)
         if core.cycle % PID_EVERY == 0:
             fill_pid(self.pid, core)
         self.w_hal.commit()
-        self._publish_status(now)
+        self._publish_status(now, status)
 
-    def _publish_status(self, now: float) -> None:
+    def _publish_status(self, now: float, status: bool) -> None:
         """cu_rpc / cu_re / cu_mqt when the status they show changed or they carry a new ack — then
         their reader is woken — and otherwise every BEAT_S only, as a heartbeat (their readers judge
         staleness in tenths of seconds; cu_hal, which the HAL reads every cycle, goes every cycle)."""
-        status = self._status_change.changed()
         beat = now >= self._next_beat
         if beat:
             self._next_beat = now + BEAT_S

@@ -10,6 +10,7 @@ import numpy as np
 from common.consts import ACK_MESSAGE_LEN, NAME_LEN
 from common.shm.conversions import encode_str
 from common.shm.segments import CU_STATUS
+from common.shm.views import ChangeDetector, without
 
 if TYPE_CHECKING:
     from .core import ControlCore
@@ -21,7 +22,10 @@ _AXIS_FIELDS = ("position", "velocity", "target_position", "setpoint_position", 
 
 
 class StatusWriter:
-    """Fills one CU_STATUS view from a ControlCore (views cached once; no per-cycle lookups)."""
+    """Fills one CU_STATUS view from a ControlCore (views cached once; no per-cycle lookups) and tells
+    whether what it shows changed: `fill()` is True when a byte other than hal_heartbeat /
+    hal_age_cycles (they move every cycle and mean nothing to the status readers) differs from the
+    last fill, and on the first fill after `bind()`."""
 
     def __init__(self, status: np.ndarray) -> None:
         self.status = status
@@ -31,6 +35,8 @@ class StatusWriter:
         self._bytes: np.ndarray | None = None
         self._arena: np.ndarray | None = None
         self._layout: np.ndarray | None = None
+        self._fresh = True
+        self._change: ChangeDetector | None = None
 
     def bind(self, core: "ControlCore") -> None:
         """Static fields (ids, names); call again after a config reload."""
@@ -44,7 +50,11 @@ class StatusWriter:
         self.status["axis_count"] = n
         self.v = {f: axes[f][:n] for f in _AXIS_FIELDS}  # sliced once: one copy per field per cycle
         self._message = None  # type: ignore[assignment]
+        self._fresh = True
         st = self.status
+        hb, age = CU_STATUS.fields["hal_heartbeat"][1], CU_STATUS.fields["hal_age_cycles"][1]
+        raw = st.reshape(1).view(np.uint8)
+        self._change = ChangeDetector(raw, without(raw.size, (hb, age + 4)))  # the numpy fill's change test
         if core._kernels is not None and st.dtype == CU_STATUS and st.ndim == 0:
             self._kernel = core._kernels.fill_status
             self._bytes = st.reshape(1).view(np.uint8)
@@ -52,15 +62,22 @@ class StatusWriter:
         else:
             self._kernel = None
 
-    def fill(self, core: "ControlCore", hal_heartbeat: int, hal_age: int) -> None:
+    def fill(self, core: "ControlCore", hal_heartbeat: int, hal_age: int) -> bool:
+        """Fill the status; True when what it shows changed (see the class docstring)."""
         if self._kernel is not None and core._arena is self._arena:
-            self._kernel(self._bytes, self._arena, self._layout, int(hal_heartbeat), int(hal_age))
+            changed = self._kernel(self._bytes, self._arena, self._layout, int(hal_heartbeat), int(hal_age))
             m = core.m
             if m.message != self._message:
                 self._message = m.message
                 self.status["message"] = encode_str(m.message, ACK_MESSAGE_LEN)
-            return
-        self.fill_numpy(core, hal_heartbeat, hal_age)
+                changed = True
+        else:
+            self.fill_numpy(core, hal_heartbeat, hal_age)
+            changed = self._change.changed()  # type: ignore[union-attr]
+        if self._fresh:
+            self._fresh = False
+            return True
+        return changed
 
     def fill_numpy(self, core: "ControlCore", hal_heartbeat: int, hal_age: int) -> None:
         """The vectorised fill (the reference; a core with the numpy engine uses it)."""

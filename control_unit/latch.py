@@ -99,6 +99,7 @@ class SafetyLatch:
 
     def update(self, safety_stop: bool, reason: str) -> None:
         """Cheap when nothing changed; a change is on disk before this returns (write-ahead)."""
+        safety_stop = bool(safety_stop)  # a numpy bool from a state word would not go into JSON
         if safety_stop == self.safety_stop:
             return
         self.safety_stop = safety_stop

@@ -1,5 +1,5 @@
-"""What the CU cycle writes besides the status: the HAL command frame (cu_hal) and the change test of
-the published status — one compiled call each with the compiled engine, the numpy code otherwise.
+"""What the CU cycle writes besides the status: the HAL command frame (cu_hal) — one compiled call
+with the compiled engine, the numpy code otherwise.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from common.config.registry import IoRegistry
-from common.shm.views import ChangeDetector, flat_bytes, without
+from common.shm.views import flat_bytes
 
 if TYPE_CHECKING:
     from .core import ControlCore
@@ -89,29 +89,3 @@ class HalOutputs:
         self.o_torque[:] = 0.0
         for _, reg, role in self._brake_roles:
             reg.write_do(role, False, self.do)
-
-
-class StatusChange:
-    """Did the published status (a flat byte view) change outside one hole (the bytes that change
-    every cycle without meaning anything to a reader)? The compiled test with the compiled engine,
-    views.ChangeDetector otherwise; both remember what they saw."""
-
-    def __init__(self, src: np.ndarray, hole: tuple[int, int], core: "ControlCore") -> None:
-        self.src = src
-        self.hole = hole
-        self.prev = np.zeros_like(src)
-        self.prev[0] = ~src[0]  # the first call reports a change
-        kernels = core._kernels
-        whole_words = src.size % 8 == 0 and hole[0] % 8 == 0
-        self._kernel = kernels.status_changed if kernels is not None and whole_words else None
-        self._detector = ChangeDetector(src, without(src.size, hole)) if self._kernel is None else None
-        self.changes = 0
-
-    def changed(self) -> bool:
-        if self._kernel is not None:
-            hit = self._kernel(self.src, self.prev, self.hole[0], self.hole[1])
-        else:
-            hit = self._detector.changed()  # type: ignore[union-attr]
-        if hit:
-            self.changes += 1
-        return hit

@@ -20,8 +20,7 @@ from common.config import load_config
 from common.shm.commands import CuCommand as C
 from common.shm.commands import ResultCode
 from common.shm.rings import Command
-from common.shm.segments import CU_STATUS, CU_TO_HAL, CU_TO_RPC, HAL_AXIS_FEEDBACK
-from common.shm.views import field_bytes
+from common.shm.segments import CU_TO_HAL, CU_TO_RPC, HAL_AXIS_FEEDBACK
 from common.states import (
     AxisError,
     CommandSource,
@@ -33,7 +32,7 @@ from common.states import (
 from control_unit import commands, homing, machines, params
 from control_unit.core import ControlCore
 from control_unit.diagnostics import StatusWriter
-from control_unit.outputs import HalOutputs, StatusChange
+from control_unit.outputs import HalOutputs
 from control_unit.kernels import step as K
 from tests.cu_support import machine_test_config
 from tests.helpers import REPO
@@ -174,11 +173,7 @@ class Twin:
         self.outputs = [HalOutputs(rec) for rec in self.frames]
         for o, core in zip(self.outputs, (self.ref, self.cmp)):
             o.bind(core, reg)
-        hb_off, age_off = CU_STATUS.fields["hal_heartbeat"][1], CU_STATUS.fields["hal_age_cycles"][1]
-        self.changes = [StatusChange(field_bytes(rec, "status"), (hb_off, age_off + 4), core)
-                        for rec, core in zip(self.status, (self.ref, self.cmp))]
         assert self.outputs[0]._kernel is None and self.outputs[1]._kernel is not None
-        assert self.changes[0]._kernel is None and self.changes[1]._kernel is not None
         self.status_changes = 0
         # the log lines of each core's step (the compiled core makes them from its event codes)
         self.records: list[logging.LogRecord] = []
@@ -266,11 +261,9 @@ class Twin:
                 lines.append([(r.name, r.levelno, r.getMessage()) for r in self.records])
             assert lines[0] == lines[1], f"cycle {self.cycles + 1}: log lines differ: {lines}"
             self.logged += len(lines[0])
-            for w, core in zip(self.writers, (self.ref, self.cmp)):
-                w.fill(core, self.cycles, self.fb_age)
+            changed = [w.fill(core, self.cycles, self.fb_age) for w, core in zip(self.writers, (self.ref, self.cmp))]
             for o in self.outputs:
                 o.write()
-            changed = [c.changed() for c in self.changes]
             assert changed[0] == changed[1], f"cycle {self.cycles + 1}: status change seen {changed}"
             self.status_changes += changed[0]
             self.cycles += 1

@@ -23,15 +23,13 @@ class Kernels:
     gather_inputs: Callable[..., None]
     fill_status: Callable[..., None]
     write_hal_outputs: Callable[..., None]
-    status_changed: Callable[..., bool]
     load_s: float  # time load() took (cache hit: tens of ms; cold: compile time)
     compiled: tuple[str, ...]  # kernels compiled now (cache misses); empty when all came from the cache
 
 
 _ENTRIES = ((step, "cycle_step", step.CYCLE_STEP_SIG), (step, "gather_inputs", step.GATHER_INPUTS_SIG),
             (step, "fill_status", step.FILL_STATUS_SIG),
-            (outputs, "write_hal_outputs", outputs.WRITE_HAL_OUTPUTS_SIG),
-            (outputs, "status_changed", outputs.STATUS_CHANGED_SIG))
+            (outputs, "write_hal_outputs", outputs.WRITE_HAL_OUTPUTS_SIG))
 _loaded: Kernels | None = None
 
 
@@ -53,5 +51,5 @@ def load() -> Kernels:
             if _misses(kernel) > before:
                 compiled.append(name)
         _loaded = Kernels(step.cycle_step, step.gather_inputs, step.fill_status, outputs.write_hal_outputs,
-                          outputs.status_changed, time.perf_counter() - t0, tuple(compiled))
+                          time.perf_counter() - t0, tuple(compiled))
     return _loaded

@@ -24,7 +24,6 @@ def main() -> int:
     k.cycle_step(st.arena, st.layout, 0.001)
     status = np.zeros(step.CU_TO_RPC.fields["status"][0].itemsize, dtype=np.uint8)
     k.fill_status(status, st.arena, st.layout, 0, 0)
-    k.status_changed(status, status.copy(), 0, 8)
     f, b, i, q = np.zeros(2), np.zeros(2, dtype=bool), np.zeros(1, dtype=np.int64), np.zeros(16, dtype=np.uint64)
     k.write_hal_outputs(np.zeros(outputs.CU_TO_HAL.itemsize, dtype=np.uint8), f, f, f, b, b, q, i, i, q[:1], q[:1],
                         b[:1])

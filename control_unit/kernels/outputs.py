@@ -1,7 +1,7 @@
-"""The CU cycle's output glue as numba kernels: the HAL command frame (cu_hal axes + brake DO bits)
-from the core's arrays, and the "did the published status change" test (compare + remember).
+"""The CU cycle's output glue as a numba kernel: the HAL command frame (cu_hal axes + brake DO bits)
+from the core's arrays (the status fill, with its change test, is step.fill_status).
 
-Kept apart from step.py so that these small kernels compile in seconds and a change here does not
+Kept apart from step.py so that this small kernel compiles in seconds and a change here does not
 invalidate step.py's cached cycle. Everything they need comes in as arguments or as the constants
 below, checked against the segment layout at import (numba's cache would not notice a change).
 """
@@ -48,21 +48,5 @@ def write_hal_outputs(out, pos, vel, torque, enable, brake, do_bank, brake_axis,
             do_bank[brake_word[k]] &= brake_clear[k]
 
 
-@numba.njit(**_JIT)
-def status_changed(src, prev, hole_lo, hole_hi):
-    """views.ChangeDetector for one record with one hole: True when `src` differs from `prev` outside
-    bytes [hole_lo, hole_hi) (what changes every cycle without meaning anything to a reader), and
-    then `prev` becomes `src`. Both are multiples of 8 bytes long; compared as u64 words."""
-    prev[hole_lo:hole_hi] = src[hole_lo:hole_hi]
-    a = src.view(np.uint64)
-    b = prev.view(np.uint64)
-    for i in range(a.shape[0]):
-        if a[i] != b[i]:
-            prev[:] = src
-            return True
-    return False
-
-
 _U1, _F1, _B1, _I1, _Q1 = nt.uint8[::1], nt.float64[::1], nt.boolean[::1], nt.int64[::1], nt.uint64[::1]
 WRITE_HAL_OUTPUTS_SIG = nt.void(_U1, _F1, _F1, _F1, _B1, _B1, _Q1, _I1, _I1, _Q1, _Q1, _B1)
-STATUS_CHANGED_SIG = nt.boolean(_U1, _U1, nt.int64, nt.int64)

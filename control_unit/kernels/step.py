@@ -1354,8 +1354,27 @@ def gather_inputs(fb, bank, arena, lay, fb_age, hal_ok, hal_missing):
 
 
 @numba.njit(**_JIT)
+def _put_u8(out, i, v):
+    """out[i] = v; True when the byte changed."""
+    old = out[i]
+    out[i] = v
+    return out[i] != old
+
+
+@numba.njit(**_JIT)
+def _put_f8(of, o64, w, v):
+    """Word w of `of` (f64) = v; True when its bits changed (a NaN that stays NaN is no change)."""
+    old = o64[w]
+    of[w] = v
+    return o64[w] != old
+
+
+@numba.njit(**_JIT)
 def fill_status(out, arena, lay, hal_heartbeat, hal_age):
-    """diagnostics.StatusWriter.fill on a CU_STATUS record as bytes (`out`), the message excepted."""
+    """diagnostics.StatusWriter.fill on a CU_STATUS record as bytes (`out`), the message excepted.
+    Returns True when a byte other than hal_heartbeat / hal_age_cycles (which move every cycle and
+    mean nothing to the status readers) changed: the change test of the published status comes
+    with the fill, touching only the bytes it writes."""
     n = lay[LAY_N]
     F = _block(arena, lay, A_F).view(np.float64).reshape((len(_F_ROWS), n))
     B = _block(arena, lay, A_B).view(np.bool_).reshape((len(_B_ROWS), n))
@@ -1363,44 +1382,49 @@ def fill_status(out, arena, lay, hal_heartbeat, hal_age):
     errors = _block(arena, lay, A_ERRORS).view(np.uint64)
     master = _block(arena, lay, A_MASTER).view(np.int64)
     SI = _block(arena, lay, A_SI).view(np.int64)
-    out[ST_MACHINE_STATE] = SI[SI_M_STATE]
-    out[ST_SAFETY_STATE] = SI[SI_M_SAFETY]
-    out[ST_ESTOP] = SI[SI_M_ESTOP] != 0
-    out[ST_REDUCED] = SI[SI_M_REDUCED] != 0
-    out[ST_MANUAL_ALLOWED] = SI[SI_M_MANUAL_ALLOWED] != 0
+    ch = _put_u8(out, ST_MACHINE_STATE, SI[SI_M_STATE])
+    ch |= _put_u8(out, ST_SAFETY_STATE, SI[SI_M_SAFETY])
+    ch |= _put_u8(out, ST_ESTOP, SI[SI_M_ESTOP] != 0)
+    ch |= _put_u8(out, ST_REDUCED, SI[SI_M_REDUCED] != 0)
+    ch |= _put_u8(out, ST_MANUAL_ALLOWED, SI[SI_M_MANUAL_ALLOWED] != 0)
     o64 = out.view(np.uint64)
+    old = o64[ST_MACHINE_ERRORS // 8]
     o64[ST_MACHINE_ERRORS // 8] = SI[SI_M_ERRORS]
+    ch |= o64[ST_MACHINE_ERRORS // 8] != old
     o64[ST_HAL_HEARTBEAT // 8] = np.uint64(hal_heartbeat)
     out[ST_HAL_AGE:ST_HAL_AGE + 4].view(np.uint32)[0] = min(hal_age, 0xFFFFFFFF)
     of = out.view(np.float64)
     for s in range(n):
         base = ST_AXES_OFF + s * ST_AX_SIZE
         w = base // 8
-        of[w + STA_POSITION // 8] = F[F_POS, s]
-        of[w + STA_VELOCITY // 8] = F[F_VEL, s]
-        of[w + STA_TARGET // 8] = F[F_TARGET, s]
-        of[w + STA_SP_POS // 8] = F[F_SP_POS, s]
-        of[w + STA_SP_VEL // 8] = F[F_SP_VEL, s]
-        of[w + STA_LAG // 8] = F[F_LAG, s]
-        of[w + STA_TORQUE // 8] = F[F_OUTPUT, s]
+        ch |= _put_f8(of, o64, w + STA_POSITION // 8, F[F_POS, s])
+        ch |= _put_f8(of, o64, w + STA_VELOCITY // 8, F[F_VEL, s])
+        ch |= _put_f8(of, o64, w + STA_TARGET // 8, F[F_TARGET, s])
+        ch |= _put_f8(of, o64, w + STA_SP_POS // 8, F[F_SP_POS, s])
+        ch |= _put_f8(of, o64, w + STA_SP_VEL // 8, F[F_SP_VEL, s])
+        ch |= _put_f8(of, o64, w + STA_LAG // 8, F[F_LAG, s])
+        ch |= _put_f8(of, o64, w + STA_TORQUE // 8, F[F_OUTPUT, s])
+        old = o64[w + STA_ERRORS // 8]
         o64[w + STA_ERRORS // 8] = errors[s]
-        out[base + STA_POWER] = U8[U_POWER, s]
-        out[base + STA_MOTION] = U8[U_MOTION, s]
-        out[base + STA_MODE] = U8[U_MODE, s]
-        out[base + STA_COUPLING] = U8[U_COUPLING, s]
-        out[base + STA_GEARBOX] = U8[U_GEARBOX, s]
-        out[base + STA_LOADING] = U8[U_LOADING, s]
-        out[base + STA_REFERENCED] = B[B_REFERENCED, s]
-        out[base + STA_IN_POSITION] = B[B_IN_POSITION, s]
-        out[base + STA_ENABLED] = B[B_ENABLE, s]
-        out[base + STA_BRAKE] = B[B_BRAKE_RELEASE, s]
-        out[base + STA_LOCK] = U8[U_LOCK, s]
-        out[base + STA_SAFE_STOP] = U8[U_SAFE_STOP, s]
-        out[base + STA_HOMING_PHASE] = U8[U_HOMING_PHASE, s]
-        out[base + STA_MASTER] = master[s] + 1
+        ch |= o64[w + STA_ERRORS // 8] != old
+        ch |= _put_u8(out, base + STA_POWER, U8[U_POWER, s])
+        ch |= _put_u8(out, base + STA_MOTION, U8[U_MOTION, s])
+        ch |= _put_u8(out, base + STA_MODE, U8[U_MODE, s])
+        ch |= _put_u8(out, base + STA_COUPLING, U8[U_COUPLING, s])
+        ch |= _put_u8(out, base + STA_GEARBOX, U8[U_GEARBOX, s])
+        ch |= _put_u8(out, base + STA_LOADING, U8[U_LOADING, s])
+        ch |= _put_u8(out, base + STA_REFERENCED, B[B_REFERENCED, s])
+        ch |= _put_u8(out, base + STA_IN_POSITION, B[B_IN_POSITION, s])
+        ch |= _put_u8(out, base + STA_ENABLED, B[B_ENABLE, s])
+        ch |= _put_u8(out, base + STA_BRAKE, B[B_BRAKE_RELEASE, s])
+        ch |= _put_u8(out, base + STA_LOCK, U8[U_LOCK, s])
+        ch |= _put_u8(out, base + STA_SAFE_STOP, U8[U_SAFE_STOP, s])
+        ch |= _put_u8(out, base + STA_HOMING_PHASE, U8[U_HOMING_PHASE, s])
+        ch |= _put_u8(out, base + STA_MASTER, master[s] + 1)
+    return ch
 
 
 _U1 = nt.uint8[::1]
 CYCLE_STEP_SIG = nt.int64(_U1, nt.int64[::1], nt.float64)
 GATHER_INPUTS_SIG = nt.void(_U1, nt.uint64[::1], _U1, nt.int64[::1], nt.int64, nt.boolean, nt.boolean)
-FILL_STATUS_SIG = nt.void(_U1, _U1, nt.int64[::1], nt.int64, nt.int64)
+FILL_STATUS_SIG = nt.boolean(_U1, _U1, nt.int64[::1], nt.int64, nt.int64)
