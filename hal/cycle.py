@@ -26,7 +26,7 @@ from .drivers.registry import create_driver
 from .engine import resolve_engine
 from .fused import FusedStep
 from .io import IoProcessor
-from .kernels import FL_CONNECTED, FL_FRESH, PHASE_ALL, PHASE_POST, PHASE_PRE
+from .kernels import FL_CONNECTED, FL_FRESH, PHASE_ALL, PHASE_POST, PHASE_PRE, R_AI, R_ALL, R_AXES, R_DI, R_TAIL
 from .state_file import StateWriter, load_state
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,26 @@ MAX_CATCH_UP_TICKS = 20  # a late cycle steps the plant by at most this many per
 BEAT_NS = 10_000_000  # unchanged status segments (hal_mqt/rpc/re) are still committed this often
 
 _u8 = flat_bytes
+
+
+def _spans(cu_dtype: np.dtype) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Per kernels.R_* mask: the byte span of HAL_IO covering the changed regions, and the span of
+    hal_cu's payload (HAL_IO's axes + di_bank, then ai_values) they touch; (0, 0) for none."""
+    f = HAL_IO.fields
+    bounds = [(0, f["di_bank"][1]), (f["di_bank"][1], f["do_bank"][1]), (f["do_bank"][1], f["ai_values"][1]),
+              (f["ai_values"][1], f["ao_values"][1]), (f["ao_values"][1], f["axis_count"][1]),
+              (f["axis_count"][1], HAL_IO.itemsize)]  # R_AXES, R_DI, R_DO, R_AI, R_AO, R_TAIL
+    cu_ai = cu_dtype.fields["ai_values"][1]
+    cu_end = cu_ai + cu_dtype.fields["ai_values"][0].itemsize
+    cu_parts = [(R_AXES | R_DI, (0, cu_ai)), (R_AI, (cu_ai, cu_end)),
+                (R_TAIL, (cu_end, cu_dtype.itemsize))]  # the tail: axis_count (the first commit has it)
+    io_span, cu_span = [], []
+    for mask in range(R_ALL + 1):
+        hit = [b for k, b in enumerate(bounds) if mask >> k & 1]
+        io_span.append((min(b[0] for b in hit), max(b[1] for b in hit)) if hit else (0, 0))
+        hit = [b for bits, b in cu_parts if mask & bits]
+        cu_span.append((min(b[0] for b in hit), max(b[1] for b in hit)) if hit else (0, 0))
+    return io_span, cu_span
 
 
 class HalCycle:
@@ -104,6 +124,7 @@ class HalCycle:
         self._next_slow = 0
         self.cu_connected = False
         self._acked = False  # a command was acked this cycle: its segment is committed and its reader woken
+        self._io_since_slow = True  # the status payload changed since the last state-file offer
         if self.fused is not None:
             f = self.fused
             self._k, self._k_tail = f.kernel, f.tail
@@ -154,6 +175,11 @@ class HalCycle:
         src = _u8(self.w_mqt.local)
         self._io_src = src[:n_io]
         self._io_dst = [_u8(self.w_rpc.local)[:n_io], _u8(self.w_re.local)[:n_io]]
+        # what follows the status payload (stats, acks) in each: published alone when only it changed
+        self._status_tail = n_io
+        self._mqt_end, self._rpc_end, self._re_end = (w.dtype.itemsize for w in (self.w_mqt, self.w_rpc, self.w_re))
+        assert all(w.dtype.fields["io"][1] == 0 for w in (self.w_mqt, self.w_rpc, self.w_re))
+        self._io_span, self._cu_span = _spans(self.w_cu.dtype)
         self.stats_views = (self.stats, self.w_rpc.local["stats"])  # the loop publishes into both
         # hal_cu (upstream layout) = HAL_IO's axes + di_bank, then ai_values
         cu = _u8(self.w_cu.local)
@@ -198,14 +224,17 @@ class HalCycle:
         sim = self._sim
         if sim is not None:
             sim.poll(now_ns)
-            io = self._k(PHASE_ALL, flags, now_ns, dt_s, *self._k_tail)
+            changed = self._k(PHASE_ALL, flags, now_ns, dt_s, *self._k_tail)
         else:
             self._k(PHASE_PRE, flags, now_ns, dt_s, *self._k_tail)
             self.driver.cycle(self.dio, now_ns, dt_s)
-            io = self._k(PHASE_POST, flags, now_ns, dt_s, *self._k_tail)
-        self.w_cu.commit()  # the seqlock words around the payload the kernel filled (p2p._publish)
-        if io or self._acked or now_ns >= self._next_beat:
-            self._publish_status(io != 0, now_ns)
+            changed = self._k(PHASE_POST, flags, now_ns, dt_s, *self._k_tail)
+        # the seqlock words around the payload the kernel filled (p2p). hal_cu's payload is parts of
+        # the status payload: the kernel copied those that changed; the rest is in the segment already
+        lo, hi = self._cu_span[changed]
+        self.w_cu.commit_part(lo, hi)
+        if changed or self._acked or now_ns >= self._next_beat:
+            self._publish_status(changed, now_ns)
         if now_ns >= self._next_slow:
             self._slow(now_ns)
         self.cycles += 1
@@ -286,46 +315,56 @@ class HalCycle:
         np.copyto(self._cu_head_dst, self._cu_head_src)
         np.copyto(self._cu_ai_dst, self._cu_ai_src)
         self.w_cu.commit()
-        self._publish_status(self._io_change.changed(), now_ns)
+        self._publish_status(R_ALL if self._io_change.changed() else 0, now_ns)
 
-    def _publish_status(self, io: bool, now_ns: int) -> None:
-        """hal_mqt / hal_rpc / hal_re: committed when `io` (the status payload changed) or their
-        beat is due; hal_rpc / hal_re also when they carry a new ack. Woken on a change or an ack."""
+    def _publish_status(self, changed: int, now_ns: int) -> None:
+        """hal_mqt / hal_rpc / hal_re: committed when the status payload changed (`changed`: its
+        regions, kernels.R_*) or their beat is due; hal_rpc / hal_re also when they carry a new ack.
+        Woken on a change or an ack. Each commit copies the span of the changed regions and the part
+        after the status payload (the loop's figures, the acks); the segments hold the rest from
+        their last commit already."""
         self._acked = False
         beat = now_ns >= self._next_beat
         if beat:
             self._next_beat = now_ns + BEAT_NS
-        if io or beat:
-            self.w_mqt.commit()
-            if io:
-                self.wake_mqt.post()
+        tail = self._status_tail
+        lo, hi = self._io_span[changed]
+        if changed:
+            self._io_since_slow = True
+            self.w_mqt.commit_part(lo, hi, tail, self._mqt_end)
+            self.wake_mqt.post()
+        elif beat:
+            self.w_mqt.commit_part(tail, self._mqt_end)
         n = self._rpc_acks[()]
         acked = n != self._rpc_acks_seen
-        if io or acked or beat:
-            np.copyto(self._io_dst[0], self._io_src)
-            self.w_rpc.commit()
-            if io or acked:
+        if changed or acked or beat:
+            if changed:
+                self._io_dst[0][lo:hi] = self._io_src[lo:hi]
+            self.w_rpc.commit_part(lo, hi, tail, self._rpc_end)
+            if changed or acked:
                 self._rpc_acks_seen = n
                 self.wake_rpc.post()
         n = self._re_acks[()]
         acked = n != self._re_acks_seen
-        if io or acked or beat:
-            np.copyto(self._io_dst[1], self._io_src)
-            self.w_re.commit()
-            if io or acked:
+        if changed or acked or beat:
+            if changed:
+                self._io_dst[1][lo:hi] = self._io_src[lo:hi]
+            self.w_re.commit_part(lo, hi, tail, self._re_end)
+            if changed or acked:
                 self._re_acks_seen = n
                 self.wake_re.post()
 
     def _slow(self, now_ns: int) -> None:
         self._next_slow = now_ns + int(SLOW_EVERY_S * 1e9)
-        if self.state_writer is not None:
+        if self.state_writer is not None and self._io_since_slow:  # positions are in that payload
+            self._io_since_slow = False
             self.state_writer.offer(self.dio.position, self.dio.referenced)
         self._publish_health()
 
     def _publish_health(self) -> None:
         """Driver state and reason into the status segments; a change is logged once."""
         health = self.driver.health()
-        if health != self._health:
+        if health is not self._health and health != self._health:
             if self._health is not None:
                 (log.info if health.state in (DriverState.READY, DriverState.ENABLED) else log.warning)(
                     "driver %s: %s%s", self.driver.name, health.state.name, f" ({health.message})" if health.message else "")

@@ -51,6 +51,10 @@ def _offsets(cu_dtype: np.dtype, out_dtype: np.dtype, uses_targets: bool) -> np.
     o[K.O_HEAD] = o[K.O_OUT_AI]  # hal_cu = HAL_IO's axes + di_bank, then ai_values
     o[K.O_N_AI] = out_dtype.fields["ai_values"][0].itemsize
     o[K.O_TARGETS] = uses_targets
+    o[K.O_TAIL] = _field(HAL_IO, "axis_count")  # everything after ao_values
+    o[K.O_FORCE] = 1  # the first call compares (and so reports) every region
+    if o[K.O_TAIL] != o[K.O_AO] + HAL_IO.fields["ao_values"][0].itemsize or o[K.O_TAIL] % 8:
+        raise AssertionError("hal.fused: HAL_IO's tail no longer follows ao_values on a word boundary")
     # the kernel copies and compares whole 8-byte words, and views the feedback rows as float64
     if (o[[K.O_N_IO, K.O_HEAD, K.O_OUT_AI, K.O_AI, K.O_N_AI, K.O_STRIDE, K.O_CU_STRIDE, K.O_DO_BANK, K.O_DI_BANK,
            K.O_CU_DO, K.O_CU_AO, K.O_AO]] % 8).any() or o[K.O_ERR] % 4:
@@ -65,7 +69,8 @@ class FusedStep:
     change test's copy of the status payload, the field offsets, and `run()`: one kernel call.
 
     Build it before the IoProcessor and the driver exist (DriverIO takes `enable`, `torque`, `di`, ...
-    from it), then `bind()` them. `run()` returns 1 when the status payload (HAL_IO) changed."""
+    from it), then `bind()` them. `run()` returns the regions of the status payload (HAL_IO) that
+    changed (kernels.R_*; the first call reports all of them)."""
 
     def __init__(self, configured: np.ndarray, uses_targets: bool, cu_local: np.ndarray, hal_local: np.ndarray,
                  out_local: np.ndarray) -> None:
@@ -80,8 +85,7 @@ class FusedStep:
         self.ai = np.zeros(MAX_AI)
         self._hal_u8 = flat_bytes(hal_local)
         words = self._hal_u8[: HAL_IO.itemsize].view(np.uint64)
-        self.prev = words.copy()
-        self.prev[0] = ~words[0]  # the first call reports a change
+        self.prev = ~words  # the first call reports every region changed
         self.offsets = _offsets(cu_local.dtype, out_local.dtype, uses_targets)
         b = K.ArenaBuilder()
         b.slab(K.HB_F, self, ("torque", "target_position", "target_velocity"), np.float64, MAX_AXES)

@@ -28,6 +28,8 @@ NEVER = np.iinfo(np.int64).max
 KIND_LINEAR, KIND_QUADRATIC, KIND_CUBIC, KIND_CUSTOM = 0, 1, 2, 3
 INDEX_PULSE_NS = 2_000_000  # sim: an encoder index mark reads true for 2 ms after it is crossed
 _U1 = np.uint64(1)
+IN_DI, IN_AI = 1, 2  # what IoProcessor's inputs rewrote this cycle (di_bank / ai_values)
+OUT_DO, OUT_AO = 1, 2  # what its outputs rewrote (do_bank / ao_values)
 
 # --- IoProcessor rows ------------------------------------------------------------------------
 # scalars (int64 vector)
@@ -306,8 +308,7 @@ def _inputs(di_phys, ai_raw, now, s, db, di_i, en_i, en_b, af, ai_i, ai_single, 
         for i in range(MAX_DI):
             differs |= (di_phys[i] != nc[i]) != state[i]
         if not differs:
-            _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started)
-            return
+            return IN_AI if _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started) else 0
     changed = not started
     pending_any = False
     for i in range(MAX_DI):
@@ -346,8 +347,11 @@ def _inputs(di_phys, ai_raw, now, s, db, di_i, en_i, en_b, af, ai_i, ai_single, 
                 if logical[w * 64 + b] != nc[w * 64 + b]:
                     word |= _U1 << np.uint64(b)
             di_bank[w] = word
-    _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started)
+    wrote = IN_DI if changed else 0
+    if _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started):
+        wrote |= IN_AI
     s[S_STARTED] = 1
+    return wrote
 
 
 @numba.njit(**_jit)
@@ -361,7 +365,7 @@ def _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started):
             break
     if started and same:  # unchanged for longer than the deepest window: settled
         if s[S_AI_QUIET] > depth:
-            return
+            return False
         s[S_AI_QUIET] += 1
     else:
         s[S_AI_QUIET] = 0
@@ -397,6 +401,7 @@ def _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started):
         ai_values[i] = eng if ai_single[i] else sums[i] / nf[i]
     if depth > 1:
         s[S_AI_K] = k + 1
+    return True
 
 
 IO_OUTPUTS_SIG = T.void(u8_1cro, f1cro, T.boolean, T.boolean, T.int64, u1_1c, i1c, u8_1c, f1c)
@@ -420,8 +425,11 @@ def _outputs(cu_bank, cu_ao, connected, fresh, now, s, di_logical, w, dob, doi, 
     force = connected != (s[S_CONNECTED] != 0) or estop != (s[S_ESTOP] != 0)
     s[S_CONNECTED] = connected
     s[S_ESTOP] = estop
-    _digital_outputs(cu_bank, connected, fresh, now, force, estop, s, w, dob, doi, role_pulse_pins, do_bank)
-    _analog_outputs(cu_ao, connected, fresh, now, force, s, af, ab, ai, table_x, table_n, ao_values)
+    wrote = OUT_DO if _digital_outputs(cu_bank, connected, fresh, now, force, estop, s, w, dob, doi,
+                                       role_pulse_pins, do_bank) else 0
+    if _analog_outputs(cu_ao, connected, fresh, now, force, s, af, ab, ai, table_x, table_n, ao_values):
+        wrote |= OUT_AO
+    return wrote
 
 
 @numba.njit(**_jit)
@@ -447,7 +455,7 @@ def _digital_outputs(cu_bank, connected, fresh, now, force, estop, s, w, dob, do
                 lapsed[k] &= ~w[W_ROLE_PULSE, k]
             s[S_DO_NEXT] = expiry.min()
     if not recompute:
-        return
+        return False
     s[S_DO_DIRTY] = 0
     if connected:
         for k in range(BANK_WORDS):
@@ -480,6 +488,7 @@ def _digital_outputs(cu_bank, connected, fresh, now, force, estop, s, w, dob, do
             _pack(value, value_w)
     for k in range(BANK_WORDS):
         do_bank[k] = out[k] ^ w[W_INV, k]
+    return True
 
 
 @numba.njit(**_jit)
@@ -512,20 +521,24 @@ def _analog_outputs(cu_ao, connected, fresh, now, force, s, af, ab, ai, table_x,
     role, expiry = ab[AOB_ROLE], ai[AOI_EXPIRY]
     value, cu, key = af[AO_VALUE], af[AO_CU], af[AO_KEY]
     if connected:
+        # only role pins take the CU's value: the others' bytes in cu_hal are neither compared nor read
+        # (a recompute is idempotent, so skipping one for an ignored byte changes no output)
         differs = s[S_AO_KEY_VALID] == 0
         if not differs:
             for i in range(MAX_AO):
-                x, y = cu_ao[i], key[i]
-                if x != y and not (x != x and y != y):
-                    differs = True
-                    break
+                if role[i]:
+                    x, y = cu_ao[i], key[i]
+                    if x != y and not (x != x and y != y):
+                        differs = True
+                        break
         if differs:
             for i in range(MAX_AO):
-                x = cu_ao[i]
-                key[i] = x
-                if role[i] and math.isfinite(x):  # invalid: keep the last value
-                    t = x if x < af[AO_HI, i] else af[AO_HI, i]
-                    cu[i] = t if t > af[AO_LO, i] else af[AO_LO, i]
+                if role[i]:
+                    x = cu_ao[i]
+                    key[i] = x
+                    if math.isfinite(x):  # invalid: keep the last value
+                        t = x if x < af[AO_HI, i] else af[AO_HI, i]
+                        cu[i] = t if t > af[AO_LO, i] else af[AO_LO, i]
             s[S_AO_KEY_VALID] = 1
             recompute = True
         if fresh and s[S_AO_ROLE_PULSE_ANY]:
@@ -534,7 +547,7 @@ def _analog_outputs(cu_ao, connected, fresh, now, force, s, af, ab, ai, table_x,
                     expiry[i] = now + ai[AOI_PULSE, i]
             s[S_AO_NEXT] = expiry.min()
     if not recompute:
-        return
+        return False
     s[S_AO_DIRTY] = 0
     if connected:
         for i in range(MAX_AO):
@@ -559,6 +572,7 @@ def _analog_outputs(cu_ao, connected, fresh, now, force, s, af, ab, ai, table_x,
         nxt = expiry.min()
         s[S_AO_NEXT] = nxt if nxt > now else now + 1
     _update_ao_norm(vals, s, af, ab, ai, table_x, table_n)
+    return True
 
 
 @numba.njit(**_jit)
@@ -752,8 +766,11 @@ HB_ENABLE, HB_BRAKE_RELEASE, HB_CONFIGURED = range(3)  # bool[64] rows of HB_B
 # banks and values; hal_mqt's (HAL_IO) axis feedback fields and arrays; what hal_cu copies of it
 (O_CU_AXES, O_CU_STRIDE, O_CU_TPOS, O_CU_TVEL, O_CU_TORQUE, O_CU_OFFSET, O_CU_ENABLE, O_CU_BRAKE, O_CU_DO, O_CU_AO,
  O_AXES, O_STRIDE, O_POS, O_VEL, O_TQ, O_READY, O_FAULT, O_DI_BANK, O_DO_BANK, O_AI, O_AO, O_STATE, O_ERR,
- O_CONNECTED, O_N_IO, O_HEAD, O_OUT_AI, O_N_AI, O_TARGETS) = range(29)
-N_OFFSETS = 29
+ O_CONNECTED, O_N_IO, O_HEAD, O_OUT_AI, O_N_AI, O_TARGETS, O_TAIL, O_FORCE, O_OUTPUTS_WROTE) = range(32)
+N_OFFSETS = 32  # O_FORCE, O_OUTPUTS_WROTE: state (compare every region once; PHASE_PRE's result for PHASE_POST)
+# hal_step's result: the regions of the status payload (HAL_IO) that changed since its last call
+R_AXES, R_DI, R_DO, R_AI, R_AO, R_TAIL = 1, 2, 4, 8, 16, 32  # axes | di_bank | do_bank | ai | ao | the rest
+R_ALL = 63
 PHASE_ALL, PHASE_PRE, PHASE_POST = 0, 1, 2  # sim in the kernel / before a Python driver / after it
 FL_CONNECTED, FL_FRESH = 1, 2  # `flags`: the CU is LIVE / its heartbeat moved on this poll
 # `lays`: the three arenas' layouts end to end (HalCycle's, the IoProcessor's, the SimDriver's)
@@ -769,8 +786,9 @@ HAL_STEP_SIG = T.int64(T.int64, T.int64, T.int64, T.float64, u1_1c, u1_1c, u1_1c
 def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_arena):
     """HalCycle.step's numerics: cu_hal -> drive commands, IoProcessor.outputs, SimDriver.cycle,
     IoProcessor.inputs, the hal_cu payload, cu_connected, and the change test of the status
-    payload (1 = it changed since the last call; its copy is kept in HB_PREV). PHASE_PRE stops after
-    the outputs and PHASE_POST starts at the inputs, for drivers whose cycle is Python."""
+    payload: returns the R_* regions that changed since the last call (0: none; its copy is kept in
+    HB_PREV). PHASE_PRE stops after the outputs and PHASE_POST starts at the inputs, for drivers
+    whose cycle is Python."""
     hl, il, sl = lays[:LAY_IO], lays[LAY_IO:LAY_SIM], lays[LAY_SIM:N_LAYS]
     o = _i8(h_arena, hl, HB_OFF)[0]
     hf, hb = _f8(h_arena, hl, HB_F), _b(h_arena, hl, HB_B)
@@ -800,7 +818,7 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
                 brake_release[i] = False
                 torque[i] = 0.0
         tables = _f8(io_arena, il, IB_TABLES)
-        _outputs(cu[o[O_CU_DO]:o[O_CU_DO] + 8 * BANK_WORDS].view(np.uint64),
+        o[O_OUTPUTS_WROTE] = _outputs(cu[o[O_CU_DO]:o[O_CU_DO] + 8 * BANK_WORDS].view(np.uint64),
                  cu[o[O_CU_AO]:o[O_CU_AO] + 8 * MAX_AO].view(np.float64),
                  connected, connected and (flags & FL_FRESH) != 0, now, _i8(io_arena, il, IB_S)[0],
                  _b(io_arena, il, IB_DB)[DB_LOGICAL], _u8(io_arena, il, IB_W), _b(io_arena, il, IB_DOB),
@@ -820,27 +838,56 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
              _f8(sim_arena, sl, SB_AF), _i8(sim_arena, sl, SB_AI), _b(sim_arena, sl, SB_AB),
              _u4(sim_arena, sl, SB_CODES), _b(sim_arena, sl, SB_PB), _f8(sim_arena, sl, SB_PF),
              _i8(sim_arena, sl, SB_TAB), _f8(sim_arena, sl, SB_SENS))
-    _inputs(di, ai, now, _i8(io_arena, il, IB_S)[0], _b(io_arena, il, IB_DB), _i8(io_arena, il, IB_DI_I),
-            _i8(io_arena, il, IB_EN_I), _b(io_arena, il, IB_EN_B), _f8(io_arena, il, IB_AF), _i8(io_arena, il, IB_AI_I),
-            _b(io_arena, il, IB_AI_SINGLE)[0], _f8(io_arena, il, IB_HIST),
-            hal[o[O_DI_BANK]:o[O_DI_BANK] + 8 * BANK_WORDS].view(np.uint64),
-            hal[o[O_AI]:o[O_AI] + 8 * MAX_AI].view(np.float64))
+    wrote_in = _inputs(
+        di, ai, now, _i8(io_arena, il, IB_S)[0], _b(io_arena, il, IB_DB), _i8(io_arena, il, IB_DI_I),
+        _i8(io_arena, il, IB_EN_I), _b(io_arena, il, IB_EN_B), _f8(io_arena, il, IB_AF), _i8(io_arena, il, IB_AI_I),
+        _b(io_arena, il, IB_AI_SINGLE)[0], _f8(io_arena, il, IB_HIST),
+        hal[o[O_DI_BANK]:o[O_DI_BANK] + 8 * BANK_WORDS].view(np.uint64), hal[o[O_AI]:o[O_AI] + 8 * MAX_AI].view(np.float64))
     hal[o[O_CONNECTED]] = 1 if connected else 0
-    # the change test: an OR of XORs without an early exit (vectorised: ~4x a compare loop's speed)
+    # the change test, per region of the status payload: the axes and the tail (driver and HAL state,
+    # cu_connected, the message: written by the plant, a Python driver or the HAL's health) every cycle,
+    # a bank or a value array only when the stage that writes it did (or once, O_FORCE)
     src = hal[:o[O_N_IO]].view(np.uint64)
     prev = _u8(h_arena, hl, HB_PREV)[0]
-    acc = np.uint64(0)
-    for k in range(src.shape[0]):
-        acc |= src[k] ^ prev[k]
-    if acc == 0:  # hal_cu's payload is a copy of parts of it: it holds these bytes already
-        return 0
-    prev[:] = src
-    # hal_cu (upstream's layout) = HAL_IO's axes + di_bank, then ai_values: word copies
+    force = o[O_FORCE] != 0
+    o[O_FORCE] = 0
+    wrote_out = o[O_OUTPUTS_WROTE]
+    di_w, do_w, ai_w, ao_w = o[O_DI_BANK] >> 3, o[O_DO_BANK] >> 3, o[O_AI] >> 3, o[O_AO] >> 3
+    mask = 0
+    if _sync(src, prev, 0, di_w):
+        mask |= R_AXES
+    if (force or wrote_in & IN_DI) and _sync(src, prev, di_w, di_w + BANK_WORDS):
+        mask |= R_DI
+    if (force or wrote_out & OUT_DO) and _sync(src, prev, do_w, do_w + BANK_WORDS):
+        mask |= R_DO
+    if (force or wrote_in & IN_AI) and _sync(src, prev, ai_w, ai_w + MAX_AI):
+        mask |= R_AI
+    if (force or wrote_out & OUT_AO) and _sync(src, prev, ao_w, ao_w + MAX_AO):
+        mask |= R_AO
+    if _sync(src, prev, o[O_TAIL] >> 3, src.shape[0]):
+        mask |= R_TAIL
+    # hal_cu (upstream's layout) = HAL_IO's axes + di_bank, then ai_values: copied where they changed
     dst = out[:o[O_OUT_AI] + o[O_N_AI]].view(np.uint64)
-    head, a, b, m = o[O_HEAD] >> 3, o[O_OUT_AI] >> 3, o[O_AI] >> 3, o[O_N_AI] >> 3
-    dst[:head] = src[:head]
-    dst[a:a + m] = src[b:b + m]
-    return 1
+    if mask & (R_AXES | R_DI):
+        head = o[O_HEAD] >> 3
+        dst[:head] = src[:head]
+    if mask & R_AI:
+        a, m = o[O_OUT_AI] >> 3, o[O_N_AI] >> 3
+        dst[a:a + m] = src[ai_w:ai_w + m]
+    return mask
+
+
+@numba.njit(**_jit)
+def _sync(src, prev, lo, hi):
+    """Did words [lo, hi) change since the last call? (an OR of XORs without an early exit: vectorised,
+    ~4x a compare loop); if so, remember them."""
+    acc = np.uint64(0)
+    for k in range(lo, hi):
+        acc |= src[k] ^ prev[k]
+    if acc == 0:
+        return False
+    prev[lo:hi] = src[lo:hi]
+    return True
 
 
 # --- loading ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from common.config import IoType, load_config
 from common.consts import BANK_WORDS, MAX_AO
 from common.shm.commands import HalCommand
 from common.shm.inbound import CommandOutbox, Inbound, InboundPolicy
-from common.shm.p2p import TypedP2pWriter
+from common.shm.p2p import TypedP2pReader, TypedP2pWriter
 from common.shm.segments import HAL_IO, SEGMENTS
 from hal import kernels
 from hal.cycle import HalCycle
@@ -47,6 +47,18 @@ class Side:
         self.acks_in = Inbound.for_key("hal_rpc", InboundPolicy(stale_reads=10**6, retry_s=0.0))
         self.outbox = CommandOutbox(self.rpc.local["ring"], self.acks_in)
         self.acks: list[tuple[int, int, str]] = []
+        # what readers see: each of the HAL's four segments, read as its reader would (not exclusive)
+        self.seen = {name: TypedP2pReader.attach(w.name, w.dest, w.dtype, exclusive=False)
+                     for name, w in (("w_cu", self.hal.w_cu), ("w_mqt", self.hal.w_mqt), ("w_rpc", self.hal.w_rpc),
+                                     ("w_re", self.hal.w_re))}
+
+    def check_published(self, k: int) -> None:
+        """Every segment holds exactly its writer's `local` after a cycle (partial and heartbeat-only
+        commits included): nothing a reader sees is stale or half-published."""
+        for name, r in self.seen.items():
+            w = getattr(self.hal, name)
+            assert r.copy_in() == w.heartbeat & 0x7FFFFFFF, f"cycle {k}: {name} seq"
+            assert r.local.tobytes() == w.local.tobytes(), f"cycle {k}: {name} payload differs from local"
 
     def step(self, now: int, frame: dict) -> None:
         ax = self.cu.local["axes"]
@@ -67,6 +79,8 @@ class Side:
         self.acks += [(a.request_id, int(a.result), a.message) for a in self.outbox.poll_acks()]
 
     def close(self) -> None:
+        for r in self.seen.values():
+            r.close()
         self.acks_in.close()
         self.hal.close(save=False)
         self.cu.close()
@@ -148,6 +162,8 @@ def _lockstep(cfg, tmp, monkeypatch, python_driver: bool, cycles: int) -> tuple[
             a.step(now, frame)
             b.step(now, frame)
             _compare(a, b, k)
+            a.check_published(k)
+            b.check_published(k)
     except BaseException:
         a.close()
         b.close()

@@ -13,9 +13,10 @@ The one liveness rule
   or `stale_after_s` seconds (whichever the policy sets; both may), or the writer's lock is free
   (its process died: STALE at once, not after N reads, even if a successor takes the segment over
   and continues the heartbeat: a restart is a loss; the successor is LIVE once it moves again),
-  or a new segment (new inode) is under our name. Both are found by the probe every
-  `probe_every` polls while LIVE (a flock attempt on the writer's lock file, kept open since the
-  writer became LIVE, and a stat: ~2 us).
+  or a new segment (new inode) is under our name. Both are found by the probe within
+  `probe_every` polls while LIVE: a flock attempt on the writer's lock file (kept open since the
+  writer became LIVE) every `probe_every` polls, and a stat of our name as often, on other polls
+  (one system call in a poll at most: after a sleep each costs ~10 us on the test VMs).
 - Re-attach: while not LIVE, at most every `retry_s` the name is stat()ed: a new inode (a writer
   that built a new segment) is mapped in place (`local` stays the same array); a vanished name
   is ABSENT (mapping dropped, attach retried every `retry_s`).
@@ -56,7 +57,6 @@ API
 from __future__ import annotations
 
 import enum
-import fcntl
 import logging
 import os
 from dataclasses import dataclass
@@ -66,17 +66,17 @@ import numpy as np
 
 from common.shm.commands import ResultCode
 from common.shm.conversions import decode_str
+from common.shm.fastcalls import InodeOf, lock_free
 from common.shm.p2p import ModuleAbbrev, ShmError, TypedP2pReader, shm_path
 from common.shm.rings import Ack, Command, CommandRingReader, CommandRingWriter, RingFull
 from common.shm.segments import SEGMENTS
 
 log = logging.getLogger(__name__)
 
-_flock = fcntl.flock
 
 _NEVER_STALE_BY_READS = 1 << 62  # the p2p reader's own count is unused: staleness is judged here
-_LOCK_SH_NB = fcntl.LOCK_SH | fcntl.LOCK_NB
 _NO_LOCK, _FOREIGN_LOCK = -1, -2  # _lock_fd when the lock file is missing / not ours to open
+_LOCK, _INODE = 1, 2  # the probe's checks: the writer's lock held, our name still the segment we map
 
 BackPressure = RingFull  # the outbox's "busy": nothing was written (RESOURCE_EXHAUSTED upstream)
 
@@ -130,9 +130,17 @@ class Inbound:
         self.attach_attempted = False
         self._stale_reads = policy.stale_reads if policy.stale_reads > 0 else _NEVER_STALE_BY_READS
         self._stale_s = policy.stale_after_s
-        self._probe_mod = policy.probe_every or _NEVER_STALE_BY_READS  # polls % this == 0: probe
+        # the probe's two checks, each every probe_every polls, on different polls (one syscall a
+        # poll at most): _probe_slot[polls % probe_every] is 0 (none), _LOCK, _INODE or both
+        every = policy.probe_every
+        self._probe_mod = every or 1
+        self._probe_slot = [0] * self._probe_mod
+        if every:
+            self._probe_slot[0] |= _LOCK
+            self._probe_slot[every // 2] |= _INODE
         self._live = False  # status is LIVE (the fast path's one test)
         self._lock_fd = _NO_LOCK  # the writer's lock file, kept open for the probe
+        self._inode = InodeOf(self.path)  # the probe's stat() of our name
         self._last_hb = -1
         self._seq_seen = -1  # write_seq of the commit in `local` (-1: none)
         self._moved_at = -1.0
@@ -165,7 +173,7 @@ class Inbound:
             if s1 == self._seq_seen:  # unchanged since our copy
                 n = self.unchanged_polls + 1
                 p = self.polls + 1
-                if n < self._stale_reads and p % self._probe_mod and (
+                if n < self._stale_reads and not self._probe_slot[p % self._probe_mod] and (
                         not self._stale_s or now - self._moved_at < self._stale_s):
                     self.unchanged_polls = n
                     self.polls = p
@@ -174,7 +182,7 @@ class Inbound:
             elif not s1 & 1:  # a new commit: copy it; keep it only if the sequence held (seqlock)
                 r._local_u8[...] = r._src  # a flat byte copy (np.copyto costs twice this)
                 p = self.polls + 1
-                if seq[0] == s1 and p % self._probe_mod:
+                if seq[0] == s1 and not self._probe_slot[p % self._probe_mod]:
                     self.polls = p
                     self._last_hb = s1 >> 1
                     self._seq_seen = s1
@@ -220,8 +228,9 @@ class Inbound:
             if not live:
                 self._check_replaced(now)
                 return None
-        if self.polls % self._probe_mod == 0:
-            gone = self._writer_gone(r)
+        checks = self._probe_slot[self.polls % self._probe_mod]
+        if checks:
+            gone = self._writer_gone(r, checks)
             if gone:
                 self._not_live(LinkStatus.STALE, gone, now)
                 return None
@@ -235,7 +244,8 @@ class Inbound:
     # --- the writer's lock, kept open ------------------------------------------------------------
     def _lock_held(self, reopen: bool) -> bool:
         """Does a live writer hold `<name>.lock`? One flock(LOCK_SH|LOCK_NB) on a descriptor kept
-        open (a probe was open+flock+stat+close, ~38 us). `reopen` opens the lock file by name first:
+        open, straight to libc (a probe was open+flock+stat+close, ~38 us; fcntl.flock's exception
+        on a held lock alone costs ~10 us after a sleep). `reopen` opens the lock file by name first:
         when the writer we follow becomes LIVE, so that the kept descriptor is the lock of THAT
         writer (a restarted writer may have created a new lock file; a SIGKILLed one leaves its file,
         which its successor reuses — the same inode, held again). While we follow a writer, a free
@@ -251,13 +261,8 @@ class Inbound:
             except PermissionError:
                 fd = _FOREIGN_LOCK  # someone else's live instance; never claim it is dead
             self._lock_fd = fd
-        if fd == _FOREIGN_LOCK:
+        if fd == _FOREIGN_LOCK or not lock_free(fd):
             return True
-        try:
-            _flock(fd, _LOCK_SH_NB)
-        except BlockingIOError:
-            return True
-        _flock(fd, fcntl.LOCK_UN)
         self._close_lock()  # that writer is gone: the next check opens the lock file by name again
         return False
 
@@ -266,17 +271,19 @@ class Inbound:
             os.close(self._lock_fd)
         self._lock_fd = _NO_LOCK
 
-    def _writer_gone(self, r: TypedP2pReader) -> str:
+    def _writer_gone(self, r: TypedP2pReader, checks: int = _LOCK | _INODE) -> str:
         """The probe: why the writer we map is gone ("" while it is there). A free writer lock is a
         dead writer; a new segment under our name is a restarted one (a restart is a loss too)."""
-        if not self._lock_held(reopen=False):
+        if checks & _LOCK and not self._lock_held(reopen=False):
             return f"{self.name} writer process gone (its lock is free)"
-        try:
-            if os.stat(self.path).st_ino != r.inode:
-                return f"{self.name} replaced by a new segment (writer restarted)"
-        except FileNotFoundError:
+        if not checks & _INODE:
+            return ""
+        ino = self._inode.inode()
+        if ino == r.inode:
+            return ""
+        if ino < 0:
             return f"{self.name} does not exist (writer exited)"
-        return ""
+        return f"{self.name} replaced by a new segment (writer restarted)"
 
     def _try_live(self) -> np.ndarray | None:
         """The heartbeat moved while not live: live when the writer holds its lock."""

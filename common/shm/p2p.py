@@ -388,6 +388,24 @@ class TypedP2pWriter:
             self._src_obj = payload
         self._publish(self._src_u8)
 
+    def commit_part(self, start: int, stop: int, start2: int = 0, stop2: int = 0) -> None:
+        """Publish `self.local` when only its bytes [start, stop) and [start2, stop2) changed since
+        the last commit: the same seqlock commit (heartbeat+1, seq odd, copy, seq even) copying just
+        those ranges — the segment already holds the rest. Empty ranges publish a heartbeat alone
+        (an unchanged payload). The caller vouches that nothing else in `local` changed; a reader
+        sees exactly what `commit()` would have shown it."""
+        hb = self._hb + 1
+        self._hb = hb
+        self._hbv[0] = hb
+        seq = self._seqv
+        even = (hb << 1) & 0xFFFFFFFF
+        seq[0] = (even - 1) & 0xFFFFFFFF
+        if stop > start:
+            self._dst[start:stop] = self._local_u8[start:stop]
+        if stop2 > start2:
+            self._dst[start2:stop2] = self._local_u8[start2:stop2]
+        seq[0] = even
+
     def _publish(self, src_u8: np.ndarray) -> None:
         """The seqlock write (DESIGN.md): heartbeat+1, seq odd, one flat copy of `src_u8`, seq even."""
         hb = self._hb + 1

@@ -162,6 +162,7 @@ class SimDriver(Driver):
         self._build_axes(config, a["index_spacing"])
         self._build_io(config)
         self._k_tail: tuple | None = None
+        self._health_value: DriverHealth | None = None
         if self.engine == "compiled":
             self._compiled_setup()
 
@@ -669,7 +670,10 @@ class SimDriver(Driver):
         self.v[:] = 0.0
 
     def health(self) -> DriverHealth:
-        return DriverHealth(DriverState.READY, f"simulated plant, {int(self.configured.sum())} axes")
+        h = self._health_value
+        if h is None:  # the plant's health never changes: built once, not every 100 ms in the cycle
+            h = self._health_value = DriverHealth(DriverState.READY, f"simulated plant, {int(self.configured.sum())} axes")
+        return h
 
     @property
     def injection(self) -> Injection:

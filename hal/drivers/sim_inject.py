@@ -147,6 +147,8 @@ class InjectionFile:
         self._raw: bytes | None = None
 
     def poll(self) -> Injection | None:
+        if self._raw is None and not os.access(self.path, os.F_OK):
+            return None  # the usual case, without the cost of a FileNotFoundError in the HAL cycle
         try:
             with open(self.path, "rb") as f:  # a few bytes: cheaper than trusting coarse mtimes
                 raw = f.read()
