@@ -413,7 +413,8 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
         variants: list[tuple[str, Path, Path, dict[str, str]]] = [("working tree", REPO, cfg, {"EVO_GRPC_TRACE": str(trace)})]
         if base_code is not None:
             variants.append((f"baseline {args.baseline}", base_code,
-                             baseline_config(base_code, tmp / "config-baseline", port, tmp / "run"), {}))
+                             baseline_config(base_code, tmp / "config-baseline", port, tmp / "run"),
+                             {"EVO_GRPC_TRACE": str(tmp / "base-trace.jsonl")}))  # ignored by a bridge without it
         rounds = args.rounds if base_code is not None else 1
         per_round = max(10, args.n // rounds)
         parts: dict[str, dict[str, list[np.ndarray]]] = {
@@ -424,7 +425,8 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
             for name, code, config, env in (variants if r % 2 == 0 else variants[::-1]):
                 print(f"gRPC round {r + 1}/{rounds}: {name} bridge ...", flush=True)
                 if "EVO_GRPC_TRACE" in env:  # one trace file per round (the bridge writes it when it stops)
-                    env = {**env, "EVO_GRPC_TRACE": str(tmp / f"grpc-trace-{r}.jsonl")}
+                    stem = "grpc-trace" if name == "working tree" else "base-trace"
+                    env = {**env, "EVO_GRPC_TRACE": str(tmp / f"{stem}-{r}.jsonl")}
                 cpu["grpc"] = procs.start("grpc_bridge", code=code, cfg=config, **env)
                 channel = grpc.insecure_channel(address)
                 health = health_pb2_grpc.HealthStub(channel)
@@ -456,6 +458,9 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
             rounds_traced = sorted(tmp.glob("grpc-trace-*.jsonl"))
             if rounds_traced:
                 trace.write_text("".join(f.read_text() for f in rounds_traced))
+            base_traced = sorted(tmp.glob("base-trace-*.jsonl"))
+            if base_traced:
+                (tmp / "base-trace.jsonl").write_text("".join(f.read_text() for f in base_traced))
         for name, *_ in variants:
             cat = {k: np.concatenate(v) for k, v in parts[name].items()}
             vrows = rows if name == "working tree" else {}
@@ -475,6 +480,8 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
                 result["baseline_commit"] = args.baseline
         if args.latency_only and trace.exists():
             result["breakdown_ms"] = trace_breakdown(trace)
+        if args.latency_only and (tmp / "base-trace.jsonl").exists() and "baseline" in result:
+            result["baseline"]["breakdown_ms"] = trace_breakdown(tmp / "base-trace.jsonl")
 
         if not args.latency_only:
             print(f"CU jitter, normal scheduling: {args.window:.0f} s without watchers, {args.window:.0f} s with "
@@ -561,12 +568,16 @@ def report(result: dict[str, Any]) -> None:
         print(f"\nSetDigitalOutput - GetStatus (p50): {over['set_do_minus_get_status_p50_ms']:.3f} ms = "
               f"{over['set_do_over_get_status_in_hal_cycles']:.2f} HAL cycles (aim <= 1.5); CU command - GetStatus: "
               f"{over['cu_command_minus_get_status_p50_ms']:.3f} ms")
+    base_stages = (result.get("baseline") or {}).get("breakdown_ms") or {}
     for method, stages in (result.get("breakdown_ms") or {}).items():
-        print(f"\n{method} (n={stages['n']}), bridge-side stages in ms:")
+        old = base_stages.get(method, {})
+        print(f"\n{method} (n={stages['n']}), bridge-side stages in ms"
+              + (f" (baseline's in brackets, n={old['n']}):" if old else ":"))
         for key, value in stages.items():
             if key.endswith(" p50"):
                 label = key[:-4]
-                print(f"  {label:45s} p50 {value:7.3f}  p99 {stages[label + ' p99']:7.3f}")
+                was = f"  [p50 {old[key]:7.3f}  p99 {old[label + ' p99']:7.3f}]" if key in old else ""
+                print(f"  {label:45s} p50 {value:7.3f}  p99 {stages[label + ' p99']:7.3f}{was}")
     if "cu_jitter_no_watchers" not in rows:
         return
     jit = []

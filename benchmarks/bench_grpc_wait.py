@@ -40,7 +40,7 @@ SERVICE, METHOD_NAME = "bench.Wait", "Call"
 SPIN_BOUND_S = 0.05  # the spinning ways give up after this (never reached in a healthy run)
 
 AIO_WAYS = ("immediate", "block", "sleep", "threadsafe", "wrap_future", "eventfd", "spin", "blocking_sem",
-            "work_after")
+            "work_after", "yield_block", "block_yield")
 SYNC_WAYS = ("sync-immediate", "sync-block", "sync-sem")
 WAYS = AIO_WAYS + SYNC_WAYS
 WHAT = {
@@ -53,6 +53,8 @@ WHAT = {
     "spin": "grpc.aio, poll a flag with await sleep(0) until the thread sets it",
     "blocking_sem": "grpc.aio, handler blocks the loop on a POSIX semaphore the thread posts",
     "work_after": "grpc.aio, block, then 0.2 ms of work on the loop's next turn (a deferred log line)",
+    "yield_block": "grpc.aio, await asyncio.sleep(0) (suspend without idling), then block",
+    "block_yield": "grpc.aio, block, then await asyncio.sleep(0) (suspend without idling)",
     "sync-immediate": "grpc sync server (thread pool), handler returns at once",
     "sync-block": "grpc sync server, handler sleeps `delay`",
     "sync-sem": "grpc sync server, handler blocks on a POSIX semaphore the thread posts",
@@ -107,6 +109,12 @@ def _handler_aio(way: str, delay_s: float, answerer: Answerer) -> Callable[..., 
             pass
         elif way == "block":
             time.sleep(delay_s)
+        elif way == "yield_block":
+            await asyncio.sleep(0)
+            time.sleep(delay_s)
+        elif way == "block_yield":
+            time.sleep(delay_s)
+            await asyncio.sleep(0)
         elif way == "work_after":
             time.sleep(delay_s)
             loop.call_soon(_busy, 200e-6)
