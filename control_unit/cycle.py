@@ -162,7 +162,10 @@ class CycleRunner:
 
     def _bind_core(self) -> None:
         core = self.core
-        self._nc_mask = self.cfg.io_registry.di_nc_mask
+        self._nc_mask = np.ascontiguousarray(self.cfg.io_registry.di_nc_mask, dtype=np.uint64)
+        k = core._kernels
+        self._k_feedback = k.gather_feedback if k is not None else None
+        self._arena, self._layout = core._arena, core._layout
         self.status.bind(core)
         self.outputs.bind(core, self.cfg.io_registry)
         self._si = core.m._si  # the machine's scalar block (the safety state word)
@@ -229,8 +232,13 @@ class CycleRunner:
         if fb is not None:
             if fb is not self._fb_obj:
                 self._fb_obj, self._fb_axes, self._fb_di = fb, fb["axes"], fb["di_bank"]
-            np.bitwise_xor(self._fb_di, self._nc_mask, out=self._di_logical)
-            core.set_inputs(self._fb_axes, self._di_logical, True, False, self.hal_age)
+                self._fb_u8 = self._fb_axes.reshape(-1).view(np.uint8)  # the records as bytes (contiguous)
+            if self._k_feedback is not None:  # compiled: NC inversion and gathering in one call
+                self._k_feedback(self._fb_u8, self._fb_di, self._nc_mask, self._di_logical, self._arena,
+                                 self._layout, self.hal_age)
+            else:
+                np.bitwise_xor(self._fb_di, self._nc_mask, out=self._di_logical)
+                core.set_inputs(self._fb_axes, self._di_logical, True, False, self.hal_age)
         else:
             core.set_inputs(None, None, False, hal.status is LinkStatus.ABSENT)
         self._tick += 1

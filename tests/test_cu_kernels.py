@@ -154,6 +154,9 @@ class Twin:
         self.fb["active"][:n] = 1
         self.fb["referenced"][HOMING_ABS - 1] = 1
         self.bank = np.zeros(16, dtype=np.uint64)
+        # NC contacts: the compiled core gets physical levels and this mask (the runner's gather_feedback)
+        self.nc = np.array([0x5A5A_5A5A_5A5A_5A5A ^ w for w in range(16)], dtype=np.uint64)
+        self.phys, self.logical = np.zeros(16, dtype=np.uint64), np.zeros(16, dtype=np.uint64)
         self.inputs = {"GuardClosed": True, "Guard17": True}
         # plant: the HAL sim's torque model
         self.x, self.v = np.zeros(n), np.zeros(n)
@@ -252,7 +255,13 @@ class Twin:
             self.fb["drive_fault"][: self.n] = self.faults()
             lines = []
             for core in (self.ref, self.cmp):
-                if self.hal_ok:
+                if self.hal_ok and core is self.cmp:
+                    # the cycle runner's compiled path: physical bank + NC mask in, one call
+                    np.bitwise_xor(self.bank, self.nc, out=self.phys)
+                    core._kernels.gather_feedback(self.fb.view(np.uint8), self.phys, self.nc, self.logical,
+                                                  core._arena, core._layout, self.fb_age)
+                    assert np.array_equal(self.logical, self.bank)
+                elif self.hal_ok:
                     core.set_inputs(self.fb, self.bank, True, fb_age=self.fb_age)
                 else:
                     core.set_inputs(None, None, False, hal_missing=False)
@@ -541,7 +550,8 @@ def test_compiled_cycle_equals_numpy_reference(cfg, name):
     scenarios (moves abs/rel/velocity, jog, homing of every method, E-stop / safety stop and reset,
     guard open, lag errors of every policy, coupling and gearing, enable/disable, mode and machine
     state changes, drive fault, HAL loss) agree on every state array and output within 1e-12 after
-    every cycle and every command, publish byte-identical CU_STATUS records and HAL command frames
+    every cycle and every command (the compiled core fed as the cycle runner feeds it: physical DI
+    levels and the NC mask), publish byte-identical CU_STATUS records and HAL command frames
     (cu_hal, brake DO bits included), see the same status changes and log the same lines."""
     tw = Twin(cfg)
     try:

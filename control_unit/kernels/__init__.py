@@ -21,6 +21,7 @@ class Kernels:
 
     cycle_step: Callable[..., int]
     gather_inputs: Callable[..., None]
+    gather_feedback: Callable[..., None]
     fill_status: Callable[..., None]
     write_hal_outputs: Callable[..., None]
     load_s: float  # time load() took (cache hit: tens of ms; cold: compile time)
@@ -28,6 +29,7 @@ class Kernels:
 
 
 _ENTRIES = ((step, "cycle_step", step.CYCLE_STEP_SIG), (step, "gather_inputs", step.GATHER_INPUTS_SIG),
+            (step, "gather_feedback", step.GATHER_FEEDBACK_SIG),
             (step, "fill_status", step.FILL_STATUS_SIG),
             (outputs, "write_hal_outputs", outputs.WRITE_HAL_OUTPUTS_SIG))
 _loaded: Kernels | None = None
@@ -50,6 +52,6 @@ def load() -> Kernels:
             kernel.disable_compile()
             if _misses(kernel) > before:
                 compiled.append(name)
-        _loaded = Kernels(step.cycle_step, step.gather_inputs, step.fill_status, outputs.write_hal_outputs,
+        _loaded = Kernels(step.cycle_step, step.gather_inputs, step.gather_feedback, step.fill_status, outputs.write_hal_outputs,
                           time.perf_counter() - t0, tuple(compiled))
     return _loaded

@@ -21,6 +21,7 @@ def main() -> int:
     t1 = time.perf_counter()
     st.s[step.S_DT] = 0.001
     k.gather_inputs(fb.view(np.uint8), st.bank.copy(), st.arena, st.layout, 0, True, False)
+    k.gather_feedback(fb.view(np.uint8), st.bank.copy(), st.bank.copy(), st.bank.copy(), st.arena, st.layout, 0)
     k.cycle_step(st.arena, st.layout, 0.001)
     status = np.zeros(step.CU_TO_RPC.fields["status"][0].itemsize, dtype=np.uint8)
     k.fill_status(status, st.arena, st.layout, 0, 0)

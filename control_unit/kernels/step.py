@@ -1354,6 +1354,15 @@ def gather_inputs(fb, bank, arena, lay, fb_age, hal_ok, hal_missing):
 
 
 @numba.njit(**_JIT)
+def gather_feedback(fb, phys_bank, nc_mask, logical, arena, lay, fb_age):
+    """The cycle runner's set_inputs for a live HAL frame in one call: the logical DI bank
+    (`logical` = `phys_bank` XOR `nc_mask`, the NC contacts inverted) and then gather_inputs."""
+    for w in range(logical.shape[0]):
+        logical[w] = phys_bank[w] ^ nc_mask[w]
+    gather_inputs(fb, logical, arena, lay, fb_age, True, False)
+
+
+@numba.njit(**_JIT)
 def _put_u8(out, i, v):
     """out[i] = v; True when the byte changed."""
     old = out[i]
@@ -1427,4 +1436,5 @@ def fill_status(out, arena, lay, hal_heartbeat, hal_age):
 _U1 = nt.uint8[::1]
 CYCLE_STEP_SIG = nt.int64(_U1, nt.int64[::1], nt.float64)
 GATHER_INPUTS_SIG = nt.void(_U1, nt.uint64[::1], _U1, nt.int64[::1], nt.int64, nt.boolean, nt.boolean)
+GATHER_FEEDBACK_SIG = nt.void(_U1, nt.uint64[::1], nt.uint64[::1], nt.uint64[::1], _U1, nt.int64[::1], nt.int64)
 FILL_STATUS_SIG = nt.boolean(_U1, _U1, nt.int64[::1], nt.int64, nt.int64)
