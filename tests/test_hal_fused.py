@@ -38,7 +38,10 @@ class Side:
         monkeypatch.setenv("EVO_SHM_PREFIX", self.prefix)
         monkeypatch.setenv("EVO_RUN_DIR", str(tmp / self.prefix))
         monkeypatch.setenv("EVO_HAL_ENGINE", engine)
-        driver = SimDriver(cfg, cfg.system.hal.driver_args, engine="numpy") if python_driver else None
+        driver = None
+        if python_driver:  # a driver whose cycle is Python and that takes set-points (like EtherCAT's)
+            driver = SimDriver(cfg, cfg.system.hal.driver_args, engine="numpy")
+            driver.uses_targets = True
         self.hal = HalCycle(cfg, driver=driver)
         s = SEGMENTS["cu_hal"]
         self.cu = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
@@ -127,6 +130,9 @@ def _compare(a: Side, b: Side, k: int) -> None:
         np.testing.assert_allclose(ia[f], ib[f], rtol=0, atol=TOL, err_msg=f"cycle {k}: {f}")
     for f in EXACT_IO_FIELDS:
         assert np.array_equal(ia[f], ib[f]), f"cycle {k}: {f}"
+    for f in ("enable", "brake_release", "torque", "target_position", "target_velocity"):  # what drivers get
+        np.testing.assert_allclose(getattr(a.hal.dio, f), getattr(b.hal.dio, f), rtol=0, atol=TOL,
+                                   err_msg=f"cycle {k}: DriverIO.{f}")
     ca, cb = a.hal.w_cu.local, b.hal.w_cu.local
     for f in FLOAT_AXIS_FIELDS:
         np.testing.assert_allclose(ca["axes"][f], cb["axes"][f], rtol=0, atol=TOL, err_msg=f"cycle {k}: hal_cu {f}")
@@ -149,12 +155,13 @@ def _lockstep(cfg, tmp, monkeypatch, python_driver: bool, cycles: int) -> tuple[
     frames = _frames(axes, cycles, np.random.default_rng(11), do_pins)
     a = Side(cfg, "compiled", tmp, monkeypatch, python_driver)
     try:
-        b = Side(cfg, "numpy", tmp, monkeypatch)
+        b = Side(cfg, "numpy", tmp, monkeypatch, python_driver)
     except BaseException:
         a.close()
         raise
     assert a.hal.fused is not None and a.hal.fused.sim_in_kernel is (not python_driver)
     assert b.hal.fused is None and b.hal.proc.engine == "numpy"
+    assert a.hal._targets is b.hal._targets is python_driver
     now = 10**12
     try:
         for k, frame in enumerate(frames):
@@ -188,6 +195,7 @@ def test_compiled_cycle_publishes_what_the_reference_publishes(machine64, tmp_pa
     a, b = _lockstep(machine64, tmp_path, monkeypatch, python_driver, 1000)
     try:
         assert np.count_nonzero(a.hal.dio.velocity[:64]) > 32, "the axes should move"
+        assert np.count_nonzero(a.hal.dio.target_position[:64]) == (64 if python_driver else 0)
         assert a.hal.cu_connected and a.hal.w_rpc.heartbeat > 50
         assert len(a.acks) == len(b.acks) >= 30 and a.acks == b.acks
         results = {r for _i, r, _m in a.acks}
