@@ -165,6 +165,7 @@ class CycleRunner:
         self._nc_mask = np.ascontiguousarray(self.cfg.io_registry.di_nc_mask, dtype=np.uint64)
         k = core._kernels
         self._k_feedback = k.gather_feedback if k is not None else None
+        self._k_step = core._k_step  # ControlCore.step without its Python frame (compiled engine)
         self._arena, self._layout = core._arena, core._layout
         self.status.bind(core)
         self.outputs.bind(core, self.cfg.io_registry)
@@ -256,7 +257,12 @@ class CycleRunner:
             if path.pending:  # cleared once taken (a reload waits while its config is validated)
                 self._take_commands(path.source, inbox, now)
                 path.pending = inbox.pending()
-        core.step(now)
+        core = self.core  # a config reload taken just now swapped the core (and the bound kernels)
+        if self._k_step is not None:
+            if self._k_step(self._arena, self._layout, now):
+                core._announce()  # log lines / message for the events the cycle reported (rare)
+        else:
+            core.step(now)
         # write-ahead: a SafetyStop (or its reset) is on disk before anyone can see it or its ack (the
         # latch is asked only when the safety state word changed: one integer load per cycle)
         safety = self._si[SI_M_SAFETY]
