@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gc
 import json
 import math
@@ -28,9 +29,17 @@ ENGINES = ("compiled", "numpy")
 REPO = Path(__file__).resolve().parents[1]
 FIFO_PRIORITY = 80
 PACE_S = 0.0003  # compute runs: pause between cycles, outside the timed region
+# the code before the HAL-glue work of issue 15 (fused hal_step kernel, partial commits, cheap probes):
+# HalCycle.step of this commit is measured by the same bench_step in the same run
+BASELINE_COMMIT = "46f591b44307d723623ec362cb7f2b43d35e164f"
 METHOD = (
-    "Engines: 'compiled' = the numba kernels of hal/kernels.py (what the HAL runs), 'numpy' = the "
-    "vectorised reference (today's path before issue 15), chosen with $EVO_HAL_ENGINE before HalCycle is built; "
+    "Engines: 'compiled' = the numba kernels of hal/kernels.py (what the HAL runs: one hal_step call per "
+    "cycle with the sim driver), 'numpy' = the vectorised reference (the path before issue 15), chosen with "
+    "$EVO_HAL_ENGINE before HalCycle is built; 'baseline' = HalCycle.step (compiled engine) of commit "
+    f"{BASELINE_COMMIT[:9]} (before the cycle-glue work: three kernel calls, full commits, the open+flock+stat+close "
+    "probe), measured by this file's bench_step in a git worktree of that commit, in the same run, right "
+    "before the other engines of the same case; 'hal_step kernel alone' = the one kernel call the compiled "
+    "step makes (inside a real HalCycle, fed through the cu_hal payload copy it reads), paced the same way; "
     "'floor' = the same paced loop timing an empty region (perf_counter_ns pair). Machines: 'default' = config/ "
     "(4 axes, its io.toml), '64' = synthetic 64 axes with 1024 points of each I/O type. "
     "Kernel load: `python -m hal.kernels` and `HalCycle(config)` in fresh processes with NUMBA_CACHE_DIR "
@@ -41,8 +50,9 @@ METHOD = (
     "machine kept out), paced by a 0.3 ms sleep outside the timed region, with a test CU writer "
     "committing cu_hal before every step; perf_counter_ns around step(). Scenarios: idle (CU connected, "
     "drives off, steady I/O), moving (all axes enabled and moving under sinusoidal torque, CU toggling "
-    "DO bits every cycle), worst (moving + every DI and AI changing every cycle: the driver's status is "
-    "overwritten with precomputed random frames, two 1024-element copies included in the time). "
+    "DO bits every cycle), worst (moving + every DI and AI changing every cycle: precomputed random frames "
+    "written into the driver's raw DI/AI buffers before each step, outside the timed region; the sim keeps "
+    "pins it does not model as they are). "
     "Alternative: the same I/O semantics written the obvious way, a Python loop over the io.toml points "
     "(NC/NO, debounce, curve+offset, moving average with a deque, DO merge/inversion, AO clamp), fed the "
     "same changing inputs, against IoProcessor.inputs()+outputs(). Jitter: one subprocess per mode runs "
@@ -74,9 +84,11 @@ def _us(s: dict[str, float]) -> dict[str, float]:
 # --- compute: the real cycle --------------------------------------------------------------------
 
 def _default_config(tmp: Path):
+    """config/ of the code under test (a baseline worktree brings its own)."""
+    import hal
     from common.config import load_config
 
-    return load_config(REPO / "config")
+    return load_config(Path(hal.__file__).resolve().parents[1] / "config")
 
 
 def _hal_cycle(cfg, engine: str):
@@ -141,18 +153,7 @@ def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled
             steps = np.arange(500 + cycles)[:, None] * 0.002
             torques = 30.0 * np.sin(steps + np.linspace(0.0, 2 * math.pi, axes, endpoint=False)[None, :])
             noisy = scenario == "worst"
-            if noisy:
-                drv_cycle = hal.driver.cycle
-                dio = hal.dio
-                k = [0]
-
-                def cycle(io, now_ns, dt_s):
-                    drv_cycle(io, now_ns, dt_s)
-                    np.copyto(dio.di, di_frames[k[0] % frames])
-                    np.copyto(dio.ai, ai_frames[k[0] % frames])
-                    k[0] += 1
-
-                hal.driver.cycle = cycle
+            dio = hal.dio
             warm = 500
             out = np.empty(cycles, np.int64)
             now = time.perf_counter_ns()
@@ -166,6 +167,9 @@ def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled
                 if moving:
                     torque[:axes] = torques[i]
                     bank[1 + i % 15] = i  # role-less and some role pins change; brake outputs (word 0) stay
+                if noisy:
+                    np.copyto(dio.di, di_frames[i % frames])
+                    np.copyto(dio.ai, ai_frames[i % frames])
                 cu.commit()
                 t0 = pc()
                 hal.step(now, 0.001)
@@ -397,6 +401,80 @@ def run_jitter(mode: str, seconds: float, config_dir: Path | None, env: dict[str
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+# --- the baseline: this file's bench_step against another commit's HalCycle ----------------------
+
+def _baseline_env(tree: Path) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(tree), EVO_HAL_ENGINE="compiled")
+
+
+def warm_baseline(tree: Path) -> str:
+    """The baseline tree's kernels compiled into its own cache ("" or the error)."""
+    r = subprocess.run([sys.executable, "-m", "hal.kernels"], cwd=tree, env=_baseline_env(tree), capture_output=True,
+                       text=True, timeout=900)
+    return "" if r.returncode == 0 else f"baseline kernels: {(r.stderr.strip().splitlines() or ['?'])[-1]}"
+
+
+def baseline_step(tree: Path, machine: str, scenario: str, cycles: int) -> dict[str, Any]:
+    """This file's bench_step in a subprocess whose imports come from `tree` (BASELINE_COMMIT)."""
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--step-worker",
+                        json.dumps([machine, scenario, cycles])], cwd=tree, env=_baseline_env(tree), capture_output=True,
+                       text=True, timeout=cycles * 0.05 + 300)
+    if r.returncode != 0:
+        return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def bench_fused(machine: str, scenario: str, cycles: int, points: int = 1024) -> dict[str, Any]:
+    """The one kernel call HalCycle.step makes with the sim driver (hal_step), inside a real
+    HalCycle, fed through the cu_hal payload it reads (moving: torques and DO bits every cycle)."""
+    from hal.kernels import FL_CONNECTED, FL_FRESH, PHASE_ALL
+
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        _setup_env(tmp)
+        cfg = _default_config(tmp) if machine == "default" else _load(tmp, int(machine), points)
+        axes = max(cfg.axis_ids)
+        hal = _hal_cycle(cfg, "compiled")
+        try:
+            k, tail, dio = hal._k, hal._k_tail, hal.dio
+            cu = hal.cu_in.local
+            moving = scenario != "idle"
+            if moving:
+                cu["axes"]["enable"][:axes] = 1
+                cu["axes"]["brake_release"][:axes] = 1
+            rng = np.random.default_rng(7)
+            torques = 30.0 * np.sin(np.arange(500 + cycles)[:, None] * 0.002
+                                    + np.linspace(0.0, 2 * math.pi, axes, endpoint=False)[None, :])
+            di_frames = rng.random((64, 1024)) < 0.5
+            ai_frames = rng.random((64, 1024))
+            worst = scenario == "worst"
+            out = np.empty(cycles, np.int64)
+            pc = time.perf_counter_ns
+            now = pc()
+            gc.collect()
+            gc.freeze()
+            rt = _fifo_on()
+            for i in range(500 + cycles):
+                now += PERIOD_NS
+                if moving:
+                    cu["axes"]["calculated_torque"][:axes] = torques[i]
+                    cu["do_bank"][1 + i % 15] = i
+                if worst:
+                    np.copyto(dio.di, di_frames[i & 63])
+                    np.copyto(dio.ai, ai_frames[i & 63])
+                t0 = pc()
+                k(PHASE_ALL, FL_CONNECTED | FL_FRESH, now, 0.001, *tail)
+                t1 = pc()
+                if i >= 500:
+                    out[i - 500] = t1 - t0
+                time.sleep(PACE_S)
+            _fifo_off()
+            gc.unfreeze()
+        finally:
+            hal.close(save=False)
+    return {**summarize(out), "rt_active": rt}
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 _START_PROBE = """
@@ -443,11 +521,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer cycles, shorter jitter runs")
     ap.add_argument("--out", help="JSON path (default benchmarks/results/hal.json)")
     ap.add_argument("--jitter-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--step-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the baseline commit's rows")
     ap.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.jitter_worker:
         print(json.dumps(jitter_worker(args.jitter_worker, args.seconds, args.config)))
+        return 0
+    if args.step_worker:
+        machine, scenario, n = json.loads(args.step_worker)
+        print(json.dumps(_us(bench_step(machine, scenario, int(n), "compiled"))))
         return 0
 
     cycles = 2000 if args.quick else 10000
@@ -468,15 +552,37 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     compute: dict[str, Any] = {"floor": _us(bench_floor(cycles))}
     rows.append({"case": "floor: empty timed region, same paced loop", **compute["floor"]})
-    for machine in ("default", "64"):
-        for scenario in ("idle", "moving", "worst"):
+    cases = [(m, sc) for m in ("default", "64") for sc in ("idle", "moving", "worst")]
+    compute["baseline_commit"] = BASELINE_COMMIT
+    with contextlib.ExitStack() as stack:
+        tree = None
+        if not args.no_baseline:  # a worktree of the baseline commit, its kernels compiled in its own cache
+            from benchmarks._baseline import baseline_tree
+
+            tree = stack.enter_context(baseline_tree(BASELINE_COMMIT))
+            err = warm_baseline(tree)
+            if err:
+                print(f"  {err}: no baseline rows", flush=True)
+                compute["baseline_error"] = err
+                tree = None
+        for machine, scenario in cases:  # the engines of one case back to back: the same load for each
             per = {}
+            engines = list(ENGINES)
+            if tree is not None:
+                base = baseline_step(tree, machine, scenario, cycles)
+                compute[f"{machine}_{scenario}_baseline"] = base
+                if "error" not in base:
+                    per["baseline"] = base
+                    engines.append("baseline")
             for engine in ENGINES:
                 per[engine] = _us(bench_step(machine, scenario, cycles, engine))
                 compute[f"{machine}_{scenario}_{engine}"] = per[engine]
+            per["kernel"] = _us(bench_fused(machine, scenario, cycles))
+            compute[f"{machine}_{scenario}_hal_step_kernel"] = per["kernel"]
             label = "default machine (4 axes)" if machine == "default" else "64 axes"
-            for engine in ENGINES:
-                rows.append({"case": f"HalCycle.step {label}, {scenario}, {engine}", **per[engine],
+            for engine in engines + ["kernel"]:
+                name = {"baseline": f"baseline {BASELINE_COMMIT[:9]}", "kernel": "hal_step kernel alone"}.get(engine, engine)
+                rows.append({"case": f"HalCycle.step {label}, {scenario}, {name}", **per[engine],
                              "ratio": ratio(per[engine]["p50_us"], per["compiled"]["p50_us"]),
                              "ratio99": ratio(per[engine]["p99_us"], per["compiled"]["p99_us"])})
             print(f"  measured {machine} {scenario}", flush=True)
