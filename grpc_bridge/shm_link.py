@@ -167,8 +167,11 @@ class ShmLink:
         self._sources: dict[str, _Source] = {}
         self._waiter: WakeWaiter | None = None
         self._self_post = WakePoster("rpc", prefix)  # a submit ends the thread's wait on the semaphore
-        # the RE idles on its semaphore between 50 ms ticks: a command wakes it (HAL and CU cycle anyway)
-        self._consumer_wake = {RE.key: WakePoster(RE.key, prefix)}
+        # The RE idles on its semaphore between 50 ms ticks: a command wakes it. The HAL: one that
+        # blocks on its wake semaphore between cycles takes a command at once instead of at its next
+        # tick (-0.85 ms p50 in an experiment, BENCHMARKS.md); while none waits, a post finds no
+        # semaphore and costs one failed open every 0.5 s at most (common/shm/wake.py).
+        self._consumer_wake = {RE.key: WakePoster(RE.key, prefix), HAL.key: WakePoster(HAL.key, prefix)}
         try:
             for t in TARGETS:
                 period = (cycle_periods_s or {}).get(t.key, 0.0)

@@ -129,3 +129,22 @@ def test_the_bell_resolves_what_it_still_queues_when_closed() -> None:
         bell.deliver([(asyncio.get_running_loop().create_future(), "late")])  # after close: ignored, no raise
 
     asyncio.run(run())
+
+
+def test_a_command_for_the_hal_posts_the_hals_wake_semaphore(link, fresh_prefix: str) -> None:  # noqa: ANN001
+    """Command round trip: after the ring write the bridge posts the HAL's wake semaphore (as it does
+    the RE's), so a HAL that blocks on it between cycles takes the command at once; a HAL that
+    does not wait on it is unaffected (the post finds nothing to wake)."""
+    from common.shm.wake import WakeWaiter
+
+    lk, _ = link
+    fut = lk.submit(HAL, HalCommand.SET_DO, 610, pin=20, args=(1.0,))  # before any waiter exists: no error
+    assert fut.result(timeout=10).ok
+    waiter = WakeWaiter("hal", fresh_prefix)
+    try:
+        waiter.wait(0)  # drain anything earlier
+        assert not waiter.wait(0.05), "woken with no command sent"
+        wait_for(lambda: (lk.submit(HAL, HalCommand.SET_DO, 611, pin=20, args=(0.0,)).result(timeout=10)
+                          and waiter.wait(0.2)), 10, what="a HAL command's post on the hal semaphore")
+    finally:
+        waiter.close()
