@@ -22,6 +22,10 @@ from common.shm.wake import WakeWaiter
 
 log = logging.getLogger(__name__)
 
+_clock_ns = time.perf_counter_ns  # CLOCK_MONOTONIC; module-level names: the timer runs 1000 times a second
+_sleep = time.sleep
+_BUCKET_NS = JITTER_BUCKET_US * 1000
+
 PING_NS = 500_000_000  # a cycle loop tells the watchdog it is alive this often (WATCHDOG=1)
 PR_SET_TIMERSLACK = 29
 PR_SET_PDEATHSIG = 1
@@ -110,37 +114,45 @@ class CycleTimer:
         self.hist = self._rec["jitter_hist"]
         assert [CYCLE_STATS.fields[f][1] for f in _U64_FIELDS] == [8 * i for i in range(len(_U64_FIELDS))]
         self._u64 = memoryview(self._rec_u8[: 8 * len(_U64_FIELDS)]).cast("Q")
+        hist_dt, off = CYCLE_STATS.fields["jitter_hist"][:2]
+        assert hist_dt.base == np.uint32 and hist_dt.shape == (JITTER_BUCKETS,)
+        self._hist_q = memoryview(self._rec_u8[off: off + 4 * JITTER_BUCKETS]).cast("I")  # hist, cheap to bump
         self._rt_off = CYCLE_STATS.fields["rt_active"][1]
+        self._rec_mv = memoryview(self._rec_u8)
         self._start_ns = 0
 
     def wait(self) -> int:
         """Sleep until the next deadline; returns the wake lateness in ns."""
         target = self.next_ns
-        now = time.perf_counter_ns()
-        remaining = target - now - self.spin_ns
+        period = self.period_ns
+        spin = self.spin_ns
+        remaining = target - _clock_ns() - spin
         if remaining > 0:
-            time.sleep(remaining / 1e9)
-        if self.spin_ns:
-            while time.perf_counter_ns() < target:
+            _sleep(remaining * 1e-9)
+        if spin:
+            while _clock_ns() < target:
                 pass
-        now = time.perf_counter_ns()
+        now = _clock_ns()
         late = now - target
         ticks = 1
-        if late >= self.period_ns:
-            missed = late // self.period_ns
-            self.overruns += int(missed)
-            ticks += int(missed)
-            target += missed * self.period_ns  # skip, never queue
-            late -= missed * self.period_ns
+        if late >= period:
+            missed = late // period
+            self.overruns += missed
+            ticks += missed
+            target += missed * period  # skip, never queue
+            late -= missed * period
         elif late < 0:  # a sleep that returned early (signal): not a lateness
             late = 0
         self.ticks = ticks
-        self.next_ns = target + self.period_ns
+        self.next_ns = target + period
         self.last_jitter_ns = late
         if late > self.max_jitter_ns:
             self.max_jitter_ns = late
-        b = late // (JITTER_BUCKET_US * 1000)
-        self.hist[b if b < JITTER_BUCKETS else JITTER_BUCKETS - 1] += 1
+        b = late // _BUCKET_NS
+        if b >= JITTER_BUCKETS:
+            b = JITTER_BUCKETS - 1
+        q = self._hist_q  # a memoryview (no numpy scalar); u32 wraps like the numpy field did (49 days)
+        q[b] = (q[b] + 1) & 0xFFFFFFFF
         self._start_ns = now
         self.now_ns = now
         self.cycle_count += 1
@@ -160,7 +172,7 @@ class CycleTimer:
     def done(self) -> int:
         """Record this cycle's compute time (since wake). A cycle longer than a period is an overrun
         and is counted when the next `wait()` finds its deadline passed."""
-        dt = time.perf_counter_ns() - self._start_ns
+        dt = _clock_ns() - self._start_ns
         self.last_cycle_ns = dt
         if dt > self.max_cycle_ns:
             self.max_cycle_ns = dt
@@ -189,7 +201,7 @@ class CycleTimer:
         u[4] = self.last_jitter_ns
         u[5] = self.max_jitter_ns
         u[6] = self.overruns
-        self._rec_u8[self._rt_off] = self.rt_active
+        self._rec_mv[self._rt_off] = 1 if self.rt_active else 0
         for t in targets:
             np.copyto(t, self._rec_u8)
 

@@ -182,3 +182,15 @@ def test_default_machine_runs_hal_and_cu_under_fifo(fresh_prefix, tmp_path):
     finally:
         cu.stop()
         hal.stop()
+
+
+def test_cycle_timer_histogram_wraps_like_a_u32_instead_of_failing():
+    """The jitter histogram is bumped through a memoryview of its u32 field (cheaper than a numpy
+    scalar): a bucket at 2**32 - 1 (49 days of 1 kHz wakes) wraps to 0 as the numpy field did, and the
+    loop goes on (a ValueError there would stop a HAL or CU after 49 days)."""
+    from common.rt import CycleTimer
+
+    t = CycleTimer(1_000_000)
+    t.hist[:] = 0xFFFFFFFF
+    t.wait()
+    assert sorted(t.hist.tolist()).count(0) == 1 and t.cycle_count == 1
