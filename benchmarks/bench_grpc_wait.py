@@ -42,7 +42,8 @@ SPIN_BOUND_S = 0.05  # the spinning ways give up after this (never reached in a 
 AIO_WAYS = ("immediate", "block", "sleep", "threadsafe", "wrap_future", "eventfd", "spin", "blocking_sem",
             "work_after", "yield_block", "block_yield")
 SYNC_WAYS = ("sync-immediate", "sync-block", "sync-sem")
-WAYS = AIO_WAYS + SYNC_WAYS
+UV_WAYS = ("uv-immediate", "uv-block", "uv-eventfd")  # the same grpc.aio ways on uvloop (if installed)
+WAYS = AIO_WAYS + SYNC_WAYS + UV_WAYS
 WHAT = {
     "immediate": "grpc.aio, handler returns at once (GetStatus-like)",
     "block": "grpc.aio, handler sleeps `delay` in the loop (reference)",
@@ -58,6 +59,9 @@ WHAT = {
     "sync-immediate": "grpc sync server (thread pool), handler returns at once",
     "sync-block": "grpc sync server, handler sleeps `delay`",
     "sync-sem": "grpc sync server, handler blocks on a POSIX semaphore the thread posts",
+    "uv-immediate": "grpc.aio on uvloop, handler returns at once",
+    "uv-block": "grpc.aio on uvloop, handler sleeps `delay` in the loop (reference of the uv-* ways)",
+    "uv-eventfd": "grpc.aio on uvloop, await future; thread writes an eventfd the loop watches",
 }
 
 
@@ -153,6 +157,8 @@ def _handler_aio(way: str, delay_s: float, answerer: Answerer) -> Callable[..., 
 
 def serve(way: str, port: int, delay_s: float) -> None:
     """The server process of one way (until SIGTERM)."""
+    uv = way.startswith("uv-")
+    way = way.removeprefix("uv-")
     answerer = Answerer(delay_s)
     if way.startswith("sync-"):
         sem = posix_ipc.Semaphore(None, posix_ipc.O_CREX)
@@ -190,7 +196,7 @@ def serve(way: str, port: int, delay_s: float) -> None:
         await stop.wait()
         await server.stop(0.5)
 
-    if os.environ.get("BENCH_UVLOOP"):
+    if uv:
         import uvloop  # type: ignore[import-not-found]
 
         uvloop.run(main())
@@ -222,6 +228,10 @@ def _free_port() -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     ways = [w for w in WAYS if not args.only or w in args.only.split(",")]
+    try:
+        import uvloop  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        ways = [w for w in ways if not w.startswith("uv-")]
     procs: dict[str, subprocess.Popen[str]] = {}
     loads = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_grpc_wait", "--cycle-load", str(args.load_us)],
                               cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO))) for _ in range(args.load)]
@@ -265,13 +275,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 p.kill()
     rows = {w: summarize(np.array(s)) for w, s in samples.items()}
     ref = rows.get("block", {}).get("p50_ns")
-    sync_ref = rows.get("sync-block", {}).get("p50_ns")
+    refs = {"sync-": rows.get("sync-block", {}).get("p50_ns"), "uv-": rows.get("uv-block", {}).get("p50_ns")}
     for w, r in rows.items():
-        base = sync_ref if w.startswith("sync-") else ref
-        if base and w not in ("immediate", "sync-immediate"):
+        base = next((v for k, v in refs.items() if w.startswith(k)), ref)
+        if base and not w.endswith("immediate"):
             r["cost_over_block_p50_ms"] = (r["p50_ns"] - base) / 1e6
     return {"method": METHOD, "machine": machine_info(), "params": vars(args),
-            "uvloop": bool(os.environ.get("BENCH_UVLOOP")),
             "grpc_poll_strategy": os.environ.get("GRPC_POLL_STRATEGY", "(default)"), "rows": rows,
             "loadavg_at_end": list(os.getloadavg())}
 
