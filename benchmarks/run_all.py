@@ -11,8 +11,9 @@ import time
 
 BENCHES = ["shm", "hal", "cu", "re", "grpc", "hmi", "watchdog", "mqtt", "sparkplug", "zenoh", "ethercat", "canopen",
            "idle",  # issue 15: the whole machine at idle beside a worktree of today's code
-           "rt"]  # issue 15: HAL/CU overruns of the whole machine beside a bare loop, normal and FIFO
-QUICK_FLAG = {"cu": ["--quick"], "rt": ["--seconds", "15"]}
+           "rt",  # issue 15: HAL/CU overruns of the whole machine beside a bare loop, normal and FIFO
+           "grpc_wait"]  # issue 15: how a grpc.aio handler waits for another party, a bare server
+QUICK_FLAG = {"cu": ["--quick"], "rt": ["--seconds", "15"], "grpc_wait": ["--n", "200"]}
 
 
 def main(argv: list[str] | None = None) -> int:
