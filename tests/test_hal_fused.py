@@ -227,3 +227,76 @@ def test_fused_offsets_follow_the_segment_layouts():
     assert o[kernels.O_AI] == HAL_IO.fields["ai_values"][1]
     assert o[kernels.O_OUT_AI] == out.fields["ai_values"][1] == 2176
     assert o[kernels.O_N_IO] == HAL_IO.itemsize and o[kernels.O_TARGETS] == 1
+
+
+CU_SCRIPT = r"""
+import sys
+from common.shm.p2p import TypedP2pWriter
+from common.shm.segments import SEGMENTS
+s = SEGMENTS["cu_hal"]
+w = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
+w.local["axes"]["enable"][:4] = 1
+w.local["axes"]["brake_release"][:4] = 1
+w.local["axes"]["calculated_torque"][:4] = 5.0
+print("ready", flush=True)
+for line in sys.stdin:
+    w.commit()
+    print("ok", flush=True)
+"""
+
+
+def test_a_killed_cu_is_seen_within_the_probe_bound_and_outputs_go_safe(tmp_path, monkeypatch):
+    """Issue 15 (safety kept): the compiled HAL cycle sees a CU process that died (SIGKILL, its
+    segment left behind with a heartbeat that looks fine) within WRITER_PROBE_EVERY cycles — by the
+    writer-lock probe on the kept descriptor, long before stale_reads — and that very cycle drives
+    are disabled, torque is 0 and brakes are engaged."""
+    import signal
+    import subprocess
+    import sys
+
+    from hal.cycle import WRITER_PROBE_EVERY
+    from tests.helpers import module_env
+
+    prefix = unique_prefix("fk")
+    monkeypatch.setenv("EVO_SHM_PREFIX", prefix)
+    monkeypatch.setenv("EVO_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("EVO_HAL_ENGINE", "compiled")
+    cfg = load_config(REPO / "config")
+    assert cfg.system.hal.stale_reads > 5 * WRITER_PROBE_EVERY
+    cu = subprocess.Popen([sys.executable, "-c", CU_SCRIPT], cwd=REPO, env=module_env(prefix),
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    hal = None
+    try:
+        assert cu.stdout.readline().split() == ["ready"]
+        hal = HalCycle(cfg)
+        now = 10**12
+
+        def cycle(commit: bool) -> None:
+            nonlocal now
+            if commit:
+                cu.stdin.write("c\n")
+                cu.stdin.flush()
+                assert cu.stdout.readline().split() == ["ok"]
+            now += MS
+            hal.step(now, 0.001)
+
+        for _ in range(3 * WRITER_PROBE_EVERY):
+            cycle(True)
+        assert hal.cu_connected and hal.dio.enable[:4].all() and (hal.dio.torque[:4] == 5.0).all()
+        cu.send_signal(signal.SIGKILL)
+        cu.wait(10)
+        steps = 0
+        while hal.cu_connected and steps < 100:
+            cycle(False)
+            steps += 1
+        assert steps <= WRITER_PROBE_EVERY, f"the dead CU was seen after {steps} cycles"
+        assert "writer process gone" in hal.cu_in.reason
+        assert not hal.dio.enable.any() and not hal.dio.brake_release.any() and not hal.dio.torque.any()
+        assert hal.w_mqt.local["io"]["cu_connected"] == 0
+    finally:
+        if cu.poll() is None:
+            cu.kill()
+            cu.wait(10)
+        if hal is not None:
+            hal.close(save=False)
+        remove_shm(prefix)
