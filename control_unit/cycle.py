@@ -25,6 +25,7 @@ from common.states import CommandSource, MachineError, MachineState, SafetyState
 
 from . import commands
 from .core import ControlCore
+from .kernels import direct
 from .kernels.step import SI_M_SAFETY
 from .diagnostics import StatusWriter, fill_pid
 from .latch import FILE_NAME as LATCH_FILE, SafetyLatch
@@ -164,9 +165,15 @@ class CycleRunner:
         core = self.core
         self._nc_mask = np.ascontiguousarray(self.cfg.io_registry.di_nc_mask, dtype=np.uint64)
         k = core._kernels
-        self._k_feedback = k.gather_feedback if k is not None else None
-        self._k_step = core._k_step  # ControlCore.step without its Python frame (compiled engine)
         self._arena, self._layout = core._arena, core._layout
+        # the compiled entry points themselves (no dispatcher type resolution per call), checked once
+        # against the arrays and scalar types every cycle passes
+        self._k_feedback = self._k_step = None
+        if k is not None:
+            fb0 = self.hal.local["axes"].reshape(-1).view(np.uint8)
+            self._k_feedback = direct(k.gather_feedback, fb0, self.hal.local["di_bank"], self._nc_mask,
+                                      self._di_logical, self._arena, self._layout, 0)
+            self._k_step = direct(k.cycle_step, self._arena, self._layout, 0.0)  # ControlCore.step's kernel
         self.status.bind(core)
         self.outputs.bind(core, self.cfg.io_registry)
         self._si = core.m._si  # the machine's scalar block (the safety state word)

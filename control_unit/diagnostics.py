@@ -12,6 +12,8 @@ from common.shm.conversions import encode_str
 from common.shm.segments import CU_STATUS
 from common.shm.views import ChangeDetector, without
 
+from .kernels import direct
+
 if TYPE_CHECKING:
     from .core import ControlCore
 
@@ -56,16 +58,16 @@ class StatusWriter:
         raw = st.reshape(1).view(np.uint8)
         self._change = ChangeDetector(raw, without(raw.size, (hb, age + 4)))  # the numpy fill's change test
         if core._kernels is not None and st.dtype == CU_STATUS and st.ndim == 0:
-            self._kernel = core._kernels.fill_status
             self._bytes = st.reshape(1).view(np.uint8)
             self._arena, self._layout = core._arena, core._layout
+            self._kernel = direct(core._kernels.fill_status, self._bytes, self._arena, self._layout, 0, 0)
         else:
             self._kernel = None
 
     def fill(self, core: "ControlCore", hal_heartbeat: int, hal_age: int) -> bool:
         """Fill the status; True when what it shows changed (see the class docstring)."""
         if self._kernel is not None and core._arena is self._arena:
-            changed = self._kernel(self._bytes, self._arena, self._layout, int(hal_heartbeat), int(hal_age))
+            changed = self._kernel(self._bytes, self._arena, self._layout, int(hal_heartbeat), int(hal_age))  # ints
             m = core.m
             if m.message != self._message:
                 self._message = m.message

@@ -10,6 +10,8 @@ import numpy as np
 from common.config.registry import IoRegistry
 from common.shm.views import flat_bytes
 
+from .kernels import direct
+
 if TYPE_CHECKING:
     from .core import ControlCore
 
@@ -58,7 +60,10 @@ class HalOutputs:
         kernels = core._kernels
         plain = all(a.flags.c_contiguous and a.ndim == 1 for a in self._args) and \
             tr.pos.dtype == core.torque.dtype == np.float64 and ax.enable.dtype == ax.brake_release.dtype == bool
-        self._kernel = kernels.write_hal_outputs if kernels is not None and plain else None
+        self._kernel = None
+        if kernels is not None and plain:  # the entry point, checked once against these very arrays
+            self._kernel = direct(kernels.write_hal_outputs, self._bytes, *self._args, self.do, self._b_axis,
+                                  self._b_word, self._b_set, self._b_clear, self._b_inv)
 
     def write(self) -> None:
         """This cycle's outputs into `local` (the caller commits)."""
