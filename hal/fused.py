@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from common.consts import MAX_AI, MAX_AXES, MAX_DI
+from common.kernel_entry import entry_point
 from common.shm.segments import HAL_IO
 from common.shm.views import flat_bytes
 
@@ -110,6 +111,8 @@ class FusedStep:
         if len(lays) != K.N_LAYS:
             raise AssertionError(f"hal.fused: {len(lays)} layout entries, the kernel expects {K.N_LAYS}")
         self.tail = (self._cu_u8, self._hal_u8, self._out_u8, self.arena, lays, io_arena, sim[0])
+        # the arrays are the same on every call and the scalars Python ints / floats: checked once here
+        self.kernel = entry_point(K.hal_step, K.PHASE_ALL, K.FL_CONNECTED, 0, 0.001, *self.tail)
 
     def run(self, phase: int, flags: int, now_ns: int, dt_s: float) -> int:
         """One call of the kernel (HalCycle inlines this call; kept for tests and tools)."""
