@@ -58,6 +58,7 @@ CYCLE_TIME_US_BOUNDS = (100, 100_000)
 RT_PRIORITY_BOUNDS = (0, 99)  # 0 = no SCHED_FIFO
 CPU_AFFINITY_BOUNDS = (-1, 1023)  # -1 = no pinning
 STALE_READS_BOUNDS = (1, 10_000)  # heartbeat reads / cycles before "stale"
+STALE_CYCLES_BOUNDS = (0, 10_000)  # [hal] stale_reads / [cu] hal_stale_cycles; 0 = auto (common/stale.py)
 ATTACH_TIMEOUT_S_BOUNDS = (0.1, 600.0)
 ATTACH_INTERVAL_S_BOUNDS = (0.01, 60.0)
 MANUAL_TIMEOUT_S_BOUNDS = (1.0, 86_400.0)

@@ -21,6 +21,7 @@ from common.shm.rings import Command
 from common.shm.segments import CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC
 from common.shm.views import field_bytes
 from common.shm.wake import WakePoster
+from common.stale import stale_threshold
 from common.states import CommandSource, MachineError, MachineState, SafetyState
 
 from . import commands
@@ -97,7 +98,9 @@ class CycleRunner:
         self.stop = StopFlag()
         self.core = ControlCore(cfg, self.dt)
         self.hal = Inbound.for_key("hal_cu", InboundPolicy(
-            stale_reads=self.cu.hal_stale_cycles, retry_s=HAL_ATTACH_POLL_S, probe_every=WRITER_PROBE_EVERY))
+            # normal scheduling's threshold until run() knows whether the loop got SCHED_FIFO
+            stale_reads=stale_threshold(self.cu.hal_stale_cycles, self.cu.cycle_time_us, False).cycles,
+            retry_s=HAL_ATTACH_POLL_S, probe_every=WRITER_PROBE_EVERY))
         self.writers: list[TypedP2pWriter] = []
         self.paths: list[CommandPath] = []
         self.wakes: list[WakePoster] = []
@@ -204,6 +207,9 @@ class CycleRunner:
             self.rt_active = loop.start(self.stats_views)
             log.info("cycling: %d axes, %s", self.core.n,
                      f"SCHED_FIFO {self.cu.rt_priority}" if self.rt_active else "normal scheduling")
+            stale = stale_threshold(self.cu.hal_stale_cycles, self.cu.cycle_time_us, self.rt_active)
+            self.hal.set_stale_reads(stale.cycles)  # before the first cycle
+            log.info("HAL stale after %d cycles = %.0f ms (%s): safety stop", stale.cycles, stale.ms, stale.why)
             loop.run(self._step, "control unit running")
             clean = True
         finally:

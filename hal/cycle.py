@@ -12,13 +12,14 @@ import numpy as np
 from common.config import EvoConfig
 from common.consts import MAX_AXES
 from common.notify import notify_stopping
-from common.states import DriverState
 from common.rt import CycleLoop, StopFlag, process_setup
 from common.shm.inbound import CommandInbox, Inbound, InboundPolicy
 from common.shm.p2p import TypedP2pWriter
 from common.shm.segments import HAL_IO, SEGMENTS
 from common.shm.views import ChangeDetector, flat_bytes
 from common.shm.wake import WakePoster
+from common.stale import stale_threshold
+from common.states import DriverState
 
 from .commands import CommandExecutor
 from .drivers.base import Driver, DriverIO
@@ -148,8 +149,10 @@ class HalCycle:
         self.w_re = writer("hal_re")
         cyc_us = self.config.system.hal.cycle_time_us
         cmd_stale = max(1, int(COMMAND_STALE_S * 1e6 / cyc_us))
+        # normal scheduling's threshold until run() knows whether the loop got SCHED_FIFO
+        stale = stale_threshold(self.config.system.hal.stale_reads, cyc_us, rt_active=False)
         self.cu_in = Inbound.for_key("cu_hal", InboundPolicy(
-            stale_reads=self.config.system.hal.stale_reads, retry_s=CU_RETRY_S, probe_every=WRITER_PROBE_EVERY))
+            stale_reads=stale.cycles, retry_s=CU_RETRY_S, probe_every=WRITER_PROBE_EVERY))
         cmd_policy = InboundPolicy(stale_reads=cmd_stale, retry_s=OPTIONAL_RETRY_S, probe_every=WRITER_PROBE_EVERY)
         self.re_cmds = CommandInbox(Inbound.for_key("re_hal", cmd_policy), self.w_re.local["acks"])
         self.rpc_cmds = CommandInbox(Inbound.for_key("rpc_hal", cmd_policy), self.w_rpc.local["acks"])
@@ -412,6 +415,10 @@ def run(config: EvoConfig) -> int:
     try:
         rt = loop.start(hal.stats_views)
         log.info("HAL cycle: %s", "SCHED_FIFO %d" % hal_cfg.rt_priority if rt else "normal scheduling")
+        stale = stale_threshold(hal_cfg.stale_reads, hal_cfg.cycle_time_us, rt)
+        hal.cu_in.set_stale_reads(stale.cycles)  # before the first cycle: until here nothing was polled
+        log.info("CU stale after %d cycles = %.0f ms (%s): drives off, brakes on, outputs safe",
+                 stale.cycles, stale.ms, stale.why)
         loop.run(step, f"HAL cycling, driver {hal.driver.name}")
     finally:
         notify_stopping()

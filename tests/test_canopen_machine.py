@@ -85,8 +85,8 @@ def machine(tmp_path_factory):
         grpc_port = free_port()
         text = (cfg / "config.toml").read_text()
         for pattern, repl in ((r"^hal_ready_timeout_s = 5.0$", "hal_ready_timeout_s = 20.0"),
-                              (r"^stale_reads = 100$", "stale_reads = 200"),
-                              (r"^hal_stale_cycles = 100$", "hal_stale_cycles = 200"),
+                              (r"^stale_reads = \d+$", "stale_reads = 200"),
+                              (r"^hal_stale_cycles = \d+$", "hal_stale_cycles = 200"),
                               (r"^port = 1883$", f"port = {broker.port}"),
                               (r"^embedded_broker = true$", "embedded_broker = false"),
                               (r"^port = 50051$", f"port = {grpc_port}"),

@@ -166,6 +166,21 @@ class Rig:
         wait_for(lambda: abs(float(self.axis(axis_id)["position"]) - where) <= window, 5,
                  what=f"axis {axis_id} at {where} (now {float(self.axis(axis_id)['position'])})")
 
+    def settled(self, axis_id: int, tol: float = 0.05) -> float:
+        """The axis position once the closed loop has settled after a stop: two readings 100 CU
+        cycles apart within `tol` (a starved box still pulls the lag in after the set-point stopped)."""
+        last = [float(self.axis(axis_id)["position"])]
+
+        def still() -> bool:
+            self.wait_cu_cycles(100)
+            now = float(self.axis(axis_id)["position"])
+            done = abs(now - last[0]) <= tol
+            last[0] = now
+            return done
+
+        wait_for(still, 10, what=f"axis {axis_id} settled (now {last[0]})")
+        return last[0]
+
     def wait_cu_cycles(self, n: int) -> None:
         hb = self.cu_reader.heartbeat
         wait_for(lambda: self.cu_reader.heartbeat >= hb + n, 10, what=f"{n} CU cycles")
@@ -340,8 +355,8 @@ def test_re_killed_mid_recipe_axes_stopped_and_restart_comes_back_in_error(rig):
     # the CU notices the RE's heartbeat is gone and stops the axes the RE commanded
     wait_for(lambda: int(rig.axis(1)["motion"]) == MotionState.STANDSTILL, 10, what="CU stops X after RE loss")
     assert int(rig.cu()["machine_errors"]) & MachineError.RE_LOST, decode_str(rig.cu()["message"])
-    held = float(rig.axis(1)["position"])
-    assert held < 390.0
+    held = rig.settled(1)
+    assert held < 390.0, f"X at {held}: the CU did not stop it short of the recipe's 400"
     rig.start_re()
     s = rig.wait_state(ReState.ERROR, timeout=20)  # a fresh segment reads Idle (zeros) before the first tick
     assert s["state"] == ReState.ERROR and s["error"] == ResultCode.NOT_EXECUTED

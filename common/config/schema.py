@@ -35,6 +35,7 @@ from common.consts import (
     RE_TICK_MS_BOUNDS,
     RT_PRIORITY_BOUNDS,
     SAFETY_STOP_TIMEOUT_S_BOUNDS,
+    STALE_CYCLES_BOUNDS,
     STALE_READS_BOUNDS,
     TAILSTOCK_FORCE_BOUNDS,
     TORQUE_PERCENT_BOUNDS,
@@ -101,7 +102,8 @@ class HalConfig:
     rt_priority: int = spec(41, bounds=RT_PRIORITY_BOUNDS)
     cpu: int = spec(-1, bounds=CPU_AFFINITY_BOUNDS)
     state_file: str = spec("")
-    stale_reads: int = spec(100, bounds=STALE_READS_BOUNDS)
+    #: CU heartbeat unchanged this many cycles = stale; 0 = auto by scheduling (common/stale.py)
+    stale_reads: int = spec(0, bounds=STALE_CYCLES_BOUNDS)
     #: free-form options for the selected driver ([hal.driver_args]); the driver validates them
     driver_args: Mapping[str, Any] = spec(factory=lambda: _EMPTY, custom=True)
 
@@ -113,7 +115,8 @@ class CuConfig:
     rt_priority: int = spec(40, bounds=RT_PRIORITY_BOUNDS)
     cpu: int = spec(-1, bounds=CPU_AFFINITY_BOUNDS)
     hal_attach_timeout_s: float = spec(5.0, bounds=ATTACH_TIMEOUT_S_BOUNDS)
-    hal_stale_cycles: int = spec(100, bounds=STALE_READS_BOUNDS)
+    #: HAL heartbeat frozen this many cycles = safety stop; 0 = auto by scheduling (common/stale.py)
+    hal_stale_cycles: int = spec(0, bounds=STALE_CYCLES_BOUNDS)
     feedback_hold_cycles: int = spec(1, bounds=STALE_READS_BOUNDS)
     manual_timeout_s: float = spec(30.0, bounds=MANUAL_TIMEOUT_S_BOUNDS)
     optional_attach_interval_s: float = spec(1.0, bounds=ATTACH_INTERVAL_S_BOUNDS)

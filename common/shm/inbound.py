@@ -56,6 +56,7 @@ API
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import os
@@ -154,6 +155,14 @@ class Inbound:
         """The inbound segment `key` of the segment table (e.g. "cu_hal"), read by its reader module."""
         spec = SEGMENTS[key]
         return cls(spec.name(prefix), spec.reader, spec.dtype, policy, exclusive=exclusive)
+
+    def set_stale_reads(self, n: int) -> None:
+        """A new polls-unchanged threshold (> 0), e.g. once the loop knows the scheduling it got
+        (common/stale.py); the count so far is kept."""
+        if n <= 0:
+            raise ValueError(f"{self.name}: stale_reads must be > 0, got {n}")
+        self.policy = dataclasses.replace(self.policy, stale_reads=n)
+        self._stale_reads = n
 
     # --- reading ----------------------------------------------------------------------------
     def poll(self, now: float) -> np.ndarray | None:
