@@ -206,6 +206,49 @@ def test_writer_killed_is_stale_at_once_not_after_n_reads(fresh_prefix, writers)
         inb.close()
 
 
+def test_a_writer_killed_inside_its_copy_never_shows_the_torn_payload(fresh_prefix):
+    """Issue 16 (found in review): a writer killed between "seq odd" and "seq even" leaves a torn
+    payload. The successor that takes the segment over must not make that a commit: readers see
+    nothing until its first commit, and then only its bytes (a partial commit included)."""
+    spec = SEGMENTS["cu_hal"]
+    inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=10**6, retry_s=0.0, probe_every=1))
+    w = TypedP2pWriter.create(spec.name(), spec.writer, spec.reader, spec.dtype)
+    w2 = None
+    try:
+        w.local["axes"]["calculated_torque"][:] = 1.0
+        w.commit()
+        inb.poll(time.monotonic())
+        w.commit()
+        assert inb.poll(time.monotonic()) is not None and inb.status is LinkStatus.LIVE
+        # die inside the next commit exactly as _publish would: heartbeat+1, seq odd, half the copy
+        hb = w.heartbeat + 1
+        w._hbv[0] = hb
+        w._seqv[0] = (2 * hb - 1) & 0xFFFFFFFF
+        w._dst[: w._dst.size // 2] = 0xAB
+        w.close(unlink=False)  # the lock goes with the process, the segment stays
+        _poll_until(inb, LinkStatus.STALE, limit=10)
+        w2 = TypedP2pWriter.create(spec.name(), spec.writer, spec.reader, spec.dtype)  # takes it over
+        for _ in range(20):
+            assert inb.poll(time.monotonic()) is None, "the torn payload was shown as a commit"
+        assert inb.status is not LinkStatus.LIVE
+        w2.local["axes"]["calculated_torque"][:] = 2.0
+        w2.commit_part(0, 0)  # a heartbeat-only commit from a successor: still copies everything once
+        got = inb.poll(time.monotonic())
+        assert got is not None and inb.status is LinkStatus.LIVE
+        assert (got["axes"]["calculated_torque"] == 2.0).all()
+        assert bytes(memoryview(got).cast("B")) == bytes(memoryview(w2.local).cast("B"))
+    finally:
+        inb.close()
+        if w2 is not None:
+            w2.close()
+        else:
+            for suffix in ("", ".lock"):
+                try:
+                    os.unlink(shm_path(spec.name()) + suffix)
+                except FileNotFoundError:
+                    pass
+
+
 def test_reattach_when_a_new_writer_replaces_the_segment(fresh_prefix, writers):
     """Interface 4: a segment replaced under the same name (new inode) is re-attached by name, the
     payload array stays the same object, and it is LIVE once the new writer's heartbeat moves."""

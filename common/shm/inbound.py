@@ -214,9 +214,12 @@ class Inbound:
         hb = r.copy_in_if_moved(self._last_hb)  # local already holds that commit: no copy
         live = self._live
         if hb < 0:
+            # a commit in progress through all our retries, or a writer that died inside one (its
+            # sequence stays odd for good): no new commit — judged as an unchanged poll, so the
+            # stale count and the writer-lock probe still run (returning the old copy as LIVE here
+            # would follow a dead writer forever)
             self.contentions += 1
-            self.changed = False
-            return self.local if live else None
+            hb = self._last_hb
         if hb != self._last_hb:
             self._saw(hb)
             self._moved_at = now

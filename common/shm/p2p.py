@@ -306,6 +306,7 @@ class TypedP2pWriter:
             os.close(self._lock_fd)
             raise
         self._hb = heartbeat
+        self._whole_once = False  # commit_part copies everything until one whole commit was made
         self.local = np.zeros((), dtype=self.dtype)
         self._local_u8 = flat_bytes(self.local)[: self.dtype.itemsize]
         self._dst = self._map.payload_u8[: self.dtype.itemsize]
@@ -336,9 +337,14 @@ class TypedP2pWriter:
                     and int(h["payload_size"]) == self.payload_size
                 )
             if ok:
-                # Continue the heartbeat so readers see it advance again and seq stays even/odd-correct.
+                # Continue the heartbeat so readers see it advance again. A writer killed inside its
+                # copy left write_seq odd over a torn payload: it stays odd (readers keep retrying,
+                # nothing is shown) until our first commit rewrites the payload; making it even here
+                # would publish the torn bytes as a new commit.
                 hb = int(h["heartbeat"])
-                os.pwrite(fd, struct.pack("<I", (2 * hb) & 0xFFFFFFFF), OFF_WRITE_SEQ)
+                seq = struct.unpack_from("<I", raw, OFF_WRITE_SEQ)[0]
+                if not seq & 1:
+                    os.pwrite(fd, struct.pack("<I", (2 * hb) & 0xFFFFFFFF), OFF_WRITE_SEQ)
                 return fd, hb
             os.close(fd)
         tmp = f"{path}.new-{os.getpid()}"
@@ -393,7 +399,11 @@ class TypedP2pWriter:
         the last commit: the same seqlock commit (heartbeat+1, seq odd, copy, seq even) copying just
         those ranges — the segment already holds the rest. Empty ranges publish a heartbeat alone
         (an unchanged payload). The caller vouches that nothing else in `local` changed; a reader
-        sees exactly what `commit()` would have shown it."""
+        sees exactly what `commit()` would have shown it. The first commit of a writer is always whole
+        (a segment taken over from a dead writer holds its bytes, possibly torn)."""
+        if not self._whole_once:
+            self._publish(self._local_u8)
+            return
         hb = self._hb + 1
         self._hb = hb
         self._hbv[0] = hb
@@ -416,6 +426,7 @@ class TypedP2pWriter:
         seq[0] = (even - 1) & 0xFFFFFFFF
         self._dst[...] = src_u8  # a flat byte copy; half of np.copyto's cost (no dispatch wrapper)
         seq[0] = even
+        self._whole_once = True
 
     def close(self, unlink: bool = True) -> None:
         """Unmap; on a clean exit unlink the segment and its lock, then release the lock."""
