@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 COMMAND_STALE_S = 0.5  # re_hal / rpc_hal writers commit every <= 10 ms; stale after 0.5 s
 CU_RETRY_S = 0.1  # attach attempts for cu_hal (the CU matters: look often)
-OPTIONAL_RETRY_S = 1.0  # attach attempts for re_hal / rpc_hal
+OPTIONAL_RETRY_S = 0.1  # attach attempts for re_hal / rpc_hal: a stat while absent; a bridge that just
+# started takes commands within 0.1 s (at 1 s a command right after `evo up` was refused as "not attached")
 SLOW_EVERY_S = 0.1  # state file offer, driver health
 WRITER_PROBE_EVERY = 5  # cycles between flock probes of the CU's writer lock (a death seen within 5 ms)
 MAX_CATCH_UP_TICKS = 20  # a late cycle steps the plant by at most this many periods
