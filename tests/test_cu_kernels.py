@@ -696,24 +696,25 @@ def test_a_wrong_signature_is_refused_not_compiled(cfg):
 
 
 def test_direct_entry_points_are_checked_once_against_the_signature():
-    """The cycle calls the kernels' compiled entry points (no per-call type resolution); `direct()`
-    hands one out only for arguments of the compiled types — a float where an int64 is compiled, or
-    a non-contiguous array, is refused at bind time instead of being misread in the loop."""
+    """The cycle calls the kernels' compiled entry points (no per-call type resolution);
+    common.kernel_entry.entry_point hands one out only for arguments of the compiled types — a float
+    where an int64 is compiled, or a non-contiguous array, is refused at bind time, not misread."""
+    from common.kernel_entry import entry_point
     from control_unit import kernels
 
     k = kernels.load()
     st = K.Store(2)
     st.s[K.S_DT] = 0.001
     st.pi[K.PI_PIN_LIMIT_MIN:] = K.PIN_FALSE
-    step = kernels.direct(k.cycle_step, st.arena, st.layout, 0.0)
+    step = entry_point(k.cycle_step, st.arena, st.layout, 0.0)
     before = int(st.si[K.SI_CYCLE])
     assert isinstance(step(st.arena, st.layout, 0.001), int)  # the events count, as from the dispatcher
     assert int(st.si[K.SI_CYCLE]) == before + 1  # it stepped the very arena passed
     status = np.zeros(CU_TO_RPC.fields["status"][0].itemsize, dtype=np.uint8)
     with pytest.raises(TypeError, match="do not match"):
-        kernels.direct(k.fill_status, status, st.arena, st.layout, 0.5, 0)
+        entry_point(k.fill_status, status, st.arena, st.layout, 0.5, 0)
     with pytest.raises(TypeError, match="do not match"):
-        kernels.direct(k.fill_status, status[::2], st.arena, st.layout, 0, 0)
-    fill = kernels.direct(k.fill_status, status, st.arena, st.layout, 0, 0)
+        entry_point(k.fill_status, status[::2], st.arena, st.layout, 0, 0)
+    fill = entry_point(k.fill_status, status, st.arena, st.layout, 0, 0)
     assert fill(status, st.arena, st.layout, 7, 0) is True  # the first fill writes the machine state
     assert fill(status, st.arena, st.layout, 8, 1) is False  # heartbeat and age alone are no change

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import outputs, step
 
-__all__ = ["Kernels", "direct", "load", "outputs", "step"]
+__all__ = ["Kernels", "load", "outputs", "step"]
 
 
 @dataclass(frozen=True)
@@ -33,22 +33,6 @@ _ENTRIES = ((step, "cycle_step", step.CYCLE_STEP_SIG), (step, "gather_inputs", s
             (step, "fill_status", step.FILL_STATUS_SIG),
             (outputs, "write_hal_outputs", outputs.WRITE_HAL_OUTPUTS_SIG))
 _loaded: Kernels | None = None
-
-
-def direct(kernel: Any, *args: Any) -> Callable[..., Any]:
-    """The compiled entry point of a loaded (one-signature) kernel, for the cycle: it skips the
-    dispatcher's per-call type resolution (~1 us a call with a dozen arrays here). `args` are what
-    the caller will pass on every call (the same arrays, scalars of the same types); they are checked
-    once against the compiled signature, because the entry point itself does not check them."""
-    import numba
-
-    sigs = kernel.signatures
-    if len(sigs) != 1:
-        raise TypeError(f"{kernel.__name__}: {len(sigs)} compiled signatures, direct() needs exactly one")
-    got = tuple(numba.typeof(a) for a in args)
-    if got != tuple(sigs[0]):
-        raise TypeError(f"{kernel.__name__}: arguments {got} do not match the compiled {tuple(sigs[0])}")
-    return kernel.overloads[sigs[0]].entry_point
 
 
 def _misses(dispatcher: Any) -> int:
