@@ -1,6 +1,6 @@
 """The compiled entry point of a one-signature numba kernel, for cycle loops: no dispatcher type resolution per call.
 
-The HAL uses it for hal_step; control_unit/kernels has the same helper (`direct`) and can move to this one.
+The HAL uses it for hal_step, the CU for gather_feedback, cycle_step, fill_status and write_hal_outputs.
 """
 from __future__ import annotations
 
