@@ -4,12 +4,13 @@ FakeConsumer stands in for the HAL / CU / RE in unit tests of the error mapping 
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,6 +22,9 @@ from common.shm.segments import SEGMENTS
 from common.shm.wake import WakePoster
 from grpc_bridge.protos.evo.v1 import io_pb2_grpc, machine_pb2_grpc, recipes_pb2_grpc
 from tests.helpers import REPO, ModuleProcess, free_port, wait_for
+
+if TYPE_CHECKING:
+    from grpc_bridge.shm_link import ShmLink
 
 CONFIG_DIR = REPO / "config"
 
@@ -158,3 +162,20 @@ class FakeConsumer:
             self._reader.close()
         self.wake.close()
         self.writer.close()
+
+
+@contextlib.contextmanager
+def running_link(prefix: str) -> Iterator[tuple["ShmLink", dict[str, FakeConsumer]]]:
+    """A started gRPC ShmLink (50 Hz) with a FakeConsumer for cu, hal and re, all live and following
+    its rings; closed (and the fakes with it) on exit."""
+    from grpc_bridge.shm_link import TARGETS, ShmLink
+
+    fakes = {k: FakeConsumer(k, prefix) for k in ("cu", "hal", "re")}
+    lk = ShmLink(sample_hz=50.0, prefix=prefix).start()
+    try:
+        wait_for(lambda: all(lk.source_ok(t)[0] for t in TARGETS), 20, what="the consumers live and following our rings")
+        yield lk, fakes
+    finally:
+        lk.close()
+        for f in fakes.values():
+            f.close()

@@ -17,9 +17,9 @@ from common.shm.commands import HalCommand
 from common.shm.io_helpers import set_bit
 from common.shm.segments import CU_TO_MQT, HAL_TO_MQT, RE_TO_MQT
 from common.shm.wake import WakePoster, WakeWaiter
-from grpc_bridge.shm_link import DEMAND_HOLD_S, HAL, RE, TARGETS, ShmLink
+from grpc_bridge.shm_link import DEMAND_HOLD_S, HAL, RE
 from tests.connector.observer import Observer
-from tests.grpc_support import FakeConsumer
+from tests.grpc_support import running_link
 from tests.helpers import ModuleProcess, wait_for
 from tests.mosquitto_broker import start_broker
 from tests.sparkplug_support import MID, LiveWriter, fill, sparkplug_config
@@ -30,15 +30,8 @@ QUIET_S = 0.4  # a window in which an idle link must not sample (8 sample period
 
 @pytest.fixture
 def link(fresh_prefix: str):  # noqa: ANN201
-    fakes = {k: FakeConsumer(k, fresh_prefix) for k in ("cu", "hal", "re")}
-    lk = ShmLink(sample_hz=50.0, prefix=fresh_prefix).start()
-    try:
-        wait_for(lambda: all(lk.source_ok(t)[0] for t in TARGETS), 20, what="the consumers live and following our rings")
-        yield lk, fakes
-    finally:
-        lk.close()
-        for f in fakes.values():
-            f.close()
+    with running_link(fresh_prefix) as lf:
+        yield lf
 
 
 def test_the_grpc_link_samples_only_while_someone_watches(link) -> None:  # noqa: ANN001

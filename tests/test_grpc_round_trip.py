@@ -12,9 +12,9 @@ import pytest
 
 from common.shm.commands import HalCommand, ResultCode
 from grpc_bridge.loop_bell import AckFuture, LoopBell
-from grpc_bridge.shm_link import HAL, TARGETS, ShmLink
+from grpc_bridge.shm_link import HAL
 from grpc_bridge.status_map import CommandError
-from tests.grpc_support import FakeConsumer
+from tests.grpc_support import FakeConsumer, running_link
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,15 +22,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def link(fresh_prefix: str):  # noqa: ANN201
-    fakes = {k: FakeConsumer(k, fresh_prefix) for k in ("cu", "hal", "re")}
-    lk = ShmLink(sample_hz=50.0, prefix=fresh_prefix).start()
-    try:
-        wait_for(lambda: all(lk.source_ok(t)[0] for t in TARGETS), 20, what="the consumers live and following our rings")
-        yield lk, fakes
-    finally:
-        lk.close()
-        for f in fakes.values():
-            f.close()
+    with running_link(fresh_prefix) as lf:
+        yield lf
 
 
 def test_an_ack_resolves_the_handlers_future_on_its_loop_through_the_eventfd(link) -> None:  # noqa: ANN001

@@ -403,30 +403,28 @@ class TypedP2pWriter:
         (a segment taken over from a dead writer holds its bytes, possibly torn)."""
         if not self._whole_once:
             self._publish(self._local_u8)
-            return
-        hb = self._hb + 1
-        self._hb = hb
-        self._hbv[0] = hb
-        seq = self._seqv
-        even = (hb << 1) & 0xFFFFFFFF
-        seq[0] = (even - 1) & 0xFFFFFFFF
-        if stop > start:
-            self._dst[start:stop] = self._local_u8[start:stop]
-        if stop2 > start2:
-            self._dst[start2:stop2] = self._local_u8[start2:stop2]
-        seq[0] = even
+        else:
+            self._publish(None, start, stop, start2, stop2)
 
-    def _publish(self, src_u8: np.ndarray) -> None:
-        """The seqlock write (DESIGN.md): heartbeat+1, seq odd, one flat copy of `src_u8`, seq even."""
+    def _publish(self, src_u8: np.ndarray | None, start: int = 0, stop: int = 0, start2: int = 0,
+                 stop2: int = 0) -> None:
+        """The one seqlock write (DESIGN.md): heartbeat+1, seq odd, the copy, seq even. The copy is
+        all of `src_u8` (one flat byte copy), or with `src_u8` None the byte ranges of `local` given."""
         hb = self._hb + 1
         self._hb = hb
         self._hbv[0] = hb
         seq = self._seqv
         even = (hb << 1) & 0xFFFFFFFF
         seq[0] = (even - 1) & 0xFFFFFFFF
-        self._dst[...] = src_u8  # a flat byte copy; half of np.copyto's cost (no dispatch wrapper)
+        if src_u8 is not None:
+            self._dst[...] = src_u8  # a flat byte copy; half of np.copyto's cost (no dispatch wrapper)
+            self._whole_once = True
+        else:
+            if stop > start:
+                self._dst[start:stop] = self._local_u8[start:stop]
+            if stop2 > start2:
+                self._dst[start2:stop2] = self._local_u8[start2:stop2]
         seq[0] = even
-        self._whole_once = True
 
     def close(self, unlink: bool = True) -> None:
         """Unmap; on a clean exit unlink the segment and its lock, then release the lock."""
