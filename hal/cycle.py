@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -42,6 +43,10 @@ MAX_CATCH_UP_TICKS = 20  # a late cycle steps the plant by at most this many per
 BEAT_NS = 10_000_000  # unchanged status segments (hal_mqt/rpc/re) are still committed this often
 
 _u8 = flat_bytes
+
+
+def _nothing() -> None:
+    pass
 
 
 def _spans(cu_dtype: np.dtype) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -185,6 +190,9 @@ class HalCycle:
         assert all(w.dtype.fields["io"][1] == 0 for w in (self.w_mqt, self.w_rpc, self.w_re))
         self._io_span, self._cu_span = _spans(self.w_cu.dtype)
         self.stats_views = (self.stats, self.w_rpc.local["stats"])  # the loop publishes into both
+        # run() sets this to CycleLoop.publish: the figures are copied only before a status commit
+        # (a commit is on a change, an ack or the 10 ms beat), not every cycle
+        self.publish_figures: Callable[[], None] = _nothing
         # hal_cu (upstream layout) = HAL_IO's axes + di_bank, then ai_values
         cu = _u8(self.w_cu.local)
         io_ai = HAL_IO.fields["ai_values"][1]
@@ -328,6 +336,7 @@ class HalCycle:
         after the status payload (the loop's figures, the acks); the segments hold the rest from
         their last commit already."""
         self._acked = False
+        self.publish_figures()  # the loop's cycle figures into the tail these commits copy
         beat = now_ns >= self._next_beat
         if beat:
             self._next_beat = now_ns + BEAT_NS
@@ -407,7 +416,8 @@ def run(config: EvoConfig) -> int:
         "HAL up: driver %s, %d axes, cycle %d us, state file %s",
         hal.driver.name, len(config.axes), hal_cfg.cycle_time_us, config.hal_state_file(),
     )
-    loop = CycleLoop("hal", hal.period_ns, stop, rt_priority=hal_cfg.rt_priority, cpu=hal_cfg.cpu)
+    loop = CycleLoop("hal", hal.period_ns, stop, rt_priority=hal_cfg.rt_priority, cpu=hal_cfg.cpu,
+                     auto_publish=False)
     dt_of_ticks = [k * hal.period_ns / 1e9 for k in range(MAX_CATCH_UP_TICKS + 1)]  # no float built per cycle
 
     def step(now_ns: int, ticks: int) -> None:
@@ -415,6 +425,7 @@ def run(config: EvoConfig) -> int:
 
     try:
         rt = loop.start(hal.stats_views)
+        hal.publish_figures = loop.publish
         log.info("HAL cycle: %s", "SCHED_FIFO %d" % hal_cfg.rt_priority if rt else "normal scheduling")
         stale = stale_threshold(hal_cfg.stale_reads, hal_cfg.cycle_time_us, rt)
         hal.cu_in.set_stale_reads(stale.cycles)  # before the first cycle: until here nothing was polled
