@@ -9,7 +9,9 @@ from common.rt import process_setup
 
 def _load():  # noqa: ANN202
     from .cycle import run
+    from .kernels import load
 
+    load()  # numba's cache read here: a preloaded CU has it done before its turn (as the HAL)
     return run
 
 

@@ -220,6 +220,7 @@ class Watchdog:
                      ", ".join(rt.name + ("" if rt.spec.enabled else " [disabled]") for rt in self.modules.values()),
                      self.prefix, self.run_dir)
             self._guard(self._advance_boot)
+            self._guard(self._preload_second)
             if after_first_spawn is not None:
                 try:
                     after_first_spawn()
@@ -751,6 +752,17 @@ class Watchdog:
         for rt in self._boot_queue:
             if rt.spec.preload and not rt.boot_spawned and rt.state == S.STOPPED and not rt.held:
                 self._spawn(rt, preload=True)
+
+    def _preload_second(self) -> None:
+        """Spawn the module after the first (the CU after the HAL) at once, not at the first's
+        LOADED=1: its imports and kernel load are the next step of the start-up's critical path and
+        run on the second core beside the first module's; the rest wait for LOADED as before."""
+        queue = [rt for rt in self._boot_queue if rt.state != S.DISABLED]
+        if len(queue) < 2 or self._preloaded or self._shutting_down:
+            return
+        rt = queue[1]
+        if rt.spec.preload and not rt.boot_spawned and rt.state == S.STOPPED and not rt.held:
+            self._spawn(rt, preload=True)
 
     def _advance_boot(self) -> None:
         while self._boot_queue and not self._shutting_down:

@@ -1,5 +1,5 @@
-"""Preloading: once the first module has done its imports (LOADED=1), the modules after it are
-spawned, load while the ones before them start, and wait at their start gate for their turn (real
+"""Preloading: the second module is spawned with the first; once the first has done its imports
+(LOADED=1), the modules after them are spawned, load while the ones before them start, and wait at their start gate for their turn (real
 `evo up`, real subprocesses)."""
 from __future__ import annotations
 
@@ -58,8 +58,11 @@ def test_preloaded_modules_load_while_the_first_starts_and_start_in_order(tmp_pa
         # own "start" events may then land in either order)
         assert out.index("c: started pid") < out.index("d: started pid")
         assert _first(e, "ready", "b") < _first(e, "start", "d")
-        # the first module spawns alone; the others preload once it reports LOADED=1
+        # the first module and the one after it (the HAL and the CU: the start-up's critical path)
+        # spawn at once; the others preload once the first reports LOADED=1
         assert out.index("a: started pid") < out.index("b: preloading pid") < out.index("a: ready in")
+        assert out.index("b: preloading pid") < out.index("c: preloading pid")
+        assert out.index("c: preloading pid") < out.index("a: ready in")
         assert out.index("a: ready in") < out.index("b: started pid") < out.index("b: ready in")
         r = up.cli("down")
         assert r.returncode == 0, r.stderr
