@@ -81,6 +81,17 @@ def _us(s: dict[str, float]) -> dict[str, float]:
     return {k.replace("_ns", "_us"): (v / 1000.0 if k.endswith("_ns") else v) for k, v in s.items()}
 
 
+def _scenario_frames(axes: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The recorded inputs of every compute run: n cycles of sinusoidal torque per axis (phases
+    spread), and 64 seeded random frames of 1024 DI levels / AI values (every engine sees the same)."""
+    rng = np.random.default_rng(7)
+    di_frames = rng.random((64, 1024)) < 0.5
+    ai_frames = rng.random((64, 1024))
+    torques = 30.0 * np.sin(np.arange(n)[:, None] * 0.002
+                            + np.linspace(0.0, 2 * math.pi, axes, endpoint=False)[None, :])
+    return torques, di_frames, ai_frames
+
+
 # --- compute: the real cycle --------------------------------------------------------------------
 
 def _default_config(tmp: Path):
@@ -146,12 +157,8 @@ def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled
             if moving:
                 ax["enable"][:axes] = 1
                 ax["brake_release"][:axes] = 1
-            rng = np.random.default_rng(7)
-            frames = 64
-            di_frames = rng.random((frames, 1024)) < 0.5
-            ai_frames = rng.random((frames, 1024))
-            steps = np.arange(500 + cycles)[:, None] * 0.002
-            torques = 30.0 * np.sin(steps + np.linspace(0.0, 2 * math.pi, axes, endpoint=False)[None, :])
+            torques, di_frames, ai_frames = _scenario_frames(axes, 500 + cycles)
+            frames = len(di_frames)
             noisy = scenario == "worst"
             dio = hal.dio
             warm = 500
@@ -203,13 +210,9 @@ def bench_work(machine: str, scenario: str, cycles: int, engine: str, points: in
             if moving:
                 dio.enable[:axes] = True
                 dio.brake_release[:axes] = True
-            rng = np.random.default_rng(7)
             bank = np.zeros(16, np.uint64)
             ao = np.zeros(1024)
-            torques = 30.0 * np.sin(np.arange(500 + cycles)[:, None] * 0.002
-                                    + np.linspace(0.0, 2 * math.pi, axes, endpoint=False)[None, :])
-            di_frames = rng.random((64, 1024)) < 0.5
-            ai_frames = rng.random((64, 1024))
+            torques, di_frames, ai_frames = _scenario_frames(axes, 500 + cycles)
             worst = scenario == "worst"
             out = np.empty(cycles, np.int64)
             pc = time.perf_counter_ns
@@ -442,11 +445,7 @@ def bench_fused(machine: str, scenario: str, cycles: int, points: int = 1024) ->
             if moving:
                 cu["axes"]["enable"][:axes] = 1
                 cu["axes"]["brake_release"][:axes] = 1
-            rng = np.random.default_rng(7)
-            torques = 30.0 * np.sin(np.arange(500 + cycles)[:, None] * 0.002
-                                    + np.linspace(0.0, 2 * math.pi, axes, endpoint=False)[None, :])
-            di_frames = rng.random((64, 1024)) < 0.5
-            ai_frames = rng.random((64, 1024))
+            torques, di_frames, ai_frames = _scenario_frames(axes, 500 + cycles)
             worst = scenario == "worst"
             out = np.empty(cycles, np.int64)
             pc = time.perf_counter_ns
