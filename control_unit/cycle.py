@@ -264,10 +264,9 @@ class CycleRunner:
             hb = reader.heartbeat if reader is not None else -1
             if hb != path.heartbeat or every:  # moved (a command, an ack seen, a beat), or liveness due
                 path.heartbeat = hb
-                inbox.poll(now)
+                path.pending = inbox.poll_pending(now)
                 if inbox.inbound.lost:
                     self._source_lost(path.source)
-                path.pending = inbox.pending()
             if path.pending:  # cleared once taken (a reload waits while its config is validated)
                 self._take_commands(path.source, inbox, now)
                 path.pending = inbox.pending()
@@ -299,9 +298,9 @@ class CycleRunner:
             self._next_beat = now + BEAT_S
         n = self._rpc_acks[()]
         acked = n != self._rpc_acks_seen
-        if (status or acked or beat) and self.loop is not None:
-            self.loop.publish()  # the cycle figures (cu_rpc, cu_mqt) as of this cycle
-        if status or acked or beat:
+        if status or acked or beat:  # cu_mqt below goes only when this does (status or beat)
+            if self.loop is not None:
+                self.loop.publish()  # the cycle figures (cu_rpc, cu_mqt) as of this cycle
             self.w_rpc.commit()
             if status or acked:
                 self._rpc_acks_seen = n
