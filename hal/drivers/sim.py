@@ -437,8 +437,7 @@ class SimDriver(Driver):
             self._poll_injection(now_ns)
 
     def cycle(self, io: DriverIO, now_ns: int, dt_s: float) -> None:
-        if now_ns >= self._next_poll:
-            self._poll_injection(now_ns)
+        self.poll(now_ns)
         if self._k_tail is not None:
             self._k_cycle(io.enable, io.brake_release, io.torque, io.do_bank, io.position, io.velocity,
                           io.torque_estimate, io.drive_ready, io.drive_fault, io.axis_state, io.drive_error_code,
