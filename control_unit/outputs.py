@@ -15,18 +15,6 @@ if TYPE_CHECKING:
     from .core import ControlCore
 
 
-def _brake_bit(reg: IoRegistry, role: str) -> tuple[int, int, int, bool]:
-    """(word, set mask, clear mask, inverted) of a DO role, found through the registry's own write_do."""
-    on = np.zeros(16, dtype=np.uint64)
-    reg.write_do(role, True, on)
-    inverted = not on.any()
-    if inverted:  # an inverted role clears its bit for True: find the bit through False
-        reg.write_do(role, False, on)
-    word = int(np.flatnonzero(on)[0])
-    mask = int(on[word])
-    return word, mask, mask ^ 0xFFFFFFFFFFFFFFFF, inverted
-
-
 class HalOutputs:
     """Fills the CU_TO_HAL payload `local` from a core: per axis set-point, velocity, torque, enable,
     brake release, and the brake DO roles' bits. `bind()` again after a config reload."""
@@ -48,7 +36,7 @@ class HalOutputs:
         self.o_torque, self.o_offset = out["calculated_torque"][:n], out["torque_offset"][:n]
         self.o_enable, self.o_brake = out["enable"][:n], out["brake_release"][:n]
         self._brake_roles = [(s, reg, role) for s, role in core.p.brake_out]
-        bits = [(s, *_brake_bit(reg, role)) for s, role in core.p.brake_out]
+        bits = [(s, *reg.do_bit(role)) for s, role in core.p.brake_out]
         self._b_axis = np.array([b[0] for b in bits], dtype=np.int64)
         self._b_word = np.array([b[1] for b in bits], dtype=np.int64)
         self._b_set = np.array([b[2] for b in bits], dtype=np.uint64)

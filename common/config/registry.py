@@ -150,12 +150,17 @@ class IoRegistry:
             raise self._fail(role, IoType.DO) from None
         return bool(int(do_bank[w]) & int(m)) ^ inv
 
-    def write_do(self, role: str, value: bool, do_bank: np.ndarray) -> None:
-        """Set the physical bit of a DO role to `value XOR inverted`."""
+    def do_bit(self, role: str) -> tuple[int, int, int, bool]:
+        """(bank word, set mask, clear mask, inverted) of a DO role: what `write_do` applies, for code
+        that writes the bit itself (the CU's compiled output kernel)."""
         try:
-            w, m, clear, inv = self._do[role]
+            return self._do[role]
         except KeyError:
             raise self._fail(role, IoType.DO) from None
+
+    def write_do(self, role: str, value: bool, do_bank: np.ndarray) -> None:
+        """Set the physical bit of a DO role to `value XOR inverted`."""
+        w, m, clear, inv = self.do_bit(role)
         if bool(value) ^ inv:
             do_bank[w] |= m
         else:
