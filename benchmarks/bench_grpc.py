@@ -2,7 +2,8 @@
 
 Run: `.venv/bin/python -m benchmarks.bench_grpc [--quick] [--out PATH]` -> table + results/grpc.json;
 `--latency-only --baseline 99af192` (issue 15): GetStatus vs SetDigitalOutput vs a CU command beside
-today's code, with the bridge-side breakdown -> results/grpc_round_trip.json.
+today's code, with the bridge-side breakdown -> results/grpc_round_trip.json; `--hal-at-cycle-start`: the
+same, our bridge against the HAL taking commands between cycles and against it taking them at a cycle's start.
 """
 from __future__ import annotations
 
@@ -356,6 +357,21 @@ def over_get_status(rows: dict[str, Any]) -> dict[str, Any]:
             "aim_within_1_5_hal_cycles": over <= 1.5 * HAL_CYCLE_MS}
 
 
+AT_START = "HAL commands_between_cycles=false"
+
+
+def at_cycle_start_config(cfg: Path, dest: Path) -> Path:
+    """A copy of `cfg` whose HAL takes commands only at a cycle's start (as before issue 15's wake)."""
+    import shutil
+
+    shutil.copytree(cfg, dest)
+    text = (dest / "config.toml").read_text()
+    if "commands_between_cycles = true" not in text:
+        raise SystemExit(f"{cfg}/config.toml: no 'commands_between_cycles = true' line to switch off")
+    (dest / "config.toml").write_text(text.replace("commands_between_cycles = true", "commands_between_cycles = false"))
+    return dest
+
+
 def baseline_config(code: Path, dest: Path, port: int, run_dir: Path) -> Path:
     """The config copy for today's bridge: `code`'s own config/ (its schema) with the same ports,
     run directory and test tolerances as ours."""
@@ -410,20 +426,30 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
 
         # Today's bridge (a worktree of --baseline) and ours take turns against the same HAL and CU,
         # `rounds` times, so that both see the same machine and the same load.
-        variants: list[tuple[str, Path, Path, dict[str, str]]] = [("working tree", REPO, cfg, {"EVO_GRPC_TRACE": str(trace)})]
+        # A variant: (name, bridge code, bridge config, bridge env, the HAL/CU config it needs or None)
+        variants: list[tuple[str, Path, Path, dict[str, str], Path | None]] = [
+            ("working tree", REPO, cfg, {"EVO_GRPC_TRACE": str(trace)}, cfg if args.hal_at_cycle_start else None)]
         if base_code is not None:
             variants.append((f"baseline {args.baseline}", base_code,
                              baseline_config(base_code, tmp / "config-baseline", port, tmp / "run"),
-                             {"EVO_GRPC_TRACE": str(tmp / "base-trace.jsonl")}))  # ignored by a bridge without it
-        rounds = args.rounds if base_code is not None else 1
+                             {"EVO_GRPC_TRACE": str(tmp / "base-trace.jsonl")}, None))  # ignored by a bridge without it
+        elif args.hal_at_cycle_start:
+            # the same bridge; HAL and CU restarted on a config copy whose HAL takes commands only at a cycle's start
+            at_start = at_cycle_start_config(cfg, tmp / "config-at-cycle-start")
+            variants.append((AT_START, REPO, at_start, {"EVO_GRPC_TRACE": str(tmp / "base-trace.jsonl")}, at_start))
+        rounds = args.rounds if len(variants) > 1 else 1
         per_round = max(10, args.n // rounds)
         parts: dict[str, dict[str, list[np.ndarray]]] = {
             name: {"do": [], "do_srv": [], "cu": [], "cu_srv": [], "st": [], "cpu_s": [], "calls": []}
             for name, *_ in variants}
         for r in range(rounds):
             # alternate who goes first: a round's first bridge meets the load the floor or the other left
-            for name, code, config, env in (variants if r % 2 == 0 else variants[::-1]):
-                print(f"gRPC round {r + 1}/{rounds}: {name} bridge ...", flush=True)
+            for name, code, config, env, machine in (variants if r % 2 == 0 else variants[::-1]):
+                if machine is not None and machine != procs.cfg:
+                    procs.stop("control_unit")
+                    procs.stop("hal")
+                    start_machine(machine)
+                print(f"gRPC round {r + 1}/{rounds}: {name} ...", flush=True)
                 if "EVO_GRPC_TRACE" in env:  # one trace file per round (the bridge writes it when it stops)
                     stem = "grpc-trace" if name == "working tree" else "base-trace"
                     env = {**env, "EVO_GRPC_TRACE": str(tmp / f"{stem}-{r}.jsonl")}
@@ -477,7 +503,7 @@ def run(args: argparse.Namespace, base_code: Path | None = None, machine_code: P
                 "blocks": len(pv["do"])}
             if name != "working tree":
                 result["baseline"] = {"rows": vrows, "command_over_get_status": over_get_status(vrows)}
-                result["baseline_commit"] = args.baseline
+                result["baseline_commit"] = args.baseline or AT_START
         if args.latency_only and trace.exists():
             result["breakdown_ms"] = trace_breakdown(trace)
         if args.latency_only and (tmp / "base-trace.jsonl").exists() and "baseline" in result:
@@ -622,7 +648,11 @@ def side_by_side(result: dict[str, Any]) -> None:
     old_cpu, new_cpu = base["rows"].get("bridge_cpu_ms_per_call"), result["rows"].get("bridge_cpu_ms_per_call")
     rows.append({"what": "bridge CPU per call", "old50": old_cpu, "new50": new_cpu,
                  "r": ratio(new_cpu, old_cpu) if old_cpu and new_cpu else None})
-    print(f"\nside by side: today's bridge ({result['baseline_commit']}) and ours in turns against the same HAL and CU (ms):")
+    if result["baseline_commit"] == AT_START:
+        print("\nside by side: the same bridge against a HAL that takes commands between cycles (new) and one whose "
+              f"HAL waits for its cycle's start (old, {AT_START}), in turns (ms):")
+    else:
+        print(f"\nside by side: today's bridge ({result['baseline_commit']}) and ours in turns against the same HAL and CU (ms):")
     print_table(rows, [("latency", "what", ""), ("old p50", "old50", ".3f"), ("new p50", "new50", ".3f"),
                        ("old p99", "old99", ".3f"), ("new p99", "new99", ".3f"), ("new/old p50", "r", ".2f")])
 
@@ -643,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--machine-commit", metavar="COMMIT",
                     help="run HAL and CU from a worktree of COMMIT, or from the tree at that path (a fixed machine "
                          "while their code changes)")
+    ap.add_argument("--hal-at-cycle-start", action="store_true",
+                    help="side by side: our bridge against the HAL taking posted commands between cycles (default) "
+                         "and against it restarted with [hal] commands_between_cycles = false, in turns")
     ap.add_argument("--latency-only", action="store_true",
                     help="only the round trips (GetStatus vs SetDigitalOutput vs a CU command) and their breakdown")
     args = ap.parse_args(argv)
@@ -657,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.machine_commit:
             machine_code = stack.enter_context(baseline_tree(args.machine_commit))
         base_code = None
-        if args.baseline:
+        if args.baseline or args.hal_at_cycle_start:
             args.latency_only = True  # the side-by-side is the round trips only
             base_code = stack.enter_context(baseline_tree(args.baseline))
         result = run(args, base_code, machine_code)

@@ -26,6 +26,7 @@ _clock_ns = time.perf_counter_ns  # CLOCK_MONOTONIC; module-level names: the tim
 _sleep = time.sleep
 _BUCKET_NS = JITTER_BUCKET_US * 1000
 
+_MAX_BETWEEN_WAKES = 32  # posts served in one period by wake_between; more wait for the cycle
 PING_NS = 500_000_000  # a cycle loop tells the watchdog it is alive this often (WATCHDOG=1)
 PR_SET_TIMERSLACK = 29
 PR_SET_PDEATHSIG = 1
@@ -108,6 +109,7 @@ class CycleTimer:
         self.ticks = 1  # periods since the previous wake (1 + skipped ticks)
         self.now_ns = 0  # wake time of this cycle (perf_counter_ns == CLOCK_MONOTONIC)
         self.rt_active = False
+        self.sleep: Callable[[float], None] = _sleep  # how wait() sleeps (CycleLoop.wake_between)
         # the published record: hist lives in it, the scalars go in through one u64 memoryview
         self._rec = np.zeros((), dtype=CYCLE_STATS)
         self._rec_u8 = self._rec.reshape(1).view(np.uint8)
@@ -128,7 +130,7 @@ class CycleTimer:
         spin = self.spin_ns
         remaining = target - _clock_ns() - spin
         if remaining > 0:
-            _sleep(remaining * 1e-9)
+            self.sleep(remaining * 1e-9)
         if spin:
             while _clock_ns() < target:
                 pass
@@ -250,6 +252,10 @@ class CycleLoop:
     runs one step, so the module's heartbeat keeps moving inside its readers' stale budget.
     Idle time is neither jitter nor overrun.
 
+    `wake_between(waiter, work, guard_ns)` (the HAL): the loop sleeps to each deadline on the
+    WakeWaiter instead of the clock, and a post runs `work(now_ns)` at once — a command taken
+    between cycles instead of at the next one. The deadlines do not move.
+
     `auto_publish=False`: the loop does not copy its figures into the stats views every cycle; the
     step calls `publish()` right before it commits the segments that carry them (a module that
     commits its status segments only on a change or every 10 ms saves the copies in between)."""
@@ -267,6 +273,8 @@ class CycleLoop:
         self.timer = CycleTimer(self.period_ns)
         self._stats: tuple[np.ndarray, ...] = ()
         self.idle_waits = 0
+        self._between: tuple[WakeWaiter, Callable[[int], None], int] | None = None
+        self.between_wakes = 0
 
     def start(self, stats: Sequence[np.ndarray] = ()) -> bool:
         """RT set-up (SCHED_FIFO + mlockall when asked and permitted), the timer, gc.freeze.
@@ -275,9 +283,37 @@ class CycleLoop:
         # busy-waiting only under SCHED_FIFO and only when asked: a FIFO spinner starves a small box
         self.timer = CycleTimer(self.period_ns, spin_ns=self.spin_ns if self.rt_active else 0)
         self.timer.rt_active = self.rt_active
+        if self._between is not None:
+            self.timer.sleep = self._sleep_on_waiter(*self._between)
         self._stats = tuple(CycleTimer.publisher(s) for s in stats)
         freeze_gc()
         return self.rt_active
+
+    def wake_between(self, waiter: WakeWaiter, work: Callable[[int], None], guard_ns: int) -> None:
+        """Sleep between cycles on `waiter`: a post runs `work(now_ns)` at once unless the next
+        deadline is closer than `guard_ns` (the cycle comes first then). Call before `start()`."""
+        self._between = (waiter, work, int(guard_ns))
+
+    def _sleep_on_waiter(self, waiter: WakeWaiter, work: Callable[[int], None],
+                         guard_ns: int) -> Callable[[float], None]:
+        wait = waiter.wait
+
+        def sleep(seconds: float) -> None:
+            end = _clock_ns() + int(seconds * 1e9)
+            for _ in range(_MAX_BETWEEN_WAKES):  # each turn ends with a post, a signal or the deadline
+                rem = end - _clock_ns()
+                if rem <= 0:
+                    return
+                if wait(rem * 1e-9):
+                    now = _clock_ns()
+                    if end - now > guard_ns:
+                        self.between_wakes += 1
+                        work(now)
+            rem = end - _clock_ns()  # a flood of posts: the rest of this period on the clock
+            if rem > 0:
+                _sleep(rem * 1e-9)
+
+        return sleep
 
     def publish(self) -> None:
         """Copy the figures (up to the current cycle's wake) into the stats views now."""

@@ -18,7 +18,7 @@ from common.shm.inbound import CommandInbox, Inbound, InboundPolicy
 from common.shm.p2p import TypedP2pWriter
 from common.shm.segments import HAL_IO, SEGMENTS
 from common.shm.views import ChangeDetector, flat_bytes
-from common.shm.wake import WakePoster
+from common.shm.wake import WakePoster, WakeWaiter
 from common.stale import stale_threshold
 from common.states import DriverState
 
@@ -28,7 +28,8 @@ from .drivers.registry import create_driver
 from .engine import resolve_engine
 from .fused import FusedStep
 from .io import IoProcessor
-from .kernels import FL_CONNECTED, FL_FRESH, PHASE_ALL, PHASE_POST, PHASE_PRE, R_AI, R_ALL, R_AXES, R_DI, R_TAIL
+from .kernels import (FL_CONNECTED, FL_FRESH, PHASE_ALL, PHASE_OUT, PHASE_POST, PHASE_PRE, R_AI, R_ALL, R_AXES, R_DI,
+                      R_TAIL)
 from .state_file import StateWriter, load_state
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ SLOW_EVERY_S = 0.1  # state file offer, driver health
 WRITER_PROBE_EVERY = 5  # cycles between flock probes of the CU's writer lock (a death seen within 5 ms)
 MAX_CATCH_UP_TICKS = 20  # a late cycle steps the plant by at most this many periods
 BEAT_NS = 10_000_000  # unchanged status segments (hal_mqt/rpc/re) are still committed this often
+BETWEEN_GUARD_NS = 150_000  # a command woken closer than this to the next cycle waits for that cycle
 
 _u8 = flat_bytes
 
@@ -132,6 +134,7 @@ class HalCycle:
         self.cu_connected = False
         self._acked = False  # a command was acked this cycle: its segment is committed and its reader woken
         self._io_since_slow = True  # the status payload changed since the last state-file offer
+        self.between_passes = 0  # commands taken between cycles (`between`)
         if self.fused is not None:
             f = self.fused
             self._k, self._k_tail = f.kernel, f.tail
@@ -250,6 +253,34 @@ class HalCycle:
         if now_ns >= self._next_slow:
             self._slow(now_ns)
         self.cycles += 1
+
+    def between(self, now_ns: int) -> None:
+        """Between cycles, woken by a bridge's post after it submitted a command: take the commands
+        waiting in rpc_hal / re_hal now instead of at the next cycle, recompute the outputs on the
+        last cycle's CU frame and inputs, and commit the status with the acks — a reader that sees
+        the ack sees the outputs it set (read-your-writes). The driver exchanges them in the next
+        cycle, as it would a command taken at a cycle's start. Nothing else of the cycle runs: the
+        CU frame, the plant and the inputs stay the last cycle's (the CU's liveness is judged by
+        cycles, not by these extra polls, which see a new commit and so count nothing stale)."""
+        now = now_ns * 1e-9
+        connected = self.cu_connected
+        if self.rpc_cmds.poll_pending(now):
+            self._run_commands(self.rpc_cmds, now_ns, connected)
+        if self.re_cmds.poll_pending(now):
+            self._run_commands(self.re_cmds, now_ns, connected)
+        if not self._acked:
+            return
+        if self.fused is not None:
+            changed = self._k(PHASE_OUT, FL_CONNECTED if connected else 0, now_ns, 0.0, *self._k_tail)
+        else:
+            v = self._cu_views
+            if connected and v:
+                self.proc.outputs(v[6], v[7], now_ns, False)
+            else:
+                self.proc.outputs(None, None, now_ns, False)
+            changed = R_ALL if self._io_change.changed() else 0
+        self.between_passes += 1
+        self._publish_status(changed, now_ns)
 
     def _cu_changed(self, connected: bool) -> None:
         self.cu_connected = connected
@@ -423,6 +454,10 @@ def run(config: EvoConfig) -> int:
     def step(now_ns: int, ticks: int) -> None:
         hal.step(now_ns, dt_of_ticks[ticks if ticks < MAX_CATCH_UP_TICKS else MAX_CATCH_UP_TICKS])
 
+    # a bridge posts "hal" after it submits a command: the loop sleeps on it and takes the command at once
+    waiter = WakeWaiter("hal")
+    if hal_cfg.commands_between_cycles:
+        loop.wake_between(waiter, hal.between, BETWEEN_GUARD_NS)
     try:
         rt = loop.start(hal.stats_views)
         hal.publish_figures = loop.publish
@@ -434,6 +469,8 @@ def run(config: EvoConfig) -> int:
         loop.run(step, f"HAL cycling, driver {hal.driver.name}")
     finally:
         notify_stopping()
+        waiter.close()
         hal.close()
-        log.info("HAL stopped after %d cycles (%d overruns)", hal.cycles, loop.timer.overruns)
+        log.info("HAL stopped after %d cycles (%d overruns, %d command passes between cycles)", hal.cycles,
+                 loop.timer.overruns, hal.between_passes)
     return 0

@@ -772,6 +772,7 @@ N_OFFSETS = 32  # O_FORCE, O_OUTPUTS_WROTE: state (compare every region once; PH
 R_AXES, R_DI, R_DO, R_AI, R_AO, R_TAIL = 1, 2, 4, 8, 16, 32  # axes | di_bank | do_bank | ai | ao | the rest
 R_ALL = 63
 PHASE_ALL, PHASE_PRE, PHASE_POST = 0, 1, 2  # sim in the kernel / before a Python driver / after it
+PHASE_OUT = 3  # between cycles, after a command: the outputs again (no new CU frame), DO/AO regions compared
 FL_CONNECTED, FL_FRESH = 1, 2  # `flags`: the CU is LIVE / its heartbeat moved on this poll
 # `lays`: the three arenas' layouts end to end (HalCycle's, the IoProcessor's, the SimDriver's)
 N_HAL_BLOCKS, N_IO_BLOCKS, N_SIM_BLOCKS = 6, IB_TABLES + 1, SB_SENS + 1
@@ -788,7 +789,9 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
     IoProcessor.inputs, the hal_cu payload, cu_connected, and the change test of the status
     payload: returns the R_* regions that changed since the last call (0: none; its copy is kept in
     HB_PREV). PHASE_PRE stops after the outputs and PHASE_POST starts at the inputs, for drivers
-    whose cycle is Python."""
+    whose cycle is Python. PHASE_OUT (a command taken between cycles) runs the outputs alone on the
+    CU frame of the last cycle and returns R_DO / R_AO when those regions changed: the status
+    committed with the command's ack shows its effect."""
     hl, il, sl = lays[:LAY_IO], lays[LAY_IO:LAY_SIM], lays[LAY_SIM:N_LAYS]
     o = _i8(h_arena, hl, HB_OFF)[0]
     hf, hb = _f8(h_arena, hl, HB_F), _b(h_arena, hl, HB_B)
@@ -800,7 +803,9 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
     if phase != PHASE_POST:
         cs = o[O_CU_STRIDE]
         cu_ax = cu[o[O_CU_AXES]:o[O_CU_AXES] + n * cs]
-        if connected:
+        if phase == PHASE_OUT:
+            pass  # the drive commands are the last cycle's: the CU frame has not been read again
+        elif connected:
             cf = cu_ax.view(np.float64).reshape((n, cs // 8))
             cb = cu_ax.reshape((n, cs))
             conf = hb[HB_CONFIGURED]
@@ -827,6 +832,18 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
                  hal[o[O_AO]:o[O_AO] + 8 * MAX_AO].view(np.float64))
         if phase == PHASE_PRE:
             return 0
+        if phase == PHASE_OUT:
+            wrote_out = o[O_OUTPUTS_WROTE]
+            o[O_OUTPUTS_WROTE] = 0
+            src = hal[:o[O_N_IO]].view(np.uint64)
+            prev = _u8(h_arena, hl, HB_PREV)[0]
+            mask = 0
+            do_w, ao_w = o[O_DO_BANK] >> 3, o[O_AO] >> 3
+            if wrote_out & OUT_DO and _sync(src, prev, do_w, do_w + BANK_WORDS):
+                mask |= R_DO
+            if wrote_out & OUT_AO and _sync(src, prev, ao_w, ao_w + MAX_AO):
+                mask |= R_AO
+            return mask
     if phase == PHASE_ALL:
         st = o[O_STRIDE]
         ax = hal[o[O_AXES]:o[O_AXES] + n * st]

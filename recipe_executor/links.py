@@ -49,6 +49,8 @@ class Links:
         self.cu_out = CommandOutbox(self.re_cu.local["ring"], self.cu_in)
         self.hal_out = CommandOutbox(self.re_hal.local["ring"], self.hal_in)
         self.wake_mqt, self.wake_rpc = WakePoster("mqt"), WakePoster("rpc")
+        self.wake_hal = WakePoster("hal")  # the HAL takes a posted command between its cycles
+        self._hal_submitted = False
         self._rpc_acks = self.re_rpc.local["acks"]["count"]
         self._rpc_acks_seen = 0
         self._status_changed = True
@@ -117,6 +119,7 @@ class Links:
             except RingFull:  # BackPressure: it stays queued until a slot is free
                 return
             t.sent_at = time.monotonic()
+            self._hal_submitted |= out is self.hal_out
             self._queue.pop(0)
 
     def send_cu(self, code: int, axis: int = 0, pin: int = 0, args: Sequence[float] = ()) -> Ticket:
@@ -165,6 +168,9 @@ class Links:
         self._flush()
         for w in self._writers:
             w.commit()
+        if self._hal_submitted:
+            self._hal_submitted = False
+            self.wake_hal.post()
         n = self._rpc_acks[()]
         if self._status_changed or n != self._rpc_acks_seen:
             self._rpc_acks_seen = n
@@ -174,7 +180,7 @@ class Links:
             self._status_changed = False
 
     def close(self) -> None:
-        for inp in ("cu_in", "hal_in", "rpc_in", "wake_mqt", "wake_rpc"):
+        for inp in ("cu_in", "hal_in", "rpc_in", "wake_mqt", "wake_rpc", "wake_hal"):
             if hasattr(self, inp):
                 getattr(self, inp).close()
         for w in self._writers:

@@ -78,6 +78,15 @@ class Side:
             self.outbox.submit(code, rid, pin=pin, args=(value,))
         self.rpc.commit()
         self.hal.step(now, 0.001)
+        self._take_acks(now)
+        if frame["between"]:  # submitted after the cycle: the bridge's post runs HalCycle.between
+            for rid, code, pin, value in frame["between"]:
+                self.outbox.submit(code, rid, pin=pin, args=(value,))
+            self.rpc.commit()
+            self.hal.between(now + MS // 2)
+            self._take_acks(now + MS // 2)
+
+    def _take_acks(self, now: int) -> None:
         self.acks_in.poll(now * 1e-9)
         self.acks += [(a.request_id, int(a.result), a.message) for a in self.outbox.poll_acks()]
 
@@ -115,8 +124,14 @@ def _frames(axes: int, n: int, rng: np.random.Generator, do_pins: list[int]) -> 
             pin = do_pins[k % len(do_pins)]
             commands = [(k, int(HalCommand.SET_DO), pin, 1.0), (k + 100000, int(HalCommand.SET_AO), 0, 2.5),
                         (k + 200000, int(HalCommand.PULSE_DO), pin, 7.0), (k + 300000, int(HalCommand.SET_DO), 5000, 1.0)]
+        between = []
+        if k % 89 == 44:  # taken between cycles (HalCycle.between), also while the CU is stale
+            pin = do_pins[(k // 89) % len(do_pins)]
+            between = [(k + 400000, int(HalCommand.SET_DO), pin, float(k // 89 % 2)),
+                       (k + 500000, int(HalCommand.SET_AO), 0, 1.0 + k % 7), (k + 600000, int(HalCommand.PULSE_DO), pin, 3.0),
+                       (k + 700000, int(HalCommand.SET_AO), 0, 99.0)]
         frames.append({"enable": enable, "brake": brake, "torque": torque, "bank": bank, "ao": ao,
-                       "cu": not (600 <= k < 760), "commands": commands})
+                       "cu": not (600 <= k < 760), "commands": commands, "between": between})
     return frames
 
 
@@ -188,7 +203,7 @@ def machine64(tmp_path_factory):
 def test_compiled_cycle_publishes_what_the_reference_publishes(machine64, tmp_path, monkeypatch, python_driver):
     """Issue 15 must-exist (numpy reference kept, both engines within 1e-12), for the fused cycle:
     64 axes and 1024 points, drives enabled and moving, brakes released, DO/AO frames from the CU,
-    the CU stale and back, RPC commands (accepted and refused) — every payload field of hal_mqt and
+    the CU stale and back, RPC commands (accepted and refused, at a cycle and between cycles) — every payload field of hal_mqt and
     hal_cu equal (floats within 1e-12) after every cycle, the same acks, and the same commits of all
     four segments (the change test and the beats decide alike). Also with a Python driver cycle
     between the kernel's two phases (how EtherCAT / CANopen run)."""
@@ -198,6 +213,7 @@ def test_compiled_cycle_publishes_what_the_reference_publishes(machine64, tmp_pa
         assert np.count_nonzero(a.hal.dio.target_position[:64]) == (64 if python_driver else 0)
         assert a.hal.cu_connected and a.hal.w_rpc.heartbeat > 50
         assert len(a.acks) == len(b.acks) >= 30 and a.acks == b.acks
+        assert a.hal.between_passes == b.hal.between_passes >= 10
         results = {r for _i, r, _m in a.acks}
         assert 0 in results and len(results) >= 2, "accepted and refused commands both exercised"
         assert a.hal.w_mqt.heartbeat < 1000, "unchanged status segments are not committed every cycle"
@@ -302,3 +318,49 @@ def test_a_killed_cu_is_seen_within_the_probe_bound_and_outputs_go_safe(tmp_path
         if hal is not None:
             hal.close(save=False)
         remove_shm(prefix)
+
+
+@pytest.mark.parametrize("engine", ["compiled", "numpy"])
+def test_a_command_taken_between_cycles_is_acked_with_its_output_in_the_same_commit(tmp_path, monkeypatch, engine):
+    """Issue 15, command round trip: a command the bridge posts between two cycles is executed at
+    once (HalCycle.between, no cycle stepped) and hal_rpc's commit that carries its ack already shows
+    the output it set (read-your-writes: an HMI that sees the ack never sees the old level). A refused
+    one is acked alike and changes nothing."""
+    cfg = load_config(REPO / "config")
+    pin = next(p.pin for p in cfg.io.points_of(IoType.DO) if p.role is None and not p.init)
+    side = Side(cfg, engine, tmp_path, monkeypatch)
+    try:
+        frame = {"enable": np.zeros(64, np.uint8), "brake": np.zeros(64, np.uint8), "torque": np.zeros(64),
+                 "bank": np.zeros(BANK_WORDS, np.uint64), "ao": np.zeros(MAX_AO), "cu": True, "commands": [],
+                 "between": []}
+        now = 10**12
+        for _ in range(5):
+            now += MS
+            side.step(now, frame)
+        assert side.hal.cu_connected
+        seen = side.seen["w_rpc"]
+        seen.copy_in()
+        word, bit = pin >> 6, np.uint64(1) << np.uint64(pin & 63)
+        before = seen.local["io"]["do_bank"][word] & bit
+        cycles, acks_before = side.hal.cycles, int(seen.local["acks"]["count"])
+
+        side.outbox.submit(int(HalCommand.SET_DO), 7, pin=pin, args=(1.0,))
+        side.outbox.submit(int(HalCommand.SET_DO), 8, pin=4999, args=(1.0,))  # refused: out of range
+        side.rpc.commit()
+        side.hal.between(now + MS // 2)
+
+        assert side.hal.cycles == cycles, "no cycle was stepped for the command"
+        seen.copy_in()
+        acks = seen.local["acks"]
+        assert int(acks["count"]) == acks_before + 2, "both acks are in hal_rpc's commit"
+        assert seen.local["io"]["do_bank"][word] & bit != before, f"do {pin} set in the commit with its ack"
+        side._take_acks(now + MS // 2)
+        assert [(rid, res) for rid, res, _m in side.acks[-2:]] == [(7, 0), (8, 1)]  # OK, INVALID_ARGUMENT
+        # the next cycle exchanges it and keeps it
+        now += MS
+        side.step(now, frame)
+        seen.copy_in()
+        assert seen.local["io"]["do_bank"][word] & bit != before
+        side.check_published(0)
+    finally:
+        side.close()

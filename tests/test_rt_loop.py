@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -106,6 +107,56 @@ def test_idle_loop_blocks_on_its_wake_and_a_post_runs_one_step(fresh_prefix):
         busy.set()
         WakePoster("re", fresh_prefix).post()
         th.join(30)
+        waiter.close()
+    assert not th.is_alive()
+
+
+def test_wake_between_runs_work_on_a_post_without_moving_the_deadlines(fresh_prefix):
+    """Issue 15 command round trip (the HAL's loop): sleeping to a deadline on the WakeWaiter, a post
+    runs `work` at once — a 200 ms period, so only the post can explain it — and the cycles keep their
+    deadlines (no extra step, no overrun counted); a post closer to the deadline than the guard is
+    left to the cycle, and a flood of posts is served a bounded number of times per period."""
+    stop = StopFlag()
+    stats = np.zeros((), CYCLE_STATS)
+    waiter = WakeWaiter("hal", fresh_prefix)
+    period = 200_000_000
+    steps: list[int] = []
+    works: list[int] = []
+    loop = CycleLoop("hal", period, stop)
+    loop.wake_between(waiter, works.append, 150_000_000)  # guard: the last 150 ms of each period
+    th = _start(loop, stats, lambda now_ns, ticks: steps.append(now_ns))
+    poster = WakePoster("hal", fresh_prefix)
+    try:
+        wait_for(lambda: len(steps) >= 2, 10, what="two cycles")
+        n = len(steps)
+        poster.post()
+        wait_for(lambda: works, 10, interval=0.001, what="the post's work")
+        assert len(steps) == n, "the work ran between cycles, not as a cycle"
+        assert steps[-1] < works[0] < steps[-1] + period
+        assert works[0] - steps[-1] < period - 150_000_000 + 10_000_000, "posted early in the period"
+        # a post inside the guard: the cycle takes it, no work
+        wait_for(lambda: len(steps) > n, 10, interval=0.001, what="the next cycle")
+        k = len(works)
+        last = steps[-1]
+        while steps[-1] == last and time.perf_counter_ns() < last + period - 100_000_000:
+            time.sleep(0.002)
+        if steps[-1] == last:  # still in this period, inside its guard
+            poster.post()
+            wait_for(lambda: steps[-1] != last, 10, interval=0.001, what="the next cycle")
+            assert len(works) == k, "a post inside the guard ran the work"
+        # a flood: at most the bound per period, never a step too many
+        n = len(steps)
+        for _ in range(500):
+            poster.post()
+        wait_for(lambda: len(steps) >= n + 3, 10, interval=0.001, what="three more cycles")
+        assert len(works) - k <= 3 * 32 + 1
+        gaps = np.diff(steps[-4:])
+        assert (gaps >= period * 0.5).all(), f"cycles kept their period: {gaps}"
+    finally:
+        stop.set()
+        poster.post()
+        th.join(30)
+        poster.close()
         waiter.close()
     assert not th.is_alive()
 

@@ -104,6 +104,9 @@ class HalConfig:
     state_file: str = spec("")
     #: CU heartbeat unchanged this many cycles = stale; 0 = auto by scheduling (common/stale.py)
     stale_reads: int = spec(0, bounds=STALE_CYCLES_BOUNDS)
+    #: take a bridge's or the RE's posted command between cycles (acked with its outputs in the process
+    #: image, exchanged at the next cycle); false = only at a cycle's start (acked after the exchange)
+    commands_between_cycles: bool = spec(True)
     #: free-form options for the selected driver ([hal.driver_args]); the driver validates them
     driver_args: Mapping[str, Any] = spec(factory=lambda: _EMPTY, custom=True)
 
