@@ -6,9 +6,17 @@ STAMP   := $(VENV)/.installed
 DEB_PKGS := mosquitto mosquitto-clients iproute2 chromium chromium-driver
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench clean protos soak kernels
+.PHONY: setup run test bench clean protos soak kernels bytecode
 
-setup: $(STAMP) debs kernels
+setup: $(STAMP) debs kernels bytecode
+
+# The modules' bytecode, written once here: every module process imports ~100 of our files at each
+# start, and where .pyc files are not written at import (PYTHONDONTWRITEBYTECODE, a read-only tree)
+# each start would compile them again (0.7 s more for a cold `evo up` measured on the 2-core box).
+# Up-to-date files are skipped, so this costs ~0.3 s when nothing changed.
+PKGS := common evo hal control_unit recipe_executor mqtt_bridge grpc_bridge
+bytecode: $(STAMP)
+	@$(PY) -m compileall -q $(PKGS)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
