@@ -692,6 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         base_code = None
         if args.baseline or args.hal_at_cycle_start:
             args.latency_only = True  # the side-by-side is the round trips only
+        if args.baseline:
             base_code = stack.enter_context(baseline_tree(args.baseline))
         result = run(args, base_code, machine_code)
     report(result)
