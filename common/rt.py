@@ -109,7 +109,8 @@ class CycleTimer:
         self.ticks = 1  # periods since the previous wake (1 + skipped ticks)
         self.now_ns = 0  # wake time of this cycle (perf_counter_ns == CLOCK_MONOTONIC)
         self.rt_active = False
-        self.sleep: Callable[[float], None] = _sleep  # how wait() sleeps (CycleLoop.wake_between)
+        # None: wait() sleeps on the clock; else it calls this with the absolute deadline (wake_between)
+        self.sleep_until: Callable[[int], None] | None = None
         # the published record: hist lives in it, the scalars go in through one u64 memoryview
         self._rec = np.zeros((), dtype=CYCLE_STATS)
         self._rec_u8 = self._rec.reshape(1).view(np.uint8)
@@ -130,7 +131,10 @@ class CycleTimer:
         spin = self.spin_ns
         remaining = target - _clock_ns() - spin
         if remaining > 0:
-            self.sleep(remaining * 1e-9)
+            if self.sleep_until is None:
+                _sleep(remaining * 1e-9)
+            else:
+                self.sleep_until(target - spin)
         if spin:
             while _clock_ns() < target:
                 pass
@@ -284,7 +288,7 @@ class CycleLoop:
         self.timer = CycleTimer(self.period_ns, spin_ns=self.spin_ns if self.rt_active else 0)
         self.timer.rt_active = self.rt_active
         if self._between is not None:
-            self.timer.sleep = self._sleep_on_waiter(*self._between)
+            self.timer.sleep_until = self._sleep_on_waiter(*self._between)
         self._stats = tuple(CycleTimer.publisher(s) for s in stats)
         freeze_gc()
         return self.rt_active
@@ -295,25 +299,24 @@ class CycleLoop:
         self._between = (waiter, work, int(guard_ns))
 
     def _sleep_on_waiter(self, waiter: WakeWaiter, work: Callable[[int], None],
-                         guard_ns: int) -> Callable[[float], None]:
-        wait = waiter.wait
+                         guard_ns: int) -> Callable[[int], None]:
+        wait_until = waiter.wait_until
 
-        def sleep(seconds: float) -> None:
-            end = _clock_ns() + int(seconds * 1e9)
-            for _ in range(_MAX_BETWEEN_WAKES):  # each turn ends with a post, a signal or the deadline
-                rem = end - _clock_ns()
-                if rem <= 0:
+        def sleep_until(end: int) -> None:
+            if not wait_until(end):  # the common case: the deadline, one call
+                return
+            for _ in range(_MAX_BETWEEN_WAKES):  # posted: each turn ends with a post or the deadline
+                now = _clock_ns()
+                if end - now > guard_ns:
+                    self.between_wakes += 1
+                    work(now)
+                if not wait_until(end):
                     return
-                if wait(rem * 1e-9):
-                    now = _clock_ns()
-                    if end - now > guard_ns:
-                        self.between_wakes += 1
-                        work(now)
             rem = end - _clock_ns()  # a flood of posts: the rest of this period on the clock
             if rem > 0:
                 _sleep(rem * 1e-9)
 
-        return sleep
+        return sleep_until
 
     def publish(self) -> None:
         """Copy the figures (up to the current cycle's wake) into the stats views now."""

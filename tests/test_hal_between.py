@@ -28,7 +28,8 @@ def env(shm_prefix, tmp_path_factory, request):
     io = ('[Outputs]\nio = [\n    { type="do", pin=5, name="plain" },\n'
           '    { type="do", pin=6, inverted=true, name="inverted" },\n]\n')
     cfg_dir = write_config(base / "config", axes=1, io=io,
-                           hal={"cycle_time_us": CYCLE_US, "commands_between_cycles": request.param})
+                           hal={"cycle_time_us": CYCLE_US, "commands_between_cycles": request.param,
+                                "stale_reads": 20})  # the auto value is one 100 ms cycle: a busy box flaps
     hal = start_hal(shm_prefix, cfg_dir, base / "run", base)
     view, cu, rpc = HalView(cfg_dir), FakeCu(), CommandClient("rpc_hal", "hal_rpc")
     poster = WakePoster("hal")

@@ -1,6 +1,7 @@
-"""flock and stat for probes inside cycle loops: libc called directly, no Python exception, no result object.
+"""flock, stat and a semaphore's timed wait for cycle loops: libc called directly, no Python exception, no result object.
 
-`fcntl.flock` on a held lock raises BlockingIOError and `os.stat` builds a stat_result: ~10 us each after a sleep.
+`fcntl.flock` on a held lock raises BlockingIOError and `os.stat` builds a stat_result: ~10 us each after a sleep;
+posix_ipc's timed acquire raises BusyError at every time-out and takes a relative CLOCK_REALTIME time-out.
 """
 from __future__ import annotations
 
@@ -62,3 +63,74 @@ def _libc_stat():
 
 
 _stat = _libc_stat()
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_CLOCK_MONOTONIC = 1  # the clock of time.perf_counter_ns / time.monotonic on Linux
+_EINTR = 4
+_MAX_INTERRUPTS = 100
+
+
+class SemaphoreWait:
+    """A second handle (`sem_open`) on an existing named POSIX semaphore, for `wait_until`: block until
+    it is posted or an absolute CLOCK_MONOTONIC deadline passes (`sem_clockwait`, glibc >= 2.30). No
+    Python exception on the time-out, no conversion to the wall clock. `available` is False where libc
+    lacks sem_clockwait or the name cannot be opened (the caller keeps posix_ipc's relative wait)."""
+
+    def __init__(self, name: str) -> None:
+        self._h: int | None = None
+        self._ts = _Timespec()
+        self._ref = ctypes.byref(self._ts)
+        if _sem_clockwait is None:
+            return
+        h = _sem_open(os.fsencode(name), 0)
+        self._h = h or None
+
+    @property
+    def available(self) -> bool:
+        return self._h is not None
+
+    def wait_until(self, deadline_ns: int) -> bool:
+        """True when posted (every further pending count taken too: one wait, one wake-up); False at
+        the deadline. A signal does not end the wait early (it is retried until the deadline)."""
+        ts = self._ts
+        ts.tv_sec, ts.tv_nsec = divmod(deadline_ns, 1_000_000_000)
+        h = self._h
+        for _ in range(_MAX_INTERRUPTS):
+            if _sem_clockwait(h, _CLOCK_MONOTONIC, self._ref) == 0:
+                for _ in range(1_000_000):
+                    if _sem_trywait(h) != 0:
+                        break
+                return True
+            if ctypes.get_errno() != _EINTR:
+                return False
+        return False
+
+    def close(self) -> None:
+        if self._h is not None:
+            _sem_close(self._h)
+            self._h = None
+
+
+def _sem_calls():
+    if not hasattr(_libc, "sem_clockwait"):
+        return None, None, None, None
+    so = _libc.sem_open
+    so.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    so.restype = ctypes.c_void_p
+    cw = _libc.sem_clockwait
+    cw.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(_Timespec)]
+    cw.restype = ctypes.c_int
+    tw = _libc.sem_trywait
+    tw.argtypes = [ctypes.c_void_p]
+    tw.restype = ctypes.c_int
+    sc = _libc.sem_close
+    sc.argtypes = [ctypes.c_void_p]
+    sc.restype = ctypes.c_int
+    return so, cw, tw, sc
+
+
+_sem_open, _sem_clockwait, _sem_trywait, _sem_close = _sem_calls()

@@ -28,6 +28,7 @@ import time
 import posix_ipc
 
 from common.consts import SHM_DIR, SHM_MODE
+from common.shm.fastcalls import SemaphoreWait
 from common.shm.p2p import ModuleAbbrev, shm_prefix
 
 _REOPEN_INTERVAL_S = 0.5  # an absent reader's semaphore: open retried at most this often
@@ -81,6 +82,7 @@ class WakeWaiter:
             pass
         self._closed = False
         self.wakes = 0
+        self._until = SemaphoreWait(self.name)  # wait_until's own handle (sem_clockwait)
 
     def wait(self, timeout_s: float) -> bool:
         """Block until posted or `timeout_s` passed; True when posted. Extra counts are drained
@@ -94,6 +96,18 @@ class WakeWaiter:
         self.drain()
         self.wakes += 1
         return True
+
+    def wait_until(self, deadline_ns: int) -> bool:
+        """`wait` to an absolute `time.perf_counter_ns()` deadline (CLOCK_MONOTONIC, the cycle
+        timer's clock): no exception at the time-out and no wall-clock conversion — what a 1 kHz loop
+        sleeping on its semaphore pays every cycle. A signal does not end it early."""
+        until = self._until
+        if not until.available:
+            return self.wait((deadline_ns - time.perf_counter_ns()) * 1e-9)
+        if until.wait_until(deadline_ns):
+            self.wakes += 1
+            return True
+        return False
 
     def drain(self) -> int:
         """Consume pending counts without blocking; returns how many."""
@@ -115,6 +129,7 @@ class WakeWaiter:
         if self._closed:
             return
         self._closed = True
+        self._until.close()
         try:
             self._sem.unlink()
         except posix_ipc.ExistentialError:
