@@ -194,3 +194,35 @@ def test_unlink_wakes_removes_the_instance_semaphores(prefix):
     finally:
         w1.close()
         w2.close()
+
+
+def test_wait_until_an_absolute_monotonic_deadline(prefix, poster_factory):
+    """Issue 15 (the HAL sleeps to each cycle's deadline on its semaphore): wait_until(deadline) on
+    perf_counter_ns's clock returns False not before the deadline when nobody posts, True at once
+    on another process's post with every pending count taken, and a signal in between (SIGALRM,
+    handled) does not end the wait early."""
+    import signal
+
+    with WakeWaiter("hal", prefix) as w:
+        assert w._until.available, "glibc's sem_clockwait is expected on the supported platforms"
+        deadline = time.perf_counter_ns() + 30_000_000
+        assert w.wait_until(deadline) is False
+        assert time.perf_counter_ns() >= deadline
+
+        poster = poster_factory("hal", prefix)
+        poster.post()
+        t0 = time.perf_counter_ns()
+        assert w.wait_until(t0 + 5_000_000_000) is True
+        assert w.value == 0 and w.wakes == 1
+
+        seen: list[int] = []
+        old = signal.signal(signal.SIGALRM, lambda *_: seen.append(1))
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.02)
+            deadline = time.perf_counter_ns() + 100_000_000
+            assert w.wait_until(deadline) is False
+            assert time.perf_counter_ns() >= deadline, "the signal ended the wait early"
+            assert seen, "the signal arrived during the wait"
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
