@@ -34,8 +34,10 @@ METHOD = (
     "During the same window a separate process runs a bare CycleTimer loop of the same 1 ms period under the "
     "same scheduling (SCHED_FIFO 40 in the FIFO run), doing nothing but reading the CU's published "
     "hal_age_cycles (one aligned u32 load) to record the largest HAL heartbeat gap the CU showed. Overruns are "
-    "skipped ticks (CycleTimer: a wake-up a whole period or more late); HAL and CU figures are the difference "
-    "of their published CYCLE_STATS (hal_mqt, cu_mqt) over the window. Wake jitter p99 comes from the "
+    "skipped ticks (CycleTimer: a wake-up a whole period or more late); HAL and CU overruns and cycles are "
+    "the difference of their published CYCLE_STATS counters (hal_mqt, cu_mqt) read by the bare loop itself at its "
+    "first and its last cycle, so that the three count over the same window (their histograms and longest "
+    "cycles: read around the bare process). Wake jitter p99 comes from the "
     "25 us-bucket histograms every loop publishes (the bare loop's exact p99 beside it)."
 )
 
@@ -44,30 +46,48 @@ import json, mmap, os, sys, time
 import numpy as np
 from common.rt import CycleTimer, setup_realtime
 seconds, prio, seg, off = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+counters = json.loads(sys.argv[5])  # {"hal": [path, cycle_count offset, overruns offset], "cu": [...]}
 rt = setup_realtime(prio)
-fd = os.open(seg, os.O_RDONLY)
-mm = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ)
-os.close(fd)
-age = memoryview(mm)[off:off + 4].cast("I")
+maps = []
+
+
+def u(path, o, fmt):
+    fd = os.open(path, os.O_RDONLY)
+    mm = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ)
+    os.close(fd)
+    maps.append(mm)
+    return memoryview(mm)[o:o + (4 if fmt == "I" else 8)].cast(fmt)
+
+
+age = u(seg, off, "I")
+loops = {k: (u(p, c, "Q"), u(p, o, "Q")) for k, (p, c, o) in counters.items()}
 n = int(seconds * 1e9 // %(period)d)
 late = np.zeros(n, dtype=np.int64)
 timer = CycleTimer(%(period)d)
 max_age = 0
 i = 0
 end = time.perf_counter_ns() + int(seconds * 1e9)
+first = last = None
 while i < n and time.perf_counter_ns() < end:
     late[i] = timer.wait() + (timer.ticks - 1) * %(period)d  # raw lateness, skipped periods included
     a = age[0]
     if a > max_age:
         max_age = a
+    if i == 0:  # the HAL's and CU's counters over exactly this loop's window (aligned u64 loads)
+        first = {k: (c[0], o[0], timer.overruns) for k, (c, o) in loops.items()}
     timer.done()
     i += 1
+last = {k: (c[0], o[0], timer.overruns) for k, (c, o) in loops.items()}
 late = late[:i]
+same_window = {k: {"cycles": last[k][0] - first[k][0], "overruns": last[k][1] - first[k][1],
+                   "bare_overruns": last[k][2] - first[k][2]} for k in loops} if first else {}
 print(json.dumps({"rt_active": rt, "cycles": timer.cycle_count, "overruns": timer.overruns,
                   "hist": timer.hist.tolist(), "p99_late_ns": float(np.percentile(late, 99)) if i else 0.0,
-                  "max_late_ns": int(late.max()) if i else 0, "cu_max_hal_age_cycles": int(max_age)}))
-age.release()
-mm.close()
+                  "max_late_ns": int(late.max()) if i else 0, "cu_max_hal_age_cycles": int(max_age),
+                  "same_window": same_window}))
+del age, loops, u
+for mm in maps:
+    mm.close()
 """ % {"period": PERIOD_NS}
 
 
@@ -180,7 +200,7 @@ def run_variant(fifo: bool, seconds: float) -> dict[str, Any]:
     """One `evo up` (normal or FIFO) with a bare loop beside it for `seconds`."""
     from common.consts import P2P_HEADER_SIZE
     from common.shm.p2p import segment_name, shm_path
-    from common.shm.segments import CU_STATUS, CU_TO_MQT
+    from common.shm.segments import CU_STATUS, CU_TO_MQT, CYCLE_STATS, SEGMENTS
 
     with tempfile.TemporaryDirectory(prefix="bench_rt_") as tmp:
         inst = Instance(REPO, Path(tmp))
@@ -194,8 +214,14 @@ def run_variant(fifo: bool, seconds: float) -> dict[str, Any]:
             inst.wait_settled()
             off = P2P_HEADER_SIZE + CU_TO_MQT.fields["status"][1] + CU_STATUS.fields["hal_age_cycles"][1]
             seg = shm_path(segment_name("cu", "mqt", inst.prefix))
+            counters = {}
+            for who, key in (("hal", "hal_mqt"), ("cu", "cu_mqt")):
+                base = P2P_HEADER_SIZE + SEGMENTS[key].dtype.fields["stats"][1]
+                counters[who] = [shm_path(SEGMENTS[key].name(inst.prefix)), base + CYCLE_STATS.fields["cycle_count"][1],
+                                 base + CYCLE_STATS.fields["overruns"][1]]
             bare = subprocess.Popen(
-                [sys.executable, "-c", BARE_LOOP, str(seconds), str(FIFO_BARE_PRIORITY if fifo else 0), seg, str(off)],
+                [sys.executable, "-c", BARE_LOOP, str(seconds), str(FIFO_BARE_PRIORITY if fifo else 0), seg, str(off),
+                 json.dumps(counters)],
                 cwd=REPO, env=inst.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             hal0, cu0 = _stats(inst.prefix, "hal_mqt"), _stats(inst.prefix, "cu_mqt")
             out, err = bare.communicate(timeout=seconds + 60)
@@ -210,10 +236,16 @@ def run_variant(fifo: bool, seconds: float) -> dict[str, Any]:
                 "p99_wake_us": _p99_from_hist(b["hist"]), "p99_wake_exact_us": b["p99_late_ns"] / 1000,
                 "max_wake_ms": b["max_late_ns"] / 1e6, "rt_active": b["rt_active"]}
     hal, cu = _window(hal0, hal1), _window(cu0, cu1)
-    for row in (hal, cu):
-        # as a share of ticks: the windows differ by a few hundred cycles (the bare loop starts after the read)
-        row["overruns_to_bare"] = ratio(row["overrun_pct"], bare_row["overrun_pct"]) if bare_row["overruns"] else None
-        row["aim_met"] = row["overrun_pct"] <= AIM_RATIO * bare_row["overrun_pct"] or row["overruns"] <= 1
+    for who, row in (("hal", hal), ("cu", cu)):
+        # the counts and the ratio over the bare loop's own window: its first to its last cycle (the reads
+        # around it also cover the bare process's start and exit); histograms from the reads around it
+        w = b["same_window"][who]
+        row["window_around_bare"] = {"cycles": row["cycles"], "overruns": row["overruns"]}
+        row["cycles"], row["overruns"] = w["cycles"], w["overruns"]
+        row["overrun_pct"] = 100.0 * w["overruns"] / max(1, w["cycles"] + w["overruns"])
+        bare_pct = 100.0 * w["bare_overruns"] / max(1, b["cycles"] + b["overruns"])
+        row["overruns_to_bare"] = ratio(row["overrun_pct"], bare_pct) if w["bare_overruns"] else None
+        row["aim_met"] = row["overrun_pct"] <= AIM_RATIO * bare_pct or row["overruns"] <= 1
     return {"scheduling": "SCHED_FIFO" if fifo else "normal", "bare": bare_row, "hal": hal, "cu": cu,
             "cu_max_hal_age_cycles": b["cu_max_hal_age_cycles"]}
 
