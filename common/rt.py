@@ -300,7 +300,7 @@ class CycleLoop:
 
     def _sleep_on_waiter(self, waiter: WakeWaiter, work: Callable[[int], None],
                          guard_ns: int) -> Callable[[int], None]:
-        wait_until = waiter.wait_until
+        wait_until = waiter.deadline_wait()
 
         def sleep_until(end: int) -> None:
             if not wait_until(end):  # the common case: the deadline, one call

@@ -9,6 +9,7 @@ import ctypes
 import fcntl
 import os
 import platform
+import time
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _flock = _libc.flock
@@ -70,8 +71,8 @@ class _Timespec(ctypes.Structure):
 
 
 _CLOCK_MONOTONIC = 1  # the clock of time.perf_counter_ns / time.monotonic on Linux
-_EINTR = 4
 _MAX_INTERRUPTS = 100
+_clock_ns = time.perf_counter_ns
 
 
 class SemaphoreWait:
@@ -95,19 +96,27 @@ class SemaphoreWait:
 
     def wait_until(self, deadline_ns: int) -> bool:
         """True when posted (every further pending count taken too: one wait, one wake-up); False at
-        the deadline. A signal does not end the wait early (it is retried until the deadline)."""
+        the deadline. A signal does not end the wait early (it is retried until the deadline). The
+        time-out path is one libc call and one clock read: a 1 kHz loop takes it every cycle."""
         ts = self._ts
         ts.tv_sec, ts.tv_nsec = divmod(deadline_ns, 1_000_000_000)
-        h = self._h
-        for _ in range(_MAX_INTERRUPTS):
-            if _sem_clockwait(h, _CLOCK_MONOTONIC, self._ref) == 0:
-                for _ in range(1_000_000):
-                    if _sem_trywait(h) != 0:
-                        break
-                return True
-            if ctypes.get_errno() != _EINTR:
-                return False
+        if _sem_clockwait(self._h, _CLOCK_MONOTONIC, self._ref) == 0:
+            return self._posted()
+        if _clock_ns() >= deadline_ns:
+            return False
+        for _ in range(_MAX_INTERRUPTS):  # ended early: a signal (EINTR); wait out the rest
+            if _sem_clockwait(self._h, _CLOCK_MONOTONIC, self._ref) == 0:
+                return self._posted()
+            if _clock_ns() >= deadline_ns:
+                break
         return False
+
+    def _posted(self) -> bool:
+        h = self._h
+        for _ in range(1_000_000):
+            if _sem_trywait(h) != 0:
+                break
+        return True
 
     def close(self) -> None:
         if self._h is not None:

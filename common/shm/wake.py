@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable
 
 import posix_ipc
 
@@ -108,6 +109,11 @@ class WakeWaiter:
             self.wakes += 1
             return True
         return False
+
+    def deadline_wait(self) -> "Callable[[int], bool]":
+        """The fastest `wait_until` for a loop to call every cycle: libc's directly when available
+        (a post is not counted in `wakes` then)."""
+        return self._until.wait_until if self._until.available else self.wait_until
 
     def drain(self) -> int:
         """Consume pending counts without blocking; returns how many."""
