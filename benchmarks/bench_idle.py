@@ -35,7 +35,9 @@ METHOD = (
     "EVO_RT=off for normal scheduling), nobody connected. Once every module runs and the spares are loaded, the CPU time "
     "(user+system, psutil) of every process of the instance is read, again after the window, and the "
     "difference is shown per process as % of one core. Side by side in one run: today's code (a git worktree "
-    "of the baseline commit, same config) and the working tree."
+    "of the baseline commit, same config) and the working tree. During each window a bare 1 kHz CycleTimer loop "
+    "(a separate process, normal scheduling, nothing else) measures the box's floor: what one 1 kHz wake-up "
+    "costs on this VM at that moment."
 )
 
 
@@ -137,6 +139,21 @@ def _cpu(p: psutil.Process) -> float:
     return t.user + t.system
 
 
+BARE_LOOP = r"""
+import os, sys, time
+from common.rt import CycleTimer
+seconds = float(sys.argv[1])
+t = CycleTimer(1_000_000)
+end = time.perf_counter_ns() + int(seconds * 1e9)
+c0 = os.times()
+while time.perf_counter_ns() < end:
+    t.wait()
+    t.done()
+c1 = os.times()
+print((c1.user + c1.system - c0.user - c0.system) / seconds * 100.0)
+"""
+
+
 def measure(inst: Instance, seconds: float) -> dict[str, Any]:
     """CPU % of one core per process of the instance over `seconds` (the tree is re-read every second:
     a process that appears mid-window counts from its first sight)."""
@@ -160,18 +177,24 @@ def measure(inst: Instance, seconds: float) -> dict[str, Any]:
             last[p.pid] = cpu
 
     load0 = list(os.getloadavg())
+    # the box's floor in the same window: a bare 1 kHz CycleTimer loop (normal scheduling), nothing else
+    bare = subprocess.Popen([sys.executable, "-c", BARE_LOOP, str(seconds)], cwd=REPO, stdout=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     t0 = time.monotonic()
     scan()
     while (left := t0 + seconds - time.monotonic()) > 0:
         time.sleep(min(1.0, left))
         scan()
     elapsed = time.monotonic() - t0
+    out, _ = bare.communicate(timeout=seconds + 60)
+    bare_pct = float(out.strip().splitlines()[-1])
     per: dict[str, float] = {}
     for pid, (label, start) in first.items():
         per[label] = per.get(label, 0.0) + 100.0 * (last[pid] - start) / elapsed
     restarts = [m["name"] for m, m0 in zip(inst.status()["modules"], doc["modules"]) if m["pid"] != m0["pid"]]
     return {"elapsed_s": elapsed, "loadavg_at_window_start": load0,
             "per_process_pct": dict(sorted(per.items())), "total_pct": sum(per.values()),
+            "bare_1khz_loop_pct": bare_pct, "total_in_bare_loops": sum(per.values()) / bare_pct if bare_pct else None,
             "processes": len(first), "restarted_during_window": restarts}
 
 
@@ -227,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, cols)
     total = variants["working tree"]["total_pct"]
     print(f"whole machine at idle: {total:.1f} % of one core (aim <= {AIM_TOTAL_PCT:.0f} %)")
+    print("the box's floor in the same windows, a bare 1 kHz CycleTimer loop: "
+          + ", ".join(f"{n} {v['bare_1khz_loop_pct']:.1f} % (machine = {v['total_in_bare_loops']:.1f} bare loops)"
+                      for n, v in variants.items()))
     scheduling = "normal (EVO_RT=off)" if os.environ.get("EVO_RT", "").lower() in ("off", "0", "no", "false") \
         else "configured (SCHED_FIFO for HAL and CU when permitted)"
     print(f"scheduling: {scheduling}; load average at each window's start: "
