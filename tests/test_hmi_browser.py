@@ -233,7 +233,9 @@ def test_bad_move_to_value_shows_invalid_argument_and_nothing_moves(machine: Mac
         assert css(page, "#result").get_attribute("data-ok") == "0"
     time.sleep(0.3)  # a move would have started within a few CU cycles
     after = machine.status().axes[AXIS - 1]
-    assert after.target_position == before.target_position
+    # the target stays where it was; an axis the CU disabled meanwhile (e.g. the manual-mode time-out after the
+    # previous test's move on a slow box) has its target set to where it stands: within the same 0.05
+    assert abs(after.target_position - before.target_position) < 0.05, (before, after)
     assert after.motion == types_pb2.MOTION_STATE_STANDSTILL and abs(after.position - before.position) < 0.05
     screenshot(page, "axes-invalid-argument")
 
