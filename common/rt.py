@@ -131,10 +131,11 @@ class CycleTimer:
         spin = self.spin_ns
         remaining = target - _clock_ns() - spin
         if remaining > 0:
-            if self.sleep_until is None:
+            sleep_until = self.sleep_until
+            if sleep_until is None:
                 _sleep(remaining * 1e-9)
             else:
-                self.sleep_until(target - spin)
+                sleep_until(target - spin)
         if spin:
             while _clock_ns() < target:
                 pass
@@ -278,7 +279,6 @@ class CycleLoop:
         self._stats: tuple[np.ndarray, ...] = ()
         self.idle_waits = 0
         self._between: tuple[WakeWaiter, Callable[[int], None], int] | None = None
-        self.between_wakes = 0
 
     def start(self, stats: Sequence[np.ndarray] = ()) -> bool:
         """RT set-up (SCHED_FIFO + mlockall when asked and permitted), the timer, gc.freeze.
@@ -308,7 +308,6 @@ class CycleLoop:
             for _ in range(_MAX_BETWEEN_WAKES):  # posted: each turn ends with a post or the deadline
                 now = _clock_ns()
                 if end - now > guard_ns:
-                    self.between_wakes += 1
                     work(now)
                 if not wait_until(end):
                     return

@@ -455,8 +455,8 @@ def run(config: EvoConfig) -> int:
         hal.step(now_ns, dt_of_ticks[ticks if ticks < MAX_CATCH_UP_TICKS else MAX_CATCH_UP_TICKS])
 
     # a bridge posts "hal" after it submits a command: the loop sleeps on it and takes the command at once
-    waiter = WakeWaiter("hal")
-    if hal_cfg.commands_between_cycles:
+    waiter = WakeWaiter("hal") if hal_cfg.commands_between_cycles else None
+    if waiter is not None:
         loop.wake_between(waiter, hal.between, BETWEEN_GUARD_NS)
     try:
         rt = loop.start(hal.stats_views)
@@ -469,7 +469,8 @@ def run(config: EvoConfig) -> int:
         loop.run(step, f"HAL cycling, driver {hal.driver.name}")
     finally:
         notify_stopping()
-        waiter.close()
+        if waiter is not None:
+            waiter.close()
         hal.close()
         log.info("HAL stopped after %d cycles (%d overruns, %d command passes between cycles)", hal.cycles,
                  loop.timer.overruns, hal.between_passes)

@@ -835,15 +835,7 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
         if phase == PHASE_OUT:
             wrote_out = o[O_OUTPUTS_WROTE]
             o[O_OUTPUTS_WROTE] = 0
-            src = hal[:o[O_N_IO]].view(np.uint64)
-            prev = _u8(h_arena, hl, HB_PREV)[0]
-            mask = 0
-            do_w, ao_w = o[O_DO_BANK] >> 3, o[O_AO] >> 3
-            if wrote_out & OUT_DO and _sync(src, prev, do_w, do_w + BANK_WORDS):
-                mask |= R_DO
-            if wrote_out & OUT_AO and _sync(src, prev, ao_w, ao_w + MAX_AO):
-                mask |= R_AO
-            return mask
+            return _outputs_changed(hal[:o[O_N_IO]].view(np.uint64), _u8(h_arena, hl, HB_PREV)[0], o, wrote_out, False)
     if phase == PHASE_ALL:
         st = o[O_STRIDE]
         ax = hal[o[O_AXES]:o[O_AXES] + n * st]
@@ -868,19 +860,14 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
     prev = _u8(h_arena, hl, HB_PREV)[0]
     force = o[O_FORCE] != 0
     o[O_FORCE] = 0
-    wrote_out = o[O_OUTPUTS_WROTE]
-    di_w, do_w, ai_w, ao_w = o[O_DI_BANK] >> 3, o[O_DO_BANK] >> 3, o[O_AI] >> 3, o[O_AO] >> 3
-    mask = 0
+    di_w, ai_w = o[O_DI_BANK] >> 3, o[O_AI] >> 3
+    mask = _outputs_changed(src, prev, o, o[O_OUTPUTS_WROTE], force)
     if _sync(src, prev, 0, di_w):
         mask |= R_AXES
     if (force or wrote_in & IN_DI) and _sync(src, prev, di_w, di_w + BANK_WORDS):
         mask |= R_DI
-    if (force or wrote_out & OUT_DO) and _sync(src, prev, do_w, do_w + BANK_WORDS):
-        mask |= R_DO
     if (force or wrote_in & IN_AI) and _sync(src, prev, ai_w, ai_w + MAX_AI):
         mask |= R_AI
-    if (force or wrote_out & OUT_AO) and _sync(src, prev, ao_w, ao_w + MAX_AO):
-        mask |= R_AO
     if _sync(src, prev, o[O_TAIL] >> 3, src.shape[0]):
         mask |= R_TAIL
     # hal_cu (upstream's layout) = HAL_IO's axes + di_bank, then ai_values: copied where they changed
@@ -891,6 +878,19 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
     if mask & R_AI:
         a, m = o[O_OUT_AI] >> 3, o[O_N_AI] >> 3
         dst[a:a + m] = src[ai_w:ai_w + m]
+    return mask
+
+
+@numba.njit(**_jit)
+def _outputs_changed(src, prev, o, wrote_out, force):
+    """R_DO / R_AO: the banks' words compared (and remembered) only when the output stage wrote them
+    (`wrote_out`: OUT_* bits) or `force`."""
+    do_w, ao_w = o[O_DO_BANK] >> 3, o[O_AO] >> 3
+    mask = 0
+    if (force or wrote_out & OUT_DO) and _sync(src, prev, do_w, do_w + BANK_WORDS):
+        mask |= R_DO
+    if (force or wrote_out & OUT_AO) and _sync(src, prev, ao_w, ao_w + MAX_AO):
+        mask |= R_AO
     return mask
 
 

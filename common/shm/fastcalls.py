@@ -100,15 +100,11 @@ class SemaphoreWait:
         time-out path is one libc call and one clock read: a 1 kHz loop takes it every cycle."""
         ts = self._ts
         ts.tv_sec, ts.tv_nsec = divmod(deadline_ns, 1_000_000_000)
-        if _sem_clockwait(self._h, _CLOCK_MONOTONIC, self._ref) == 0:
-            return self._posted()
-        if _clock_ns() >= deadline_ns:
-            return False
-        for _ in range(_MAX_INTERRUPTS):  # ended early: a signal (EINTR); wait out the rest
+        for _ in range(_MAX_INTERRUPTS):  # a turn ends early only on a signal (EINTR): wait out the rest
             if _sem_clockwait(self._h, _CLOCK_MONOTONIC, self._ref) == 0:
                 return self._posted()
             if _clock_ns() >= deadline_ns:
-                break
+                return False
         return False
 
     def _posted(self) -> bool:
