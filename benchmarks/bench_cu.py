@@ -33,12 +33,13 @@ METHOD = (
     "every axis enabled, referenced and moving (absolute moves back and forth), paced by a common.rt.CycleTimer "
     "at 1 ms outside the timed region like the CU loop (under SCHED_FIFO the last 150 us busy-waited), a plant "
     "double of the HAL sim integrated outside the timed region; perf_counter_ns around one cycle. Engines: "
-    "'compiled' = the numba kernels (control_unit/kernels, what the CU runs), 'numpy' = the vectorised "
-    "reference; 'bare CycleTimer loop' = the same timer and the same timing with nothing in between (the "
-    "machine's floor). Kernel load: `control_unit.kernels.load()` in a fresh process with an empty "
-    "NUMBA_CACHE_DIR (cold: compiles) and again with that cache (warm: loads); 'CU core start' = a fresh "
-    "process importing control_unit.core, loading the default config, building the compiled ControlCore and "
-    "stepping it once, with the project's warm cache. 'law' = the control "
+    "'compiled' = the kernels of control_unit/kernels built ahead of time by numba.pycc (what the CU runs), "
+    "'jit' = the same kernels through numba's JIT (the fallback while that module is stale), 'numpy' = the "
+    "vectorised reference; 'bare CycleTimer loop' = the same timer and the same timing with nothing in between (the "
+    "machine's floor). Kernel load: `control_unit.kernels.load()` in a fresh process on the AOT module, and on "
+    "numba's JIT with an empty NUMBA_CACHE_DIR (cold: compiles) and again with that cache (warm: loads); 'CU "
+    "core start' = a fresh process importing control_unit.core, loading the default config, building the "
+    "compiled ControlCore and stepping it once (AOT module / JIT with the project's cache). 'law' = the control "
     "law alone (ControlLaw.step, every stage on: PID+FF+DOB+notch+low-pass+clamp); 'law, per-axis loop' = "
     "the same formulas as a Python loop over axes with floats (the obvious alternative); 'CU cycle' = "
     "set_inputs + state machines + safety + trajectory + law (ControlCore.step); 'CU cycle + publish' adds "
@@ -131,7 +132,8 @@ def _normal() -> None:
         pass
 
 
-def bench_compute(tmp: Path, n: int, cycles: int, engine: str, fifo: bool, law: bool = False) -> dict[str, Any]:
+def bench_compute(tmp: Path, n: int, cycles: int, engine: str, fifo: bool, law: bool = False,
+                  backend: str = "aot") -> dict[str, Any]:
     from common.config import load_config
     from common.shm.commands import CuCommand as C
     from common.shm.rings import Command
@@ -143,7 +145,12 @@ def bench_compute(tmp: Path, n: int, cycles: int, engine: str, fifo: bool, law: 
     from control_unit.diagnostics import StatusWriter, fill_pid
 
     cfg = load_config(_config_with_axes(tmp, n))
-    core = ControlCore(cfg, engine=engine)
+    was = os.environ.get("EVO_KERNELS")
+    os.environ["EVO_KERNELS"] = backend  # the compiled engine's kernels: the AOT module, or numba's JIT
+    try:
+        core = ControlCore(cfg, engine=engine)
+    finally:
+        os.environ.pop("EVO_KERNELS") if was is None else os.environ.__setitem__("EVO_KERNELS", was)
     dt = core.dt
     plant = _Plant(cfg, n)
     fb = np.zeros(64, dtype=HAL_AXIS_FEEDBACK)
@@ -246,8 +253,8 @@ def bench_compute(tmp: Path, n: int, cycles: int, engine: str, fifo: bool, law: 
 
 
 _LOAD_PROBE = (
-    "import time; t0 = time.perf_counter(); from control_unit import kernels; t1 = time.perf_counter(); "
-    "k = kernels.load(); print(t1 - t0, k.load_s, len(k.compiled))"
+    "import sys, time; t0 = time.perf_counter(); from control_unit import kernels; t1 = time.perf_counter(); "
+    "k = kernels.load(); print(t1 - t0, k.load_s, len(k.compiled), int('numba' in sys.modules))"
 )
 _START_PROBE = (
     "import time; t0 = time.perf_counter(); from pathlib import Path; from common.config import load_config; "
@@ -258,30 +265,31 @@ _START_PROBE = (
 
 
 def bench_kernel_load(tmp: Path) -> dict[str, float]:
-    """Cold compile and warm load of the kernels (a private NUMBA_CACHE_DIR), and the CU core's start
-    in a fresh process with the project's warm cache."""
+    """`kernels.load()` in fresh processes: the AOT module (make kernels), numba's JIT with a private empty
+    NUMBA_CACHE_DIR (cold: compiles) and filled (warm); and the CU core's start on the AOT module and on
+    the JIT with the project's cache (the quickest of three each)."""
     import subprocess
     import sys
 
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba_cache"))
     res: dict[str, float] = {}
-    for label in ("cold", "warm"):
+    for label, extra in (("aot", {"EVO_KERNELS": "aot"}),
+                         ("cold", {"EVO_KERNELS": "jit", "NUMBA_CACHE_DIR": str(tmp / "numba_cache")}),
+                         ("warm", {"EVO_KERNELS": "jit", "NUMBA_CACHE_DIR": str(tmp / "numba_cache")})):
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", _LOAD_PROBE], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=1800, check=True).stdout.split()
+        out = subprocess.run([sys.executable, "-c", _LOAD_PROBE], cwd=REPO, env=dict(os.environ, **extra),
+                             capture_output=True, text=True, timeout=1800, check=True).stdout.split()
         res[f"{label}_process_s"] = time.perf_counter() - t0
         res[f"{label}_import_s"], res[f"{label}_load_s"] = float(out[0]), float(out[1])
-        res[f"{label}_compiled"] = int(out[2])
-    subprocess.run([sys.executable, "-m", "control_unit.kernels"], cwd=REPO, check=True, capture_output=True,
-                   timeout=1800)  # the project's own cache (make kernels)
-    starts = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", _START_PROBE], cwd=REPO, capture_output=True, text=True,
-                             timeout=300, check=True).stdout.split()
-        starts.append((time.perf_counter() - t0, float(out[0]), float(out[1])))
-    best = min(starts)
-    res["cu_start_process_s"], res["cu_start_import_s"], res["cu_start_build_s"] = best
+        res[f"{label}_compiled"], res[f"{label}_numba"] = int(out[2]), int(out[3])
+    for backend in ("aot", "jit"):
+        starts = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", _START_PROBE], cwd=REPO, capture_output=True, text=True,
+                                 env=dict(os.environ, EVO_KERNELS=backend), timeout=300, check=True).stdout.split()
+            starts.append((time.perf_counter() - t0, float(out[0]), float(out[1])))
+        res[f"cu_start_{backend}_process_s"], res[f"cu_start_{backend}_import_s"], res[f"cu_start_{backend}_build_s"] = \
+            min(starts)
     return res
 
 
@@ -410,9 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         compute: dict[str, Any] = {}
         for n in (4, 64):
             c: dict[str, Any] = {"bare CycleTimer loop": bench_bare(cycles, fifo)}
-            for engine in ("compiled", "numpy"):
-                r = bench_compute(tmp, n, cycles, engine, fifo, law=engine == "numpy")
-                c.update({f"{k} ({engine})" if k.startswith("CU") else k: v for k, v in r.items()})
+            for engine in ("compiled", "jit", "numpy"):  # jit: the compiled engine on numba's JIT (the fallback)
+                r = bench_compute(tmp, n, cycles, "numpy" if engine == "numpy" else "compiled", fifo,
+                                  law=engine == "numpy", backend="jit" if engine == "jit" else "aot")
+                c.update({f"{k} ({engine})" if k.startswith("CU") else k: v for k, v in r.items()
+                          if engine != "jit" or k.startswith("CU")})
             compute[str(n)] = c
         _normal()
         rows = []
@@ -423,8 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 row = {"axes": int(n), "what": label, "p50_us": st["p50_ns"] / 1e3, "p99_us": st["p99_ns"] / 1e3,
                        "max_us": st["max_ns"] / 1e3, "numpy_x_p50": None, "numpy_x_p99": None}
-                if label.endswith("(compiled)"):
-                    ref = c[label.replace("(compiled)", "(numpy)")]
+                if label.endswith(("(compiled)", "(jit)")):
+                    ref = c[label.replace("(compiled)", "(numpy)").replace("(jit)", "(numpy)")]
                     row["numpy_x_p50"] = ratio(ref["p50_ns"], st["p50_ns"])
                     row["numpy_x_p99"] = ratio(ref["p99_ns"], st["p99_ns"])
                 if label.startswith("law (vectorised)"):
@@ -442,10 +452,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"aim: {n}-axis compiled CU cycle p99 <= {aim:.0f} us -> {p99:.1f} us "
                   f"({'met' if p99 <= aim else 'NOT met'})")
         kl = kernel_load
-        print(f"\nkernels: cold compile {kl['cold_load_s']:.1f} s (process {kl['cold_process_s']:.1f} s), warm load "
-              f"{kl['warm_load_s'] * 1e3:.0f} ms (numba import {kl['warm_import_s'] * 1e3:.0f} ms, process "
-              f"{kl['warm_process_s']:.2f} s); CU core start with a warm cache: process {kl['cu_start_process_s']:.2f} s "
-              f"(imports {kl['cu_start_import_s']:.2f} s, config + core + first step {kl['cu_start_build_s']:.2f} s)")
+        print(f"\nkernels: AOT module load {kl['aot_load_s'] * 1e3:.1f} ms (process {kl['aot_process_s']:.2f} s, numba "
+              f"imported: {bool(kl['aot_numba'])}); numba JIT cold compile {kl['cold_load_s']:.1f} s (process "
+              f"{kl['cold_process_s']:.1f} s), warm load {kl['warm_load_s'] * 1e3:.0f} ms (imports "
+              f"{kl['warm_import_s'] * 1e3:.0f} ms, process {kl['warm_process_s']:.2f} s)")
+        for b in ("aot", "jit"):
+            print(f"CU core start on {b}: process {kl[f'cu_start_{b}_process_s']:.2f} s (imports "
+                  f"{kl[f'cu_start_{b}_import_s']:.2f} s, config + core + first step {kl[f'cu_start_{b}_build_s']:.2f} s)")
         path = write_json("cu", {"machine": info, "method": METHOD, "compute": compute, "kernel_load": kernel_load,
                                  "aims": aims})  # written again with the loops below
         if args.no_loop:

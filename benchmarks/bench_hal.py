@@ -33,8 +33,8 @@ PACE_S = 0.0003  # compute runs: pause between cycles, outside the timed region
 # HalCycle.step of this commit is measured by the same bench_step in the same run
 BASELINE_COMMIT = "46f591b44307d723623ec362cb7f2b43d35e164f"
 METHOD = (
-    "Engines: 'compiled' = the numba kernels of hal/kernels.py (what the HAL runs: one hal_step call per "
-    "cycle with the sim driver), 'numpy' = the vectorised reference (the path before issue 15), chosen with "
+    "Engines: 'compiled' = the kernels of hal/kernels.py built ahead of time by numba.pycc (what the HAL "
+    "runs: one hal_step call per cycle with the sim driver), 'numpy' = the vectorised reference (the path before issue 15), chosen with "
     "$EVO_HAL_ENGINE before HalCycle is built; 'baseline' = HalCycle.step (compiled engine) of commit "
     f"{BASELINE_COMMIT[:9]} (before the cycle-glue work: three kernel calls, full commits, the open+flock+stat+close "
     "probe), measured by this file's bench_step in a git worktree of that commit, in the same run, right "
@@ -42,8 +42,10 @@ METHOD = (
     "step makes (inside a real HalCycle, fed through the cu_hal payload copy it reads), paced the same way; "
     "'floor' = the same paced loop timing an empty region (perf_counter_ns pair). Machines: 'default' = config/ "
     "(4 axes, its io.toml), '64' = synthetic 64 axes with 1024 points of each I/O type. "
-    "Kernel load: `python -m hal.kernels` and `HalCycle(config)` in fresh processes with NUMBA_CACHE_DIR "
-    "empty (cold: compile) and then filled (warm: load). "
+    "Kernel load: `HalCycle(config)` in fresh processes on the AOT module `make kernels` builds "
+    "($EVO_KERNELS=aot, the quickest of three), on numba's JIT with NUMBA_CACHE_DIR empty (cold: compiles) and "
+    "then filled (warm: the fallback's load). 'compiled (numba JIT, the fallback)' rows: the same step with "
+    "$EVO_KERNELS=jit. "
     "Kernel work only: inside a real HalCycle, the three calls step() makes that the kernels replace "
     "(proc.outputs, driver.cycle, proc.inputs), timed together without the segment reads, commands and commits. "
     "Compute: HalCycle.step() called directly in one process under SCHED_FIFO (other load on the "
@@ -102,19 +104,26 @@ def _default_config(tmp: Path):
     return load_config(Path(hal.__file__).resolve().parents[1] / "config")
 
 
-def _hal_cycle(cfg, engine: str):
-    """HalCycle with its IoProcessor and sim driver on `engine`."""
+@contextlib.contextmanager
+def _env(**values: str | None):
+    """os.environ with `values` set (None: unset) inside the block."""
+    old = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def _hal_cycle(cfg, engine: str, backend: str | None = None):
+    """HalCycle with its IoProcessor and sim driver on `engine` (compiled: the kernels of `backend`,
+    $EVO_KERNELS: aot / jit; None: what the HAL loads)."""
     from hal.cycle import HalCycle
 
-    old = os.environ.get("EVO_HAL_ENGINE")
-    os.environ["EVO_HAL_ENGINE"] = engine
-    try:
+    with _env(EVO_HAL_ENGINE=engine, EVO_KERNELS=backend):
         hal = HalCycle(cfg)
-    finally:
-        if old is None:
-            os.environ.pop("EVO_HAL_ENGINE", None)
-        else:
-            os.environ["EVO_HAL_ENGINE"] = old
     assert hal.proc.engine == engine and getattr(hal.driver, "engine", engine) == engine
     return hal
 
@@ -137,7 +146,8 @@ def bench_floor(cycles: int) -> dict[str, Any]:
     return {**summarize(out), "rt_active": rt}
 
 
-def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled", points: int = 1024) -> dict[str, Any]:
+def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled", points: int = 1024,
+               backend: str | None = None) -> dict[str, Any]:
     from common.shm.p2p import TypedP2pWriter
     from common.shm.segments import SEGMENTS
 
@@ -146,7 +156,7 @@ def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled
         _setup_env(tmp)
         cfg = _default_config(tmp) if machine == "default" else _load(tmp, int(machine), points)
         axes = max(cfg.axis_ids)
-        hal = _hal_cycle(cfg, engine)
+        hal = _hal_cycle(cfg, engine, backend)
         s = SEGMENTS["cu_hal"]
         cu = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
         try:
@@ -477,7 +487,7 @@ def bench_fused(machine: str, scenario: str, cycles: int, points: int = 1024) ->
 # --- main ---------------------------------------------------------------------------------------
 
 _START_PROBE = """
-import time
+import sys, time
 t0 = time.perf_counter()
 from common.config import load_config
 from hal.cycle import HalCycle
@@ -485,33 +495,27 @@ t1 = time.perf_counter()
 hal = HalCycle(load_config({config!r}))
 t2 = time.perf_counter()
 hal.close()
-print(t1 - t0, t2 - t1)
+print(t1 - t0, t2 - t1, int("numba" in sys.modules))
 """
 
 
 def bench_kernel_load(tmp: Path, env: dict[str, str]) -> dict[str, Any]:
-    """`python -m hal.kernels` and a HalCycle built in fresh processes, numba's cache empty then filled."""
+    """A HalCycle built in fresh processes: on the AOT module (what `make kernels` leaves), on numba's JIT
+    with its cache empty (a first start with nothing built: compiles) and filled (the fallback's start)."""
     out: dict[str, Any] = {}
     cache = tmp / "numba-cache"
-    for phase in ("cold", "warm"):
-        e = dict(env, NUMBA_CACHE_DIR=str(cache))
-        t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "hal.kernels"], cwd=REPO, env=e, capture_output=True, text=True,
-                           timeout=600)
-        wall = time.perf_counter() - t0
-        if r.returncode != 0:
-            return {"error": r.stderr.strip().splitlines()[-1]}
-        out[f"kernels_{phase}_s"] = wall
-        out[f"kernels_{phase}_report"] = r.stdout.strip().splitlines()
-        if phase == "cold":  # HalCycle's own first start: a second empty cache
-            e = dict(e, NUMBA_CACHE_DIR=str(tmp / "numba-cache-2"))
-        for label, ee in (("halcycle_" + phase, e),):
+    for label, extra in (("aot", {"EVO_KERNELS": "aot"}), ("jit_cold", {"EVO_KERNELS": "jit", "NUMBA_CACHE_DIR": str(cache)}),
+                         ("jit_warm", {"EVO_KERNELS": "jit", "NUMBA_CACHE_DIR": str(cache)})):
+        best = None
+        for _ in range(1 if label == "jit_cold" else 3):  # the quickest of three: the start without other load
             r = subprocess.run([sys.executable, "-c", _START_PROBE.format(config=str(REPO / "config"))], cwd=REPO,
-                               env=ee, capture_output=True, text=True, timeout=600)
+                               env=dict(env, **extra), capture_output=True, text=True, timeout=900)
             if r.returncode != 0:
                 return {"error": r.stderr.strip().splitlines()[-1]}
-            imports, build = map(float, r.stdout.split()[-2:])
-            out[label + "_imports_s"], out[label + "_build_s"] = imports, build
+            imports, build, numba_loaded = r.stdout.split()[-3:]
+            if best is None or float(imports) + float(build) < sum(best[:2]):
+                best = (float(imports), float(build), numba_loaded == "1")
+        out[f"halcycle_{label}_imports_s"], out[f"halcycle_{label}_build_s"], out[f"halcycle_{label}_numba"] = best
     return out
 
 
@@ -574,13 +578,18 @@ def main(argv: list[str] | None = None) -> int:
                     per["baseline"] = base
                     engines.append("baseline")
             for engine in ENGINES:
-                per[engine] = _us(bench_step(machine, scenario, cycles, engine))
+                per[engine] = _us(bench_step(machine, scenario, cycles, engine, backend="aot" if engine == "compiled"
+                                             else None))
                 compute[f"{machine}_{scenario}_{engine}"] = per[engine]
+            per["jit"] = _us(bench_step(machine, scenario, cycles, "compiled", backend="jit"))
+            compute[f"{machine}_{scenario}_compiled_jit"] = per["jit"]
+            engines.append("jit")
             per["kernel"] = _us(bench_fused(machine, scenario, cycles))
             compute[f"{machine}_{scenario}_hal_step_kernel"] = per["kernel"]
             label = "default machine (4 axes)" if machine == "default" else "64 axes"
             for engine in engines + ["kernel"]:
-                name = {"baseline": f"baseline {BASELINE_COMMIT[:9]}", "kernel": "hal_step kernel alone"}.get(engine, engine)
+                name = {"baseline": f"baseline {BASELINE_COMMIT[:9]}", "kernel": "hal_step kernel alone",
+                        "compiled": "compiled (AOT module)", "jit": "compiled (numba JIT, the fallback)"}.get(engine, engine)
                 rows.append({"case": f"HalCycle.step {label}, {scenario}, {name}", **per[engine],
                              "ratio": ratio(per[engine]["p50_us"], per["compiled"]["p50_us"]),
                              "ratio99": ratio(per[engine]["p99_us"], per["compiled"]["p99_us"])})
@@ -612,10 +621,11 @@ def main(argv: list[str] | None = None) -> int:
               f"({'met' if p99 <= AIM_P99_US else 'NOT met'}); worst case p99 "
               f"{compute[f'{machine}_worst_compiled']['p99_us']:.1f} us")
     if "error" not in load:
-        print(f"\nkernel load: python -m hal.kernels cold {load['kernels_cold_s']:.2f} s, warm {load['kernels_warm_s']:.2f} s "
-              f"(process included); HalCycle(config/) imports + build: cold {load['halcycle_cold_imports_s']:.2f} + "
-              f"{load['halcycle_cold_build_s']:.2f} s, warm {load['halcycle_warm_imports_s']:.2f} + "
-              f"{load['halcycle_warm_build_s']:.2f} s")
+        print("\nHalCycle(config/) in a fresh process, imports + build: " + "; ".join(
+            f"{label} {load[f'halcycle_{key}_imports_s']:.2f} + {load[f'halcycle_{key}_build_s']:.2f} s"
+            f"{' (numba imported)' if load[f'halcycle_{key}_numba'] else ' (no numba)'}"
+            for key, label in (("aot", "AOT module"), ("jit_warm", "numba JIT, cache warm"),
+                               ("jit_cold", "numba JIT, cache empty (compiles)"))))
     else:
         print(f"\nkernel load: {load['error']}")
 

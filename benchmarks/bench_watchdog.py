@@ -35,10 +35,12 @@ METHOD = (
     "crash->ready: from kill() to the new process's 'ready' event; evo runs its default restart backoff of "
     "100 ms (initial_backoff_ms), every kill after >= stable_run_s of uptime so the backoff is never doubled; "
     "supervisord restarts at once (autorestart, startsecs=0). cold up: from spawning `evo up` on the default "
-    "machine to every enabled module RUNNING in <run_dir>/modules.json (polled every 2 ms), alternately with our "
-    "modules preloaded (the default: spawned together at boot, waiting at a start gate for their turn) and with "
-    "the same module table but preload = false (each spawned only when the ones before it are ready, as "
-    "systemd's After=/Requires= ordering would). down: from SIGTERM "
+    "machine to every enabled module RUNNING in <run_dir>/modules.json (polled every 2 ms), in turns: our "
+    "modules preloaded (the default: spawned together at boot, waiting at a start gate for their turn) with HAL "
+    "and CU on the kernels `make kernels` built ahead of time (EVO_KERNELS=aot), the same module table but "
+    "preload = false (each spawned only when the ones before it are ready, as systemd's After=/Requires= ordering "
+    "would), and the default table with HAL and CU on numba's JIT and its cache (EVO_KERNELS=jit: every start "
+    "before the AOT modules). down: from SIGTERM "
     "to the watchdog until it has exited with every module stopped and every segment unlinked. The watchdog "
     "runs at nice -10 (its modules at 0); supervisord at its default priority."
 )
@@ -212,12 +214,16 @@ def _sequential_table(cfg: Path, path: Path) -> Path:
 def bench_up_down(tmp: Path, runs: int) -> dict[str, Any]:
     cfg, modules = machine_config(tmp / "machine")
     sequential = _sequential_table(cfg, tmp / "sequential.toml")
-    ups, internal, downs, cli_downs, seq_ups = [], [], [], [], []
-    for i in range(2 * runs):
-        preload = i % 2 == 0  # alternate, so drift in the machine's load hits both alike
+    ups, internal, downs, cli_downs, seq_ups, jit_ups, jit_internal = [], [], [], [], [], [], []
+    for i in range(3 * runs):
+        # in turns, so drift in the machine's load hits all alike: the default table (HAL and CU on the
+        # kernels built ahead of time), the strictly sequential table, the default table on numba's JIT
+        variant = ("default", "sequential", "jit")[i % 3]
+        preload = variant != "sequential"
         prefix = unique_prefix("bu")
         run_dir = tmp / f"run{i}"
-        env = dict(os.environ, EVO_SHM_PREFIX=prefix, EVO_RUN_DIR=str(run_dir), PYTHONPATH=str(REPO))
+        env = dict(os.environ, EVO_SHM_PREFIX=prefix, EVO_RUN_DIR=str(run_dir), PYTHONPATH=str(REPO),
+                   EVO_KERNELS="jit" if variant == "jit" else "aot")
         env.pop("EVO_CONFIG_DIR", None)
         out = open(tmp / f"up{i}.out", "wb")
         t0 = time.monotonic()
@@ -237,15 +243,15 @@ def bench_up_down(tmp: Path, runs: int) -> dict[str, Any]:
             except AssertionError as e:
                 tail = (tmp / f"up{i}.out").read_text(errors="replace")[-3000:]
                 raise AssertionError(f"{e}; rc={proc.poll()}; evo up output:\n{tail}") from None
-            (ups if preload else seq_ups).append(time.monotonic() - t0)
+            {"default": ups, "sequential": seq_ups, "jit": jit_ups}[variant].append(time.monotonic() - t0)
             wait_for(lambda: "modules ready in" in (tmp / f"up{i}.out").read_text(), 10, 0.01, "ready log line")
             m = re.search(r"all \d+ modules ready in ([\d.]+) s", (tmp / f"up{i}.out").read_text())
             if preload:
-                internal.append(float(m.group(1)) if m else float("nan"))
-            if not preload:
+                (internal if variant == "default" else jit_internal).append(float(m.group(1)) if m else float("nan"))
+            if variant != "default":
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
-            elif i == 2 * runs - 2:  # the last run goes down through the CLI, the others by SIGTERM (Ctrl-C)
+            elif i == 3 * runs - 3:  # the last run goes down through the CLI, the others by SIGTERM (Ctrl-C)
                 t1 = time.monotonic()
                 r = subprocess.run([sys.executable, "-m", "evo", "--config", str(cfg), "down"], cwd=REPO, env=env,
                                    capture_output=True, text=True, timeout=60)
@@ -266,7 +272,7 @@ def bench_up_down(tmp: Path, runs: int) -> dict[str, Any]:
             out.close()
             remove_shm(prefix)
     return {"modules": modules, "up_s": ups, "up_internal_s": internal, "down_s": downs, "cli_down_s": cli_downs,
-            "sequential_up_s": seq_ups}
+            "sequential_up_s": seq_ups, "jit_up_s": jit_ups, "jit_up_internal_s": jit_internal}
 
 
 # ------------------------------------------------------------------------------------ main
@@ -317,6 +323,9 @@ def main() -> int:
          "anchor": "systemd-style ordering", "ratio": ratio(statistics.median(ud["sequential_up_s"]), up_med)},
         {"what": "  same, inside the watchdog [s]", "evo": statistics.median(ud["up_internal_s"]),
          "supervisord": None, "anchor": "(after its own imports)", "ratio": None},
+        {"what": "  same table, HAL and CU on numba's JIT (EVO_KERNELS=jit), median [s]",
+         "evo": statistics.median(ud["jit_up_s"]), "supervisord": None,
+         "anchor": "the start before the AOT modules", "ratio": ratio(statistics.median(ud["jit_up_s"]), up_med)},
         {"what": "down: SIGTERM -> all stopped, median [s]", "evo": down_med, "supervisord": None,
          "anchor": f"upstream 5 s; aim {AIM_DOWN_S:g} s", "ratio": ratio(ANCHORS["upstream_shutdown_s"], down_med)},
         {"what": "  `evo down` command, wall [s]", "evo": ud["cli_down_s"][0] if ud["cli_down_s"] else None,

@@ -36,13 +36,22 @@ def module_main(
     except ConfigError as e:
         log.error("configuration refused:\n%s", format_errors(e))
         return 2
-    run = load_run()  # the heavy imports: a preloaded module has them done before its turn
+    errors = tuple(start_errors or {})
+    try:
+        run = load_run()  # the heavy imports: a preloaded module has them done before its turn
+    except errors as e:  # type: ignore[misc]
+        return _start_error(log, e, start_errors or {})
     notify_loaded()
     if not wait_start_gate():
         log.info("start cancelled by the watchdog before this module's turn")
         return 0
     try:
         return run(config)
-    except tuple(start_errors or {}) as e:  # type: ignore[misc]
-        log.error("%s", e)
-        return next(code for t, code in (start_errors or {}).items() if isinstance(e, t))
+    except errors as e:  # type: ignore[misc]
+        return _start_error(log, e, start_errors or {})
+
+
+def _start_error(log: logging.Logger, e: BaseException, start_errors: dict[type[BaseException], int]) -> int:
+    """A known start-up error: logged without a traceback, and its exit code."""
+    log.error("%s", e)
+    return next(code for t, code in start_errors.items() if isinstance(e, t))

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.config import ConfigError, EvoConfig, format_errors, load_config
-from common.kernel_entry import entry_point
 from common.notify import notify_stopping
 from common.rt import CycleLoop, StopFlag
 from common.shm.commands import CuCommand, ResultCode
@@ -175,9 +174,9 @@ class CycleRunner:
         self._k_feedback = self._k_step = None
         if k is not None:
             fb0 = self.hal.local["axes"].reshape(-1).view(np.uint8)
-            self._k_feedback = entry_point(k.gather_feedback, fb0, self.hal.local["di_bank"], self._nc_mask,
-                                           self._di_logical, self._arena, self._layout, 0)
-            self._k_step = entry_point(k.cycle_step, self._arena, self._layout, 0.0)  # ControlCore.step's kernel
+            self._k_feedback = k.entry("gather_feedback", fb0, self.hal.local["di_bank"], self._nc_mask,
+                                       self._di_logical, self._arena, self._layout, 0)
+            self._k_step = k.entry("cycle_step", self._arena, self._layout, 0.0)  # ControlCore.step's kernel
         self.status.bind(core)
         self.outputs.bind(core, self.cfg.io_registry)
         self._si = core.m._si  # the machine's scalar block (the safety state word)

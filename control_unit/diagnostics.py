@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from common.consts import ACK_MESSAGE_LEN, NAME_LEN
-from common.kernel_entry import entry_point
 from common.shm.conversions import encode_str
 from common.shm.segments import CU_STATUS
 from common.shm.views import ChangeDetector, without
@@ -59,7 +58,7 @@ class StatusWriter:
         if core._kernels is not None and st.dtype == CU_STATUS and st.ndim == 0:
             self._bytes = st.reshape(1).view(np.uint8)
             self._arena, self._layout = core._arena, core._layout
-            self._kernel = entry_point(core._kernels.fill_status, self._bytes, self._arena, self._layout, 0, 0)
+            self._kernel = core._kernels.entry("fill_status", self._bytes, self._arena, self._layout, 0, 0)
         else:
             self._kernel = None
 

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from common.config.registry import IoRegistry
-from common.kernel_entry import entry_point
 from common.shm.views import flat_bytes
 
 if TYPE_CHECKING:
@@ -49,8 +48,8 @@ class HalOutputs:
             tr.pos.dtype == core.torque.dtype == np.float64 and ax.enable.dtype == ax.brake_release.dtype == bool
         self._kernel = None
         if kernels is not None and plain:  # the entry point, checked once against these very arrays
-            self._kernel = entry_point(kernels.write_hal_outputs, self._bytes, *self._args, self.do, self._b_axis,
-                                  self._b_word, self._b_set, self._b_clear, self._b_inv)
+            self._kernel = kernels.entry("write_hal_outputs", self._bytes, *self._args, self.do, self._b_axis,
+                                         self._b_word, self._b_set, self._b_clear, self._b_inv)
 
     def write(self) -> None:
         """This cycle's outputs into `local` (the caller commits)."""

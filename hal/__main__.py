@@ -9,6 +9,8 @@ import sys
 from common.module_main import module_main
 from common.shm.p2p import WriterAlreadyExists
 
+from common.jit import KernelLoadError
+
 from .drivers.base import DriverError
 from .engine import EngineError
 
@@ -29,7 +31,7 @@ def _load():  # noqa: ANN202
 
 
 def main(argv: list[str] | None = None) -> int:
-    return module_main("hal", "evo hardware abstraction layer", _load, argv, {DriverError: 2, WriterAlreadyExists: 1, EngineError: 2})
+    return module_main("hal", "evo hardware abstraction layer", _load, argv, {DriverError: 2, WriterAlreadyExists: 1, EngineError: 2, KernelLoadError: 2})
 
 
 if __name__ == "__main__":

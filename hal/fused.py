@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 
 from common.consts import MAX_AI, MAX_AXES, MAX_DI
-from common.kernel_entry import entry_point
 from common.shm.segments import HAL_IO
 from common.shm.views import flat_bytes
 
@@ -75,7 +74,7 @@ class FusedStep:
 
     def __init__(self, configured: np.ndarray, uses_targets: bool, cu_local: np.ndarray, hal_local: np.ndarray,
                  out_local: np.ndarray) -> None:
-        K.load()
+        self._kernels = K.load()
         self.torque = np.zeros(MAX_AXES)
         self.target_position = np.zeros(MAX_AXES)
         self.target_velocity = np.zeros(MAX_AXES)
@@ -98,7 +97,7 @@ class FusedStep:
         self.arena, self._hal_lay = b.build()
         self._cu_u8 = flat_bytes(cu_local)
         self._out_u8 = flat_bytes(out_local)
-        self.kernel = K.hal_step
+        self.kernel = self._kernels.checked("hal_step")
         self.tail: tuple = ()
         self.sim_in_kernel = False
 
@@ -112,7 +111,7 @@ class FusedStep:
             raise AssertionError(f"hal.fused: {len(lays)} layout entries, the kernel expects {K.N_LAYS}")
         self.tail = (self._cu_u8, self._hal_u8, self._out_u8, self.arena, lays, io_arena, sim[0])
         # the arrays are the same on every call and the scalars Python ints / floats: checked once here
-        self.kernel = entry_point(K.hal_step, K.PHASE_ALL, K.FL_CONNECTED, 0, 0.001, *self.tail)
+        self.kernel = self._kernels.entry("hal_step", K.PHASE_ALL, K.FL_CONNECTED, 0, 0.001, *self.tail)
 
     def run(self, phase: int, flags: int, now_ns: int, dt_s: float) -> int:
         """One call of the kernel (HalCycle inlines this call; kept for tests and tools)."""

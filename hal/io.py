@@ -328,7 +328,7 @@ class IoProcessor:
         scalar state into one int64 vector; kernels compiled or loaded from cache (before READY)."""
         from . import kernels as K
 
-        K.load()
+        ks = K.load()
         c = self.ai_curves
         self._ai_a, self._ai_b, self._ai_c, self._ai_span, self._ai_base = c.a, c.b, c.c, c.span, c.base
         depth = self.ai_avg_depth
@@ -384,9 +384,9 @@ class IoProcessor:
             setattr(self, name, b.views[K.IB_AOF][k])
         self.ao_pulse_ns, self.ao_expiry = b.views[K.IB_AOI][0], b.views[K.IB_AOI][1]
         self._arena, self._lay = arena, lay
-        self._k_in = K.io_inputs
+        self._k_in = ks.checked("io_inputs")
         self._k_in_tail = (arena, lay, self.di_bank, self.ai_values)
-        self._k_out = K.io_outputs
+        self._k_out = ks.checked("io_outputs")
         self._k_out_tail = (arena, lay, self.do_bank, self.ao_values)
         self._no_bank = np.zeros(BANK_WORDS, np.uint64)  # passed while the CU is absent (not read)
         self._no_ao = np.zeros(MAX_AO)

@@ -1,18 +1,16 @@
-"""The HAL's per-cycle work as numba kernels: I/O processing (hal/io.py) and the simulated plant (hal/drivers/sim.py).
+"""The HAL's per-cycle work as compiled kernels: I/O processing (hal/io.py) and the simulated plant (hal/drivers/sim.py).
 
-`load()` compiles them for their one signature each (or loads numba's cache) before READY; `python -m hal.kernels` warms the cache.
+`load()` gives them before READY (common/jit.py: the module `python -m hal.kernels` builds ahead of time, else numba's JIT).
 """
 from __future__ import annotations
 
 import math
 import sys
-import time
 
-import numba
 import numpy as np
-from numba import types as T
 
 from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES, MAX_DI, MAX_DO
+from common.jit import Arg, KernelSet, Loaded, Sig, kernel
 from common.states import DriverState
 
 # Layout: the kernels work in place on the same arrays the numpy reference uses. Arrays of one dtype
@@ -111,17 +109,18 @@ SIM_PARAMS = 10
 ST_INIT, ST_ENABLED, ST_FAULT = int(DriverState.INIT), int(DriverState.ENABLED), int(DriverState.FAULT)
 
 # --- types: "c" C-contiguous, "ro" read-only accepted (a writable array converts), plain = any layout
-b1 = T.Array(T.boolean, 1, "A")
-b1c = T.Array(T.boolean, 1, "C")
-b1cro = T.Array(T.boolean, 1, "C", readonly=True)
-f1 = T.Array(T.float64, 1, "A")
-f1c = T.Array(T.float64, 1, "C")
-f1cro = T.Array(T.float64, 1, "C", readonly=True)
-i1c = T.Array(T.int64, 1, "C")
-u8_1c = T.Array(T.uint64, 1, "C")
-u8_1cro = T.Array(T.uint64, 1, "C", readonly=True)
-u4_1c = T.Array(T.uint32, 1, "C")
-u1_1c = T.Array(T.uint8, 1, "C")
+b1 = Arg("bool", 1, "A")
+b1c = Arg("bool")
+b1cro = Arg("bool", readonly=True)
+f1 = Arg("float64", 1, "A")
+f1c = Arg("float64")
+f1cro = Arg("float64", readonly=True)
+i1c = Arg("int64")
+u8_1c = Arg("uint64")
+u8_1cro = Arg("uint64", readonly=True)
+u4_1c = Arg("uint32")
+u1_1c = Arg("uint8")
+I64, F64, BOOL = Arg("int64", 0), Arg("float64", 0), Arg("bool", 0)
 
 _jit = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -177,33 +176,33 @@ class ArenaBuilder:
         return arena, lay
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _f8(arena, lay, k):
     return arena[lay[4 * k]:lay[4 * k + 1]].view(np.float64).reshape((lay[4 * k + 2], lay[4 * k + 3]))
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _i8(arena, lay, k):
     return arena[lay[4 * k]:lay[4 * k + 1]].view(np.int64).reshape((lay[4 * k + 2], lay[4 * k + 3]))
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _u8(arena, lay, k):
     return arena[lay[4 * k]:lay[4 * k + 1]].view(np.uint64).reshape((lay[4 * k + 2], lay[4 * k + 3]))
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _u4(arena, lay, k):
     return arena[lay[4 * k]:lay[4 * k + 1]].view(np.uint32).reshape((lay[4 * k + 2], lay[4 * k + 3]))
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _b(arena, lay, k):
     return arena[lay[4 * k]:lay[4 * k + 1]].view(np.bool_).reshape((lay[4 * k + 2], lay[4 * k + 3]))
 
 
 # --- helpers (inlined into the kernels) -------------------------------------------------------
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _pack(bits, words):
     """bits[64*w + b] -> bit b of words[w] (np.packbits(bitorder="little") viewed as uint64)."""
     for w in range(words.shape[0]):
@@ -215,12 +214,12 @@ def _pack(bits, words):
         words[w] = word
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _bit(words, pin):
     return ((words[pin >> 6] >> np.uint64(pin & 63)) & _U1) != 0
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _interp(x, xp, fp):
     """np.interp for one value (numpy's formula, including its non-finite fallbacks)."""
     n = xp.shape[0]
@@ -247,7 +246,7 @@ def _interp(x, xp, fp):
     return r
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _normalise(i, value, af, ai, table_x, table_n):
     """_Curves.normalise for one AO pin: the raw 0..1 signal that produces `value`."""
     lo, span, off = af[AO_C_LO, i], af[AO_C_SPAN, i], af[AO_C_OFF, i]
@@ -285,10 +284,10 @@ def _normalise(i, value, af, ai, table_x, table_n):
 
 
 # --- I/O processing --------------------------------------------------------------------------
-IO_INPUTS_SIG = T.void(b1cro, f1cro, T.int64, u1_1c, i1c, u8_1c, f1c)
+IO_INPUTS_SIG = Sig("void", (b1cro, f1cro, I64, u1_1c, i1c, u8_1c, f1c))
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def io_inputs(di_phys, ai_raw, now, arena, lay, di_bank, ai_values):
     """IoProcessor.inputs: NC/NO, debounce, enable conditions, DI bank; AI curves and averaging."""
     _inputs(di_phys, ai_raw, now, _i8(arena, lay, IB_S)[0], _b(arena, lay, IB_DB), _i8(arena, lay, IB_DI_I),
@@ -296,7 +295,7 @@ def io_inputs(di_phys, ai_raw, now, arena, lay, di_bank, ai_values):
             _b(arena, lay, IB_AI_SINGLE)[0], _f8(arena, lay, IB_HIST), di_bank, ai_values)
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _inputs(di_phys, ai_raw, now, s, db, di_i, en_i, en_b, af, ai_i, ai_single, hist, di_bank, ai_values):
     nc, state, pending, logical = db[DB_NC], db[DB_STATE], db[DB_PENDING], db[DB_LOGICAL]
     debounce, since = di_i[DI_DEBOUNCE], di_i[DI_SINCE]
@@ -354,7 +353,7 @@ def _inputs(di_phys, ai_raw, now, s, db, di_i, en_i, en_b, af, ai_i, ai_single, 
     return wrote
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started):
     prev = af[AI_PREV_RAW]
     depth = s[S_AI_DEPTH]
@@ -404,10 +403,10 @@ def _analog_inputs(ai_raw, s, af, ai_i, ai_single, hist, ai_values, started):
     return True
 
 
-IO_OUTPUTS_SIG = T.void(u8_1cro, f1cro, T.boolean, T.boolean, T.int64, u1_1c, i1c, u8_1c, f1c)
+IO_OUTPUTS_SIG = Sig("void", (u8_1cro, f1cro, BOOL, BOOL, I64, u1_1c, i1c, u8_1c, f1c))
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def io_outputs(cu_bank, cu_ao, connected, fresh, now, arena, lay, do_bank, ao_values):
     """IoProcessor.outputs: DO merge, pulse watchdogs, E-stop, safe state; AO merge, clamp, pulses, curves."""
     tables = _f8(arena, lay, IB_TABLES)
@@ -417,7 +416,7 @@ def io_outputs(cu_bank, cu_ao, connected, fresh, now, arena, lay, do_bank, ao_va
              do_bank, ao_values)
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _outputs(cu_bank, cu_ao, connected, fresh, now, s, di_logical, w, dob, doi, role_pulse_pins, af, ab, ai,
              table_x, table_n, do_bank, ao_values):
     pin = s[S_ESTOP_PIN]
@@ -432,7 +431,7 @@ def _outputs(cu_bank, cu_ao, connected, fresh, now, s, di_logical, w, dob, doi, 
     return wrote
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _digital_outputs(cu_bank, connected, fresh, now, force, estop, s, w, dob, doi, role_pulse_pins, do_bank):
     recompute = force or s[S_DO_DIRTY] != 0 or now >= s[S_DO_NEXT]
     cu, out, value_w, lapsed = w[W_CU], w[W_OUT], w[W_VALUE], w[W_LAPSED]
@@ -491,7 +490,7 @@ def _digital_outputs(cu_bank, connected, fresh, now, force, estop, s, w, dob, do
     return True
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _expire_do(now, s, w, dob, doi):
     """Pulse watchdogs that ran out: role-less values switch off; role pins lapse until the CU refreshes them."""
     expiry, value, role = doi[DOI_EXPIRY], dob[DOB_VALUE], dob[DOB_ROLE]
@@ -515,7 +514,7 @@ def _expire_do(now, s, w, dob, doi):
     s[S_DO_NEXT] = nxt if nxt > now else now + 1  # lapsed role pins: look again
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _analog_outputs(cu_ao, connected, fresh, now, force, s, af, ab, ai, table_x, table_n, vals):
     recompute = force or s[S_AO_DIRTY] != 0 or now >= s[S_AO_NEXT]
     role, expiry = ab[AOB_ROLE], ai[AOI_EXPIRY]
@@ -575,7 +574,7 @@ def _analog_outputs(cu_ao, connected, fresh, now, force, s, af, ab, ai, table_x,
     return True
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _update_ao_norm(vals, s, af, ab, ai, table_x, table_n):
     last, norm, ne = af[AO_LAST], af[AO_NORM], ab[AOB_SCRATCH]
     any_ne = False
@@ -599,15 +598,15 @@ def _update_ao_norm(vals, s, af, ab, ai, table_x, table_n):
 
 
 # --- the simulated plant ---------------------------------------------------------------------
-SIM_CYCLE_SIG = T.void(
+SIM_CYCLE_SIG = Sig("void", (
     # DriverIO: commands (C-contiguous, as HalCycle and DriverIO make them), then status (feedback
     # fields are strided views on the hal_mqt payload)
     b1cro, b1cro, f1cro, u8_1cro, f1, f1, f1, b1, b1, u1_1c, u4_1c, b1c, f1c,
-    T.int64, T.float64, u1_1c, i1c,  # now, dt, the driver's arena and its layout
-)
+    I64, F64, u1_1c, i1c,  # now, dt, the driver's arena and its layout
+))
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def sim_cycle(enable, brake_release, torque, do_bank, position, velocity, torque_estimate, drive_ready, drive_fault,
               axis_state, drive_error_code, di, ai, now, dt, arena, lay):
     """SimDriver.cycle: drives, brakes, plant integration, end stops, followers, sensors, injection."""
@@ -617,7 +616,7 @@ def sim_cycle(enable, brake_release, torque, do_bank, position, velocity, torque
          _f8(arena, lay, SB_PF), _i8(arena, lay, SB_TAB), _f8(arena, lay, SB_SENS))
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _sim(enable, brake_release, torque, do_bank, position, velocity, torque_estimate, drive_ready, drive_fault,
          axis_state, drive_error_code, di, ai, now, dt, params, af, ai_, ab, codes, pb, pf, tab, sens_f):
     x, v = af[X], af[V]
@@ -780,10 +779,10 @@ LAY_IO = 4 * N_HAL_BLOCKS
 LAY_SIM = LAY_IO + 4 * N_IO_BLOCKS
 N_LAYS = LAY_SIM + 4 * N_SIM_BLOCKS
 
-HAL_STEP_SIG = T.int64(T.int64, T.int64, T.int64, T.float64, u1_1c, u1_1c, u1_1c, u1_1c, i1c, u1_1c, u1_1c)
+HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, u1_1c, u1_1c, u1_1c, u1_1c, i1c, u1_1c, u1_1c))
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_arena):
     """HalCycle.step's numerics: cu_hal -> drive commands, IoProcessor.outputs, SimDriver.cycle,
     IoProcessor.inputs, the hal_cu payload, cu_connected, and the change test of the status
@@ -881,7 +880,7 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
     return mask
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _outputs_changed(src, prev, o, wrote_out, force):
     """R_DO / R_AO: the banks' words compared (and remembered) only when the output stage wrote them
     (`wrote_out`: OUT_* bits) or `force`."""
@@ -894,7 +893,7 @@ def _outputs_changed(src, prev, o, wrote_out, force):
     return mask
 
 
-@numba.njit(**_jit)
+@kernel(**_jit)
 def _sync(src, prev, lo, hi):
     """Did words [lo, hi) change since the last call? (an OR of XORs without an early exit: vectorised,
     ~4x a compare loop); if so, remember them."""
@@ -908,40 +907,28 @@ def _sync(src, prev, lo, hi):
 
 
 # --- loading ---------------------------------------------------------------------------------
-KERNELS = {"io_inputs": (io_inputs, IO_INPUTS_SIG), "io_outputs": (io_outputs, IO_OUTPUTS_SIG),
-           "sim_cycle": (sim_cycle, SIM_CYCLE_SIG), "hal_step": (hal_step, HAL_STEP_SIG)}
+KERNELS = KernelSet(
+    "hal", "hal._kernels_aot", ("hal.kernels",),
+    {"io_inputs": ("hal.kernels", "io_inputs", IO_INPUTS_SIG), "io_outputs": ("hal.kernels", "io_outputs", IO_OUTPUTS_SIG),
+     "sim_cycle": ("hal.kernels", "sim_cycle", SIM_CYCLE_SIG), "hal_step": ("hal.kernels", "hal_step", HAL_STEP_SIG)},
+    ("hal/kernels.py", "common/consts.py", "common/states.py"))
 
 
-def load() -> dict[str, float]:
-    """Every kernel compiled (or loaded from numba's cache) for its one signature; seconds each.
-    Idempotent and cheap once done; called by the compiled engines' constructors (before READY)."""
-    took: dict[str, float] = {}
-    for name, (kernel, sig) in KERNELS.items():
-        t0 = time.perf_counter()
-        if tuple(sig.args) not in kernel.overloads:
-            kernel.compile(sig.args)
-            kernel.disable_compile()
-        took[name] = time.perf_counter() - t0
-    return took
+def load(backend: str | None = None) -> Loaded:
+    """Every kernel ready for its one signature (common/jit.py: the AOT module when fresh, else numba's
+    JIT). Idempotent and cheap once done; called by the compiled engines' constructors (before READY)."""
+    return KERNELS.load(backend)
 
 
 def main() -> int:
-    """`python -m hal.kernels`: compile into numba's cache, then run each kernel once."""
-    t0 = time.perf_counter()
-    took = load()
-    for name, (kernel, _sig) in KERNELS.items():
-        st = kernel.stats
-        how = "loaded from cache" if sum(st.cache_hits.values()) else "compiled"
-        print(f"hal.kernels: {name:10s} {how:17s} {took[name] * 1000:8.1f} ms")
-    t1 = time.perf_counter()
-    _smoke()
-    print(f"hal.kernels: {len(KERNELS)} kernels ready in {t1 - t0:.2f} s "
-          f"(cache {KERNELS['sim_cycle'][0].stats.cache_path}); one cycle each ran in {time.perf_counter() - t1:.2f} s")
-    return 0
+    """`python -m hal.kernels`: fill numba's cache, build the AOT module, run a few cycles on each."""
+    from common.jit import build_main
+
+    return build_main(KERNELS, lambda loaded: _smoke(loaded.backend))
 
 
-def _smoke() -> None:
-    """One I/O processor and one sim driver of a small synthetic machine, a few cycles each."""
+def _smoke(backend: str) -> None:
+    """One I/O processor and one sim driver of a small synthetic machine, a few cycles each, on `backend`."""
     import os
     import tempfile
     from pathlib import Path
@@ -950,8 +937,11 @@ def _smoke() -> None:
     from hal.drivers.base import DriverIO
     from hal.drivers.sim import SimDriver
     from hal.io import IoProcessor
+    from common.jit import ENV_BACKEND
     from hal.synthetic_config import write_config
 
+    was = os.environ.get(ENV_BACKEND)
+    os.environ[ENV_BACKEND] = backend  # what the engines' constructors load
     with tempfile.TemporaryDirectory() as td:
         os.environ.setdefault("EVO_RUN_DIR", str(Path(td) / "run"))
         cfg = load_config(write_config(Path(td) / "cfg", axes=2, points=16, brakes=(1,)))
@@ -973,6 +963,10 @@ def _smoke() -> None:
         fused.bind(proc._arena, proc._lay, drv.kernel_state())
         for k in range(4, 7):
             fused.run(PHASE_ALL, FL_CONNECTED | FL_FRESH, k * 1_000_000, 0.001)
+    if was is None:
+        os.environ.pop(ENV_BACKEND)
+    else:
+        os.environ[ENV_BACKEND] = was
 
 
 if __name__ == "__main__":

@@ -665,24 +665,50 @@ def test_compiled_cycle_allocates_nothing():
     assert rest1 - rest0 == 0, f"{rest1 - rest0} blocks allocated in 5 000 cycles at rest"
 
 
-def test_a_warm_cache_is_only_loaded():
-    """Fixed interface 1: after `python -m control_unit.kernels` a second process loading the
-    kernels compiles nothing (every entry point a cache hit, no new cache files)."""
-    env = dict(os.environ)
-    py = sys.executable
-    warm = subprocess.run([py, "-m", "control_unit.kernels"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert warm.returncode == 0, warm.stderr
+def test_the_jit_fallback_only_loads_numbas_cache():
+    """Fixed interface 1, for the fallback: after `make kernels` a process told to use numba's JIT compiles
+    nothing (every entry point a cache hit, no new cache files)."""
+    env = dict(os.environ, EVO_KERNELS="jit")
     cache = Path(REPO / "control_unit" / "kernels" / "__pycache__")
     files = {p.name for p in cache.glob("*.nb[ic]")}
+    assert files, "make kernels fills numba's cache"
     probe = ("from control_unit import kernels; k = kernels.load(); "
-             "print(len(k.compiled), sum(sum(f.stats.cache_hits.values()) for f in "
-             "(k.cycle_step, k.gather_inputs, k.fill_status)))")
-    second = subprocess.run([py, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+             "print(k.loaded.backend, len(k.compiled), sum(sum(d.stats.cache_hits.values()) for d in "
+             "k.loaded.dispatchers.values()))")
+    second = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
     assert second.returncode == 0, second.stderr
-    compiled, hits = (int(v) for v in second.stdout.split())
-    assert compiled == 0 and hits == 3, second.stdout
+    backend, compiled, hits = second.stdout.split()
+    assert (backend, int(compiled), int(hits)) == ("jit", 0, 5), second.stdout
     assert {p.name for p in cache.glob("*.nb[ic]")} == files, "the second process wrote new cache files"
+
+
+def test_the_built_module_loads_without_numba():
+    """Cold start: a fresh process loads the CU's AOT module (built by make kernels for these sources) in
+    milliseconds and builds and steps a default core on it without importing numba."""
+    env = dict(os.environ)
+    env.pop("EVO_KERNELS", None)
+    probe = ("import sys; from common.config import load_config; from control_unit.core import ControlCore; "
+             "from control_unit import kernels; k = kernels.load(); c = ControlCore(load_config('config')); "
+             "c.step(0.001); c.step(0.002); print(k.loaded.backend, k.load_s, 'numba' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    backend, load_s, numba_in = r.stdout.split()[-3:]
+    assert (backend, numba_in) == ("aot", "False"), (r.stdout, r.stderr)
+    assert float(load_s) < 0.5
+
+
+@pytest.mark.parametrize("name", ["moves_and_jog", "estop_and_reset"])
+def test_the_jit_fallback_equals_numpy_reference(cfg, name, monkeypatch):
+    """The JIT (used while the AOT module is stale) holds to the reference like the AOT module does."""
+    monkeypatch.setenv("EVO_KERNELS", "jit")
+    tw = Twin(cfg)
+    try:
+        assert tw.cmp._kernels.loaded.backend == "jit"
+        SCENARIOS[name](tw)
+    finally:
+        tw.close()
+    assert tw.cycles > 500
 
 
 def test_a_wrong_signature_is_refused_not_compiled(cfg):
@@ -697,24 +723,24 @@ def test_a_wrong_signature_is_refused_not_compiled(cfg):
 
 def test_direct_entry_points_are_checked_once_against_the_signature():
     """The cycle calls the kernels' compiled entry points (no per-call type resolution);
-    common.kernel_entry.entry_point hands one out only for arguments of the compiled types — a float
-    where an int64 is compiled, or a non-contiguous array, is refused at bind time, not misread."""
-    from common.kernel_entry import entry_point
+    Kernels.entry hands one out only for arguments of the compiled types — a float where an int64 is
+    compiled, or a non-contiguous array, is refused at bind time, not misread."""
     from control_unit import kernels
 
     k = kernels.load()
+    entry_point = k.entry
     st = K.Store(2)
     st.s[K.S_DT] = 0.001
     st.pi[K.PI_PIN_LIMIT_MIN:] = K.PIN_FALSE
-    step = entry_point(k.cycle_step, st.arena, st.layout, 0.0)
+    step = entry_point("cycle_step", st.arena, st.layout, 0.0)
     before = int(st.si[K.SI_CYCLE])
     assert isinstance(step(st.arena, st.layout, 0.001), int)  # the events count, as from the dispatcher
     assert int(st.si[K.SI_CYCLE]) == before + 1  # it stepped the very arena passed
     status = np.zeros(CU_TO_RPC.fields["status"][0].itemsize, dtype=np.uint8)
-    with pytest.raises(TypeError, match="do not match"):
-        entry_point(k.fill_status, status, st.arena, st.layout, 0.5, 0)
-    with pytest.raises(TypeError, match="do not match"):
-        entry_point(k.fill_status, status[::2], st.arena, st.layout, 0, 0)
-    fill = entry_point(k.fill_status, status, st.arena, st.layout, 0, 0)
+    with pytest.raises(TypeError, match="argument 3 does not match the compiled signature: float 0.5 where int64"):
+        entry_point("fill_status", status, st.arena, st.layout, 0.5, 0)
+    with pytest.raises(TypeError, match="argument 0 does not match the compiled signature: a non-contiguous"):
+        entry_point("fill_status", status[::2], st.arena, st.layout, 0, 0)
+    fill = entry_point("fill_status", status, st.arena, st.layout, 0, 0)
     assert fill(status, st.arena, st.layout, 7, 0) is True  # the first fill writes the machine state
     assert fill(status, st.arena, st.layout, 8, 1) is False  # heartbeat and age alone are no change

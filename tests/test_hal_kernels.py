@@ -12,7 +12,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 from numba.core.runtime import _nrt_python as nrt
@@ -20,6 +19,7 @@ from numba.core.runtime import rtsys
 
 from common.config import load_config
 from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES
+from common.jit import ENV_BACKEND
 from common.shm.segments import HAL_IO
 from hal import kernels
 from hal.drivers.base import DriverIO
@@ -381,10 +381,12 @@ def test_io_chatter_scaling_outputs_and_cu_absence(small):
     assert np.count_nonzero(ref.proc.do_bank) and np.count_nonzero(ref.proc.ao_norm)
 
 
-def test_big_machine_moving_with_noisy_io(big):
+@pytest.mark.parametrize("backend", ["aot", "jit"])
+def test_big_machine_moving_with_noisy_io(big, backend, monkeypatch):
     """Issue 15 must-exist: identical every cycle on the benchmark's machine (64 axes, 1024 points of
     each type, every DI and AI changing at random, CU toggling DO bits, brakes released 10 ms apart,
-    a CU loss)."""
+    a CU loss) — with the module built ahead of time (what the HAL runs) and with numba's JIT (its fallback)."""
+    monkeypatch.setenv(ENV_BACKEND, backend)
     cfg, inject = big
     rng = np.random.default_rng(5)
     ao = rng.uniform(0, 10, MAX_AO)
@@ -458,19 +460,27 @@ def test_hal_with_an_unknown_engine_exits_2_and_starts_nothing(tmp_path):
         remove_shm(prefix)
 
 
-def test_a_wrong_argument_type_is_refused_not_compiled(small):
-    """The kernels compile for one signature before READY and never again: another dtype is a TypeError."""
+@pytest.mark.parametrize("backend", ["aot", "jit"])
+def test_a_wrong_argument_type_is_refused_not_compiled(small, backend, monkeypatch):
+    """The kernels are compiled for one signature before READY and never again: another dtype is a
+    TypeError (the AOT module's functions are called only through a check, never with a mistyped array)."""
+    monkeypatch.setenv(ENV_BACKEND, backend)
     cfg, _ = small
     p = Pipeline(cfg, "compiled")
-    with pytest.raises(TypeError, match="No matching definition"):
+    with pytest.raises(TypeError, match="No matching definition" if backend == "jit" else
+                       r"io_inputs: argument 0 does not match the compiled signature: array\(int32, 1d\) where "
+                       r"array\(bool, 1d\) is compiled"):
         p.proc.inputs(np.zeros(1024, np.int32), p.dio.ai, 1)
-    assert all(len(k.overloads) == 1 for k, _sig in kernels.KERNELS.values())
+    if backend == "jit":
+        assert all(len(d.overloads) == 1 for d in kernels.load("jit").dispatchers.values())
 
 
-def test_zero_allocation_per_cycle(big):
+@pytest.mark.parametrize("backend", ["aot", "jit"])
+def test_zero_allocation_per_cycle(big, backend, monkeypatch):
     """Issue 15 must-exist: after warm-up, 10 000 cycles of the I/O processor + sim driver (compiled,
     64 axes moving, DO bits and DI levels changing) leave sys.getallocatedblocks() unchanged, and
-    the kernels allocate no array (numba's allocator sees only one wrapper per array argument)."""
+    (JIT) the kernels allocate no array (numba's allocator sees only one wrapper per array argument)."""
+    monkeypatch.setenv(ENV_BACKEND, backend)
     cfg, _ = big
     p = Pipeline(cfg, "compiled")
     frames = 64
@@ -515,35 +525,51 @@ def test_zero_allocation_per_cycle(big):
         gc.enable()
     made = rtsys.get_allocation_stats().alloc - nrt_before
     nrt.memsys_disable_stats()
-    wrappers = sum(isinstance(a, numba.types.Array) for name in ("io_inputs", "io_outputs", "sim_cycle")
-                   for a in kernels.KERNELS[name][1].args)  # the three this pipeline calls
-    assert made == (warm + cycles) * wrappers, (
-        f"{made} numba allocations over {warm + cycles} cycles: more than the {wrappers} argument wrappers a "
-        f"cycle needs (a kernel allocates arrays)")
+    if backend == "jit":  # (the AOT module has an allocator of its own, out of numba's sight)
+        sigs = kernels.load("jit").sigs
+        wrappers = sum(a.ndim > 0 for name in ("io_inputs", "io_outputs", "sim_cycle")
+                       for a in sigs[name].args)  # the three this pipeline calls
+        assert made == (warm + cycles) * wrappers, (
+            f"{made} numba allocations over {warm + cycles} cycles: more than the {wrappers} argument wrappers a "
+            f"cycle needs (a kernel allocates arrays)")
     before, after = int(marks[0]), int(marks[1])
     assert np.count_nonzero(dio.velocity[:64]) > 32, "the axes should be moving"
     assert after == before, f"{after - before} blocks allocated over 10 000 cycles"
 
 
-def test_warm_cache_second_process_compiles_nothing(tmp_path):
-    """Issue 15 fixed interface 1: after `python -m hal.kernels`, another process loads every kernel
-    from numba's cache (no compilation, no new cache files) for the signatures used at run time."""
+def test_the_built_module_runs_without_numba(tmp_path):
+    """Issue 15 cold start: `make kernels` built hal._kernels_aot for the current sources; a fresh process
+    loads it in milliseconds and runs I/O, plant and fused cycle on it without importing numba."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), EVO_RUN_DIR=str(tmp_path / "run"))
-    first = subprocess.run([sys.executable, "-m", "hal.kernels"], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=600)
-    assert first.returncode == 0, first.stderr
-    assert f"{len(kernels.KERNELS)} kernels ready" in first.stdout
+    env.pop(ENV_BACKEND, None)
+    probe = ("import sys\n"
+             "from hal import kernels\n"
+             "k = kernels.load()\n"
+             "kernels._smoke('auto')\n"
+             "print(k.backend, k.load_s, 'numba' in sys.modules, 'llvmlite' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    backend, load_s, numba_in, llvm_in = r.stdout.split()[-4:]
+    assert (backend, numba_in, llvm_in) == ("aot", "False", "False"), (r.stdout, r.stderr)
+    assert float(load_s) < 0.5
+    assert "WARNING" not in r.stderr
+
+
+def test_the_jit_fallback_loads_numbas_cache_and_compiles_nothing(tmp_path):
+    """Issue 15 fixed interface 1, for the fallback: after `make kernels`, a process told to use numba's
+    JIT loads every kernel from numba's cache (no compilation, no new cache files)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), EVO_RUN_DIR=str(tmp_path / "run"), EVO_KERNELS="jit")
     cache = ROOT / "hal" / "__pycache__"
     files = sorted(p.name for p in cache.glob("kernels.*.nb*"))
+    assert files, "make kernels fills numba's cache"
     probe = ("from hal import kernels\n"
-             "kernels.load()\n"
-             "hits = sum(sum(k.stats.cache_hits.values()) for k, _ in kernels.KERNELS.values())\n"
-             "misses = sum(sum(k.stats.cache_misses.values()) for k, _ in kernels.KERNELS.values())\n"
-             "kernels._smoke()\n"
-             "print(hits, misses, sum(len(k.overloads) for k, _ in kernels.KERNELS.values()))\n")
-    second = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert second.returncode == 0, second.stderr
-    hits, misses, overloads = map(int, second.stdout.split()[-3:])
-    assert (hits, misses, overloads) == (len(kernels.KERNELS), 0, len(kernels.KERNELS))
+             "k = kernels.load()\n"
+             "hits = sum(sum(d.stats.cache_hits.values()) for d in k.dispatchers.values())\n"
+             "kernels._smoke('jit')\n"
+             "print(k.backend, hits, len(k.compiled), sum(len(d.overloads) for d in k.dispatchers.values()))\n")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    backend, hits, compiled, overloads = r.stdout.split()[-4:]
+    n = len(kernels.KERNELS.exports)
+    assert (backend, int(hits), int(compiled), int(overloads)) == ("jit", n, 0, n)
     assert sorted(p.name for p in cache.glob("kernels.*.nb*")) == files

@@ -51,6 +51,16 @@ def test_every_module_ready_in_order_with_titles(machine):
     assert 0 <= st["hal"]["heartbeat_age_s"] < 1.0 and 0 <= st["cu"]["heartbeat_age_s"] < 1.0
 
 
+def test_hal_and_cu_run_the_kernels_built_ahead_of_time(machine):
+    """Issue 15 cold start: the running HAL and CU map the extension `make kernels` built and no numba /
+    llvmlite (their import and a cache load cost ~0.5 s of each start)."""
+    st = machine.status()
+    for name, module in (("hal", "hal/_kernels_aot."), ("cu", "control_unit/kernels/_aot.")):
+        maps = open(f"/proc/{st[name]['pid']}/maps").read()
+        assert module in maps, f"{name} did not load {module}*.so"
+        assert "llvmlite" not in maps and "/numba/" not in maps, f"{name} loaded numba"
+
+
 def test_each_killed_module_is_restarted_alone(machine):
     for victim in machine.modules:  # every module of the machine, in start order
         before = machine.status()

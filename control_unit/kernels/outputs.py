@@ -7,10 +7,9 @@ below, checked against the segment layout at import (numba's cache would not not
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import types as nt
 
+from common.jit import Arg, Sig, kernel
 from common.shm.segments import CU_AXIS_COMMAND, CU_TO_HAL
 
 _JIT = dict(cache=True, nogil=True)
@@ -25,7 +24,7 @@ if (CU_AXIS_COMMAND.itemsize, _f["target_position"][1], _f["target_velocity"][1]
     raise ImportError("control_unit.kernels.outputs: CU_AXIS_COMMAND layout changed; update the constants")
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def write_hal_outputs(out, pos, vel, torque, enable, brake, do_bank, brake_axis, brake_word, brake_set,
                       brake_clear, brake_inv):
     """CycleRunner._write_outputs: `out` the CU_TO_HAL payload as bytes; per axis the set-point
@@ -48,5 +47,5 @@ def write_hal_outputs(out, pos, vel, torque, enable, brake, do_bank, brake_axis,
             do_bank[brake_word[k]] &= brake_clear[k]
 
 
-_U1, _F1, _B1, _I1, _Q1 = nt.uint8[::1], nt.float64[::1], nt.boolean[::1], nt.int64[::1], nt.uint64[::1]
-WRITE_HAL_OUTPUTS_SIG = nt.void(_U1, _F1, _F1, _F1, _B1, _B1, _Q1, _I1, _I1, _Q1, _Q1, _B1)
+_U1, _F1, _B1, _I1, _Q1 = Arg("uint8"), Arg("float64"), Arg("bool"), Arg("int64"), Arg("uint64")
+WRITE_HAL_OUTPUTS_SIG = Sig("void", (_U1, _F1, _F1, _F1, _B1, _B1, _Q1, _I1, _I1, _Q1, _Q1, _B1))

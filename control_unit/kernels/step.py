@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
-from numba import types as nt
 
 from common.consts import MAX_DI
+from common.jit import Arg, Sig, kernel
 from common.shm.segments import CU_TO_RPC, HAL_AXIS_FEEDBACK
 from common.states import (
     AxisError,
@@ -274,7 +273,7 @@ _JIT = dict(cache=True, nogil=True)
 
 
 # --- small helpers (inlined into the kernels) ---------------------------------------------------
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _event(SI, EV, kind, a, b):
     k = SI[SI_EV_N]
     if k < EV_MAX:
@@ -286,32 +285,32 @@ def _event(SI, EV, kind, a, b):
         SI[SI_EV_LOST] += 1
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _at_rest(F, B, s):
     return B[B_DONE, s] and F[F_SP_VEL, s] == 0.0
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _role(bits, SI, which, default):
     pin = SI[which]
     return default if pin < 0 else bits[pin]
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _fmin(a, b):  # np.minimum: NaN wins
     if math.isnan(a) or math.isnan(b):
         return a + b
     return a if a <= b else b
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _fmax(a, b):  # np.maximum: NaN wins
     if math.isnan(a) or math.isnan(b):
         return a + b
     return a if a >= b else b
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _all_standstill(F, B, U8):
     for s in range(F.shape[1]):
         pw = U8[U_POWER, s]
@@ -320,7 +319,7 @@ def _all_standstill(F, B, U8):
     return True
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _unhealthy(bits, SI):
     bad = 0
     if SI[SI_HAL_OK] == 0:
@@ -332,7 +331,7 @@ def _unhealthy(bits, SI):
     return bad
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _torque_off(B, U8, s):
     B[B_ENABLE, s] = False
     B[B_BRAKE_RELEASE, s] = False
@@ -344,7 +343,7 @@ def _torque_off(B, U8, s):
     B[B_STOPPING, s] = False
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _start_power_off(F, U8, s, now, delay):
     U8[U_POWER, s] = _PS_POWERING_OFF
     U8[U_PHASE, s] = OFF_RAMP
@@ -352,7 +351,7 @@ def _start_power_off(F, U8, s, now, delay):
     F[F_OFF_DELAY, s] = delay
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _gear_cancel(B, U8, errors, s):
     if B[B_SHIFTING, s]:
         B[B_SHIFTING, s] = False
@@ -360,7 +359,7 @@ def _gear_cancel(B, U8, errors, s):
         errors[s] |= _AE_GEAR
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _stop_axis(B, U8, errors, tmode, s, quick):
     tmode[s] = HOLD
     B[B_STOPPING, s] = True
@@ -369,7 +368,7 @@ def _stop_axis(B, U8, errors, tmode, s, quick):
     _gear_cancel(B, U8, errors, s)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _set_error(B, U8, errors, tmode, SI, EV, s, err, stop):
     new = (errors[s] & err) == 0
     errors[s] |= err
@@ -380,7 +379,7 @@ def _set_error(B, U8, errors, tmode, SI, EV, s, err, stop):
         _stop_axis(B, U8, errors, tmode, s, True)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _law_reset(F, B, s):
     for r in (F_INTEGRAL, F_DERIVATIVE, F_DOB, F_V_PREV, F_U_PREV, F_NX1, F_NX2, F_NY1, F_NY2, F_LP, F_OUTPUT,
               F_UNCLAMPED, F_FEEDFORWARD, F_ERROR):
@@ -388,7 +387,7 @@ def _law_reset(F, B, s):
     B[B_FIRST, s] = True
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _traj_reset_to(F, B, tmode, s):
     F[F_SP_POS, s] = F[F_POS, s]
     F[F_SP_VEL, s] = 0.0
@@ -398,14 +397,14 @@ def _traj_reset_to(F, B, tmode, s):
     B[B_DONE, s] = True
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _zero_controller(F, B, tmode, s):
     _law_reset(F, B, s)
     _traj_reset_to(F, B, tmode, s)
 
 
 # --- safety --------------------------------------------------------------------------------------
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _apply_safe_stop(F, B, U8, errors, tmode, PF, SI, s, cat, now):
     cur = U8[U_SAFE_STOP, s]
     if cur != 0 and cur <= cat:
@@ -432,7 +431,7 @@ def _apply_safe_stop(F, B, U8, errors, tmode, PF, SI, s, cat, now):
         U8[U_POWER, s] = _PS_STANDBY
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _trigger_safety_stop(F, B, U8, errors, tmode, PF, PI, PB, S, SI, EV, now, reason, axis):
     if SI[SI_M_SAFETY] != _SST_STOP:
         SI[SI_M_SAFETY] = _SST_STOP
@@ -444,7 +443,7 @@ def _trigger_safety_stop(F, B, U8, errors, tmode, PF, PI, PB, S, SI, EV, now, re
             _apply_safe_stop(F, B, U8, errors, tmode, PF, SI, s, cat, now)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _clear_safety_stop(F, B, U8, SI, EV):
     SI[SI_M_SAFETY] = _SST_REDUCED if SI[SI_M_REDUCED] else _SST_SAFE
     SI[SI_M_FORCE_STO] = 0
@@ -459,7 +458,7 @@ def _clear_safety_stop(F, B, U8, SI, EV):
     _event(SI, EV, EV_SAFETY_STOP_CLEARED, 0, 0)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _reset_axis(F, B, U8, errors, SI, s):
     if SI[SI_M_SAFETY] == _SST_STOP:
         return RA_SAFETY_STOP
@@ -477,7 +476,7 @@ def _reset_axis(F, B, U8, errors, SI, s):
     return RA_OK
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _reset_machine(F, B, U8, errors, PB, bits, SI, EV):
     """The Reset button (safety.reset_machine)."""
     bad = _unhealthy(bits, SI)
@@ -499,7 +498,7 @@ def _reset_machine(F, B, U8, errors, PB, bits, SI, EV):
     _event(SI, EV, EV_RESET, RESET_DONE_FAULTED if refused else RESET_DONE, 0)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _evaluate(F, B, U8, errors, tmode, PF, PI, PB, bits, S, SI, EV, now):
     """safety.evaluate"""
     n = F.shape[1]
@@ -568,14 +567,14 @@ def _evaluate(F, B, U8, errors, tmode, PF, PI, PB, bits, S, SI, EV, now):
 
 
 # --- power sequences (machines.power_step) ------------------------------------------------------
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _power_fail(B, U8, errors, s, err):
     errors[s] |= err
     _torque_off(B, U8, s)
     U8[U_POWER, s] = _PS_ERROR
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _power_step(F, B, U8, errors, tmode, PF, PB, now):
     n = F.shape[1]
     any_phase = False
@@ -649,18 +648,18 @@ def _power_step(F, B, U8, errors, tmode, PF, PB, now):
 
 
 # --- homing and gear changes ---------------------------------------------------------------------
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _homing_speed(PF, s):
     return min(PF[PF_HOMING_SPEED, s], UNREFERENCED_SPEED_FRACTION * PF[PF_VMAX, s])
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _homing_velocity(F, tmode, PF, s, direction, fraction):
     tmode[s] = VELOCITY
     F[F_TARGET_VEL, s] = direction * _homing_speed(PF, s) * fraction
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _homing_finish(F, U8, tmode, s, to_pos, target):
     U8[U_HOMING_PHASE, s] = HP_SETTLE
     if to_pos:
@@ -670,7 +669,7 @@ def _homing_finish(F, U8, tmode, s, to_pos, target):
         tmode[s] = HOLD
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _homing_step(F, B, U8, errors, tmode, PF, PI, SI, EV, now):
     for s in range(F.shape[1]):
         if U8[U_HOMING_PHASE, s] == 0:
@@ -731,7 +730,7 @@ def _homing_step(F, B, U8, errors, tmode, PF, PI, SI, EV, now):
             _event(SI, EV, EV_HOMED, s, kind)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _gear_step(F, B, U8, errors, tmode, PF, SI, EV, now):
     for s in range(F.shape[1]):
         if not B[B_SHIFTING, s]:
@@ -755,7 +754,7 @@ def _gear_step(F, B, U8, errors, tmode, PF, SI, EV, now):
             _event(SI, EV, EV_GEAR_ENGAGED, s, U8[U_G_TARGET, s])
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _step_safe_stops(F, B, U8, S, SI, EV, now):
     timeout = S[S_SAFETY_STOP_TIMEOUT]
     for s in range(F.shape[1]):
@@ -767,12 +766,12 @@ def _step_safe_stops(F, B, U8, S, SI, EV, now):
 
 
 # --- trajectory ------------------------------------------------------------------------------------
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _vstop(dist, a, dt):
     return a * (math.sqrt(dt * dt + 2.0 * max(dist, 0.0) / a) - dt)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def traj_step(F, B, tmode, dt, soft_limits):
     """Trajectory.step for every axis (see trajectory.py for the method)."""
     n = F.shape[1]
@@ -835,7 +834,7 @@ def traj_step(F, B, tmode, dt, soft_limits):
 
 
 # --- coupling --------------------------------------------------------------------------------------
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _count_slaves(master):
     k = 0
     for s in range(master.shape[0]):
@@ -844,7 +843,7 @@ def _count_slaves(master):
     return k
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _couple(F, B, U8, master, PB, SI, EV, slave, m, ratio):
     n = master.shape[0]
     if slave == m or not PB[PB_CONFIGURED, m] or master[m] >= 0:
@@ -865,7 +864,7 @@ def _couple(F, B, U8, master, PB, SI, EV, slave, m, ratio):
     _event(SI, EV, EV_COUPLED, slave, m)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _decouple(F, U8, master, tmode, SI, slave):
     m = master[slave]
     if m < 0:
@@ -881,7 +880,7 @@ def _decouple(F, U8, master, tmode, SI, slave):
     U8[U_COUPLING, m] = _CS_UNCOUPLED
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _follow(F, B, U8, errors, tmode, master, PF, PI, PB, cpl_cfg, SI, EV):
     """coupling.follow"""
     for k in range(SI[SI_CPL_CFG_N]):
@@ -922,7 +921,7 @@ def _follow(F, B, U8, errors, tmode, master, PF, PI, PB, cpl_cfg, SI, EV):
         U8[U_POWER, s] = _PS_MOTION if pm == _PS_MOTION else _PS_STANDBY
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _monitor_sync(F, B, U8, errors, tmode, master, PF, SI, EV):
     if SI[SI_CPL_ACTIVE] == 0:
         return
@@ -943,7 +942,7 @@ def _monitor_sync(F, B, U8, errors, tmode, master, PF, SI, EV):
 
 
 # --- lag ---------------------------------------------------------------------------------------------
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _monitor_lag(F, B, U8, errors, tmode, PF, PI, PB, S, SI, EV, now):
     n = F.shape[1]
     hit = False
@@ -974,7 +973,7 @@ def _monitor_lag(F, B, U8, errors, tmode, PF, PI, PB, S, SI, EV, now):
 
 
 # --- control law ------------------------------------------------------------------------------------
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def law_step(F, B, LC, SI, dt, ticks, hold):
     """ControlLaw.step on the core's rows: set-point (sp_pos/sp_vel/sp_acc), feedback (pos/vel),
     `act` and the per-axis limit already in place (see control_law.py for the method)."""
@@ -1059,7 +1058,7 @@ def law_step(F, B, LC, SI, dt, ticks, hold):
             F[F_U_PREV, s] = out
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def law_activate(F, B, SI):
     """The active mask (B_K_MASK) changed? Reset the axes that just lost their loop and refresh
     `act` (ControlLaw.step's prologue)."""
@@ -1084,7 +1083,7 @@ def law_activate(F, B, SI):
 
 
 # --- inputs -----------------------------------------------------------------------------------------
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _gather(fb, bank, F, B, bits, saved_bank, PI, SI):
     """set_inputs with the HAL feedback records (raw bytes: HAL_AXIS_FEEDBACK) and a logical DI bank."""
     n = F.shape[1]
@@ -1125,7 +1124,7 @@ def _gather(fb, bank, F, B, bits, saved_bank, PI, SI):
 
 
 # --- one cycle ---------------------------------------------------------------------------------------
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _ticks(S, SI, now):
     dt = S[S_DT]
     if SI[SI_T0_SET] == 0:
@@ -1141,7 +1140,7 @@ def _ticks(S, SI, now):
     return due
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _machine_progress(F, B, U8, S, SI, EV, now):
     st = SI[SI_M_STATE]
     if st == _MST_STOPPED and SI[SI_HAL_OK] and not SI[SI_M_STOPPED_BY_COMMAND]:
@@ -1157,7 +1156,7 @@ def _machine_progress(F, B, U8, S, SI, EV, now):
             _event(SI, EV, EV_MANUAL_TIMEOUT, 0, 0)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _cycle(F, B, U8, errors, tmode, master, sp_hist, bits, LC, PF, PI, PB, cpl_cfg, S, SI, EV, now):
     n = F.shape[1]
     SI[SI_EV_N] = 0
@@ -1304,12 +1303,12 @@ def _cycle(F, B, U8, errors, tmode, master, sp_hist, bits, LC, PF, PI, PB, cpl_c
 
 
 # --- the entry points and the exact signatures used at run time ----------------------------------------
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _block(arena, lay, k):
     return arena[lay[2 * k]:lay[2 * k + 1]]
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def cycle_step(arena, lay, now):
     """ControlCore.step: one CU cycle in place on a Store's arena. Returns the number of events in
     EV (0 = nothing for the caller to log or announce)."""
@@ -1333,7 +1332,7 @@ def cycle_step(arena, lay, now):
     return _cycle(F, B, U8, errors, tmode, master, sp_hist, bits, LC, PF, PI, PB, cpl_cfg, S, SI, EV, now)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def gather_inputs(fb, bank, arena, lay, fb_age, hal_ok, hal_missing):
     """ControlCore.set_inputs on a Store's arena: `fb` the HAL_AXIS_FEEDBACK records as bytes,
     `bank` the logical DI bank (u64 words), the HAL's liveness and the feedback's age."""
@@ -1353,7 +1352,7 @@ def gather_inputs(fb, bank, arena, lay, fb_age, hal_ok, hal_missing):
     _gather(fb, bank, F, B, bits, saved, PI, SI)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def gather_feedback(fb, phys_bank, nc_mask, logical, arena, lay, fb_age):
     """The cycle runner's set_inputs for a live HAL frame in one call: the logical DI bank
     (`logical` = `phys_bank` XOR `nc_mask`, the NC contacts inverted) and then gather_inputs."""
@@ -1362,7 +1361,7 @@ def gather_feedback(fb, phys_bank, nc_mask, logical, arena, lay, fb_age):
     gather_inputs(fb, logical, arena, lay, fb_age, True, False)
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _put_u8(out, i, v):
     """out[i] = v; True when the byte changed."""
     old = out[i]
@@ -1370,7 +1369,7 @@ def _put_u8(out, i, v):
     return out[i] != old
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def _put_f8(of, o64, w, v):
     """Word w of `of` (f64) = v; True when its bits changed (a NaN that stays NaN is no change)."""
     old = o64[w]
@@ -1378,7 +1377,7 @@ def _put_f8(of, o64, w, v):
     return o64[w] != old
 
 
-@numba.njit(**_JIT)
+@kernel(**_JIT)
 def fill_status(out, arena, lay, hal_heartbeat, hal_age):
     """diagnostics.StatusWriter.fill on a CU_STATUS record as bytes (`out`), the message excepted.
     Returns True when a byte other than hal_heartbeat / hal_age_cycles (which move every cycle and
@@ -1433,8 +1432,9 @@ def fill_status(out, arena, lay, hal_heartbeat, hal_age):
     return ch
 
 
-_U1 = nt.uint8[::1]
-CYCLE_STEP_SIG = nt.int64(_U1, nt.int64[::1], nt.float64)
-GATHER_INPUTS_SIG = nt.void(_U1, nt.uint64[::1], _U1, nt.int64[::1], nt.int64, nt.boolean, nt.boolean)
-GATHER_FEEDBACK_SIG = nt.void(_U1, nt.uint64[::1], nt.uint64[::1], nt.uint64[::1], _U1, nt.int64[::1], nt.int64)
-FILL_STATUS_SIG = nt.boolean(_U1, _U1, nt.int64[::1], nt.int64, nt.int64)
+_U1, _I1, _Q1 = Arg("uint8"), Arg("int64"), Arg("uint64")
+_I, _F, _B = Arg("int64", 0), Arg("float64", 0), Arg("bool", 0)
+CYCLE_STEP_SIG = Sig("int64", (_U1, _I1, _F))
+GATHER_INPUTS_SIG = Sig("void", (_U1, _Q1, _U1, _I1, _I, _B, _B))
+GATHER_FEEDBACK_SIG = Sig("void", (_U1, _Q1, _Q1, _Q1, _U1, _I1, _I))
+FILL_STATUS_SIG = Sig("bool", (_U1, _U1, _I1, _I, _I))

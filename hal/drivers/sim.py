@@ -171,7 +171,7 @@ class SimDriver(Driver):
         injections are copied into rows of them; the kernel compiled or loaded from cache."""
         from .. import kernels as K
 
-        K.load()
+        ks = K.load()
         n = MAX_AXES
         self._teleport = np.full(n, np.nan)  # set_position of the current injection, applied once
         self._load_torque = np.zeros(n)
@@ -219,7 +219,7 @@ class SimDriver(Driver):
         self.follow_since = tab[K.T_FOL_SINCE, :nf]
         self._p_full = K.P_FULL
         self._adopt(self._injection)
-        self._k_cycle = K.sim_cycle
+        self._k_cycle = ks.checked("sim_cycle")
         self._k_tail = (self._arena, self._lay)
 
     def _adopt(self, inj: Injection) -> None:
