@@ -230,7 +230,11 @@ class KernelSet:
             mod = importlib.import_module(self.aot_module)
         except (ImportError, OSError) as e:
             return None, f"no compiled module {self.aot_module} ({e}); `make kernels` builds it"
-        if int(mod.aot_stamp()) != self.stamp():
+        try:
+            want = self.stamp()
+        except OSError as e:  # a source missing or unreadable: the module cannot be checked against it
+            return None, f"cannot check {self.aot_module} against {e.filename} ({e.strerror})"
+        if int(mod.aot_stamp()) != want:
             return None, (f"{self.aot_module} is stale (one of {', '.join(self.sources)} changed since it was "
                           f"built); `make kernels` rebuilds it")
         return mod, ""

@@ -74,6 +74,9 @@ def test_a_changed_source_makes_the_module_stale_and_the_jit_takes_over(caplog):
     assert any("hal-stale-probe kernels: hal._kernels_aot is stale" in r.getMessage() and "JIT is used" in
                r.getMessage() for r in caplog.records), caplog.text
     assert hal_kernels.load("aot").backend == "aot"  # the fresh set is not affected
+    gone = dataclasses.replace(stale, sources=stale.sources + ("hal/no_such_kernel.py",))
+    mod, why = gone.aot()
+    assert mod is None and "cannot check hal._kernels_aot against" in why and "no_such_kernel.py" in why
     with pytest.raises(KernelLoadError, match=r"\$EVO_KERNELS='fast': unknown; known: auto, aot, jit"):
         stale.load("fast")
 
