@@ -437,6 +437,77 @@ def baseline_step(tree: Path, machine: str, scenario: str, cycles: int) -> dict[
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+PARTS = ("cu_hal poll (incl. the writer probe every 5th)", "command polls + sim injection poll", "hal_step kernel",
+         "hal_cu commit", "status commits + wakes", "100 ms work (state file offer, health)", "whole step")
+
+
+def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
+    """Where a paced 64-axis step's time goes: HalCycle._step_compiled's parts timed one by one (the same
+    calls in the same order, perf_counter_ns between them), AOT kernels, SCHED_FIFO, 0.3 ms pause."""
+    from common.shm.p2p import TypedP2pWriter
+    from common.shm.segments import SEGMENTS
+    from hal.kernels import FL_CONNECTED, PHASE_ALL
+
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        _setup_env(tmp)
+        hal = _hal_cycle(_load(tmp, 64, 1024), "compiled", "aot")
+        s = SEGMENTS["cu_hal"]
+        cu = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
+        try:
+            assert hal._sim is not None, "the fused sim path is what this times"
+            ax, bank = cu.local["axes"], cu.local["do_bank"]
+            moving = scenario != "idle"
+            if moving:
+                ax["enable"][:64] = 1
+                ax["brake_release"][:64] = 1
+            torques, _, _ = _scenario_frames(64, 500 + cycles)
+            marks = np.zeros((cycles, len(PARTS)), np.int64)
+            pc = time.perf_counter_ns
+            now = pc()
+            gc.collect()
+            gc.freeze()
+            rt = _fifo_on()
+            for i in range(500 + cycles):
+                now += PERIOD_NS
+                if moving:
+                    ax["calculated_torque"][:64] = torques[i]
+                    bank[1 + i % 15] = i
+                cu.commit()
+                t0 = pc()
+                cu_in = hal.cu_in  # --- HalCycle._step_compiled, part by part
+                connected = cu_in.poll(now * 1e-9) is not None
+                t1 = pc()
+                if hal.re_cmds.poll_pending(now * 1e-9):
+                    hal._run_commands(hal.re_cmds, now, connected)
+                if hal.rpc_cmds.poll_pending(now * 1e-9):
+                    hal._run_commands(hal.rpc_cmds, now, connected)
+                flags = (hal._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0
+                hal._sim.poll(now)
+                t2 = pc()
+                changed = hal._k(PHASE_ALL, flags, now, 0.001, *hal._k_tail)
+                t3 = pc()
+                lo, hi = hal._cu_span[changed]
+                hal.w_cu.commit_part(lo, hi)
+                t4 = pc()
+                if changed or hal._acked or now >= hal._next_beat:
+                    hal._publish_status(changed, now)
+                t5 = pc()
+                if now >= hal._next_slow:
+                    hal._slow(now)
+                hal.cycles += 1
+                t6 = pc()
+                if i >= 500:
+                    marks[i - 500] = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t6 - t0)
+                time.sleep(PACE_S)
+            _fifo_off()
+            gc.unfreeze()
+        finally:
+            hal.close()
+            cu.close()
+    return {"rt_active": rt, **{name: _us(summarize(marks[:, k])) for k, name in enumerate(PARTS)}}
+
+
 def bench_fused(machine: str, scenario: str, cycles: int, points: int = 1024) -> dict[str, Any]:
     """The one kernel call HalCycle.step makes with the sim driver (hal_step), inside a real
     HalCycle, fed through the cu_hal payload it reads (moving: torques and DO bits every cycle)."""
@@ -528,7 +599,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline commit's rows")
     ap.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
+    ap.add_argument("--parts", action="store_true", help="only where the 64-axis step's time goes, part by part")
     args = ap.parse_args(argv)
+    if args.parts:
+        res = {"machine": machine_info(), "method": bench_parts.__doc__}
+        for scenario in ("idle", "moving"):
+            r = res[scenario] = bench_parts(scenario, 2000 if args.quick else 10000)
+            print(f"\n64 axes, {scenario} (SCHED_FIFO: {r['rt_active']}), microseconds")
+            print_table([{"part": n, **r[n]} for n in PARTS],
+                        [("part", "part", ""), ("p50", "p50_us", ".1f"), ("p99", "p99_us", ".1f"),
+                         ("p99.9", "p999_us", ".1f"), ("mean", "mean_us", ".1f"), ("max", "max_us", ".1f")])
+        print(f"\nresults: {write_json('hal_parts', res, args.out)}")
+        return 0
     if args.jitter_worker:
         print(json.dumps(jitter_worker(args.jitter_worker, args.seconds, args.config)))
         return 0
