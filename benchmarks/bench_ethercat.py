@@ -130,6 +130,7 @@ def evo_round(cycles: int, tmp: Path) -> dict[str, Any]:
             t0 = pc()
             hal.step(pc(), PERIOD_S)
             s_ns[i] = pc() - t0
+            hal.housekeeping(pc())
         return {"driver_cycle": summarize(d_ns), "hal_step": summarize(s_ns), "wkc_errors": int(drv.wkc_errors),
                 "expected_wkc": drv.expected_wkc, "health": drv.health().state.name}
     finally:

@@ -146,6 +146,29 @@ def bench_floor(cycles: int) -> dict[str, Any]:
     return {**summarize(out), "rt_active": rt}
 
 
+def bench_spin_floor(cycles: int, work_us: float) -> dict[str, Any]:
+    """The paced loop timing a fixed amount of pure CPU work (a spin on the clock for `work_us`, no
+    memory to speak of): what the VM adds at p50/p99 to any `work_us` of work run after the pause."""
+    out = np.empty(cycles, np.int64)
+    pc = time.perf_counter_ns
+    work_ns = int(work_us * 1000)
+    gc.collect()
+    gc.freeze()
+    rt = _fifo_on()
+    for i in range(cycles + 500):
+        t0 = pc()
+        end = t0 + work_ns
+        while pc() < end:
+            pass
+        t1 = pc()
+        if i >= 500:
+            out[i - 500] = t1 - t0
+        time.sleep(PACE_S)
+    _fifo_off()
+    gc.unfreeze()
+    return {**summarize(out), "rt_active": rt}
+
+
 def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled", points: int = 1024,
                backend: str | None = None) -> dict[str, Any]:
     from common.shm.p2p import TypedP2pWriter
@@ -157,6 +180,7 @@ def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled
         cfg = _default_config(tmp) if machine == "default" else _load(tmp, int(machine), points)
         axes = max(cfg.axis_ids)
         hal = _hal_cycle(cfg, engine, backend)
+        housekeeping = getattr(hal, "housekeeping", None)  # (a baseline tree's step still does it inside)
         s = SEGMENTS["cu_hal"]
         cu = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
         try:
@@ -191,6 +215,8 @@ def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled
                 t0 = pc()
                 hal.step(now, 0.001)
                 t1 = pc()
+                if housekeeping is not None:  # after the cycle, as the loop does (timed: bench_hal --parts)
+                    housekeeping(now)
                 if i >= warm:
                     out[i - warm] = t1 - t0
                 time.sleep(PACE_S)  # paced like the real loop (the CPU is not hogged; caches cool)
@@ -393,7 +419,9 @@ def jitter_worker(mode: str, seconds: float, config_dir: str | None) -> dict[str
         for i in range(n):
             late[i] = timer.wait()
             if hal is not None:
-                hal.step(pc(), PERIOD_NS / 1e9)
+                now = pc()
+                hal.step(now, PERIOD_NS / 1e9)
+                hal.housekeeping(now)
             timer.done()
         overruns = timer.overruns
     elapsed = pc() - start
@@ -437,13 +465,15 @@ def baseline_step(tree: Path, machine: str, scenario: str, cycles: int) -> dict[
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-PARTS = ("cu_hal poll (incl. the writer probe every 5th)", "command polls + sim injection poll", "hal_step kernel",
-         "hal_cu commit", "status commits + wakes", "100 ms work (state file offer, health)", "whole step")
+PARTS = ("cu_hal poll (incl. the writer probe every 5th)", "command polls", "hal_step kernel", "hal_cu commit",
+         "status commits + wakes", "whole step", "housekeeping after it (injection poll, state file, health)",
+         "step + housekeeping")
 
 
 def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
     """Where a paced 64-axis step's time goes: HalCycle._step_compiled's parts timed one by one (the same
-    calls in the same order, perf_counter_ns between them), AOT kernels, SCHED_FIFO, 0.3 ms pause."""
+    calls in the same order, perf_counter_ns between them), then HalCycle.housekeeping as the loop calls it
+    right after; AOT kernels, SCHED_FIFO, 0.3 ms pause."""
     from common.shm.p2p import TypedP2pWriter
     from common.shm.segments import SEGMENTS
     from hal.kernels import FL_CONNECTED, PHASE_ALL
@@ -483,7 +513,6 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
                 if hal.rpc_cmds.poll_pending(now * 1e-9):
                     hal._run_commands(hal.rpc_cmds, now, connected)
                 flags = (hal._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0
-                hal._sim.poll(now)
                 t2 = pc()
                 changed = hal._k(PHASE_ALL, flags, now, 0.001, *hal._k_tail)
                 t3 = pc()
@@ -492,13 +521,12 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
                 t4 = pc()
                 if changed or hal._acked or now >= hal._next_beat:
                     hal._publish_status(changed, now)
-                t5 = pc()
-                if now >= hal._next_slow:
-                    hal._slow(now)
                 hal.cycles += 1
+                t5 = pc()
+                hal.housekeeping(now)
                 t6 = pc()
                 if i >= 500:
-                    marks[i - 500] = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t6 - t0)
+                    marks[i - 500] = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0, t6 - t5, t6 - t0)
                 time.sleep(PACE_S)
             _fifo_off()
             gc.unfreeze()
@@ -602,7 +630,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", action="store_true", help="only where the 64-axis step's time goes, part by part")
     args = ap.parse_args(argv)
     if args.parts:
-        res = {"machine": machine_info(), "method": bench_parts.__doc__}
+        res = {"machine": machine_info(), "method": bench_parts.__doc__ + " Floor: " + bench_spin_floor.__doc__}
+        n = 2000 if args.quick else 10000
+        floors = {f"{us:g} us of pure CPU work (spin)": _us(bench_spin_floor(n, us)) for us in (30.0, 45.0)}
+        res["spin_floor"] = floors
+        print("\nfloor: the same paced loop timing a fixed spin on the clock, microseconds")
+        print_table([{"work": k, **v} for k, v in floors.items()],
+                    [("work", "work", ""), ("p50", "p50_us", ".1f"), ("p99", "p99_us", ".1f"),
+                     ("p99.9", "p999_us", ".1f"), ("max", "max_us", ".1f")])
         for scenario in ("idle", "moving"):
             r = res[scenario] = bench_parts(scenario, 2000 if args.quick else 10000)
             print(f"\n64 axes, {scenario} (SCHED_FIFO: {r['rt_active']}), microseconds")

@@ -131,6 +131,11 @@ class HalCycle:
         self._switch_key = b"-"  # forces the first write of enable / brake_release
         self._targets = self.driver.uses_targets
         self._next_slow = 0
+        # a driver with periodic work apart from its exchange (the sim's injection file) says so by
+        # `poll_in_cycle`: it is then polled in housekeeping(), for both engines alike
+        self._driver_poll = self.driver.poll if hasattr(self.driver, "poll_in_cycle") else None
+        if self._driver_poll is not None:
+            self.driver.poll_in_cycle = False
         self.cu_connected = False
         self._acked = False  # a command was acked this cycle: its segment is committed and its reader woken
         self._io_since_slow = True  # the status payload changed since the last state-file offer
@@ -236,9 +241,7 @@ class HalCycle:
         if self.rpc_cmds.poll_pending(now):
             self._run_commands(self.rpc_cmds, now_ns, connected)
         flags = (self._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0
-        sim = self._sim
-        if sim is not None:
-            sim.poll(now_ns)
+        if self._sim is not None:
             changed = self._k(PHASE_ALL, flags, now_ns, dt_s, *self._k_tail)
         else:
             self._k(PHASE_PRE, flags, now_ns, dt_s, *self._k_tail)
@@ -250,9 +253,19 @@ class HalCycle:
         self.w_cu.commit_part(lo, hi)
         if changed or self._acked or now_ns >= self._next_beat:
             self._publish_status(changed, now_ns)
+        self.cycles += 1
+
+    def housekeeping(self, now_ns: int) -> None:
+        """After a cycle's commits, in the same wake (the loop calls it right after `step`): what is due
+        every 100 ms or every inject_poll_ms and is not the cycle's I/O — the sim's injection-file poll
+        (a new injection applies from the next cycle), the state-file offer and the driver's health
+        (published with the next status commit). Out of `step` so that the outputs and the status are
+        published first: it lands on 1 % of the cycles and cost 45–60 µs there after a pause on the
+        2-core box, which made the step's p99 (BENCHMARKS.md, bench_hal --parts)."""
+        if self._driver_poll is not None:
+            self._driver_poll(now_ns)
         if now_ns >= self._next_slow:
             self._slow(now_ns)
-        self.cycles += 1
 
     def between(self, now_ns: int) -> None:
         """Between cycles, woken by a bridge's post after it submitted a command: take the commands
@@ -329,8 +342,6 @@ class HalCycle:
         self.driver.cycle(dio, now_ns, dt_s)
         proc.inputs(dio.di, dio.ai, now_ns)
         self._publish(connected, now_ns)
-        if now_ns >= self._next_slow:
-            self._slow(now_ns)
         self.cycles += 1
 
     def _bind_cu(self, cu: np.ndarray) -> None:
@@ -453,6 +464,7 @@ def run(config: EvoConfig) -> int:
 
     def step(now_ns: int, ticks: int) -> None:
         hal.step(now_ns, dt_of_ticks[ticks if ticks < MAX_CATCH_UP_TICKS else MAX_CATCH_UP_TICKS])
+        hal.housekeeping(now_ns)  # after the cycle's commits
 
     # a bridge posts "hal" after it submits a command: the loop sleeps on it and takes the command at once
     waiter = WakeWaiter("hal") if hal_cfg.commands_between_cycles else None

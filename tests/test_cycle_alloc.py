@@ -37,10 +37,11 @@ cu._create_writers()
 
 
 def run(n, t0):
-    step, cycle = hal.step, cu.cycle
+    step, housekeeping, cycle = hal.step, hal.housekeeping, cu.cycle
     for i in range(n):
         now_ns = t0 + i * 1_000_000
         step(now_ns, 0.001)
+        housekeeping(now_ns)
         cycle(now_ns * 1e-9)
     return t0 + n * 1_000_000
 

@@ -78,6 +78,7 @@ class Side:
             self.outbox.submit(code, rid, pin=pin, args=(value,))
         self.rpc.commit()
         self.hal.step(now, 0.001)
+        self.hal.housekeeping(now)
         self._take_acks(now)
         if frame["between"]:  # submitted after the cycle: the bridge's post runs HalCycle.between
             for rid, code, pin, value in frame["between"]:

@@ -159,6 +159,9 @@ class SimDriver(Driver):
         self._injection = Injection()
         self._seen_set_position: dict[int, float] = {}
         self._next_poll = 0
+        # cycle() polls the injection file itself; HalCycle turns this off and polls in its
+        # housekeeping, after the cycle's commits (an injection then applies from the next cycle)
+        self.poll_in_cycle = True
         self._build_axes(config, a["index_spacing"])
         self._build_io(config)
         self._k_tail: tuple | None = None
@@ -437,7 +440,8 @@ class SimDriver(Driver):
             self._poll_injection(now_ns)
 
     def cycle(self, io: DriverIO, now_ns: int, dt_s: float) -> None:
-        self.poll(now_ns)
+        if self.poll_in_cycle:
+            self.poll(now_ns)
         if self._k_tail is not None:
             self._k_cycle(io.enable, io.brake_release, io.torque, io.do_bank, io.position, io.velocity,
                           io.torque_estimate, io.drive_ready, io.drive_fault, io.axis_state, io.drive_error_code,
