@@ -115,7 +115,7 @@ class Sig:
     def _fits(self) -> Callable[[tuple[Any, ...]], bool]:
         """`values` fit (generated straight-line tests, ~0.2 us per array); False may still fit (check
         then asks `refusal`, the rule itself)."""
-        lines = [f"def fits(v):", f"    if len(v) != {len(self.args)}: return False"]
+        lines = ["def fits(v):", f"    if len(v) != {len(self.args)}: return False"]
         ns: dict[str, Any] = {"nd": np.ndarray, "int": int, "float": float, "bool": bool}
         for i, a in enumerate(self.args):
             if a.ndim == 0:
