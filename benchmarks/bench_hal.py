@@ -132,17 +132,13 @@ def bench_floor(cycles: int) -> dict[str, Any]:
     """The paced loop with nothing in the timed region: what the timer and the loop cost."""
     out = np.empty(cycles, np.int64)
     pc = time.perf_counter_ns
-    gc.collect()
-    gc.freeze()
-    rt = _fifo_on()
-    for i in range(cycles + 500):
-        t0 = pc()
-        t1 = pc()
-        if i >= 500:
-            out[i - 500] = t1 - t0
-        time.sleep(PACE_S)
-    _fifo_off()
-    gc.unfreeze()
+    with _timed_region() as rt:
+        for i in range(cycles + 500):
+            t0 = pc()
+            t1 = pc()
+            if i >= 500:
+                out[i - 500] = t1 - t0
+            time.sleep(PACE_S)
     return {**summarize(out), "rt_active": rt}
 
 
@@ -152,20 +148,16 @@ def bench_spin_floor(cycles: int, work_us: float) -> dict[str, Any]:
     out = np.empty(cycles, np.int64)
     pc = time.perf_counter_ns
     work_ns = int(work_us * 1000)
-    gc.collect()
-    gc.freeze()
-    rt = _fifo_on()
-    for i in range(cycles + 500):
-        t0 = pc()
-        end = t0 + work_ns
-        while pc() < end:
-            pass
-        t1 = pc()
-        if i >= 500:
-            out[i - 500] = t1 - t0
-        time.sleep(PACE_S)
-    _fifo_off()
-    gc.unfreeze()
+    with _timed_region() as rt:
+        for i in range(cycles + 500):
+            t0 = pc()
+            end = t0 + work_ns
+            while pc() < end:
+                pass
+            t1 = pc()
+            if i >= 500:
+                out[i - 500] = t1 - t0
+            time.sleep(PACE_S)
     return {**summarize(out), "rt_active": rt}
 
 
@@ -198,30 +190,26 @@ def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled
             warm = 500
             out = np.empty(cycles, np.int64)
             now = time.perf_counter_ns()
-            gc.collect()
-            gc.freeze()
             pc = time.perf_counter_ns
             start_pos = hal.dio.position[:axes].copy()
-            rt = _fifo_on()
-            for i in range(warm + cycles):
-                now += PERIOD_NS
-                if moving:
-                    torque[:axes] = torques[i]
-                    bank[1 + i % 15] = i  # role-less and some role pins change; brake outputs (word 0) stay
-                if noisy:
-                    np.copyto(dio.di, di_frames[i % frames])
-                    np.copyto(dio.ai, ai_frames[i % frames])
-                cu.commit()
-                t0 = pc()
-                hal.step(now, 0.001)
-                t1 = pc()
-                if housekeeping is not None:  # after the cycle, as the loop does (timed: bench_hal --parts)
-                    housekeeping(now)
-                if i >= warm:
-                    out[i - warm] = t1 - t0
-                time.sleep(PACE_S)  # paced like the real loop (the CPU is not hogged; caches cool)
-            _fifo_off()
-            gc.unfreeze()
+            with _timed_region() as rt:
+                for i in range(warm + cycles):
+                    now += PERIOD_NS
+                    if moving:
+                        torque[:axes] = torques[i]
+                        bank[1 + i % 15] = i  # role-less and some role pins change; brake outputs (word 0) stay
+                    if noisy:
+                        np.copyto(dio.di, di_frames[i % frames])
+                        np.copyto(dio.ai, ai_frames[i % frames])
+                    cu.commit()
+                    t0 = pc()
+                    hal.step(now, 0.001)
+                    t1 = pc()
+                    if housekeeping is not None:  # after the cycle, as the loop does (timed: bench_hal --parts)
+                        housekeeping(now)
+                    if i >= warm:
+                        out[i - warm] = t1 - t0
+                    time.sleep(PACE_S)  # paced like the real loop (the CPU is not hogged; caches cool)
             assert hal.cu_connected, "the CU writer was not seen"
             if moving:
                 assert np.count_nonzero(hal.dio.position[:axes] != start_pos) == axes, "axes should move"
@@ -253,30 +241,40 @@ def bench_work(machine: str, scenario: str, cycles: int, engine: str, points: in
             out = np.empty(cycles, np.int64)
             pc = time.perf_counter_ns
             now = pc()
-            gc.collect()
-            gc.freeze()
-            rt = _fifo_on()
-            for i in range(500 + cycles):
-                now += PERIOD_NS
-                if moving:
-                    dio.torque[:axes] = torques[i]
-                    bank[1 + i % 15] = i
-                t0 = pc()
-                proc.outputs(bank, ao, now, True)
-                drv.cycle(dio, now, 0.001)
-                if worst:
-                    np.copyto(dio.di, di_frames[i & 63])
-                    np.copyto(dio.ai, ai_frames[i & 63])
-                proc.inputs(dio.di, dio.ai, now)
-                t1 = pc()
-                if i >= 500:
-                    out[i - 500] = t1 - t0
-                time.sleep(PACE_S)
-            _fifo_off()
-            gc.unfreeze()
+            with _timed_region() as rt:
+                for i in range(500 + cycles):
+                    now += PERIOD_NS
+                    if moving:
+                        dio.torque[:axes] = torques[i]
+                        bank[1 + i % 15] = i
+                    t0 = pc()
+                    proc.outputs(bank, ao, now, True)
+                    drv.cycle(dio, now, 0.001)
+                    if worst:
+                        np.copyto(dio.di, di_frames[i & 63])
+                        np.copyto(dio.ai, ai_frames[i & 63])
+                    proc.inputs(dio.di, dio.ai, now)
+                    t1 = pc()
+                    if i >= 500:
+                        out[i - 500] = t1 - t0
+                    time.sleep(PACE_S)
         finally:
             hal.close()
     return {**summarize(out), "rt_active": rt}
+
+
+@contextlib.contextmanager
+def _timed_region():  # noqa: ANN202
+    """A timed loop's surroundings: garbage collected and frozen, SCHED_FIFO when permitted (yields
+    whether it is on), both undone afterwards, also on an error."""
+    gc.collect()
+    gc.freeze()
+    rt = _fifo_on()
+    try:
+        yield rt
+    finally:
+        _fifo_off()
+        gc.unfreeze()
 
 
 def _fifo_on() -> bool:
@@ -495,41 +493,37 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
             marks = np.zeros((cycles, len(PARTS)), np.int64)
             pc = time.perf_counter_ns
             now = pc()
-            gc.collect()
-            gc.freeze()
-            rt = _fifo_on()
-            for i in range(500 + cycles):
-                now += PERIOD_NS
-                if moving:
-                    ax["calculated_torque"][:64] = torques[i]
-                    bank[1 + i % 15] = i
-                cu.commit()
-                t0 = pc()
-                cu_in = hal.cu_in  # --- HalCycle._step_compiled, part by part
-                connected = cu_in.poll(now * 1e-9) is not None
-                t1 = pc()
-                if hal.re_cmds.poll_pending(now * 1e-9):
-                    hal._run_commands(hal.re_cmds, now, connected)
-                if hal.rpc_cmds.poll_pending(now * 1e-9):
-                    hal._run_commands(hal.rpc_cmds, now, connected)
-                flags = (hal._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0
-                t2 = pc()
-                changed = hal._k(PHASE_ALL, flags, now, 0.001, *hal._k_tail)
-                t3 = pc()
-                lo, hi = hal._cu_span[changed]
-                hal.w_cu.commit_part(lo, hi)
-                t4 = pc()
-                if changed or hal._acked or now >= hal._next_beat:
-                    hal._publish_status(changed, now)
-                hal.cycles += 1
-                t5 = pc()
-                hal.housekeeping(now)
-                t6 = pc()
-                if i >= 500:
-                    marks[i - 500] = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0, t6 - t5, t6 - t0)
-                time.sleep(PACE_S)
-            _fifo_off()
-            gc.unfreeze()
+            with _timed_region() as rt:
+                for i in range(500 + cycles):
+                    now += PERIOD_NS
+                    if moving:
+                        ax["calculated_torque"][:64] = torques[i]
+                        bank[1 + i % 15] = i
+                    cu.commit()
+                    t0 = pc()
+                    cu_in = hal.cu_in  # --- HalCycle._step_compiled, part by part
+                    connected = cu_in.poll(now * 1e-9) is not None
+                    t1 = pc()
+                    if hal.re_cmds.poll_pending(now * 1e-9):
+                        hal._run_commands(hal.re_cmds, now, connected)
+                    if hal.rpc_cmds.poll_pending(now * 1e-9):
+                        hal._run_commands(hal.rpc_cmds, now, connected)
+                    flags = (hal._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0
+                    t2 = pc()
+                    changed = hal._k(PHASE_ALL, flags, now, 0.001, *hal._k_tail)
+                    t3 = pc()
+                    lo, hi = hal._cu_span[changed]
+                    hal.w_cu.commit_part(lo, hi)
+                    t4 = pc()
+                    if changed or hal._acked or now >= hal._next_beat:
+                        hal._publish_status(changed, now)
+                    hal.cycles += 1
+                    t5 = pc()
+                    hal.housekeeping(now)
+                    t6 = pc()
+                    if i >= 500:
+                        marks[i - 500] = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0, t6 - t5, t6 - t0)
+                    time.sleep(PACE_S)
         finally:
             hal.close()
             cu.close()
@@ -559,25 +553,21 @@ def bench_fused(machine: str, scenario: str, cycles: int, points: int = 1024) ->
             out = np.empty(cycles, np.int64)
             pc = time.perf_counter_ns
             now = pc()
-            gc.collect()
-            gc.freeze()
-            rt = _fifo_on()
-            for i in range(500 + cycles):
-                now += PERIOD_NS
-                if moving:
-                    cu["axes"]["calculated_torque"][:axes] = torques[i]
-                    cu["do_bank"][1 + i % 15] = i
-                if worst:
-                    np.copyto(dio.di, di_frames[i & 63])
-                    np.copyto(dio.ai, ai_frames[i & 63])
-                t0 = pc()
-                k(PHASE_ALL, FL_CONNECTED | FL_FRESH, now, 0.001, *tail)
-                t1 = pc()
-                if i >= 500:
-                    out[i - 500] = t1 - t0
-                time.sleep(PACE_S)
-            _fifo_off()
-            gc.unfreeze()
+            with _timed_region() as rt:
+                for i in range(500 + cycles):
+                    now += PERIOD_NS
+                    if moving:
+                        cu["axes"]["calculated_torque"][:axes] = torques[i]
+                        cu["do_bank"][1 + i % 15] = i
+                    if worst:
+                        np.copyto(dio.di, di_frames[i & 63])
+                        np.copyto(dio.ai, ai_frames[i & 63])
+                    t0 = pc()
+                    k(PHASE_ALL, FL_CONNECTED | FL_FRESH, now, 0.001, *tail)
+                    t1 = pc()
+                    if i >= 500:
+                        out[i - 500] = t1 - t0
+                    time.sleep(PACE_S)
         finally:
             hal.close(save=False)
     return {**summarize(out), "rt_active": rt}
