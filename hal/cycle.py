@@ -165,9 +165,12 @@ class HalCycle:
         cmd_stale = max(1, int(COMMAND_STALE_S * 1e6 / cyc_us))
         # normal scheduling's threshold until run() knows whether the loop got SCHED_FIFO
         stale = stale_threshold(self.config.system.hal.stale_reads, cyc_us, rt_active=False)
+        # the writer probes (a flock / a stat, ~20 us each after a sleep here) run in housekeeping(),
+        # after the cycle's commits: a dead writer is seen by the next cycle's poll
         self.cu_in = Inbound.for_key("cu_hal", InboundPolicy(
-            stale_reads=stale.cycles, retry_s=CU_RETRY_S, probe_every=WRITER_PROBE_EVERY))
-        cmd_policy = InboundPolicy(stale_reads=cmd_stale, retry_s=OPTIONAL_RETRY_S, probe_every=WRITER_PROBE_EVERY)
+            stale_reads=stale.cycles, retry_s=CU_RETRY_S, probe_every=WRITER_PROBE_EVERY, probe_apart=True))
+        cmd_policy = InboundPolicy(stale_reads=cmd_stale, retry_s=OPTIONAL_RETRY_S, probe_every=WRITER_PROBE_EVERY,
+                                   probe_apart=True)
         self.re_cmds = CommandInbox(Inbound.for_key("re_hal", cmd_policy), self.w_re.local["acks"])
         self.rpc_cmds = CommandInbox(Inbound.for_key("rpc_hal", cmd_policy), self.w_rpc.local["acks"])
         self._links = [self.cu_in, self.re_cmds, self.rpc_cmds]
@@ -256,12 +259,18 @@ class HalCycle:
         self.cycles += 1
 
     def housekeeping(self, now_ns: int) -> None:
-        """After a cycle's commits, in the same wake (the loop calls it right after `step`): what is due
-        every 100 ms or every inject_poll_ms and is not the cycle's I/O — the sim's injection-file poll
-        (a new injection applies from the next cycle), the state-file offer and the driver's health
-        (published with the next status commit). Out of `step` so that the outputs and the status are
-        published first: it lands on 1 % of the cycles and cost 45–60 µs there after a pause on the
-        2-core box, which made the step's p99 (BENCHMARKS.md, bench_hal --parts)."""
+        """After a cycle's commits, in the same wake (the loop calls it right after `step`): the work
+        that is not the cycle's I/O — the writer probes of cu_hal, re_hal and rpc_hal (a flock or a
+        stat on two of every WRITER_PROBE_EVERY cycles each: a dead CU is seen by the next cycle's poll,
+        whose outputs go safe), and what is due every 100 ms or every inject_poll_ms: the sim's
+        injection-file poll (a new injection applies from the next cycle), the state-file offer, the
+        driver's health (published with the next status commit). Out of `step` so that the outputs and
+        the status are published first: after a pause each of these syscalls cost 10-60 µs on the
+        2-core box and together they made the step's p99 (BENCHMARKS.md, bench_hal --parts)."""
+        now = now_ns * 1e-9
+        self.cu_in.probe(now)
+        self.re_cmds.inbound.probe(now)
+        self.rpc_cmds.inbound.probe(now)
         if self._driver_poll is not None:
             self._driver_poll(now_ns)
         if now_ns >= self._next_slow:

@@ -262,11 +262,13 @@ for line in sys.stdin:
 """
 
 
-def test_a_killed_cu_is_seen_within_the_probe_bound_and_outputs_go_safe(tmp_path, monkeypatch):
-    """Issue 15 (safety kept): the compiled HAL cycle sees a CU process that died (SIGKILL, its
-    segment left behind with a heartbeat that looks fine) within WRITER_PROBE_EVERY cycles — by the
-    writer-lock probe on the kept descriptor, long before stale_reads — and that very cycle drives
-    are disabled, torque is 0 and brakes are engaged."""
+@pytest.mark.parametrize("phase", range(5))
+def test_a_killed_cu_is_seen_within_the_probe_bound_and_outputs_go_safe(tmp_path, monkeypatch, phase):
+    """Issue 15 (safety kept): the compiled HAL sees a CU process that died (SIGKILL, its segment left
+    behind with a heartbeat that looks fine) within WRITER_PROBE_EVERY cycles — by the writer-lock probe
+    on the kept descriptor, run in housekeeping() after each cycle's commits, long before stale_reads —
+    and the cycle after the probe found it disables the drives, zeroes torque and engages the brakes
+    (at most WRITER_PROBE_EVERY + 1 cycles after the kill, whatever cycle the kill lands in)."""
     import signal
     import subprocess
     import sys
@@ -298,8 +300,9 @@ def test_a_killed_cu_is_seen_within_the_probe_bound_and_outputs_go_safe(tmp_path
                 assert cu.stdout.readline().split() == ["ok"]
             now += MS
             hal.step(now, 0.001)
+            hal.housekeeping(now)
 
-        for _ in range(3 * WRITER_PROBE_EVERY):
+        for _ in range(3 * WRITER_PROBE_EVERY + phase):  # the kill lands at each point of the probe rotation
             cycle(True)
         assert hal.cu_connected and hal.dio.enable[:4].all() and (hal.dio.torque[:4] == 5.0).all()
         cu.send_signal(signal.SIGKILL)
@@ -308,7 +311,7 @@ def test_a_killed_cu_is_seen_within_the_probe_bound_and_outputs_go_safe(tmp_path
         while hal.cu_connected and steps < 100:
             cycle(False)
             steps += 1
-        assert steps <= WRITER_PROBE_EVERY, f"the dead CU was seen after {steps} cycles"
+        assert steps <= WRITER_PROBE_EVERY + 1, f"the dead CU was seen after {steps} cycles"
         assert "writer process gone" in hal.cu_in.reason
         assert not hal.dio.enable.any() and not hal.dio.brake_release.any() and not hal.dio.torque.any()
         assert hal.w_mqt.local["io"]["cu_connected"] == 0

@@ -206,6 +206,39 @@ def test_writer_killed_is_stale_at_once_not_after_n_reads(fresh_prefix, writers)
         inb.close()
 
 
+def test_the_probe_apart_from_poll_finds_a_dead_writer_within_probe_every_calls(fresh_prefix, writers):
+    """probe_apart (the HAL's policy): poll() makes no probe — a killed writer whose heartbeat merely
+    stops stays LIVE to polls alone while the read count is far — and probe(), called once per cycle,
+    finds it gone within probe_every calls; the poll after that returns None and reports the loss."""
+    inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=10**6, retry_s=0.0, probe_every=5, probe_apart=True))
+    w = writers("cu_hal")
+    try:
+        w.do("commit", 1)
+        inb.poll(time.monotonic())
+        w.do("commit", 1)
+        assert inb.poll(time.monotonic()) is not None and inb.status is LinkStatus.LIVE
+        w.kill()
+        for _ in range(20):
+            assert inb.poll(time.monotonic()) is not None  # no probe inside poll
+        assert inb.status is LinkStatus.LIVE
+        calls = 0
+        while inb.status is LinkStatus.LIVE and calls < 20:
+            inb.probe(time.monotonic())
+            calls += 1
+        assert calls <= 5 and inb.status is LinkStatus.STALE and "writer process gone" in inb.reason
+        assert inb.poll(time.monotonic()) is None
+        assert inb.lost  # the loss probe() found is reported by the poll after it (CommandInbox resets its ring)
+        assert inb.poll(time.monotonic()) is None and not inb.lost  # once
+        plain = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=10**6, retry_s=0.0, probe_every=5))
+        try:
+            plain.probe(time.monotonic())  # without probe_apart, probe() does nothing (poll probes)
+            assert plain.status is LinkStatus.ABSENT
+        finally:
+            plain.close()
+    finally:
+        inb.close()
+
+
 def test_a_writer_killed_inside_its_copy_never_shows_the_torn_payload(fresh_prefix):
     """Issue 16 (found in review): a writer killed between "seq odd" and "seq even" leaves a torn
     payload. The successor that takes the segment over must not make that a commit: readers see

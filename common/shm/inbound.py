@@ -16,7 +16,9 @@ The one liveness rule
   or a new segment (new inode) is under our name. Both are found by the probe within
   `probe_every` polls while LIVE: a flock attempt on the writer's lock file (kept open since the
   writer became LIVE) every `probe_every` polls, and a stat of our name as often, on other polls
-  (one system call in a poll at most: after a sleep each costs ~10 us on the test VMs).
+  (one system call in a poll at most: after a sleep each costs ~10 us on the test VMs). With
+  `probe_apart` the same rotation runs in `probe(now)`, which the owner calls once per cycle after
+  its commits (the HAL), and a dead writer is seen by the poll that follows it.
 - Re-attach: while not LIVE, at most every `retry_s` the name is stat()ed: a new inode (a writer
   that built a new segment) is mapped in place (`local` stays the same array); a vanished name
   is ABSENT (mapping dropped, attach retried every `retry_s`).
@@ -98,6 +100,9 @@ class InboundPolicy:
     stale_after_s: float = 0.0
     retry_s: float = 1.0
     probe_every: int = 5
+    # the probe runs in probe(), which the owner calls once per cycle after its commits, not in poll()
+    # (the HAL: its syscalls off the cycle's path; a dead writer is then seen by the poll after it)
+    probe_apart: bool = False
 
     def __post_init__(self) -> None:
         if self.stale_reads <= 0 and self.stale_after_s <= 0:
@@ -134,11 +139,14 @@ class Inbound:
         # the probe's two checks, each every probe_every polls, on different polls (one syscall a
         # poll at most): _probe_slot[polls % probe_every] is 0 (none), _LOCK, _INODE or both
         every = policy.probe_every
-        self._probe_mod = every or 1
-        self._probe_slot = [0] * self._probe_mod
+        slots = [0] * (every or 1)
         if every:
-            self._probe_slot[0] |= _LOCK
-            self._probe_slot[every // 2] |= _INODE
+            slots[0] |= _LOCK
+            slots[every // 2] |= _INODE
+        self._probe_mod, self._probe_slot = (1, [0]) if policy.probe_apart else (len(slots), slots)
+        self._apart_slot = slots  # probe(): the same rotation, counted by its own calls
+        self._apart_calls = 0
+        self._lost_apart = False  # probe() lost a LIVE writer: the next poll reports `lost`
         self._live = False  # status is LIVE (the fast path's one test)
         self._lock_fd = _NO_LOCK  # the writer's lock file, kept open for the probe
         self._inode = InodeOf(self.path)  # the probe's stat() of our name
@@ -174,7 +182,8 @@ class Inbound:
         probe every `probe_every` polls, not LIVE — goes through `_poll_slow`, which they match."""
         r = self.reader
         if r is None and now < self._next_try:  # absent, not yet time to look again
-            self.changed = self.lost = self.became_live = False
+            self.changed = self.became_live = False
+            self.lost, self._lost_apart = self._lost_apart, False
             return None
         if r is not None and self._live:
             seq = r._seq
@@ -203,7 +212,8 @@ class Inbound:
         return self._poll_slow(now)
 
     def _poll_slow(self, now: float) -> np.ndarray | None:
-        self.lost = self.became_live = False
+        self.became_live = False
+        self.lost, self._lost_apart = self._lost_apart, False  # a loss probe() found is this poll's
         r = self.reader
         if r is None:
             self.changed = False
@@ -247,6 +257,20 @@ class Inbound:
                 self._not_live(LinkStatus.STALE, gone, now)
                 return None
         return self.local
+
+    def probe(self, now: float) -> None:
+        """The writer probe apart from `poll` (policy.probe_apart), called once per cycle: the check due
+        at this call (the writer's lock on one of every probe_every calls, our name's inode on another)
+        while LIVE; a writer found gone is STALE from here, so the next poll returns None."""
+        self._apart_calls = k = self._apart_calls + 1
+        checks = self._apart_slot[k % len(self._apart_slot)]
+        r = self.reader
+        if not checks or not self._live or r is None or not self.policy.probe_apart:
+            return
+        gone = self._writer_gone(r, checks)
+        if gone:
+            self._not_live(LinkStatus.STALE, gone, now)
+            self._lost_apart = True  # (callers read `lost` after a poll: CommandInbox resets its ring)
 
     def _saw(self, hb: int) -> None:
         """`hb` (write_seq / 2 of the copy in `local`, -1: none) is the commit we hold."""
