@@ -1,9 +1,11 @@
 """Small helpers every benchmark shares: latency summaries, machine info, tables, JSON results.
 
-Usage: `summarize(ns)` -> dict, `print_table(rows, columns)`, `write_json("name", data)`.
+Usage: `summarize(ns)` -> dict, `print_table(rows, columns)`, `write_json("name", data)`,
+`with temp_env(EVO_KERNELS="jit"): ...`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -15,6 +17,19 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@contextlib.contextmanager
+def temp_env(**values: str | None):  # noqa: ANN201
+    """os.environ with `values` set (None: unset) inside the block, as it was afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        yield
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def summarize(samples_ns: Sequence[int] | np.ndarray) -> dict[str, float]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._stats import machine_info, print_table, ratio, summarize, write_json
+from benchmarks._stats import machine_info, print_table, ratio, summarize, temp_env, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 AIM_P99_US = {64: 50.0, 4: 30.0}  # compiled CU cycle p99 (issue 15)
@@ -145,12 +145,8 @@ def bench_compute(tmp: Path, n: int, cycles: int, engine: str, fifo: bool, law: 
     from control_unit.diagnostics import StatusWriter, fill_pid
 
     cfg = load_config(_config_with_axes(tmp, n))
-    was = os.environ.get("EVO_KERNELS")
-    os.environ["EVO_KERNELS"] = backend  # the compiled engine's kernels: the AOT module, or numba's JIT
-    try:
+    with temp_env(EVO_KERNELS=backend):  # the compiled engine's kernels: the AOT module, or numba's JIT
         core = ControlCore(cfg, engine=engine)
-    finally:
-        os.environ.pop("EVO_KERNELS") if was is None else os.environ.__setitem__("EVO_KERNELS", was)
     dt = core.dt
     plant = _Plant(cfg, n)
     fb = np.zeros(64, dtype=HAL_AXIS_FEEDBACK)

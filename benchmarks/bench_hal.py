@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._stats import machine_info, print_table, ratio, summarize, write_json
+from benchmarks._stats import machine_info, print_table, ratio, summarize, temp_env, write_json
 
 PERIOD_NS = 1_000_000
 AIM_P99_US = 50.0  # 64 axes, 1024 points of each I/O type (issue 15; was 150 in issue 5)
@@ -104,25 +104,12 @@ def _default_config(tmp: Path):
     return load_config(Path(hal.__file__).resolve().parents[1] / "config")
 
 
-@contextlib.contextmanager
-def _env(**values: str | None):
-    """os.environ with `values` set (None: unset) inside the block."""
-    old = {k: os.environ.get(k) for k in values}
-    for k, v in values.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
-
 def _hal_cycle(cfg, engine: str, backend: str | None = None):
     """HalCycle with its IoProcessor and sim driver on `engine` (compiled: the kernels of `backend`,
     $EVO_KERNELS: aot / jit; None: what the HAL loads)."""
     from hal.cycle import HalCycle
 
-    with _env(EVO_HAL_ENGINE=engine, EVO_KERNELS=backend):
+    with temp_env(EVO_HAL_ENGINE=engine, EVO_KERNELS=backend):
         hal = HalCycle(cfg)
     assert hal.proc.engine == engine and getattr(hal.driver, "engine", engine) == engine
     return hal
@@ -161,11 +148,21 @@ def bench_spin_floor(cycles: int, work_us: float) -> dict[str, Any]:
     return {**summarize(out), "rt_active": rt}
 
 
-def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled", points: int = 1024,
-               backend: str | None = None) -> dict[str, Any]:
+def _test_cu(axes: int, moving: bool):  # noqa: ANN202
+    """A test CU: the cu_hal writer, its first `axes` axes enabled with brakes released when `moving`."""
     from common.shm.p2p import TypedP2pWriter
     from common.shm.segments import SEGMENTS
 
+    s = SEGMENTS["cu_hal"]
+    cu = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
+    if moving:
+        cu.local["axes"]["enable"][:axes] = 1
+        cu.local["axes"]["brake_release"][:axes] = 1
+    return cu
+
+
+def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled", points: int = 1024,
+               backend: str | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         _setup_env(tmp)
@@ -173,16 +170,11 @@ def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled
         axes = max(cfg.axis_ids)
         hal = _hal_cycle(cfg, engine, backend)
         housekeeping = getattr(hal, "housekeeping", None)  # (a baseline tree's step still does it inside)
-        s = SEGMENTS["cu_hal"]
-        cu = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
+        moving = scenario != "idle"
+        cu = _test_cu(axes, moving)
         try:
-            ax = cu.local["axes"]
-            torque = ax["calculated_torque"]
+            torque = cu.local["axes"]["calculated_torque"]
             bank = cu.local["do_bank"]
-            moving = scenario != "idle"
-            if moving:
-                ax["enable"][:axes] = 1
-                ax["brake_release"][:axes] = 1
             torques, di_frames, ai_frames = _scenario_frames(axes, 500 + cycles)
             frames = len(di_frames)
             noisy = scenario == "worst"
@@ -472,23 +464,17 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
     """Where a paced 64-axis step's time goes: HalCycle._step_compiled's parts timed one by one (the same
     calls in the same order, perf_counter_ns between them), then HalCycle.housekeeping as the loop calls it
     right after; AOT kernels, SCHED_FIFO, 0.3 ms pause."""
-    from common.shm.p2p import TypedP2pWriter
-    from common.shm.segments import SEGMENTS
     from hal.kernels import FL_CONNECTED, PHASE_ALL
 
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         _setup_env(tmp)
         hal = _hal_cycle(_load(tmp, 64, 1024), "compiled", "aot")
-        s = SEGMENTS["cu_hal"]
-        cu = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
+        moving = scenario != "idle"
+        cu = _test_cu(64, moving)
         try:
             assert hal._sim is not None, "the fused sim path is what this times"
             ax, bank = cu.local["axes"], cu.local["do_bank"]
-            moving = scenario != "idle"
-            if moving:
-                ax["enable"][:64] = 1
-                ax["brake_release"][:64] = 1
             torques, _, _ = _scenario_frames(64, 500 + cycles)
             marks = np.zeros((cycles, len(PARTS)), np.int64)
             pc = time.perf_counter_ns

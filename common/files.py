@@ -10,17 +10,20 @@ from pathlib import Path
 from stat import S_ISBLK, S_ISCHR, S_ISDIR, S_ISFIFO, S_ISREG, S_ISSOCK
 
 
-def write_atomic(path: Path, text: str, *, sync: bool = True) -> None:
-    """Replace `path` with `text`: readers see the old or the new file, never a partial one.
-    `sync`: the data (and the rename) reach the disk before this returns, so a crash or power loss
-    right after cannot bring back the old content (write-ahead records need that)."""
+def write_atomic(path: Path, text: str | bytes, *, sync: bool = True, mode: int = 0o600) -> None:
+    """Replace `path` with `text` (UTF-8) or bytes: readers see the old or the new file, never a
+    partial one; a process that has the old one open or mapped keeps it. `sync`: the data (and the
+    rename) reach the disk before this returns, so a crash or power loss right after cannot bring back
+    the old content (write-ahead records need that). `mode`: the new file's permissions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # (the umask narrowed the open's mode)
+            f.write(data)
             if sync:
                 f.flush()
                 os.fsync(f.fileno())

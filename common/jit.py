@@ -20,7 +20,6 @@ import hashlib
 import importlib
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -75,10 +74,9 @@ class Arg:
         if self.ndim == 0:
             if self.dtype == "bool":
                 ok = isinstance(value, (bool, np.bool_))
-            elif self.dtype in _INT_DTYPES:
-                ok = (isinstance(value, int) and not isinstance(value, bool)) if self.dtype == "int64" \
-                    else False
-                ok = ok or (isinstance(value, np.integer) and value.dtype == np.dtype(self.dtype))
+            elif self.dtype in _INT_DTYPES:  # a Python int is an int64 to numba, a numpy integer its own dtype
+                ok = (self.dtype == "int64" and isinstance(value, int) and not isinstance(value, bool)) or (
+                    isinstance(value, np.integer) and value.dtype == np.dtype(self.dtype))
             else:
                 ok = isinstance(value, (float, np.float64))
             return None if ok else f"{type(value).__name__} {value} where {self.dtype} is compiled"
@@ -284,42 +282,37 @@ class KernelSet:
         import warnings
 
         from numba.core.errors import NumbaPendingDeprecationWarning
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
-            from numba.pycc import CC
+
+        from common.files import write_atomic
 
         dispatchers = self.bind_jit()
         pkg, _, base = self.aot_module.rpartition(".")
         target_dir = Path(importlib.import_module(pkg).__file__).parent
-        with tempfile.TemporaryDirectory(prefix="evo-aot-") as td:
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="evo-aot-") as td:
+            warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)  # pycc's, at import and compile
+            from numba.pycc import CC
+
             cc = CC(base)
             cc.output_dir = td
             cc.target_cpu = "host"  # built where it runs (make setup on the machine)
             cc.verbose = False
             for name, (_mod, _fn, sig) in self.exports.items():
-                cc.export(name, sig.numba())(_forwarder(name, dispatchers[name], len(sig.args)))
-            stamp = self.stamp()
-            ns: dict[str, Any] = {}
-            exec(f"def aot_stamp():\n    return {stamp}\n", ns)  # noqa: S102 - a literal we generated
-            cc.export("aot_stamp", "int64()")(ns["aot_stamp"])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
-                cc.compile()
+                cc.export(name, sig.numba())(_generated(name, len(sig.args), "_kernel", _kernel=dispatchers[name]))
+            cc.export("aot_stamp", "int64()")(_generated("aot_stamp", 0, str(self.stamp())))
+            cc.compile()
             built = next(Path(td).glob(f"{base}.*so"))
             target = target_dir / built.name
-            tmp = target.with_name(f".{built.name}.tmp{os.getpid()}")
-            shutil.copyfile(built, tmp)
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, target)
+            write_atomic(target, built.read_bytes(), sync=False, mode=0o755)
         return target
 
 
-def _forwarder(name: str, dispatcher: Any, n_args: int) -> Callable[..., Any]:
-    """A function that only calls the kernel's dispatcher: pycc compiles the exported function with its
-    own default flags, the kernel itself is compiled by its dispatcher with the kernel's options."""
+def _generated(name: str, n_args: int, body: str, **names: Any) -> Callable[..., Any]:
+    """`def name(a0, .., aN): return body(a0, .., aN)` (a call when `n_args`, else the expression) for
+    pycc to export: a kernel's forwarder — pycc compiles the exported function with its own default
+    flags, the kernel itself is compiled by its dispatcher with the kernel's options — or the stamp."""
     params = ", ".join(f"a{i}" for i in range(n_args))
-    ns: dict[str, Any] = {"_kernel": dispatcher}
-    exec(f"def {name}({params}):\n    return _kernel({params})\n", ns)  # noqa: S102 - names we generated
+    ns: dict[str, Any] = dict(names)
+    exec(f"def {name}({params}):\n    return {body}{f'({params})' if n_args else ''}\n", ns)  # noqa: S102
     return ns[name]
 
 

@@ -174,6 +174,7 @@ class HalCycle:
         self.re_cmds = CommandInbox(Inbound.for_key("re_hal", cmd_policy), self.w_re.local["acks"])
         self.rpc_cmds = CommandInbox(Inbound.for_key("rpc_hal", cmd_policy), self.w_rpc.local["acks"])
         self._links = [self.cu_in, self.re_cmds, self.rpc_cmds]
+        self._probes = (self.cu_in.probe, self.re_cmds.inbound.probe, self.rpc_cmds.inbound.probe)
         # wake the readers that block (bridges, RE) after a commit with new acks or changed I/O
         self.wake_mqt, self.wake_rpc, self.wake_re = WakePoster("mqt"), WakePoster("rpc"), WakePoster("re")
         self._io_change = ChangeDetector(_u8(self.w_mqt.local)[: HAL_IO.itemsize])
@@ -268,9 +269,8 @@ class HalCycle:
         the status are published first: after a pause each of these syscalls cost 10-60 µs on the
         2-core box and together they made the step's p99 (BENCHMARKS.md, bench_hal --parts)."""
         now = now_ns * 1e-9
-        self.cu_in.probe(now)
-        self.re_cmds.inbound.probe(now)
-        self.rpc_cmds.inbound.probe(now)
+        for probe in self._probes:
+            probe(now)
         if self._driver_poll is not None:
             self._driver_poll(now_ns)
         if now_ns >= self._next_slow:

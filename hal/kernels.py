@@ -932,17 +932,17 @@ def _smoke(backend: str) -> None:
     import os
     import tempfile
     from pathlib import Path
+    from unittest import mock
 
     from common.config import load_config
+    from common.jit import ENV_BACKEND
     from hal.drivers.base import DriverIO
     from hal.drivers.sim import SimDriver
     from hal.io import IoProcessor
-    from common.jit import ENV_BACKEND
     from hal.synthetic_config import write_config
 
-    was = os.environ.get(ENV_BACKEND)
-    os.environ[ENV_BACKEND] = backend  # what the engines' constructors load
-    with tempfile.TemporaryDirectory() as td:
+    # $EVO_KERNELS: what the engines' constructors load
+    with mock.patch.dict(os.environ, {ENV_BACKEND: backend}), tempfile.TemporaryDirectory() as td:
         os.environ.setdefault("EVO_RUN_DIR", str(Path(td) / "run"))
         cfg = load_config(write_config(Path(td) / "cfg", axes=2, points=16, brakes=(1,)))
         proc = IoProcessor(cfg.io, cfg.io_registry, ["BrakeOut1"], engine="compiled")
@@ -963,10 +963,6 @@ def _smoke(backend: str) -> None:
         fused.bind(proc._arena, proc._lay, drv.kernel_state())
         for k in range(4, 7):
             fused.run(PHASE_ALL, FL_CONNECTED | FL_FRESH, k * 1_000_000, 0.001)
-    if was is None:
-        os.environ.pop(ENV_BACKEND)
-    else:
-        os.environ[ENV_BACKEND] = was
 
 
 if __name__ == "__main__":

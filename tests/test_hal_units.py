@@ -382,6 +382,17 @@ def test_state_file_round_trip_and_corruption(tmp_path, caplog):
     assert [p.name for p in path.parent.iterdir()] == ["hal_state.json"]  # no temp files left
 
 
+def test_write_atomic_takes_bytes_and_a_mode(tmp_path):
+    """common.files.write_atomic: text or bytes, private by default, the mode asked for otherwise (make
+    kernels writes the built extension module with it), and no temp file left."""
+    text, blob = tmp_path / "t.json", tmp_path / "m.so"
+    write_atomic(text, "é")
+    write_atomic(blob, b"\x7fELF\x00", sync=False, mode=0o755)
+    assert text.read_bytes() == "é".encode() and blob.read_bytes() == b"\x7fELF\x00"
+    assert (text.stat().st_mode & 0o777, blob.stat().st_mode & 0o777) == (0o600, 0o755)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.so", "t.json"]
+
+
 def test_driver_registry(cfg, tmp_path):
     bad = load_config(write_config(tmp_path, axes=1, points=4, hal={"driver": "ethercatx"}))
     with pytest.raises(DriverError, match=r"unknown driver 'ethercatx'; known drivers: (\w+, )*ethercat, (\w+, )*sim"):

@@ -143,8 +143,9 @@ class Inbound:
         if every:
             slots[0] |= _LOCK
             slots[every // 2] |= _INODE
-        self._probe_mod, self._probe_slot = (1, [0]) if policy.probe_apart else (len(slots), slots)
-        self._apart_slot = slots  # probe(): the same rotation, counted by its own calls
+        # poll() runs the rotation, or (probe_apart) probe() does, counted by its own calls
+        self._probe_slot, self._apart_slot = ([0], slots) if policy.probe_apart else (slots, [0])
+        self._probe_mod = len(self._probe_slot)
         self._apart_calls = 0
         self._lost_apart = False  # probe() lost a LIVE writer: the next poll reports `lost`
         self._live = False  # status is LIVE (the fast path's one test)
@@ -265,7 +266,7 @@ class Inbound:
         self._apart_calls = k = self._apart_calls + 1
         checks = self._apart_slot[k % len(self._apart_slot)]
         r = self.reader
-        if not checks or not self._live or r is None or not self.policy.probe_apart:
+        if not checks or not self._live or r is None:  # (nothing is due, ever, without probe_apart)
             return
         gone = self._writer_gone(r, checks)
         if gone:
