@@ -222,9 +222,11 @@ def test_bad_move_to_value_shows_invalid_argument_and_nothing_moves(machine: Mac
     """Must exist: a bad value typed into Move to shows the API's INVALID_ARGUMENT message and nothing moves."""
     tab(page, "axes")
     card = f"#axis-{AXIS}"
-    # the move of the previous test may still be under way on a loaded box: judge "nothing moves" from rest
+    # the move of the previous test may still be under way on a loaded box, or its last 0.05 still settling
+    # onto the target under a standstill set-point: judge "nothing moves" from rest at the target
     before = wait_for(lambda: (a := machine.status().axes[AXIS - 1]).motion == types_pb2.MOTION_STATE_STANDSTILL
-                      and abs(a.velocity) < 0.01 and a, timeout=60, what="Y at rest")
+                      and abs(a.velocity) < 0.01 and abs(a.position - a.target_position) < 0.01 and a,
+                      timeout=60, what="Y at rest on its target")
     for typed, why in (("9999", "outside its soft limits [0, 400]"), ("12,5", "Couldn't parse")):
         pos_in = css(page, f"{card} .move-pos")
         pos_in.clear(), pos_in.send_keys(typed)
