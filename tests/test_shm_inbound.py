@@ -55,6 +55,16 @@ for line in sys.stdin:
             got += outbox.poll_acks()
             time.sleep(0.002)
         print("ok", *[f"{a.request_id}:{int(a.result)}" for a in got], flush=True)
+    elif cmd == "hammer":  # commit uniform payloads (every byte the commit's number) for args[0] seconds
+        from common.shm.views import flat_bytes
+        u8 = flat_bytes(w.local)
+        end = time.monotonic() + float(args[0])
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+            u8[:] = n & 0xFF
+            w.commit()
+        print("ok", n, flush=True)
     elif cmd == "exit":
         w.close()
         print("ok", flush=True)
@@ -214,6 +224,10 @@ def test_the_probe_apart_from_poll_finds_a_dead_writer_within_probe_every_calls(
     w = writers("cu_hal")
     try:
         w.do("commit", 1)
+        for _ in range(3):  # poll() never attaches: probe() does (its stat off the cycle's path)
+            assert inb.poll(time.monotonic()) is None and not inb.attached
+        inb.probe(time.monotonic())
+        assert inb.attached and inb.status is LinkStatus.ABSENT
         inb.poll(time.monotonic())
         w.do("commit", 1)
         assert inb.poll(time.monotonic()) is not None and inb.status is LinkStatus.LIVE
@@ -282,6 +296,43 @@ def test_a_writer_killed_inside_its_copy_never_shows_the_torn_payload(fresh_pref
                     pass
 
 
+def test_a_torn_read_never_replaces_the_last_consistent_copy(fresh_prefix, writers):
+    """The seqlock's contract: a poll returns a payload the writer committed, never a mix of two
+    commits. A real writer process commits uniform payloads (every byte the commit's number) as fast
+    as it can while this reader polls; every payload a poll returns must be uniform — also after a
+    copy that tore and retries that found the writer inside its next commit (the previous copy is
+    then returned, intact)."""
+    import numpy as np
+
+    from common.shm.views import flat_bytes
+
+    inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=10**6, retry_s=0.0, probe_every=5))
+    w = writers("cu_hal")
+    try:
+        w.do("commit", 1)
+        inb.poll(time.monotonic())
+        w.do("commit", 1)
+        assert inb.poll(time.monotonic()) is not None
+        u8 = flat_bytes(inb.local)
+        result: list[str] = []
+        t = threading.Thread(target=lambda: result.extend(w.do("hammer", 1.5)))
+        t.start()
+        polls = torn = new = 0
+        deadline = time.monotonic() + 10
+        while t.is_alive() and time.monotonic() < deadline:
+            if inb.poll(time.monotonic()) is not None:
+                polls += 1
+                new += inb.changed
+                if not (u8 == u8[0]).all():
+                    torn += 1
+        t.join(10)
+        assert result and int(result[0]) > 1000, f"the writer committed too little to test anything: {result}"
+        assert polls > 1000 and new > 100, (polls, new)
+        assert torn == 0, f"{torn} of {polls} polls returned a payload mixed from two commits ({inb.contentions} contentions)"
+    finally:
+        inb.close()
+
+
 def test_reattach_when_a_new_writer_replaces_the_segment(fresh_prefix, writers):
     """Interface 4: a segment replaced under the same name (new inode) is re-attached by name, the
     payload array stays the same object, and it is LIVE once the new writer's heartbeat moves."""
@@ -303,6 +354,58 @@ def test_reattach_when_a_new_writer_replaces_the_segment(fresh_prefix, writers):
         _poll_until(inb, LinkStatus.LIVE, commit=lambda: w2.do("commit", 1))
         assert inb.reattaches == 1 and inb.local is local
         assert int(inb.heartbeat) >= 1
+    finally:
+        inb.close()
+
+
+def test_probe_apart_attaches_and_reattaches_in_probe_never_in_poll(fresh_prefix, writers):
+    """probe_apart (the HAL's policy): the attach attempts and the re-attach checks (each at most every
+    retry_s) are probe()'s too, so that a cycle's poll makes no system call. A writer replaced by a new
+    segment (new inode) and one that exited cleanly (the name gone) are followed by probe(); polls alone
+    stay where they were."""
+    inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=30, retry_s=10.0, probe_every=5, probe_apart=True))
+    w = writers("cu_hal")
+
+    def cycle(t: float, commit=None) -> None:  # one HAL cycle: the poll, then the probe after the commits
+        if commit is not None:
+            commit()
+        inb.poll(t)
+        inb.probe(t)
+
+    try:
+        w.do("commit", 1)
+        for _ in range(3):
+            cycle(1000.0, lambda: w.do("commit", 1))
+        assert inb.status is LinkStatus.LIVE
+        local = inb.local
+        w.kill()
+        os.unlink(shm_path(inb.name))
+        w2 = writers("cu_hal")  # a new segment under the name
+        for _ in range(6):
+            cycle(1000.0)
+        assert inb.status is LinkStatus.STALE and "replaced" in inb.reason and inb.reattaches == 0
+        for _ in range(5):  # retry_s has passed: polls alone still do not follow the new segment
+            assert inb.poll(1020.0) is None
+        assert inb.reattaches == 0
+        inb.probe(1020.0)
+        assert inb.reattaches == 1 and inb.local is local
+        for _ in range(3):
+            cycle(1020.0, lambda: w2.do("commit", 1))
+        assert inb.status is LinkStatus.LIVE
+        w2.close()  # a clean exit: the name is gone
+        for _ in range(6):
+            cycle(1020.0)
+        assert inb.status is LinkStatus.ABSENT
+        inb.probe(1040.0)  # the re-attach check drops the vanished segment
+        assert not inb.attached
+        w3 = writers("cu_hal")
+        for _ in range(5):
+            assert inb.poll(1060.0) is None and not inb.attached
+        inb.probe(1060.0)
+        assert inb.attached
+        for _ in range(3):
+            cycle(1060.0, lambda: w3.do("commit", 1))
+        assert inb.status is LinkStatus.LIVE
     finally:
         inb.close()
 

@@ -18,7 +18,9 @@ The one liveness rule
   writer became LIVE) every `probe_every` polls, and a stat of our name as often, on other polls
   (one system call in a poll at most: after a sleep each costs ~10 us on the test VMs). With
   `probe_apart` the same rotation runs in `probe(now)`, which the owner calls once per cycle after
-  its commits (the HAL), and a dead writer is seen by the poll that follows it.
+  its commits (the HAL), and a dead writer is seen by the poll that follows it; so do the attach
+  attempts and the re-attach checks below (poll() then makes no system call but on the edges:
+  becoming LIVE, losing it).
 - Re-attach: while not LIVE, at most every `retry_s` the name is stat()ed: a new inode (a writer
   that built a new segment) is mapped in place (`local` stays the same array); a vanished name
   is ABSENT (mapping dropped, attach retried every `retry_s`).
@@ -148,6 +150,7 @@ class Inbound:
         self._probe_mod = len(self._probe_slot)
         self._apart_calls = 0
         self._lost_apart = False  # probe() lost a LIVE writer: the next poll reports `lost`
+        self._apart = policy.probe_apart
         self._live = False  # status is LIVE (the fast path's one test)
         self._lock_fd = _NO_LOCK  # the writer's lock file, kept open for the probe
         self._inode = InodeOf(self.path)  # the probe's stat() of our name
@@ -182,7 +185,8 @@ class Inbound:
         (the seqlock copy). Every other case — attaching, a torn read, staleness, the writer-lock
         probe every `probe_every` polls, not LIVE — goes through `_poll_slow`, which they match."""
         r = self.reader
-        if r is None and now < self._next_try:  # absent, not yet time to look again
+        if r is None and (now < self._next_try or self._apart):  # absent: not yet time to look again, or
+            # probe() looks (probe_apart)
             self.changed = self.became_live = False
             self.lost, self._lost_apart = self._lost_apart, False
             return None
@@ -199,30 +203,35 @@ class Inbound:
                     self.changed = self.lost = self.became_live = False
                     return self.local
             elif not s1 & 1:  # a new commit: copy it; keep it only if the sequence held (seqlock)
-                r._local_u8[...] = r._src  # a flat byte copy (np.copyto costs twice this)
+                r._scratch_u8[...] = r._src  # flat byte copies (np.copyto costs twice this)
+                if seq[0] != s1:  # torn: `local` still holds the last consistent copy
+                    return self._poll_slow(now)
+                r._local_u8[...] = r._scratch_u8
                 p = self.polls + 1
-                if seq[0] == s1 and not self._probe_slot[p % self._probe_mod]:
-                    self.polls = p
-                    self._last_hb = s1 >> 1
-                    self._seq_seen = s1
-                    self._moved_at = now
-                    self.unchanged_polls = 0
-                    self.changed = True
-                    self.lost = self.became_live = False
-                    return self.local
+                if self._probe_slot[p % self._probe_mod]:
+                    return self._poll_slow(now, s1 >> 1)
+                self.polls = p
+                self._last_hb = s1 >> 1
+                self._seq_seen = s1
+                self._moved_at = now
+                self.unchanged_polls = 0
+                self.changed = True
+                self.lost = self.became_live = False
+                return self.local
         return self._poll_slow(now)
 
-    def _poll_slow(self, now: float) -> np.ndarray | None:
+    def _poll_slow(self, now: float, copied: int = -1) -> np.ndarray | None:
+        """`copied` >= 0: the fast path has just copied that commit into `local` (a probe is due)."""
         self.became_live = False
         self.lost, self._lost_apart = self._lost_apart, False  # a loss probe() found is this poll's
         r = self.reader
         if r is None:
             self.changed = False
-            if now < self._next_try or not self._attach(now):
+            if self._apart or now < self._next_try or not self._attach(now):
                 return None
             r = self.reader
         self.polls += 1
-        hb = r.copy_in_if_moved(self._last_hb)  # local already holds that commit: no copy
+        hb = copied if copied >= 0 else r.copy_in_if_moved(self._last_hb)  # (no copy of a commit held)
         live = self._live
         if hb < 0:
             # a commit in progress through all our retries, or a writer that died inside one (its
@@ -249,7 +258,8 @@ class Inbound:
                         f"{self.name} heartbeat unchanged for {self.unchanged_polls} reads / {now - since:.2f} s", now)
                     return None
             if not live:
-                self._check_replaced(now)
+                if not self._apart:
+                    self._check_replaced(now)
                 return None
         checks = self._probe_slot[self.polls % self._probe_mod]
         if checks:
@@ -260,13 +270,24 @@ class Inbound:
         return self.local
 
     def probe(self, now: float) -> None:
-        """The writer probe apart from `poll` (policy.probe_apart), called once per cycle: the check due
-        at this call (the writer's lock on one of every probe_every calls, our name's inode on another)
-        while LIVE; a writer found gone is STALE from here, so the next poll returns None."""
+        """The system calls apart from `poll` (policy.probe_apart), called once per cycle: while LIVE the
+        writer probe due at this call (the writer's lock on one of every probe_every calls, our name's
+        inode on another; a writer found gone is STALE from here, so the next poll returns None); while
+        ABSENT the attach attempt and while STALE the re-attach check, each at most every retry_s (a
+        segment attached here is LIVE once a poll sees its heartbeat move). Without probe_apart: nothing."""
+        if not self._apart:
+            return
+        r = self.reader
+        if r is None:  # absent: the attach attempt (a stat every retry_s; the mapping once it exists)
+            if now >= self._next_try:
+                self._attach(now)
+            return
+        if not self._live:  # stale: follow a replaced segment or drop a vanished one (every retry_s)
+            self._check_replaced(now)
+            return
         self._apart_calls = k = self._apart_calls + 1
         checks = self._apart_slot[k % len(self._apart_slot)]
-        r = self.reader
-        if not checks or not self._live or r is None:  # (nothing is due, ever, without probe_apart)
+        if not checks:
             return
         gone = self._writer_gone(r, checks)
         if gone:

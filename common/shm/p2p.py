@@ -505,6 +505,9 @@ class TypedP2pReader:
             raise
         self.local = np.zeros((), dtype=self.dtype)
         self._local_u8 = flat_bytes(self.local)[: self.dtype.itemsize]
+        # every copy lands here first and goes to `local` only once the sequence held: a torn copy
+        # never overwrites the last consistent one
+        self._scratch_u8 = np.zeros(self.dtype.itemsize, np.uint8)
         self._bind()
         self._last_hb = -1
         self._same_hb = 0
@@ -568,8 +571,9 @@ class TypedP2pReader:
             s1 = seq[0]
             if s1 & 1:
                 continue
-            np.copyto(self._local_u8, self._src)
+            self._scratch_u8[...] = self._src
             if seq[0] == s1:
+                self._local_u8[...] = self._scratch_u8
                 break
         else:
             self.contention_count += 1
@@ -597,8 +601,9 @@ class TypedP2pReader:
             s1 = seq[0]
             if s1 & 1:
                 continue
-            self._local_u8[...] = self._src
+            self._scratch_u8[...] = self._src
             if seq[0] == s1:
+                self._local_u8[...] = self._scratch_u8
                 return s1 >> 1
         self.contention_count += 1
         return -1
