@@ -35,6 +35,7 @@ ENV_BACKEND = "EVO_KERNELS"
 BACKENDS = ("auto", "aot", "jit")
 ROOT = Path(__file__).resolve().parent.parent  # the source tree: sources are named relative to it
 _MARK = "__evo_kernel__"
+_MARK_INTRINSIC = "__evo_kernel_intrinsic__"
 BUILD_VERSION = 1  # part of every stamp: raise it when build_aot changes what it makes
 _INT_DTYPES = ("int64", "uint64", "uint32", "uint8")
 
@@ -50,6 +51,14 @@ def kernel(**options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]
         setattr(func, _MARK, dict(options))
         return func
     return mark
+
+
+def kernel_intrinsic(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a numba intrinsic (`func(typingctx, *arg_types) -> (signature, codegen)`, numba.extending.
+    intrinsic's form) for kernels to call: made an intrinsic when a kernel set is compiled; until then
+    the plain function (importing its module costs no numba)."""
+    setattr(func, _MARK_INTRINSIC, True)
+    return func
 
 
 @dataclass(frozen=True)
@@ -247,6 +256,7 @@ class KernelSet:
 
     def _load_jit(self, t0: float, note: str) -> Loaded:
         dispatchers = self.bind_jit()
+        stamp = self._jit_cache_current()
         compiled, raw, sigs = [], {}, {}
         for name, (_mod, _fn, sig) in self.exports.items():
             d = dispatchers[name]
@@ -259,21 +269,61 @@ class KernelSet:
                 compiled.append(name)
             raw[name] = d.overloads[tuple(nsig.args)].entry_point
             sigs[name] = sig
+        if stamp is not None:
+            from common.files import write_atomic
+
+            write_atomic(stamp[0], stamp[1], sync=False)
         return Loaded("jit", note, time.perf_counter() - t0, tuple(compiled), sigs, raw, dispatchers)
+
+    def _jit_cache_current(self) -> tuple[Path, str] | None:
+        """numba's cache checks a function against its own file only: a kernel compiled with a helper or a
+        constant of another file (a segment layout, common/shm/seqlock_jit.py) would be loaded stale after
+        that file changed. So the set's stamp is kept beside its cache; when it differs every function of
+        the set is flushed from the cache (all recompile, ~40 s) — returns (record, stamp) to write once
+        the exports are compiled, None when the record matches."""
+        record = self.jit_cache_record()
+        want = str(self.stamp())
+        try:
+            if record.read_text() == want:
+                return None
+        except OSError:
+            pass
+        for d in self._set_dispatchers():
+            d._cache.flush()
+        return record, want
+
+    def jit_cache_record(self) -> Path:
+        """Where the stamp of the code in numba's cache is kept: beside the first export's cache (after
+        bind_jit)."""
+        mod, fn, _sig = next(iter(self.exports.values()))
+        return Path(getattr(importlib.import_module(mod), fn)._cache.cache_path) / f"evo-{self.name}-kernels.stamp"
+
+    def _set_dispatchers(self) -> list[Any]:
+        """The numba dispatchers of every @kernel function of the set's modules (after bind_jit)."""
+        ours = {id(d) for d in _DISPATCHERS.values() if hasattr(d, "_cache")}  # (intrinsics have no cache)
+        return [v for m in self.modules for v in vars(importlib.import_module(m)).values() if id(v) in ours]
 
     def bind_jit(self) -> dict[str, Any]:
         """Every @kernel function of the modules replaced, in its module, by its numba dispatcher (so the
         kernels call compiled helpers); the exported kernels' dispatchers by export name."""
         import numba
+        from numba.extending import intrinsic
 
         for modname in self.modules:
             mod = importlib.import_module(modname)
             for attr, value in list(vars(mod).items()):
-                if isinstance(value, types.FunctionType) and hasattr(value, _MARK):
-                    d = _DISPATCHERS.get(value)
-                    if d is None:
-                        d = _DISPATCHERS[value] = numba.njit(**getattr(value, _MARK))(value)
-                    setattr(mod, attr, d)
+                if not isinstance(value, types.FunctionType):
+                    continue
+                if hasattr(value, _MARK):
+                    make: Callable[[Any], Any] = numba.njit(**getattr(value, _MARK))
+                elif hasattr(value, _MARK_INTRINSIC):
+                    make = intrinsic
+                else:
+                    continue
+                d = _DISPATCHERS.get(value)
+                if d is None:
+                    d = _DISPATCHERS[value] = make(value)
+                setattr(mod, attr, d)
         return {name: getattr(importlib.import_module(mod), fn) for name, (mod, fn, _sig) in self.exports.items()}
 
     def build_aot(self) -> Path:
@@ -286,6 +336,9 @@ class KernelSet:
         from common.files import write_atomic
 
         dispatchers = self.bind_jit()
+        stamp = self._jit_cache_current()  # (build_main loads the JIT first: the cache is current then)
+        if stamp is not None:
+            raise KernelLoadError(f"{self.name} kernels: numba's cache is not current; load the JIT first")
         pkg, _, base = self.aot_module.rpartition(".")
         target_dir = Path(importlib.import_module(pkg).__file__).parent
         with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="evo-aot-") as td:

@@ -26,10 +26,10 @@ from .commands import CommandExecutor
 from .drivers.base import Driver, DriverIO
 from .drivers.registry import create_driver
 from .engine import resolve_engine
-from .fused import FusedStep
+from .fused import FusedStep, spans
 from .io import IoProcessor
-from .kernels import (FL_CONNECTED, FL_FRESH, PHASE_ALL, PHASE_OUT, PHASE_POST, PHASE_PRE, R_AI, R_ALL, R_AXES, R_DI,
-                      R_TAIL)
+from .kernels import (FL_COMMIT, FL_CONNECTED, FL_FRESH, PHASE_ALL, PHASE_OUT, PHASE_POST, PHASE_PRE, R_ALL,
+                      U_RE_SEEN, U_RPC_SEEN, WAKE_MQT, WAKE_RE, WAKE_RPC)
 from .state_file import StateWriter, load_state
 
 log = logging.getLogger(__name__)
@@ -49,26 +49,6 @@ _u8 = flat_bytes
 
 def _nothing() -> None:
     pass
-
-
-def _spans(cu_dtype: np.dtype) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Per kernels.R_* mask: the byte span of HAL_IO covering the changed regions, and the span of
-    hal_cu's payload (HAL_IO's axes + di_bank, then ai_values) they touch; (0, 0) for none."""
-    f = HAL_IO.fields
-    bounds = [(0, f["di_bank"][1]), (f["di_bank"][1], f["do_bank"][1]), (f["do_bank"][1], f["ai_values"][1]),
-              (f["ai_values"][1], f["ao_values"][1]), (f["ao_values"][1], f["axis_count"][1]),
-              (f["axis_count"][1], HAL_IO.itemsize)]  # R_AXES, R_DI, R_DO, R_AI, R_AO, R_TAIL
-    cu_ai = cu_dtype.fields["ai_values"][1]
-    cu_end = cu_ai + cu_dtype.fields["ai_values"][0].itemsize
-    cu_parts = [(R_AXES | R_DI, (0, cu_ai)), (R_AI, (cu_ai, cu_end)),
-                (R_TAIL, (cu_end, cu_dtype.itemsize))]  # the tail: axis_count (the first commit has it)
-    io_span, cu_span = [], []
-    for mask in range(R_ALL + 1):
-        hit = [b for k, b in enumerate(bounds) if mask >> k & 1]
-        io_span.append((min(b[0] for b in hit), max(b[1] for b in hit)) if hit else (0, 0))
-        hit = [b for bits, b in cu_parts if mask & bits]
-        cu_span.append((min(b[0] for b in hit), max(b[1] for b in hit)) if hit else (0, 0))
-    return io_span, cu_span
 
 
 class HalCycle:
@@ -121,7 +101,8 @@ class HalCycle:
             self._open_driver()
             if self.fused is not None:
                 kernel_state = getattr(self.driver, "kernel_state", None)
-                self.fused.bind(self.proc._arena, self.proc._lay, kernel_state() if kernel_state else None)
+                self.fused.bind(self.proc._arena, self.proc._lay, kernel_state() if kernel_state else None,
+                                (self.w_cu, self.w_mqt, self.w_rpc, self.w_re))
         except BaseException:
             self.close(save=False)
             raise
@@ -140,6 +121,10 @@ class HalCycle:
         self._acked = False  # a command was acked this cycle: its segment is committed and its reader woken
         self._io_since_slow = True  # the status payload changed since the last state-file offer
         self.between_passes = 0  # commands taken between cycles (`between`)
+        # the compiled engine commits in its kernels (FL_COMMIT, hal_publish) once every writer has made
+        # its first, whole commit in Python (after the first cycle): _compiled_commits() switches
+        self._fl_commit = 0
+        self._pub: Callable[..., int] | None = None
         if self.fused is not None:
             f = self.fused
             self._k, self._k_tail = f.kernel, f.tail
@@ -200,7 +185,7 @@ class HalCycle:
         self._status_tail = n_io
         self._mqt_end, self._rpc_end, self._re_end = (w.dtype.itemsize for w in (self.w_mqt, self.w_rpc, self.w_re))
         assert all(w.dtype.fields["io"][1] == 0 for w in (self.w_mqt, self.w_rpc, self.w_re))
-        self._io_span, self._cu_span = _spans(self.w_cu.dtype)
+        self._io_span, self._cu_span = spans(self.w_cu.dtype)
         self.stats_views = (self.stats, self.w_rpc.local["stats"])  # the loop publishes into both
         # run() sets this to CycleLoop.publish: the figures are copied only before a status commit
         # (a commit is on a change, an ack or the 10 ms beat), not every cycle
@@ -233,8 +218,8 @@ class HalCycle:
 
     def _step_compiled(self, now_ns: int, dt_s: float) -> None:
         """The compiled cycle: the segment polls, commands only when one waits, ONE kernel call for
-        the numerics (two around a Python driver's cycle), the hal_cu commit, and the status commits
-        only when what they show changed, a command was acked, or their 10 ms beat is due."""
+        the numerics and the hal_cu commit (two around a Python driver's cycle), and the status commits
+        (one more call) only when what they show changed, a command was acked, or their 10 ms beat is due."""
         now = now_ns * 1e-9  # perf_counter_ns is CLOCK_MONOTONIC: the same clock as time.monotonic()
         cu_in = self.cu_in
         connected = cu_in.poll(now) is not None
@@ -244,20 +229,33 @@ class HalCycle:
             self._run_commands(self.re_cmds, now_ns, connected)
         if self.rpc_cmds.poll_pending(now):
             self._run_commands(self.rpc_cmds, now_ns, connected)
-        flags = (self._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0
+        flags = ((self._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0) | self._fl_commit
         if self._sim is not None:
             changed = self._k(PHASE_ALL, flags, now_ns, dt_s, *self._k_tail)
         else:
             self._k(PHASE_PRE, flags, now_ns, dt_s, *self._k_tail)
             self.driver.cycle(self.dio, now_ns, dt_s)
             changed = self._k(PHASE_POST, flags, now_ns, dt_s, *self._k_tail)
-        # the seqlock words around the payload the kernel filled (p2p). hal_cu's payload is parts of
-        # the status payload: the kernel copied those that changed; the rest is in the segment already
-        lo, hi = self._cu_span[changed]
-        self.w_cu.commit_part(lo, hi)
+        if not self._fl_commit:  # the first cycle: the commits in Python (each writer's first is whole)
+            # hal_cu's payload is parts of the status payload: the kernel copied those that changed
+            lo, hi = self._cu_span[changed]
+            self.w_cu.commit_part(lo, hi)
         if changed or self._acked or now_ns >= self._next_beat:
             self._publish_status(changed, now_ns)
+        if not self._fl_commit:
+            self._compiled_commits()
         self.cycles += 1
+
+    def _compiled_commits(self) -> None:
+        """From here the kernels commit (hal_cu in hal_step, the status segments in hal_publish): once
+        every writer's segment holds its bytes everywhere (a whole first commit)."""
+        if not all(w.whole_committed for w in self._writers):
+            return
+        f = self.fused
+        f.pub[U_RPC_SEEN], f.pub[U_RE_SEEN] = self._rpc_acks_seen, self._re_acks_seen
+        self._pub_args = f.publish_tail
+        self._pub = f.publish
+        self._fl_commit = FL_COMMIT
 
     def housekeeping(self, now_ns: int) -> None:
         """After a cycle's commits, in the same wake (the loop calls it right after `step`): the work
@@ -391,10 +389,21 @@ class HalCycle:
         beat = now_ns >= self._next_beat
         if beat:
             self._next_beat = now_ns + BEAT_NS
+        if changed:
+            self._io_since_slow = True
+        if self._pub is not None:  # compiled: the same commits in one call (hal/kernels.py hal_publish)
+            wake = self._pub(changed, beat, *self._pub_args)
+            if wake:
+                if wake & WAKE_MQT:
+                    self.wake_mqt.post()
+                if wake & WAKE_RPC:
+                    self.wake_rpc.post()
+                if wake & WAKE_RE:
+                    self.wake_re.post()
+            return
         tail = self._status_tail
         lo, hi = self._io_span[changed]
         if changed:
-            self._io_since_slow = True
             self.w_mqt.commit_part(lo, hi, tail, self._mqt_end)
             self.wake_mqt.post()
         elif beat:

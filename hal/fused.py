@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from common.consts import MAX_AI, MAX_AXES, MAX_DI
-from common.shm.segments import HAL_IO
+from common.shm.p2p import TypedP2pWriter
+from common.shm.segments import HAL_IO, SEGMENTS
 from common.shm.views import flat_bytes
 
 from . import kernels as K
@@ -64,6 +65,50 @@ def _offsets(cu_dtype: np.dtype, out_dtype: np.dtype, uses_targets: bool) -> np.
     return o
 
 
+def spans(cu_dtype: np.dtype) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Per kernels.R_* mask: the byte span of HAL_IO covering the changed regions, and the span of
+    hal_cu's payload (HAL_IO's axes + di_bank, then ai_values) they touch; (0, 0) for none."""
+    f = HAL_IO.fields
+    bounds = [(0, f["di_bank"][1]), (f["di_bank"][1], f["do_bank"][1]), (f["do_bank"][1], f["ai_values"][1]),
+              (f["ai_values"][1], f["ao_values"][1]), (f["ao_values"][1], f["axis_count"][1]),
+              (f["axis_count"][1], HAL_IO.itemsize)]  # R_AXES, R_DI, R_DO, R_AI, R_AO, R_TAIL
+    cu_ai = cu_dtype.fields["ai_values"][1]
+    cu_end = cu_ai + cu_dtype.fields["ai_values"][0].itemsize
+    cu_parts = [(K.R_AXES | K.R_DI, (0, cu_ai)), (K.R_AI, (cu_ai, cu_end)),
+                (K.R_TAIL, (cu_end, cu_dtype.itemsize))]  # the tail: axis_count (the first commit has it)
+    io_span, cu_span = [], []
+    for mask in range(K.R_ALL + 1):
+        hit = [b for k, b in enumerate(bounds) if mask >> k & 1]
+        io_span.append((min(b[0] for b in hit), max(b[1] for b in hit)) if hit else (0, 0))
+        hit = [b for bits, b in cu_parts if mask & bits]
+        cu_span.append((min(b[0] for b in hit), max(b[1] for b in hit)) if hit else (0, 0))
+    return io_span, cu_span
+
+
+def _publish_constants() -> np.ndarray:
+    """HB_PUB's row (kernels.U_*): the status payload's end, the three status segments' payload ends, and the
+    byte offsets of hal_rpc's / hal_re's ACK_RING and its `count`, from the segment table."""
+    u = np.zeros(K.N_PUB, np.int64)
+    u[K.U_TAIL] = HAL_IO.itemsize
+    for key, end, acks, ring in (("hal_mqt", K.U_MQT_END, -1, -1), ("hal_rpc", K.U_RPC_END, K.U_RPC_ACKS, K.U_RPC_RING),
+                                 ("hal_re", K.U_RE_END, K.U_RE_ACKS, K.U_RE_RING)):
+        dt = SEGMENTS[key].dtype
+        if dt.fields["io"][1] != 0 or dt.fields["io"][0] != HAL_IO:
+            raise AssertionError(f"hal.fused: {key} no longer starts with the status payload")
+        u[end] = dt.itemsize
+        if acks >= 0:
+            a_dt, a_off = dt.fields["acks"][:2]
+            c_dt, c_off = a_dt.fields["count"][:2]
+            head = ("epoch", "cmd_epoch_seen", "consumed", "count")
+            if c_dt != np.dtype("<u8") or a_off % 8 or a_dt.names[:K.ACK_HEAD_WORDS] != head or any(
+                    a_dt.fields[n][1] != 8 * i for i, n in enumerate(head)) or dt.names[-1] != "acks":
+                raise AssertionError(f"hal.fused: {key}'s ack ring no longer starts with {head} (aligned uint64) "
+                                     "and ends the segment")
+            u[acks] = a_off + c_off
+            u[ring] = a_off
+    return u
+
+
 class FusedStep:
     """The arrays DriverIO gets from the HAL (driver commands, raw inputs) as rows of one arena, the
     change test's copy of the status payload, the field offsets, and `run()`: one kernel call.
@@ -94,24 +139,37 @@ class FusedStep:
         b.slab(K.HB_AI, self, ("ai",), np.float64, MAX_AI)
         b.slab(K.HB_PREV, self, ("prev",), np.uint64, len(words))
         b.slab(K.HB_OFF, self, ("offsets",), np.int64, K.N_OFFSETS)
+        io_span, cu_span = spans(out_local.dtype)
+        b.block(K.HB_SPANS, np.array([[s[0] for s in cu_span], [s[1] for s in cu_span], [s[0] for s in io_span],
+                                      [s[1] for s in io_span]], np.int64))
+        b.block(K.HB_PUB, _publish_constants()[None, :])
         self.arena, self._hal_lay = b.build()
+        self.pub = b.views[K.HB_PUB][0]  # (the ack counts seen: HalCycle's, whichever path commits)
         self._cu_u8 = flat_bytes(cu_local)
         self._out_u8 = flat_bytes(out_local)
         self.kernel = self._kernels.checked("hal_step")
         self.tail: tuple = ()
         self.sim_in_kernel = False
+        self.publish = self._kernels.checked("hal_publish")
+        self.publish_tail: tuple = ()
 
-    def bind(self, io_arena: np.ndarray, io_lay: np.ndarray, sim: tuple[np.ndarray, np.ndarray] | None) -> None:
-        """The IoProcessor's arena and, when the driver is the compiled sim, the plant's (run in the kernel)."""
+    def bind(self, io_arena: np.ndarray, io_lay: np.ndarray, sim: tuple[np.ndarray, np.ndarray] | None,
+             writers: tuple[TypedP2pWriter, TypedP2pWriter, TypedP2pWriter, TypedP2pWriter]) -> None:
+        """The IoProcessor's arena, when the driver is the compiled sim the plant's (run in the kernel), and
+        the writers of hal_cu, hal_mqt, hal_rpc, hal_re (the compiled commits: FL_COMMIT, `publish`)."""
         self.sim_in_kernel = sim is not None
         if sim is None:  # PHASE_PRE / PHASE_POST never look at the plant's arena
             sim = (np.zeros(64, np.uint8), np.zeros(4 * K.N_SIM_BLOCKS, np.int64))
         lays = np.concatenate([self._hal_lay, io_lay, sim[1]]).astype(np.int64)
         if len(lays) != K.N_LAYS:
             raise AssertionError(f"hal.fused: {len(lays)} layout entries, the kernel expects {K.N_LAYS}")
-        self.tail = (self._cu_u8, self._hal_u8, self._out_u8, self.arena, lays, io_arena, sim[0])
+        w_cu, w_mqt, w_rpc, w_re = writers
+        self.tail = (self._cu_u8, self._hal_u8, self._out_u8, self.arena, lays, io_arena, sim[0], w_cu.segment)
+        self.publish_tail = (self._hal_u8, flat_bytes(w_rpc.local), flat_bytes(w_re.local), w_mqt.segment,
+                             w_rpc.segment, w_re.segment, self.arena, lays)
         # the arrays are the same on every call and the scalars Python ints / floats: checked once here
         self.kernel = self._kernels.entry("hal_step", K.PHASE_ALL, K.FL_CONNECTED, 0, 0.001, *self.tail)
+        self.publish = self._kernels.entry("hal_publish", 0, False, *self.publish_tail)
 
     def run(self, phase: int, flags: int, now_ns: int, dt_s: float) -> int:
         """One call of the kernel (HalCycle inlines this call; kept for tests and tools)."""

@@ -9,8 +9,9 @@ import sys
 
 import numpy as np
 
-from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES, MAX_DI, MAX_DO
+from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES, MAX_DI, MAX_DO, P2P_HEADER_SIZE
 from common.jit import Arg, KernelSet, Loaded, Sig, kernel
+from common.shm.seqlock_jit import commit_spans, copy_bytes, load_u64
 from common.states import DriverState
 
 # Layout: the kernels work in place on the same arrays the numpy reference uses. Arrays of one dtype
@@ -755,10 +756,10 @@ def _sim(enable, brake_release, torque, do_bank, position, velocity, torque_esti
 # the change test's copy of the status payload and the byte offsets of every field the cycle touches
 # in its three payloads, in one arena. The payloads themselves arrive as flat byte arrays (the
 # cu_hal reader's copy, the hal_mqt and hal_cu writers' `local`); their fields are typed views
-# taken here. The seqlock words live outside these payloads: the kernel never writes a sequence or
-# heartbeat word and never reads one (the commits and the seqlock reads stay in Python around this
-# call, which is an opaque call for the Python side; x86-64 keeps stores in order, DESIGN.md).
-HB_F, HB_B, HB_DI, HB_AI, HB_PREV, HB_OFF = range(6)
+# taken here. The commits are compiled too once every writer has made its first (whole) commit in
+# Python (FL_COMMIT; hal_publish): common/shm/seqlock_jit.py's commit, p2p.py's stores in p2p.py's
+# order. The seqlock read of cu_hal stays in Python (common/shm/inbound.py) before this call.
+HB_F, HB_B, HB_DI, HB_AI, HB_PREV, HB_OFF, HB_SPANS, HB_PUB = range(8)
 HF_TORQUE, HF_TARGET_POSITION, HF_TARGET_VELOCITY = range(3)  # float64[64] rows of HB_F
 HB_ENABLE, HB_BRAKE_RELEASE, HB_CONFIGURED = range(3)  # bool[64] rows of HB_B
 # byte offsets and sizes (HB_OFF, one int64 row): cu_hal's axis fields (stride = one CuAxisCommand),
@@ -767,30 +768,43 @@ HB_ENABLE, HB_BRAKE_RELEASE, HB_CONFIGURED = range(3)  # bool[64] rows of HB_B
  O_AXES, O_STRIDE, O_POS, O_VEL, O_TQ, O_READY, O_FAULT, O_DI_BANK, O_DO_BANK, O_AI, O_AO, O_STATE, O_ERR,
  O_CONNECTED, O_N_IO, O_HEAD, O_OUT_AI, O_N_AI, O_TARGETS, O_TAIL, O_FORCE, O_OUTPUTS_WROTE) = range(32)
 N_OFFSETS = 32  # O_FORCE, O_OUTPUTS_WROTE: state (compare every region once; PHASE_PRE's result for PHASE_POST)
+# HB_SPANS (int64[4, 64]), per R_* mask: the byte span [lo, hi) of hal_cu's payload and of the status
+# payload (HAL_IO) that the changed regions cover (hal/fused.py spans)
+SP_CU_LO, SP_CU_HI, SP_IO_LO, SP_IO_HI = range(4)
+# HB_PUB (int64[1, 16]): hal_publish's constants (where the status payload ends in the three status
+# segments, the segments' ends, where hal_rpc's / hal_re's ack count and ACK_RING are) and state (the
+# ack counts seen)
+(U_TAIL, U_MQT_END, U_RPC_END, U_RE_END, U_RPC_ACKS, U_RE_ACKS, U_RPC_SEEN, U_RE_SEEN, U_RPC_RING,
+ U_RE_RING) = range(10)
+ACK_HEAD_WORDS = 4  # ACK_RING's epoch, cmd_epoch_seen, consumed, count: its slots change only with count
+N_PUB = 16
+WAKE_MQT, WAKE_RPC, WAKE_RE = 1, 2, 4  # hal_publish's result: whose wake to post
 # hal_step's result: the regions of the status payload (HAL_IO) that changed since its last call
 R_AXES, R_DI, R_DO, R_AI, R_AO, R_TAIL = 1, 2, 4, 8, 16, 32  # axes | di_bank | do_bank | ai | ao | the rest
 R_ALL = 63
 PHASE_ALL, PHASE_PRE, PHASE_POST = 0, 1, 2  # sim in the kernel / before a Python driver / after it
 PHASE_OUT = 3  # between cycles, after a command: the outputs again (no new CU frame), DO/AO regions compared
 FL_CONNECTED, FL_FRESH = 1, 2  # `flags`: the CU is LIVE / its heartbeat moved on this poll
+FL_COMMIT = 4  # `flags`: commit hal_cu (cu_seg) at the end of PHASE_ALL / PHASE_POST
 # `lays`: the three arenas' layouts end to end (HalCycle's, the IoProcessor's, the SimDriver's)
-N_HAL_BLOCKS, N_IO_BLOCKS, N_SIM_BLOCKS = 6, IB_TABLES + 1, SB_SENS + 1
+N_HAL_BLOCKS, N_IO_BLOCKS, N_SIM_BLOCKS = HB_PUB + 1, IB_TABLES + 1, SB_SENS + 1
 LAY_IO = 4 * N_HAL_BLOCKS
 LAY_SIM = LAY_IO + 4 * N_IO_BLOCKS
 N_LAYS = LAY_SIM + 4 * N_SIM_BLOCKS
 
-HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, u1_1c, u1_1c, u1_1c, u1_1c, i1c, u1_1c, u1_1c))
+HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, u1_1c, u1_1c, u1_1c, u1_1c, i1c, u1_1c, u1_1c, u1_1c))
 
 
 @kernel(**_jit)
-def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_arena):
+def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_arena, cu_seg):
     """HalCycle.step's numerics: cu_hal -> drive commands, IoProcessor.outputs, SimDriver.cycle,
     IoProcessor.inputs, the hal_cu payload, cu_connected, and the change test of the status
     payload: returns the R_* regions that changed since the last call (0: none; its copy is kept in
     HB_PREV). PHASE_PRE stops after the outputs and PHASE_POST starts at the inputs, for drivers
     whose cycle is Python. PHASE_OUT (a command taken between cycles) runs the outputs alone on the
     CU frame of the last cycle and returns R_DO / R_AO when those regions changed: the status
-    committed with the command's ack shows its effect."""
+    committed with the command's ack shows its effect. With FL_COMMIT, PHASE_ALL / PHASE_POST end with
+    the commit of hal_cu's changed span into `cu_seg` (the writer's mapping)."""
     hl, il, sl = lays[:LAY_IO], lays[LAY_IO:LAY_SIM], lays[LAY_SIM:N_LAYS]
     o = _i8(h_arena, hl, HB_OFF)[0]
     hf, hb = _f8(h_arena, hl, HB_F), _b(h_arena, hl, HB_B)
@@ -870,14 +884,56 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
     if _sync(src, prev, o[O_TAIL] >> 3, src.shape[0]):
         mask |= R_TAIL
     # hal_cu (upstream's layout) = HAL_IO's axes + di_bank, then ai_values: copied where they changed
-    dst = out[:o[O_OUT_AI] + o[O_N_AI]].view(np.uint64)
     if mask & (R_AXES | R_DI):
-        head = o[O_HEAD] >> 3
-        dst[:head] = src[:head]
+        copy_bytes(out, 0, hal, 0, o[O_HEAD])
     if mask & R_AI:
-        a, m = o[O_OUT_AI] >> 3, o[O_N_AI] >> 3
-        dst[a:a + m] = src[ai_w:ai_w + m]
+        copy_bytes(out, o[O_OUT_AI], hal, o[O_AI], o[O_N_AI])
+    if flags & FL_COMMIT:
+        sp = _i8(h_arena, hl, HB_SPANS)
+        commit_spans(cu_seg, out, sp[SP_CU_LO, mask], sp[SP_CU_HI, mask], 0, 0)
     return mask
+
+
+HAL_PUBLISH_SIG = Sig("int64", (I64, BOOL, u1_1c, u1_1c, u1_1c, u1_1c, u1_1c, u1_1c, u1_1c, i1c))
+
+
+@kernel(**_jit)
+def hal_publish(changed, beat, hal, rpc, re, mqt_seg, rpc_seg, re_seg, h_arena, lays):
+    """HalCycle._publish_status's commits, compiled: hal_mqt / hal_rpc / hal_re committed when the status
+    payload changed (`changed`: its R_* regions; `hal` = hal_mqt's payload, filled in place) or their
+    beat is due; hal_rpc / hal_re also when they carry a new ack. Each commit copies the span of the
+    changed regions and what follows the status payload: the loop's figures, and the ack ring when its
+    head differs from the segment's (4 words compared; 4.4 KiB not copied on every commit). Returns the
+    WAKE_* bits of the readers to wake (a change or an ack)."""
+    hl = lays[:LAY_IO]
+    sp = _i8(h_arena, hl, HB_SPANS)
+    u = _i8(h_arena, hl, HB_PUB)[0]
+    lo, hi, tail = sp[SP_IO_LO, changed], sp[SP_IO_HI, changed], u[U_TAIL]
+    wake = 0
+    if changed:
+        commit_spans(mqt_seg, hal, lo, hi, tail, u[U_MQT_END])
+        wake |= WAKE_MQT
+    elif beat:
+        commit_spans(mqt_seg, hal, 0, 0, tail, u[U_MQT_END])
+    for k in range(2):
+        dst = rpc if k == 0 else re
+        n = load_u64(dst, u[U_RPC_ACKS + k])
+        acked = n != u[U_RPC_SEEN + k]
+        if changed or acked or beat:
+            if hi > lo:
+                copy_bytes(dst, lo, hal, lo, hi - lo)
+            seg = rpc_seg if k == 0 else re_seg
+            ring, end = u[U_RPC_RING + k], u[U_RPC_END + k]
+            same = True
+            for w in range(ACK_HEAD_WORDS):
+                same &= load_u64(dst, ring + 8 * w) == load_u64(seg, P2P_HEADER_SIZE + ring + 8 * w)
+            if same:
+                end = ring  # the ring as committed last: the figures alone (hal_re has none)
+            commit_spans(seg, dst, lo, hi, tail, end)
+            if changed or acked:
+                u[U_RPC_SEEN + k] = n
+                wake |= WAKE_RPC if k == 0 else WAKE_RE
+    return wake
 
 
 @kernel(**_jit)
@@ -902,16 +958,17 @@ def _sync(src, prev, lo, hi):
         acc |= src[k] ^ prev[k]
     if acc == 0:
         return False
-    prev[lo:hi] = src[lo:hi]
+    copy_bytes(prev, lo * 8, src, lo * 8, (hi - lo) * 8)
     return True
 
 
 # --- loading ---------------------------------------------------------------------------------
 KERNELS = KernelSet(
-    "hal", "hal._kernels_aot", ("hal.kernels",),
+    "hal", "hal._kernels_aot", ("hal.kernels", "common.shm.seqlock_jit"),
     {"io_inputs": ("hal.kernels", "io_inputs", IO_INPUTS_SIG), "io_outputs": ("hal.kernels", "io_outputs", IO_OUTPUTS_SIG),
-     "sim_cycle": ("hal.kernels", "sim_cycle", SIM_CYCLE_SIG), "hal_step": ("hal.kernels", "hal_step", HAL_STEP_SIG)},
-    ("hal/kernels.py", "common/consts.py", "common/states.py"))
+     "sim_cycle": ("hal.kernels", "sim_cycle", SIM_CYCLE_SIG), "hal_step": ("hal.kernels", "hal_step", HAL_STEP_SIG),
+     "hal_publish": ("hal.kernels", "hal_publish", HAL_PUBLISH_SIG)},
+    ("hal/kernels.py", "common/consts.py", "common/states.py", "common/shm/seqlock_jit.py"))
 
 
 def load(backend: str | None = None) -> Loaded:
@@ -958,11 +1015,20 @@ def _smoke(backend: str) -> None:
         from common.shm.segments import SEGMENTS
         from hal.fused import FusedStep
 
-        fused = FusedStep(np.ones(MAX_AXES, np.bool_), False, *(np.zeros((), SEGMENTS[k].dtype)
-                                                               for k in ("cu_hal", "hal_mqt", "hal_cu")))
-        fused.bind(proc._arena, proc._lay, drv.kernel_state())
+        from types import SimpleNamespace
+
+        from common.consts import P2P_HEADER_SIZE
+
+        # the writers' mappings as plain arrays (header + payload): what the compiled commits write
+        writers = {k: SimpleNamespace(local=np.zeros((), SEGMENTS[k].dtype),
+                                      segment=np.zeros(P2P_HEADER_SIZE + SEGMENTS[k].dtype.itemsize, np.uint8))
+                   for k in ("hal_cu", "hal_mqt", "hal_rpc", "hal_re")}
+        fused = FusedStep(np.ones(MAX_AXES, np.bool_), False, np.zeros((), SEGMENTS["cu_hal"].dtype),
+                          writers["hal_mqt"].local, writers["hal_cu"].local)
+        fused.bind(proc._arena, proc._lay, drv.kernel_state(), tuple(writers.values()))
         for k in range(4, 7):
-            fused.run(PHASE_ALL, FL_CONNECTED | FL_FRESH, k * 1_000_000, 0.001)
+            changed = fused.run(PHASE_ALL, FL_CONNECTED | FL_FRESH | FL_COMMIT, k * 1_000_000, 0.001)
+            fused.publish(changed, True, *fused.publish_tail)
 
 
 if __name__ == "__main__":

@@ -59,12 +59,18 @@ def test_make_kernels_built_a_fresh_module(name):
     assert int(mod.aot_stamp()) == SETS[name].stamp()
 
 
-def test_a_changed_source_makes_the_module_stale_and_the_jit_takes_over(caplog):
+def test_a_changed_source_makes_the_module_stale_and_the_jit_takes_over(caplog, request):
     """A kernel set whose sources no longer match what the module was built from: "aot" is refused with
     the reason, "auto" uses numba's JIT (from its cache) and says why in a warning."""
     stale = dataclasses.replace(hal_kernels.KERNELS, name="hal-stale-probe",
                                 sources=hal_kernels.KERNELS.sources + ("README.md",))
     assert stale.stamp() != hal_kernels.KERNELS.stamp()
+    # numba's cache holds this set's code already (as after a HAL that started on the JIT after the edit,
+    # `make kernels` not run): its record says so, and "auto" loads it from there
+    stale.bind_jit()
+    record = stale.jit_cache_record()
+    record.write_text(str(stale.stamp()))
+    request.addfinalizer(lambda: record.unlink(missing_ok=True))
     with pytest.raises(KernelLoadError, match=r"hal-stale-probe kernels: hal\._kernels_aot is stale .*README\.md.*"
                                               r"make kernels.*\$EVO_KERNELS=aot"):
         stale.load("aot")
@@ -79,6 +85,52 @@ def test_a_changed_source_makes_the_module_stale_and_the_jit_takes_over(caplog):
     assert mod is None and "cannot check hal._kernels_aot against" in why and "no_such_kernel.py" in why
     with pytest.raises(KernelLoadError, match=r"\$EVO_KERNELS='fast': unknown; known: auto, aot, jit"):
         stale.load("fast")
+
+
+PROBE_A = """
+from common.jit import Arg, KernelSet, Sig, kernel
+from kprobe.b import helper
+
+@kernel(cache=True)
+def f(x):
+    return helper(x)
+
+KERNELS = KernelSet("kprobe", "kprobe._aot", ("kprobe.a", "kprobe.b"),
+                    {{"f": ("kprobe.a", "f", Sig("int64", (Arg("int64", 0),)))}}, ({a!r}, {b!r}))
+"""
+PROBE_B = """
+from common.jit import kernel
+
+@kernel(cache=True)
+def helper(x):
+    return x + {step}
+"""
+PROBE_RUN = "from kprobe.a import KERNELS; k = KERNELS.load('jit'); print(k.raw['f'](1), len(k.compiled))"
+
+
+def test_a_helper_changed_in_another_file_is_never_run_stale_from_numbas_cache(tmp_path):
+    """numba checks a cached function against its own file only: a kernel calling a helper of another
+    file (common/shm/seqlock_jit.py's commit in hal_step) kept the old helper's code after that file
+    changed. The set's stamp is kept beside its cache; a process whose sources differ from the record
+    flushes the set's cache and compiles. Here a two-file set in fresh processes: f(1) = helper(1)."""
+    pkg = tmp_path / "kprobe"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    a, b = pkg / "a.py", pkg / "b.py"
+    a.write_text(PROBE_A.format(a=str(a), b=str(b)))
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+
+    def run() -> list[str]:
+        r = subprocess.run([sys.executable, "-c", PROBE_RUN], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    b.write_text(PROBE_B.format(step=1))
+    assert run() == ["2", "1"]  # compiled
+    assert run() == ["2", "0"]  # from the cache
+    b.write_text(PROBE_B.format(step=2) + "# a longer file\n")
+    assert run() == ["3", "1"]  # the helper's file changed: compiled again, not f's old machine code
 
 
 @pytest.mark.parametrize("name", ["hal", "cu"])

@@ -305,7 +305,8 @@ class TypedP2pWriter:
         except BaseException:
             os.close(self._lock_fd)
             raise
-        self._hb = heartbeat
+        # the heartbeat lives in the header only (a compiled commit, common/shm/seqlock_jit.py, moves it too)
+        assert int(self._map.heartbeat[0]) == heartbeat
         self._whole_once = False  # commit_part copies everything until one whole commit was made
         self.local = np.zeros((), dtype=self.dtype)
         self._local_u8 = flat_bytes(self.local)[: self.dtype.itemsize]
@@ -373,7 +374,18 @@ class TypedP2pWriter:
 
     @property
     def heartbeat(self) -> int:
-        return self._hb
+        return self._hbv[0]
+
+    @property
+    def whole_committed(self) -> bool:
+        """A whole commit was made: the segment holds this writer's bytes everywhere, so partial commits
+        (commit_part, or a compiled commit of byte spans into `segment`) are enough from here."""
+        return self._whole_once
+
+    @property
+    def segment(self) -> np.ndarray:
+        """The writable mapping (header + payload) as uint8, for a compiled commit (common/shm/seqlock_jit.py)."""
+        return self._map.u8
 
     def commit(self) -> None:
         """Publish `self.local`: heartbeat+1, seq odd, copy, seq even. No allocation, no syscall."""
@@ -410,8 +422,7 @@ class TypedP2pWriter:
                  stop2: int = 0) -> None:
         """The one seqlock write (DESIGN.md): heartbeat+1, seq odd, the copy, seq even. The copy is
         all of `src_u8` (one flat byte copy), or with `src_u8` None the byte ranges of `local` given."""
-        hb = self._hb + 1
-        self._hb = hb
+        hb = self._hbv[0] + 1
         self._hbv[0] = hb
         seq = self._seqv
         even = (hb << 1) & 0xFFFFFFFF
