@@ -37,7 +37,8 @@ METHOD = (
     "runs: one hal_step call per cycle with the sim driver), 'numpy' = the vectorised reference (the path before issue 15), chosen with "
     "$EVO_HAL_ENGINE before HalCycle is built; 'baseline' = HalCycle.step (compiled engine) of commit "
     f"{BASELINE_COMMIT[:9]} (before the cycle-glue work: three kernel calls, full commits, the open+flock+stat+close "
-    "probe), measured by this file's bench_step in a git worktree of that commit, in the same run, right "
+    "probe; or the commit given by --baseline, named in compute.baseline_commit), measured by this file's "
+    "bench_step in a git worktree of that commit, in the same run, right "
     "before the other engines of the same case; 'hal_step kernel alone' = the one kernel call the compiled "
     "step makes (inside a real HalCycle, fed through the cu_hal payload copy it reads), paced the same way; "
     "'floor' = the same paced loop timing an empty region (perf_counter_ns pair). Machines: 'default' = config/ "
@@ -455,7 +456,8 @@ def baseline_step(tree: Path, machine: str, scenario: str, cycles: int) -> dict[
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-PARTS = ("cu_hal poll", "command polls", "hal_step kernel (with the hal_cu commit)",
+PARTS = ("cu_hal poll (or its fast_poll_ready test)", "command polls",
+         "hal_step kernel (+ the cu_hal copy, the hal_cu commit)",
          "status commits + wakes", "whole step", "housekeeping after it (injection poll, state file, health)",
          "step + housekeeping")
 
@@ -464,7 +466,8 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
     """Where a paced 64-axis step's time goes: HalCycle._step_compiled's parts timed one by one (the same
     calls in the same order, perf_counter_ns between them; the kernels commit, as after the step's first
     cycle), then HalCycle.housekeeping as the loop calls it right after; AOT kernels, SCHED_FIFO, 0.3 ms pause."""
-    from hal.kernels import FL_CONNECTED, PHASE_ALL
+    from hal.fused import NO_SOURCE
+    from hal.kernels import FL_CONNECTED, FL_READ, PHASE_ALL, R_ALL, READ_BIAS, READ_SHIFT
 
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
@@ -491,15 +494,24 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
                     cu.commit()
                     t0 = pc()
                     cu_in = hal.cu_in  # --- HalCycle._step_compiled, part by part
-                    connected = cu_in.poll(now * 1e-9) is not None
+                    if cu_in.fast_poll_ready(now * 1e-9):
+                        connected = True
+                        flags = FL_CONNECTED | FL_READ | hal._fl_commit
+                        seen, src = cu_in.seq_seen, cu_in.segment
+                    else:
+                        connected = cu_in.poll(now * 1e-9) is not None
+                        flags = ((hal._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0) | hal._fl_commit
+                        seen, src = -1, NO_SOURCE
                     t1 = pc()
                     if hal.re_cmds.poll_pending(now * 1e-9):
                         hal._run_commands(hal.re_cmds, now, connected)
                     if hal.rpc_cmds.poll_pending(now * 1e-9):
                         hal._run_commands(hal.rpc_cmds, now, connected)
-                    flags = ((hal._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0) | hal._fl_commit
                     t2 = pc()
-                    changed = hal._k(PHASE_ALL, flags, now, 0.001, *hal._k_tail)
+                    changed = hal._k(PHASE_ALL, flags, now, 0.001, seen, src, *hal._k_tail)
+                    if flags & FL_READ:
+                        cu_in.fast_poll_done(now * 1e-9, (changed >> READ_SHIFT) - READ_BIAS)
+                    changed &= R_ALL
                     t3 = pc()
                     if changed or hal._acked or now >= hal._next_beat:
                         hal._publish_status(changed, now)
@@ -519,6 +531,7 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
 def bench_fused(machine: str, scenario: str, cycles: int, points: int = 1024) -> dict[str, Any]:
     """The one kernel call HalCycle.step makes with the sim driver (hal_step), inside a real
     HalCycle, fed through the cu_hal payload it reads (moving: torques and DO bits every cycle)."""
+    from hal.fused import NO_SOURCE
     from hal.kernels import FL_CONNECTED, FL_FRESH, PHASE_ALL
 
     with tempfile.TemporaryDirectory() as td:
@@ -549,7 +562,7 @@ def bench_fused(machine: str, scenario: str, cycles: int, points: int = 1024) ->
                         np.copyto(dio.di, di_frames[i & 63])
                         np.copyto(dio.ai, ai_frames[i & 63])
                     t0 = pc()
-                    k(PHASE_ALL, FL_CONNECTED | FL_FRESH, now, 0.001, *tail)
+                    k(PHASE_ALL, FL_CONNECTED | FL_FRESH, now, 0.001, -1, NO_SOURCE, *tail)
                     t1 = pc()
                     if i >= 500:
                         out[i - 500] = t1 - t0
@@ -601,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jitter-worker", help=argparse.SUPPRESS)
     ap.add_argument("--step-worker", help=argparse.SUPPRESS)
     ap.add_argument("--no-baseline", action="store_true", help="skip the baseline commit's rows")
+    ap.add_argument("--baseline", default=BASELINE_COMMIT, help=f"the commit of the baseline rows (default {BASELINE_COMMIT[:9]})")
     ap.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--parts", action="store_true", help="only where the 64-axis step's time goes, part by part")
@@ -649,13 +663,14 @@ def main(argv: list[str] | None = None) -> int:
     compute: dict[str, Any] = {"floor": _us(bench_floor(cycles))}
     rows.append({"case": "floor: empty timed region, same paced loop", **compute["floor"]})
     cases = [(m, sc) for m in ("default", "64") for sc in ("idle", "moving", "worst")]
-    compute["baseline_commit"] = BASELINE_COMMIT
+    baseline = args.baseline
+    compute["baseline_commit"] = baseline
     with contextlib.ExitStack() as stack:
         tree = None
         if not args.no_baseline:  # a worktree of the baseline commit, its kernels compiled in its own cache
             from benchmarks._baseline import baseline_tree
 
-            tree = stack.enter_context(baseline_tree(BASELINE_COMMIT))
+            tree = stack.enter_context(baseline_tree(baseline))
             err = warm_baseline(tree)
             if err:
                 print(f"  {err}: no baseline rows", flush=True)
@@ -681,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
             compute[f"{machine}_{scenario}_hal_step_kernel"] = per["kernel"]
             label = "default machine (4 axes)" if machine == "default" else "64 axes"
             for engine in engines + ["kernel"]:
-                name = {"baseline": f"baseline {BASELINE_COMMIT[:9]}", "kernel": "hal_step kernel alone",
+                name = {"baseline": f"baseline {baseline[:9]}", "kernel": "hal_step kernel alone",
                         "compiled": "compiled (AOT module)", "jit": "compiled (numba JIT, the fallback)"}.get(engine, engine)
                 rows.append({"case": f"HalCycle.step {label}, {scenario}, {name}", **per[engine],
                              "ratio": ratio(per[engine]["p50_us"], per["compiled"]["p50_us"]),

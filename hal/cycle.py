@@ -26,10 +26,10 @@ from .commands import CommandExecutor
 from .drivers.base import Driver, DriverIO
 from .drivers.registry import create_driver
 from .engine import resolve_engine
-from .fused import FusedStep, spans
+from .fused import NO_SOURCE, FusedStep, spans
 from .io import IoProcessor
-from .kernels import (FL_COMMIT, FL_CONNECTED, FL_FRESH, PHASE_ALL, PHASE_OUT, PHASE_POST, PHASE_PRE, R_ALL,
-                      U_RE_SEEN, U_RPC_SEEN, WAKE_MQT, WAKE_RE, WAKE_RPC)
+from .kernels import (FL_COMMIT, FL_CONNECTED, FL_FRESH, FL_READ, PHASE_ALL, PHASE_OUT, PHASE_POST, PHASE_PRE,
+                      R_ALL, READ_BIAS, READ_SHIFT, U_RE_SEEN, U_RPC_SEEN, WAKE_MQT, WAKE_RE, WAKE_RPC)
 from .state_file import StateWriter, load_state
 
 log = logging.getLogger(__name__)
@@ -217,25 +217,37 @@ class HalCycle:
         raise AssertionError("HalCycle.step is bound in __init__")
 
     def _step_compiled(self, now_ns: int, dt_s: float) -> None:
-        """The compiled cycle: the segment polls, commands only when one waits, ONE kernel call for
-        the numerics and the hal_cu commit (two around a Python driver's cycle), and the status commits
-        (one more call) only when what they show changed, a command was acked, or their 10 ms beat is due."""
+        """The compiled cycle: the segment polls, commands only when one waits, ONE kernel call for the
+        cu_hal copy, the numerics and the hal_cu commit (two around a Python driver's cycle), and the status
+        commits (one more call) only when what they show changed, a command was acked, or their 10 ms beat
+        is due. The kernel makes the cu_hal copy when cu_in's poll needs nothing else (fast_poll_ready: LIVE,
+        no probe due, the stale count out of reach); otherwise cu_in.poll() does, in Python, as always."""
         now = now_ns * 1e-9  # perf_counter_ns is CLOCK_MONOTONIC: the same clock as time.monotonic()
         cu_in = self.cu_in
-        connected = cu_in.poll(now) is not None
+        if cu_in.fast_poll_ready(now):  # LIVE for this poll whatever it finds: the kernel copies (FL_READ)
+            connected = True
+            flags = FL_CONNECTED | FL_READ | self._fl_commit
+            seen, src = cu_in.seq_seen, cu_in.segment
+        else:
+            connected = cu_in.poll(now) is not None
+            flags = ((self._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0) | self._fl_commit
+            seen, src = -1, NO_SOURCE
         if connected is not self.cu_connected:
             self._cu_changed(connected)
         if self.re_cmds.poll_pending(now):
             self._run_commands(self.re_cmds, now_ns, connected)
         if self.rpc_cmds.poll_pending(now):
             self._run_commands(self.rpc_cmds, now_ns, connected)
-        flags = ((self._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0) | self._fl_commit
         if self._sim is not None:
-            changed = self._k(PHASE_ALL, flags, now_ns, dt_s, *self._k_tail)
+            changed = self._k(PHASE_ALL, flags, now_ns, dt_s, seen, src, *self._k_tail)
+            read = changed >> READ_SHIFT
+            changed &= R_ALL
         else:
-            self._k(PHASE_PRE, flags, now_ns, dt_s, *self._k_tail)
+            read = self._k(PHASE_PRE, flags, now_ns, dt_s, seen, src, *self._k_tail) >> READ_SHIFT
             self.driver.cycle(self.dio, now_ns, dt_s)
-            changed = self._k(PHASE_POST, flags, now_ns, dt_s, *self._k_tail)
+            changed = self._k(PHASE_POST, flags, now_ns, dt_s, seen, src, *self._k_tail)
+        if flags & FL_READ:
+            cu_in.fast_poll_done(now, read - READ_BIAS)
         if not self._fl_commit:  # the first cycle: the commits in Python (each writer's first is whole)
             # hal_cu's payload is parts of the status payload: the kernel copied those that changed
             lo, hi = self._cu_span[changed]
@@ -291,7 +303,7 @@ class HalCycle:
         if not self._acked:
             return
         if self.fused is not None:
-            changed = self._k(PHASE_OUT, FL_CONNECTED if connected else 0, now_ns, 0.0, *self._k_tail)
+            changed = self._k(PHASE_OUT, FL_CONNECTED if connected else 0, now_ns, 0.0, -1, NO_SOURCE, *self._k_tail)
         else:
             v = self._cu_views
             if connected and v:

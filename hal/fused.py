@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.consts import MAX_AI, MAX_AXES, MAX_DI
+from common.consts import MAX_AI, MAX_AXES, MAX_DI, P2P_HEADER_SIZE
 from common.shm.p2p import TypedP2pWriter
 from common.shm.segments import HAL_IO, SEGMENTS
 from common.shm.views import flat_bytes
@@ -85,6 +85,10 @@ def spans(cu_dtype: np.dtype) -> tuple[list[tuple[int, int]], list[tuple[int, in
     return io_span, cu_span
 
 
+NO_SOURCE = np.zeros(P2P_HEADER_SIZE, np.uint8)  # hal_step's cu_src when it does not read cu_hal (no FL_READ)
+NO_SOURCE.flags.writeable = False
+
+
 def _publish_constants() -> np.ndarray:
     """HB_PUB's row (kernels.U_*): the status payload's end, the three status segments' payload ends, and the
     byte offsets of hal_rpc's / hal_re's ACK_RING and its `count`, from the segment table."""
@@ -143,6 +147,7 @@ class FusedStep:
         b.block(K.HB_SPANS, np.array([[s[0] for s in cu_span], [s[1] for s in cu_span], [s[0] for s in io_span],
                                       [s[1] for s in io_span]], np.int64))
         b.block(K.HB_PUB, _publish_constants()[None, :])
+        b.block(K.HB_SCRATCH, np.zeros((1, cu_local.dtype.itemsize), np.uint8))  # the cu_hal read's first copy
         self.arena, self._hal_lay = b.build()
         self.pub = b.views[K.HB_PUB][0]  # (the ack counts seen: HalCycle's, whichever path commits)
         self._cu_u8 = flat_bytes(cu_local)
@@ -168,10 +173,12 @@ class FusedStep:
         self.publish_tail = (self._hal_u8, flat_bytes(w_rpc.local), flat_bytes(w_re.local), w_mqt.segment,
                              w_rpc.segment, w_re.segment, self.arena, lays)
         # the arrays are the same on every call and the scalars Python ints / floats: checked once here
-        self.kernel = self._kernels.entry("hal_step", K.PHASE_ALL, K.FL_CONNECTED, 0, 0.001, *self.tail)
+        self.kernel = self._kernels.entry("hal_step", K.PHASE_ALL, K.FL_CONNECTED, 0, 0.001, -1, NO_SOURCE, *self.tail)
         self.publish = self._kernels.entry("hal_publish", 0, False, *self.publish_tail)
 
-    def run(self, phase: int, flags: int, now_ns: int, dt_s: float) -> int:
-        """One call of the kernel (HalCycle inlines this call; kept for tests and tools)."""
-        return self.kernel(phase, flags, now_ns, dt_s, *self.tail)
+    def run(self, phase: int, flags: int, now_ns: int, dt_s: float, seen: int = -1,
+            source: np.ndarray | None = None) -> int:
+        """One call of the kernel (HalCycle inlines this call; kept for tests and tools). `seen`, `source`:
+        the cu_hal read's (FL_READ)."""
+        return self.kernel(phase, flags, now_ns, dt_s, seen, NO_SOURCE if source is None else source, *self.tail)
 

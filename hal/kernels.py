@@ -11,7 +11,7 @@ import numpy as np
 
 from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES, MAX_DI, MAX_DO, P2P_HEADER_SIZE
 from common.jit import Arg, KernelSet, Loaded, Sig, kernel
-from common.shm.seqlock_jit import commit_spans, copy_bytes, load_u64
+from common.shm.seqlock_jit import commit_spans, copy_bytes, load_u64, read_commit
 from common.states import DriverState
 
 # Layout: the kernels work in place on the same arrays the numpy reference uses. Arrays of one dtype
@@ -758,8 +758,9 @@ def _sim(enable, brake_release, torque, do_bank, position, velocity, torque_esti
 # cu_hal reader's copy, the hal_mqt and hal_cu writers' `local`); their fields are typed views
 # taken here. The commits are compiled too once every writer has made its first (whole) commit in
 # Python (FL_COMMIT; hal_publish): common/shm/seqlock_jit.py's commit, p2p.py's stores in p2p.py's
-# order. The seqlock read of cu_hal stays in Python (common/shm/inbound.py) before this call.
-HB_F, HB_B, HB_DI, HB_AI, HB_PREV, HB_OFF, HB_SPANS, HB_PUB = range(8)
+# order. So is the seqlock read of cu_hal while its Inbound says a poll needs nothing else (FL_READ:
+# seqlock_jit.read_commit into the reader's payload copy `cu`, through HB_SCRATCH).
+HB_F, HB_B, HB_DI, HB_AI, HB_PREV, HB_OFF, HB_SPANS, HB_PUB, HB_SCRATCH = range(9)
 HF_TORQUE, HF_TARGET_POSITION, HF_TARGET_VELOCITY = range(3)  # float64[64] rows of HB_F
 HB_ENABLE, HB_BRAKE_RELEASE, HB_CONFIGURED = range(3)  # bool[64] rows of HB_B
 # byte offsets and sizes (HB_OFF, one int64 row): cu_hal's axis fields (stride = one CuAxisCommand),
@@ -786,17 +787,21 @@ PHASE_ALL, PHASE_PRE, PHASE_POST = 0, 1, 2  # sim in the kernel / before a Pytho
 PHASE_OUT = 3  # between cycles, after a command: the outputs again (no new CU frame), DO/AO regions compared
 FL_CONNECTED, FL_FRESH = 1, 2  # `flags`: the CU is LIVE / its heartbeat moved on this poll
 FL_COMMIT = 4  # `flags`: commit hal_cu (cu_seg) at the end of PHASE_ALL / PHASE_POST
+FL_READ = 8  # `flags`: read cu_hal (cu_src) first (PHASE_ALL / PHASE_PRE); FL_FRESH when a new commit came
+READ_SHIFT, READ_BIAS = 8, 2  # with FL_READ the result carries read_commit's outcome + READ_BIAS from bit
+# READ_SHIFT on (the R_* bits below it)
 # `lays`: the three arenas' layouts end to end (HalCycle's, the IoProcessor's, the SimDriver's)
-N_HAL_BLOCKS, N_IO_BLOCKS, N_SIM_BLOCKS = HB_PUB + 1, IB_TABLES + 1, SB_SENS + 1
+N_HAL_BLOCKS, N_IO_BLOCKS, N_SIM_BLOCKS = HB_SCRATCH + 1, IB_TABLES + 1, SB_SENS + 1
 LAY_IO = 4 * N_HAL_BLOCKS
 LAY_SIM = LAY_IO + 4 * N_IO_BLOCKS
 N_LAYS = LAY_SIM + 4 * N_SIM_BLOCKS
 
-HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, u1_1c, u1_1c, u1_1c, u1_1c, i1c, u1_1c, u1_1c, u1_1c))
+HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, I64, Arg("uint8", readonly=True), u1_1c, u1_1c, u1_1c, u1_1c, i1c,
+                              u1_1c, u1_1c, u1_1c))
 
 
 @kernel(**_jit)
-def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_arena, cu_seg):
+def hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lays, io_arena, sim_arena, cu_seg):
     """HalCycle.step's numerics: cu_hal -> drive commands, IoProcessor.outputs, SimDriver.cycle,
     IoProcessor.inputs, the hal_cu payload, cu_connected, and the change test of the status
     payload: returns the R_* regions that changed since the last call (0: none; its copy is kept in
@@ -804,8 +809,17 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
     whose cycle is Python. PHASE_OUT (a command taken between cycles) runs the outputs alone on the
     CU frame of the last cycle and returns R_DO / R_AO when those regions changed: the status
     committed with the command's ack shows its effect. With FL_COMMIT, PHASE_ALL / PHASE_POST end with
-    the commit of hal_cu's changed span into `cu_seg` (the writer's mapping)."""
+    the commit of hal_cu's changed span into `cu_seg` (the writer's mapping). With FL_READ (and
+    FL_CONNECTED), PHASE_ALL / PHASE_PRE start with the seqlock copy of `cu_src` (cu_hal's mapping) into
+    `cu` unless it still holds commit `cu_seen`; the result then carries read_commit's outcome + READ_BIAS
+    from bit READ_SHIFT (for Inbound.fast_poll_done)."""
     hl, il, sl = lays[:LAY_IO], lays[LAY_IO:LAY_SIM], lays[LAY_SIM:N_LAYS]
+    read = 0
+    if flags & FL_READ and phase != PHASE_POST and phase != PHASE_OUT:
+        got = read_commit(cu_src, cu, h_arena[hl[4 * HB_SCRATCH]:hl[4 * HB_SCRATCH + 1]], cu_seen)
+        if got >= 0:
+            flags |= FL_FRESH
+        read = (got + READ_BIAS) << READ_SHIFT
     o = _i8(h_arena, hl, HB_OFF)[0]
     hf, hb = _f8(h_arena, hl, HB_F), _b(h_arena, hl, HB_B)
     enable, brake_release, torque = hb[HB_ENABLE], hb[HB_BRAKE_RELEASE], hf[HF_TORQUE]
@@ -844,7 +858,7 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
                  _b(io_arena, il, IB_AOB), _i8(io_arena, il, IB_AOI), tables[0], tables[1], do_bank,
                  hal[o[O_AO]:o[O_AO] + 8 * MAX_AO].view(np.float64))
         if phase == PHASE_PRE:
-            return 0
+            return read
         if phase == PHASE_OUT:
             wrote_out = o[O_OUTPUTS_WROTE]
             o[O_OUTPUTS_WROTE] = 0
@@ -891,7 +905,7 @@ def hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_a
     if flags & FL_COMMIT:
         sp = _i8(h_arena, hl, HB_SPANS)
         commit_spans(cu_seg, out, sp[SP_CU_LO, mask], sp[SP_CU_HI, mask], 0, 0)
-    return mask
+    return mask | read
 
 
 HAL_PUBLISH_SIG = Sig("int64", (I64, BOOL, u1_1c, u1_1c, u1_1c, u1_1c, u1_1c, u1_1c, u1_1c, i1c))

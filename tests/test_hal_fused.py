@@ -368,3 +368,76 @@ def test_a_command_taken_between_cycles_is_acked_with_its_output_in_the_same_com
         side.check_published(0)
     finally:
         side.close()
+
+
+@pytest.mark.parametrize("engine", ["compiled", "numpy"])
+def test_a_cu_that_stops_committing_is_stale_after_exactly_stale_reads_cycles(tmp_path, monkeypatch, engine):
+    """Issue 15 (safety kept, the cu_hal copy made by the kernel): a CU that is alive (its writer lock
+    held) but stops committing — frozen, hung — is STALE after exactly stale_reads unchanged cycles with
+    either engine, and that cycle's outputs are safe. The compiled engine reads cu_hal in its kernel
+    while the poll needs nothing else (Inbound.fast_poll_ready): Inbound.poll() is then not called at all
+    on a live CU, and the stale count is kept the same."""
+    import subprocess
+    import sys
+
+    from tests.helpers import module_env
+
+    prefix = unique_prefix("fs")
+    monkeypatch.setenv("EVO_SHM_PREFIX", prefix)
+    monkeypatch.setenv("EVO_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("EVO_HAL_ENGINE", engine)
+    cfg = load_config(REPO / "config")
+    cu = subprocess.Popen([sys.executable, "-c", CU_SCRIPT], cwd=REPO, env=module_env(prefix),
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    hal = None
+    try:
+        assert cu.stdout.readline().split() == ["ready"]
+        hal = HalCycle(cfg)
+        polls = 0
+        real_poll = hal.cu_in.poll
+
+        def counted(now: float):  # noqa: ANN202
+            nonlocal polls
+            polls += 1
+            return real_poll(now)
+
+        hal.cu_in.poll = counted
+        now = 10**12
+
+        def cycle(commit: bool) -> None:
+            nonlocal now
+            if commit:
+                cu.stdin.write("c\n")
+                cu.stdin.flush()
+                assert cu.stdout.readline().split() == ["ok"]
+            now += MS
+            hal.step(now, 0.001)
+            hal.housekeeping(now)
+
+        for _ in range(10):
+            cycle(True)
+        assert hal.cu_connected and hal.dio.enable[:4].all() and (hal.dio.torque[:4] == 5.0).all()
+        polls = 0
+        for _ in range(20):
+            cycle(True)
+        assert polls == (0 if engine == "compiled" else 20), polls
+        stale = hal.cu_in._stale_reads
+        assert 10 < stale < 1000
+        steps = 0
+        while hal.cu_connected and steps < 2 * stale:
+            cycle(False)
+            steps += 1
+        assert steps == stale, f"stale after {steps} unchanged cycles, the threshold is {stale}"
+        assert f"unchanged for {stale} reads" in hal.cu_in.reason, hal.cu_in.reason
+        assert not hal.dio.enable.any() and not hal.dio.brake_release.any() and not hal.dio.torque.any()
+        assert hal.w_mqt.local["io"]["cu_connected"] == 0
+        for _ in range(3):  # it commits again: LIVE once its heartbeat moved, the outputs follow it again
+            cycle(True)
+        assert hal.cu_connected and hal.dio.enable[:4].all()
+    finally:
+        if cu.poll() is None:
+            cu.kill()
+            cu.wait(10)
+        if hal is not None:
+            hal.close(save=False)
+        remove_shm(prefix)

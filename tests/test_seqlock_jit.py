@@ -1,6 +1,7 @@
-"""The compiled seqlock commit (common/shm/seqlock_jit.py) against p2p.py's protocol: the same header words,
-heartbeats that continue the Python writer's, and a reader in another process that never sees a torn payload
-while the compiled commit writes as fast as it can.
+"""The compiled seqlock (common/shm/seqlock_jit.py) against p2p.py's protocol: the same header words, commits
+whose heartbeats continue the Python writer's, a reader in another process that never sees a torn payload
+while the compiled commit writes as fast as it can, and the compiled read that never returns (nor leaves in
+its copy) a torn payload while a writer process commits as fast as it can.
 
 Real /dev/shm segments, a real reader subprocess; the compiled code is the HAL kernel set's (numba's JIT
 from the cache `make kernels` fills).
@@ -38,6 +39,29 @@ while time.monotonic() < end:
             if not (u8 == u8[0]).all():
                 torn += 1
 print(polls, new, torn, inb.contentions, flush=True)
+"""
+
+
+WRITER_SCRIPT = r"""
+import sys, time
+from common.shm.p2p import TypedP2pWriter
+from common.shm.segments import SEGMENTS
+from common.shm.views import flat_bytes
+s = SEGMENTS["cu_hal"]
+w = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
+u8 = flat_bytes(w.local)
+w.commit()
+print("ready", flush=True)
+sys.stdin.readline()
+end = time.monotonic() + float(sys.argv[1])
+n = 0
+while time.monotonic() < end:
+    n += 1
+    u8[:] = n & 0xFF
+    w.commit()
+print(n, flush=True)
+sys.stdin.readline()
+w.close()
 """
 
 
@@ -109,3 +133,50 @@ def test_a_reader_in_another_process_never_sees_a_torn_compiled_commit(fresh_pre
             proc.kill()
             proc.wait(10)
         w.close()
+
+
+def test_the_compiled_read_never_returns_or_keeps_a_torn_payload(fresh_prefix, commit_spans):
+    """read_commit against a writer process committing uniform payloads back to back for 1.5 s: every
+    commit it reports is uniform in `local`, and after a contended read (a commit in progress or torn
+    through every retry) `local` still holds the last consistent copy, untouched."""
+    s = SEGMENTS["cu_hal"]
+    proc = subprocess.Popen([sys.executable, "-c", WRITER_SCRIPT, "1.5"], cwd=REPO, env=module_env(fresh_prefix),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    r = None
+    try:
+        assert proc.stdout.readline().split() == ["ready"]
+        r = TypedP2pReader.attach(s.name(), s.reader, s.dtype)
+        read = seqlock_jit.read_commit
+        local = np.zeros(s.dtype.itemsize, np.uint8)
+        scratch = np.zeros_like(local)
+        seg = r.segment
+        assert not seg.flags.writeable
+        seen = read(seg, local, scratch, -1)
+        assert seen >= 0 and read(seg, local, scratch, seen) == seqlock_jit.READ_UNCHANGED
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        new = torn = contended = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            got = read(seg, local, scratch, seen)
+            if got == seqlock_jit.READ_CONTENDED:
+                contended += 1
+            elif got >= 0:
+                new += 1
+                seen = got
+            if got != seqlock_jit.READ_UNCHANGED and not (local == local[0]).all():
+                torn += 1
+            if new >= 20_000:
+                break
+        proc.stdin.write("done\n")
+        proc.stdin.flush()
+        commits = int(proc.stdout.readline())
+        assert commits > 10_000 and new > 1000, (commits, new)
+        assert torn == 0, f"{torn} reads left a torn payload ({new} commits read, {contended} contended)"
+        assert int(local[0]) == (seen >> 1) - 1 & 0xFF  # the payload of the commit reported (heartbeat - 1)
+    finally:
+        if r is not None:
+            r.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)

@@ -220,6 +220,44 @@ class Inbound:
                 return self.local
         return self._poll_slow(now)
 
+    # --- a poll whose copy a compiled cycle makes (common/shm/seqlock_jit.py read_commit) -------------
+    def fast_poll_ready(self, now: float) -> bool:
+        """The next poll can be decided by the segment's sequence word alone — LIVE, no writer probe due
+        on it, the stale criterion out of reach however it ends — so a compiled caller may make the
+        seqlock copy itself (`read_commit(segment, local, scratch, seq_seen)`) and report it with
+        `fast_poll_done`; the writer is LIVE for that poll. False: call `poll` as usual."""
+        return self._live and not self._probe_slot[(self.polls + 1) % self._probe_mod] and (
+            self.unchanged_polls + 1 < self._stale_reads) and (not self._stale_s or now - self._moved_at < self._stale_s)
+
+    def fast_poll_done(self, now: float, got: int) -> None:
+        """The outcome of the compiled copy made after `fast_poll_ready`: `got` = the write_seq of the new
+        commit now in `local`, or seqlock_jit.READ_UNCHANGED (-1) / READ_CONTENDED (-2: a commit in
+        progress or torn through every retry; `local` holds the last consistent copy). The same
+        bookkeeping as poll()'s for those cases."""
+        self.polls += 1
+        self.lost = self.became_live = False
+        if got >= 0:
+            self._last_hb = got >> 1
+            self._seq_seen = got
+            self._moved_at = now
+            self.unchanged_polls = 0
+            self.changed = True
+        else:
+            if got != -1:
+                self.contentions += 1
+            self.unchanged_polls += 1
+            self.changed = False
+
+    @property
+    def seq_seen(self) -> int:
+        """write_seq of the commit in `local` (-1: none)."""
+        return self._seq_seen
+
+    @property
+    def segment(self) -> np.ndarray | None:
+        """The mapped segment (read-only uint8, header + payload) while attached, else None."""
+        return self.reader.segment if self.reader is not None else None
+
     def _poll_slow(self, now: float, copied: int = -1) -> np.ndarray | None:
         """`copied` >= 0: the fast path has just copied that commit into `local` (a probe is due)."""
         self.became_live = False

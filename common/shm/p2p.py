@@ -566,6 +566,12 @@ class TypedP2pReader:
     def heartbeat(self) -> int:
         return self._hbv[0]
 
+    @property
+    def segment(self) -> np.ndarray:
+        """The read-only mapping (header + payload) as uint8, for a compiled read (common/shm/seqlock_jit.py);
+        a new array after a re-attach."""
+        return self._map.u8
+
     def heartbeat_age_s(self) -> float:
         """Seconds since this reader last saw the heartbeat change."""
         return time.monotonic() - self._hb_changed_at
