@@ -5,6 +5,8 @@ payload they publish compared after every cycle, and the commit decisions (heart
 """
 from __future__ import annotations
 
+import contextlib
+
 import math
 
 import numpy as np
@@ -270,26 +272,47 @@ def test_a_killed_cu_is_seen_within_the_probe_bound_and_outputs_go_safe(tmp_path
     and the cycle after the probe found it disables the drives, zeroes torque and engages the brakes
     (at most WRITER_PROBE_EVERY + 1 cycles after the kill, whatever cycle the kill lands in)."""
     import signal
-    import subprocess
-    import sys
 
     from common.stale import stale_threshold
     from hal.cycle import WRITER_PROBE_EVERY
+
+    with _hal_beside_a_cu(tmp_path, monkeypatch, "compiled") as (hal, cu, cycle):
+        hal_cfg = hal.config.system.hal  # the shortest threshold the shipped config can resolve to (SCHED_FIFO)
+        assert stale_threshold(hal_cfg.stale_reads, hal_cfg.cycle_time_us, True).cycles > 5 * WRITER_PROBE_EVERY
+        for _ in range(3 * WRITER_PROBE_EVERY + phase):  # the kill lands at each point of the probe rotation
+            cycle(True)
+        assert hal.cu_connected and hal.dio.enable[:4].all() and (hal.dio.torque[:4] == 5.0).all()
+        cu.send_signal(signal.SIGKILL)
+        cu.wait(10)
+        steps = 0
+        while hal.cu_connected and steps < 100:
+            cycle(False)
+            steps += 1
+        assert steps <= WRITER_PROBE_EVERY + 1, f"the dead CU was seen after {steps} cycles"
+        assert "writer process gone" in hal.cu_in.reason
+        _assert_outputs_safe(hal)
+
+
+@contextlib.contextmanager
+def _hal_beside_a_cu(tmp_path, monkeypatch, engine: str):  # noqa: ANN202
+    """A HalCycle of config/ on `engine` and a real CU writer process (CU_SCRIPT: 4 axes enabled, torque
+    5); yields (hal, the CU process, cycle(commit)): one HAL cycle (step, then housekeeping, 1 ms on),
+    after a CU commit when `commit`. Everything is removed afterwards."""
+    import subprocess
+    import sys
+
     from tests.helpers import module_env
 
-    prefix = unique_prefix("fk")
+    prefix = unique_prefix("fc")
     monkeypatch.setenv("EVO_SHM_PREFIX", prefix)
     monkeypatch.setenv("EVO_RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("EVO_HAL_ENGINE", "compiled")
-    cfg = load_config(REPO / "config")
-    hal_cfg = cfg.system.hal  # the shortest threshold the shipped config can resolve to (SCHED_FIFO)
-    assert stale_threshold(hal_cfg.stale_reads, hal_cfg.cycle_time_us, True).cycles > 5 * WRITER_PROBE_EVERY
+    monkeypatch.setenv("EVO_HAL_ENGINE", engine)
     cu = subprocess.Popen([sys.executable, "-c", CU_SCRIPT], cwd=REPO, env=module_env(prefix),
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     hal = None
     try:
         assert cu.stdout.readline().split() == ["ready"]
-        hal = HalCycle(cfg)
+        hal = HalCycle(load_config(REPO / "config"))
         now = 10**12
 
         def cycle(commit: bool) -> None:
@@ -302,19 +325,7 @@ def test_a_killed_cu_is_seen_within_the_probe_bound_and_outputs_go_safe(tmp_path
             hal.step(now, 0.001)
             hal.housekeeping(now)
 
-        for _ in range(3 * WRITER_PROBE_EVERY + phase):  # the kill lands at each point of the probe rotation
-            cycle(True)
-        assert hal.cu_connected and hal.dio.enable[:4].all() and (hal.dio.torque[:4] == 5.0).all()
-        cu.send_signal(signal.SIGKILL)
-        cu.wait(10)
-        steps = 0
-        while hal.cu_connected and steps < 100:
-            cycle(False)
-            steps += 1
-        assert steps <= WRITER_PROBE_EVERY + 1, f"the dead CU was seen after {steps} cycles"
-        assert "writer process gone" in hal.cu_in.reason
-        assert not hal.dio.enable.any() and not hal.dio.brake_release.any() and not hal.dio.torque.any()
-        assert hal.w_mqt.local["io"]["cu_connected"] == 0
+        yield hal, cu, cycle
     finally:
         if cu.poll() is None:
             cu.kill()
@@ -322,6 +333,12 @@ def test_a_killed_cu_is_seen_within_the_probe_bound_and_outputs_go_safe(tmp_path
         if hal is not None:
             hal.close(save=False)
         remove_shm(prefix)
+
+
+def _assert_outputs_safe(hal: HalCycle) -> None:
+    """Drives disabled, torque 0, brakes engaged, and the status says the CU is not connected."""
+    assert not hal.dio.enable.any() and not hal.dio.brake_release.any() and not hal.dio.torque.any()
+    assert hal.w_mqt.local["io"]["cu_connected"] == 0
 
 
 @pytest.mark.parametrize("engine", ["compiled", "numpy"])
@@ -377,22 +394,7 @@ def test_a_cu_that_stops_committing_is_stale_after_exactly_stale_reads_cycles(tm
     either engine, and that cycle's outputs are safe. The compiled engine reads cu_hal in its kernel
     while the poll needs nothing else (Inbound.fast_poll_ready): Inbound.poll() is then not called at all
     on a live CU, and the stale count is kept the same."""
-    import subprocess
-    import sys
-
-    from tests.helpers import module_env
-
-    prefix = unique_prefix("fs")
-    monkeypatch.setenv("EVO_SHM_PREFIX", prefix)
-    monkeypatch.setenv("EVO_RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.setenv("EVO_HAL_ENGINE", engine)
-    cfg = load_config(REPO / "config")
-    cu = subprocess.Popen([sys.executable, "-c", CU_SCRIPT], cwd=REPO, env=module_env(prefix),
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    hal = None
-    try:
-        assert cu.stdout.readline().split() == ["ready"]
-        hal = HalCycle(cfg)
+    with _hal_beside_a_cu(tmp_path, monkeypatch, engine) as (hal, _cu, cycle):
         polls = 0
         real_poll = hal.cu_in.poll
 
@@ -402,18 +404,6 @@ def test_a_cu_that_stops_committing_is_stale_after_exactly_stale_reads_cycles(tm
             return real_poll(now)
 
         hal.cu_in.poll = counted
-        now = 10**12
-
-        def cycle(commit: bool) -> None:
-            nonlocal now
-            if commit:
-                cu.stdin.write("c\n")
-                cu.stdin.flush()
-                assert cu.stdout.readline().split() == ["ok"]
-            now += MS
-            hal.step(now, 0.001)
-            hal.housekeeping(now)
-
         for _ in range(10):
             cycle(True)
         assert hal.cu_connected and hal.dio.enable[:4].all() and (hal.dio.torque[:4] == 5.0).all()
@@ -429,15 +419,7 @@ def test_a_cu_that_stops_committing_is_stale_after_exactly_stale_reads_cycles(tm
             steps += 1
         assert steps == stale, f"stale after {steps} unchanged cycles, the threshold is {stale}"
         assert f"unchanged for {stale} reads" in hal.cu_in.reason, hal.cu_in.reason
-        assert not hal.dio.enable.any() and not hal.dio.brake_release.any() and not hal.dio.torque.any()
-        assert hal.w_mqt.local["io"]["cu_connected"] == 0
+        _assert_outputs_safe(hal)
         for _ in range(3):  # it commits again: LIVE once its heartbeat moved, the outputs follow it again
             cycle(True)
         assert hal.cu_connected and hal.dio.enable[:4].all()
-    finally:
-        if cu.poll() is None:
-            cu.kill()
-            cu.wait(10)
-        if hal is not None:
-            hal.close(save=False)
-        remove_shm(prefix)

@@ -132,6 +132,14 @@ def _poll_until(inb: Inbound, status: LinkStatus, limit: int = 20000, commit=Non
     raise AssertionError(f"{inb.name} never {status.value}: {inb.status.value} ({inb.reason})")
 
 
+def _make_live(inb: Inbound, w: Writer) -> None:
+    """A commit, a poll (attached), a commit, a poll: LIVE (its heartbeat moved since the attach)."""
+    w.do("commit", 1)
+    inb.poll(time.monotonic())
+    w.do("commit", 1)
+    assert inb.poll(time.monotonic()) is not None and inb.status is LinkStatus.LIVE
+
+
 def test_absent_then_live_only_after_the_heartbeat_moved(fresh_prefix, writers):
     """Interface 4: ABSENT while there is no segment; attaching alone is not LIVE; LIVE once the
     heartbeat has moved since attach."""
@@ -159,10 +167,7 @@ def test_stale_after_n_unchanged_reads_and_live_again_when_it_moves(fresh_prefix
     inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=20, retry_s=0.0, probe_every=0))
     w = writers("cu_hal")
     try:
-        w.do("commit", 1)
-        inb.poll(time.monotonic())
-        w.do("commit", 1)
-        assert inb.poll(time.monotonic()) is not None
+        _make_live(inb, w)
         for n in range(19):
             assert inb.poll(time.monotonic()) is not None, n  # 19 unchanged reads: still live
         assert inb.poll(time.monotonic()) is None
@@ -197,10 +202,7 @@ def test_writer_killed_is_stale_at_once_not_after_n_reads(fresh_prefix, writers)
     inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=10**6, retry_s=0.0, probe_every=5))
     w = writers("cu_hal")
     try:
-        w.do("commit", 1)
-        inb.poll(time.monotonic())
-        w.do("commit", 1)
-        assert inb.poll(time.monotonic()) is not None
+        _make_live(inb, w)
         w.kill()
         polls = _poll_until(inb, LinkStatus.STALE, limit=10)
         assert polls <= 5 and inb.lost and "writer process gone" in inb.reason
@@ -309,10 +311,7 @@ def test_a_torn_read_never_replaces_the_last_consistent_copy(fresh_prefix, write
     inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=10**6, retry_s=0.0, probe_every=5))
     w = writers("cu_hal")
     try:
-        w.do("commit", 1)
-        inb.poll(time.monotonic())
-        w.do("commit", 1)
-        assert inb.poll(time.monotonic()) is not None
+        _make_live(inb, w)
         u8 = flat_bytes(inb.local)
         result: list[str] = []
         t = threading.Thread(target=lambda: result.extend(w.do("hammer", 1.5)))
@@ -416,10 +415,7 @@ def test_clean_exit_is_absent_and_a_restart_is_attached_again(fresh_prefix, writ
     inb = Inbound.for_key("re_mqt", InboundPolicy(stale_reads=30, retry_s=0.0, probe_every=5))
     w = writers("re_mqt")
     try:
-        w.do("commit", 1)
-        inb.poll(time.monotonic())
-        w.do("commit", 1)
-        assert inb.poll(time.monotonic()) is not None
+        _make_live(inb, w)
         w.close()
         _poll_until(inb, LinkStatus.ABSENT, limit=100)
         assert "does not exist" in inb.reason and inb.lost is not None
@@ -518,10 +514,7 @@ def test_an_unchanged_segment_is_not_copied_again(fresh_prefix, writers):
     inb = Inbound.for_key("rpc_cu", InboundPolicy(stale_reads=1000, retry_s=0.0, probe_every=0))
     w = writers("rpc_cu")
     try:
-        w.do("commit", 1)
-        inb.poll(time.monotonic())
-        w.do("commit", 1)
-        assert inb.poll(time.monotonic()) is not None
+        _make_live(inb, w)
         raw = inb.local.reshape(1).view("u1")
         raw[:8] = 0xAB  # a marker no writer wrote
         assert inb.poll(time.monotonic()) is not None and (raw[:8] == 0xAB).all()  # not copied again
@@ -571,10 +564,7 @@ def test_probe_sees_a_writer_killed_and_replaced_on_the_same_lock_file(fresh_pre
     w = writers("cu_hal")
     lock = shm_path(inb.name) + ".lock"
     try:
-        w.do("commit", 1)
-        inb.poll(time.monotonic())
-        w.do("commit", 1)
-        assert inb.poll(time.monotonic()) is not None
+        _make_live(inb, w)
         ino = os.stat(lock).st_ino
         w.kill()
         assert _poll_until(inb, LinkStatus.STALE, limit=10) <= 5

@@ -48,6 +48,13 @@ API
     inb.heartbeat             # the writer's heartbeat as last read (0 when not attached)
     inb.close()
 
+    # a compiled cycle making the seqlock copy itself (the HAL's hal_step, common/shm/seqlock_jit.py):
+    if inb.fast_poll_ready(now):                       # LIVE, no probe due, the stale count out of reach
+        got = read_commit(inb.segment, local_u8, scratch, inb.seq_seen)   # in the kernel
+        inb.fast_poll_done(now, got)                   # poll()'s bookkeeping for what it found
+    else:
+        inb.poll(now)
+
     inbox = CommandInbox(inb, my_local["acks"])      # consumer of a command ring
     inbox.poll(now) -> LinkStatus                    # reads the segment; a lost writer is forgotten
     for cmd in inbox.take(): inbox.ack(cmd, ResultCode.OK, "done")   # each slot once
