@@ -374,7 +374,7 @@ class TypedP2pWriter:
 
     @property
     def heartbeat(self) -> int:
-        return self._hbv[0]
+        return self._hb_closed if self._closed else self._hbv[0]
 
     @property
     def whole_committed(self) -> bool:
@@ -442,6 +442,7 @@ class TypedP2pWriter:
         if self._closed:
             return
         self._closed = True
+        self._hb_closed = int(self._hbv[0])  # `heartbeat` after close: the last commit's
         del self._dst, self._hbv, self._seqv
         self._src_obj = self._src_u8 = None
         self._map.close()
