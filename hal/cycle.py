@@ -161,7 +161,9 @@ class HalCycle:
         self._links = [self.cu_in, self.re_cmds, self.rpc_cmds]
         self._probes = (self.cu_in.probe, self.re_cmds.inbound.probe, self.rpc_cmds.inbound.probe)
         # wake the readers that block (bridges, RE) after a commit with new acks or changed I/O
-        self.wake_mqt, self.wake_rpc, self.wake_re = WakePoster("mqt"), WakePoster("rpc"), WakePoster("re")
+        # (their open and inode checks run in housekeeping(), after the cycle's commits, like the probes)
+        self.wake_mqt, self.wake_rpc, self.wake_re = (WakePoster(d, apart=True) for d in ("mqt", "rpc", "re"))
+        self._posters = (self.wake_mqt, self.wake_rpc, self.wake_re)
         self._io_change = ChangeDetector(_u8(self.w_mqt.local)[: HAL_IO.itemsize])
         self._rpc_acks = self.w_rpc.local["acks"]["count"]
         self._re_acks = self.w_re.local["acks"]["count"]
@@ -273,7 +275,8 @@ class HalCycle:
         """After a cycle's commits, in the same wake (the loop calls it right after `step`): the work
         that is not the cycle's I/O — the writer probes of cu_hal, re_hal and rpc_hal (a flock or a
         stat on two of every WRITER_PROBE_EVERY cycles each: a dead CU is seen by the next cycle's poll,
-        whose outputs go safe), and what is due every 100 ms or every inject_poll_ms: the sim's
+        whose outputs go safe; the attach attempts while one is absent), the wake posters' open and
+        inode checks (a restarted bridge's new semaphore is followed within 0.1 s), and what is due every 100 ms or every inject_poll_ms: the sim's
         injection-file poll (a new injection applies from the next cycle), the state-file offer, the
         driver's health (published with the next status commit). Out of `step` so that the outputs and
         the status are published first: after a pause each of these syscalls cost 10-60 µs on the
@@ -281,6 +284,8 @@ class HalCycle:
         now = now_ns * 1e-9
         for probe in self._probes:
             probe(now)
+        for poster in self._posters:
+            poster.maintain(now)
         if self._driver_poll is not None:
             self._driver_poll(now_ns)
         if now_ns >= self._next_slow:

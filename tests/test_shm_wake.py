@@ -182,6 +182,29 @@ def test_post_without_a_reader_neither_blocks_nor_raises(prefix):
     p.close()
 
 
+def test_a_poster_apart_opens_and_follows_a_restarted_reader_only_in_maintain(prefix):
+    """apart=True (the HAL's posters): post() makes no system call but the post itself — the open of an
+    absent reader's semaphore and the check for a restarted reader's new one run in maintain(now), which
+    the owner calls once per cycle after its commits, on the same 0.5 s / 0.1 s schedule."""
+    p = WakePoster("re", prefix, apart=True)
+    try:
+        with WakeWaiter("re", prefix) as w:
+            for _ in range(100):
+                p.post()
+            assert p.posts == 0  # never opened by post()
+            p.maintain(time.monotonic())
+            p.post()
+            assert p.posts == 1 and w.wait(1.0) is True
+        with WakeWaiter("re", prefix) as w2:  # the reader restarted: a new semaphore under the name
+            p.post()
+            assert w2.wait(0.05) is False  # posted to the old one
+            p.maintain(time.monotonic() + 1.0)  # its check is due: the new one is opened
+            p.post()
+            assert w2.wait(1.0) is True
+    finally:
+        p.close()
+
+
 def test_unlink_wakes_removes_the_instance_semaphores(prefix):
     """Cleanup: every wake semaphore of an instance goes, nothing of another instance."""
     other = unique_prefix("w")

@@ -14,7 +14,10 @@ Writers use `WakePoster`, which never blocks and never raises in a loop:
   never grows past 1 however fast the writer commits;
 - a reader that restarted made a NEW semaphore (the old name was unlinked): the poster compares
   the inode of the name with the one it holds at most every 0.1 s and re-opens, so a restarted
-  reader is still woken (its first wake at most 0.1 s late; readers keep a time-out anyway).
+  reader is still woken (its first wake at most 0.1 s late; readers keep a time-out anyway);
+- with `apart=True` (the HAL) `post()` makes neither the open nor the inode check — the only system
+  calls besides the post itself — and the owner calls `maintain(now)` once per cycle, after its
+  commits (HalCycle.housekeeping), which does them on the same schedule.
 
 One `wait()` is one wake-up: extra counts are drained, so a burst of commits wakes the reader
 once. The reader still rate-limits itself (its publish/sample rate) and keeps its time-out as its
@@ -152,8 +155,9 @@ class WakeWaiter:
 class WakePoster:
     """A writer's end: `post()` wakes the reader of `dst` if it is there; never blocks or raises."""
 
-    def __init__(self, dst: "ModuleAbbrev | str", prefix: str | None = None) -> None:
+    def __init__(self, dst: "ModuleAbbrev | str", prefix: str | None = None, *, apart: bool = False) -> None:
         self.name = wake_name(dst, prefix)
+        self.apart = apart
         self._sem: posix_ipc.Semaphore | None = None
         self._ino = 0
         self._next_open = 0.0
@@ -184,25 +188,34 @@ class WakePoster:
     def post(self) -> None:
         """Wake the reader (at most one pending wake). ~1 us; no syscall while a wake is pending."""
         try:
-            now = _monotonic()
             sem = self._sem
-            if sem is None:
-                if now < self._next_open or not self._open(now):
-                    return
+            if not self.apart:
+                self.maintain(_monotonic())
                 sem = self._sem
-            elif now >= self._next_check:
-                # the reader may have restarted (a new semaphore under the same name) or gone
-                self._next_check = now + _RECHECK_S
-                if _inode(self.name) != self._ino:
-                    self._forget()
-                    if not self._open(now):
-                        return
-                    sem = self._sem
+            if sem is None:
+                return
             if sem.value > 0:
                 self.skipped += 1
                 return
             sem.release()
             self.posts += 1
+        except Exception:  # noqa: BLE001 - a wake is a hint; the writer's loop must never fail on it
+            self._forget()
+
+    def maintain(self, now: float) -> None:
+        """The open while the reader's semaphore is absent (at most every 0.5 s) and the check that the
+        one held is still the one under the name (at most every 0.1 s; a restarted reader's new one is
+        opened). `post()` calls it unless `apart`; then the owner does, once per cycle. Never raises."""
+        try:
+            if self._sem is None:
+                if now >= self._next_open:
+                    self._open(now)
+            elif now >= self._next_check:
+                # the reader may have restarted (a new semaphore under the same name) or gone
+                self._next_check = now + _RECHECK_S
+                if _inode(self.name) != self._ino:
+                    self._forget()
+                    self._open(now)
         except Exception:  # noqa: BLE001 - a wake is a hint; the writer's loop must never fail on it
             self._forget()
 
