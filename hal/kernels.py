@@ -836,14 +836,18 @@ def hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lays
             cf = cu_ax.view(np.float64).reshape((n, cs // 8))
             cb = cu_ax.reshape((n, cs))
             conf = hb[HB_CONFIGURED]
+            # the offsets in locals: `o` shares the arena with the rows written here, so the compiler
+            # would load them again on every iteration
+            en, br, tq, off = o[O_CU_ENABLE], o[O_CU_BRAKE], o[O_CU_TORQUE] >> 3, o[O_CU_OFFSET] >> 3
             for i in range(n):
-                enable[i] = cb[i, o[O_CU_ENABLE]] != 0 and conf[i]
-                brake_release[i] = cb[i, o[O_CU_BRAKE]] != 0 and conf[i]
-                torque[i] = cf[i, o[O_CU_TORQUE] >> 3] + cf[i, o[O_CU_OFFSET] >> 3]
+                enable[i] = cb[i, en] != 0 and conf[i]
+                brake_release[i] = cb[i, br] != 0 and conf[i]
+                torque[i] = cf[i, tq] + cf[i, off]
             if o[O_TARGETS]:
+                tp, tv = o[O_CU_TPOS] >> 3, o[O_CU_TVEL] >> 3
                 for i in range(n):
-                    hf[HF_TARGET_POSITION, i] = cf[i, o[O_CU_TPOS] >> 3]
-                    hf[HF_TARGET_VELOCITY, i] = cf[i, o[O_CU_TVEL] >> 3]
+                    hf[HF_TARGET_POSITION, i] = cf[i, tp]
+                    hf[HF_TARGET_VELOCITY, i] = cf[i, tv]
         else:  # CU absent or stale: drives disabled, brakes engaged (IoProcessor: outputs safe)
             for i in range(n):
                 enable[i] = False
