@@ -397,12 +397,85 @@ def bench_loop(tmp: Path, seconds: float, fifo: bool, pin: bool = False) -> dict
     }
 
 
+def bench_commits(cycles: int, fifo: bool) -> dict[str, Any]:
+    """The CU cycle's commits on real segments, paced like the cycle (CycleTimer at 1 ms): cu_hal, and
+    cu_rpc / cu_re / cu_mqt with the status copied into the last two (a moving machine: every cycle) or
+    cu_hal alone (at rest between beats). 'python' = CycleRunner's path before issue 15's last step
+    (TypedP2pWriter.commit x4 + two np.copyto, what the numpy engine still does); 'compiled' = one
+    kernels/outputs.cu_publish call on the AOT module. Alternated per cycle: the same load for both."""
+    from common.shm.p2p import TypedP2pWriter, segment_name
+    from common.shm.segments import CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC
+    from common.shm.views import field_bytes, flat_bytes
+    from control_unit import kernels
+    from control_unit.kernels.outputs import PUB_MQT, PUB_RE, PUB_RPC
+
+    with temp_env(EVO_SHM_PREFIX=f"bcu{uuid.uuid4().hex[:8]}", EVO_KERNELS="aot"):
+        k = kernels.load()
+        segs = {"hal": CU_TO_HAL, "rpc": CU_TO_RPC, "re": CU_TO_RE, "mqt": CU_TO_MQT}
+        w = {d: TypedP2pWriter.create(segment_name("cu", d), "cu", d, dt) for d, dt in segs.items()}
+    try:
+        for x in w.values():
+            x.commit()
+        st = [w[d].dtype.fields["status"] for d in ("rpc", "re", "mqt")]
+        offs = np.array([f[1] for f in st] + [st[0][0].itemsize], np.int64)
+        args = (offs,) + tuple(a for d in ("hal", "rpc", "re", "mqt") for a in (flat_bytes(w[d].local), w[d].segment))
+        publish = k.loaded.entry("cu_publish", 0, *args)
+        src, s_re, s_mqt = (field_bytes(w[d].local, "status") for d in ("rpc", "re", "mqt"))
+
+        def python(which: int) -> None:
+            w["hal"].commit()
+            if which & PUB_RPC:
+                w["rpc"].commit()
+            if which & PUB_RE:
+                np.copyto(s_re, src)
+                w["re"].commit()
+            if which & PUB_MQT:
+                np.copyto(s_mqt, src)
+                w["mqt"].commit()
+
+        out: dict[str, Any] = {}
+        timer = _timer(fifo)
+        pc = time.perf_counter_ns
+        for label, which in (("all four (moving)", PUB_RPC | PUB_RE | PUB_MQT), ("cu_hal alone (at rest)", 0)):
+            t = np.empty((cycles, 2), np.int64)
+            for i in range(cycles + 200):
+                for j, fn in enumerate((python, None)):
+                    timer.wait()
+                    t0 = pc()
+                    if fn is None:
+                        publish(which, *args)
+                    else:
+                        fn(which)
+                    t1 = pc()
+                    timer.done()
+                    if i >= 200:
+                        t[i - 200, j] = t1 - t0
+            out[label] = {"python": summarize(t[:, 0]), "compiled": summarize(t[:, 1])}
+        return out
+    finally:
+        for x in w.values():
+            x.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10 s loops, fewer compute cycles")
     ap.add_argument("--duration", type=float, default=None, help="seconds per 1 kHz loop (default 60)")
     ap.add_argument("--no-loop", action="store_true", help="skip the 1 kHz loops with the simulated HAL")
+    ap.add_argument("--commits", action="store_true", help="only the cycle's commits: Python path vs cu_publish")
+    ap.add_argument("--out", help="JSON path (default benchmarks/results/cu.json)")
     args = ap.parse_args(argv)
+    if args.commits:
+        fifo = _fifo()
+        r = bench_commits(1500 if args.quick else 5000, fifo)
+        _normal()
+        print(f"\nthe CU cycle's commits, paced at 1 ms ({'SCHED_FIFO' if fifo else 'normal scheduling'}), microseconds")
+        print_table([{"what": f"{label}, {how}", "p50": v[how]["p50_ns"] / 1e3, "p99": v[how]["p99_ns"] / 1e3,
+                      "x": ratio(v["python"]["p50_ns"], v[how]["p50_ns"])} for label, v in r.items()
+                     for how in ("python", "compiled")],
+                    [("what", "what", ""), ("p50", "p50", ".1f"), ("p99", "p99", ".1f"), ("python/x p50", "x", ".2f")])
+        print(f"\nresults: {write_json('cu_commits', {'machine': machine_info(), 'method': bench_commits.__doc__, 'commits': r}, args.out)}")
+        return 0
     seconds = args.duration if args.duration is not None else (10.0 if args.quick else 60.0)
     cycles = 1500 if args.quick else CYCLES
     info = machine_info()

@@ -19,7 +19,7 @@ from common.shm.inbound import CommandInbox, Inbound, InboundPolicy, LinkStatus
 from common.shm.p2p import ShmError, TypedP2pWriter, segment_name
 from common.shm.rings import Command
 from common.shm.segments import CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC
-from common.shm.views import field_bytes
+from common.shm.views import field_bytes, flat_bytes
 from common.shm.wake import WakePoster
 from common.stale import stale_threshold
 from common.states import CommandSource, MachineError, MachineState, SafetyState
@@ -27,6 +27,7 @@ from common.states import CommandSource, MachineError, MachineState, SafetyState
 from . import commands
 from .core import ControlCore
 from .diagnostics import StatusWriter, fill_pid
+from .kernels.outputs import PUB_MQT, PUB_RE, PUB_RPC
 from .kernels.step import SI_M_SAFETY
 from .latch import FILE_NAME as LATCH_FILE
 from .latch import SafetyLatch
@@ -171,12 +172,19 @@ class CycleRunner:
         self._arena, self._layout = core._arena, core._layout
         # the compiled entry points themselves (no dispatcher type resolution per call), checked once
         # against the arrays and scalar types every cycle passes
-        self._k_feedback = self._k_step = None
+        self._k_feedback = self._k_step = self._k_publish = None
         if k is not None:
             fb0 = self.hal.local["axes"].reshape(-1).view(np.uint8)
             self._k_feedback = k.entry("gather_feedback", fb0, self.hal.local["di_bank"], self._nc_mask,
                                        self._di_logical, self._arena, self._layout, 0)
             self._k_step = k.entry("cycle_step", self._arena, self._layout, 0.0)  # ControlCore.step's kernel
+            st = [w.dtype.fields["status"] for w in (self.w_rpc, self.w_re, self.w_mqt)]
+            if len({f[0] for f in st}) != 1:
+                raise AssertionError("control_unit.cycle: cu_rpc / cu_re / cu_mqt no longer share one status layout")
+            self._pub_offs = np.array([f[1] for f in st] + [st[0][0].itemsize], np.int64)
+            self._pub_args = (self._pub_offs,) + tuple(
+                a for w in (self.w_hal, self.w_rpc, self.w_re, self.w_mqt) for a in (flat_bytes(w.local), w.segment))
+            self._k_publish = k.entry("cu_publish", 0, *self._pub_args)
         self.status.bind(core)
         self.outputs.bind(core, self.cfg.io_registry)
         self._si = core.m._si  # the machine's scalar block (the safety state word)
@@ -199,7 +207,7 @@ class CycleRunner:
             self.core.restore_latch(verdict.message)
         # No busy-wait before the deadline (it used to spin 150 us under SCHED_FIFO): ~15 % of a core
         # for ~75 us less wake jitter, and a FIFO spinner can starve a 2-core box.
-        # the figures go into cu_rpc / cu_mqt only when those are committed (_publish_status)
+        # the figures go into cu_rpc / cu_mqt only when those are committed (_publish)
         self.loop = loop = CycleLoop("cu", int(self.cu.cycle_time_us * 1000), self.stop,
                                      rt_priority=self.cu.rt_priority, cpu=self.cu.cpu, auto_publish=False)
         clean = False
@@ -285,37 +293,56 @@ class CycleRunner:
         status = self.status.fill(core, hal.heartbeat, self.hal_age)
         if core.cycle % PID_EVERY == 0:
             fill_pid(self.pid, core)
-        self.w_hal.commit()
-        self._publish_status(now, status)
+        self._publish(now, status)
 
-    def _publish_status(self, now: float, status: bool) -> None:
-        """cu_rpc / cu_re / cu_mqt when the status they show changed or they carry a new ack — then
-        their reader is woken — and otherwise every BEAT_S only, as a heartbeat (their readers judge
-        staleness in tenths of seconds; cu_hal, which the HAL reads every cycle, goes every cycle)."""
+    def _publish(self, now: float, status: bool) -> None:
+        """cu_hal every cycle (the HAL reads it every cycle); cu_rpc / cu_re / cu_mqt when the status they
+        show changed or they carry a new ack — then their reader is woken, after the commits — and otherwise
+        every BEAT_S only, as a heartbeat (their readers judge staleness in tenths of seconds). On the
+        compiled engine the commits are one call (control_unit/kernels/outputs.cu_publish), else
+        TypedP2pWriter.commit in the same order; the same bytes either way."""
         beat = now >= self._next_beat
         if beat:
             self._next_beat = now + BEAT_S
+        which = wake = 0
         n = self._rpc_acks[()]
         acked = n != self._rpc_acks_seen
         if status or acked or beat:  # cu_mqt below goes only when this does (status or beat)
+            which = PUB_RPC
             if self.loop is not None:
                 self.loop.publish()  # the cycle figures (cu_rpc, cu_mqt) as of this cycle
-            self.w_rpc.commit()
             if status or acked:
                 self._rpc_acks_seen = n
-                self.wake_rpc.post()
+                wake = PUB_RPC
         n = self._re_acks[()]
         acked = n != self._re_acks_seen
         if status or acked or beat:
-            np.copyto(self.status_re, self.status_src)
-            self.w_re.commit()
+            which |= PUB_RE
             if status or acked:
                 self._re_acks_seen = n
-                self.wake_re.post()
+                wake |= PUB_RE
         if status or beat:
-            np.copyto(self.status_mqt, self.status_src)
-            self.w_mqt.commit()
+            which |= PUB_MQT
             if status:
+                wake |= PUB_MQT
+        if self._k_publish is not None:
+            self._k_publish(which, *self._pub_args)
+        else:
+            self.w_hal.commit()
+            if which & PUB_RPC:
+                self.w_rpc.commit()
+            if which & PUB_RE:
+                np.copyto(self.status_re, self.status_src)
+                self.w_re.commit()
+            if which & PUB_MQT:
+                np.copyto(self.status_mqt, self.status_src)
+                self.w_mqt.commit()
+        if wake:
+            if wake & PUB_RPC:
+                self.wake_rpc.post()
+            if wake & PUB_RE:
+                self.wake_re.post()
+            if wake & PUB_MQT:
                 self.wake_mqt.post()
 
     def _source_lost(self, source: CommandSource) -> None:

@@ -679,7 +679,9 @@ def test_the_jit_fallback_only_loads_numbas_cache():
                             timeout=300)
     assert second.returncode == 0, second.stderr
     backend, compiled, hits = second.stdout.split()
-    assert (backend, int(compiled), int(hits)) == ("jit", 0, 5), second.stdout
+    from control_unit.kernels import KERNELS
+
+    assert (backend, int(compiled), int(hits)) == ("jit", 0, len(KERNELS.exports)), second.stdout
     assert {p.name for p in cache.glob("*.nb[ic]")} == files, "the second process wrote new cache files"
 
 
@@ -744,3 +746,49 @@ def test_direct_entry_points_are_checked_once_against_the_signature():
     fill = entry_point("fill_status", status, st.arena, st.layout, 0, 0)
     assert fill(status, st.arena, st.layout, 7, 0) is True  # the first fill writes the machine state
     assert fill(status, st.arena, st.layout, 8, 1) is False  # heartbeat and age alone are no change
+
+
+def test_cu_publish_commits_what_typedp2pwriter_commit_would(fresh_prefix):
+    """The CU's commits in one compiled call (kernels/outputs.cu_publish, on the AOT module) against real
+    segments and readers: cu_hal every call, cu_rpc / cu_re / cu_mqt only when `which` names them, each a
+    whole commit whose heartbeat continues the Python writer's, cu_re's and cu_mqt's status copied from
+    cu_rpc's — what CycleRunner's Python path (TypedP2pWriter.commit + np.copyto) publishes."""
+    from common.shm.p2p import TypedP2pReader, TypedP2pWriter, segment_name
+    from common.shm.segments import CU_TO_MQT, CU_TO_RE
+    from common.shm.views import field_bytes, flat_bytes
+    from control_unit import kernels
+    from control_unit.kernels.outputs import PUB_MQT, PUB_RE, PUB_RPC
+
+    k = kernels.load()
+    segs = {"hal": CU_TO_HAL, "rpc": CU_TO_RPC, "re": CU_TO_RE, "mqt": CU_TO_MQT}
+    w = {d: TypedP2pWriter.create(segment_name("cu", d), "cu", d, dt) for d, dt in segs.items()}
+    r = {d: TypedP2pReader.attach(segment_name("cu", d), d, dt, exclusive=False) for d, dt in segs.items()}
+    try:
+        for x in w.values():
+            x.commit()  # (CycleRunner's writers start with Python commits too)
+        st = [w[d].dtype.fields["status"] for d in ("rpc", "re", "mqt")]
+        offs = np.array([f[1] for f in st] + [st[0][0].itemsize], np.int64)
+        args = (offs,) + tuple(a for d in ("hal", "rpc", "re", "mqt") for a in (flat_bytes(w[d].local), w[d].segment))
+        publish = k.loaded.entry("cu_publish", 0, *args)
+        rng = np.random.default_rng(3)
+        for which in (PUB_RPC | PUB_RE | PUB_MQT, 0, PUB_RE, PUB_MQT | PUB_RPC):
+            before = {d: w[d].heartbeat for d in w}
+            for x in w.values():
+                flat_bytes(x.local)[:] = rng.integers(0, 256, x.dtype.itemsize, dtype=np.uint8)
+            publish(which, *args)
+            due = {"hal": True, "rpc": bool(which & PUB_RPC), "re": bool(which & PUB_RE), "mqt": bool(which & PUB_MQT)}
+            for d in w:
+                assert w[d].heartbeat == before[d] + due[d], (which, d)
+                assert r[d].copy_in() == w[d].heartbeat & 0x7FFFFFFF, (which, d)
+                if due[d]:
+                    assert r[d].local.tobytes() == w[d].local.tobytes(), (which, d)
+            if due["re"] or due["mqt"]:
+                src = field_bytes(w["rpc"].local, "status")
+                for d in ("re", "mqt"):
+                    if due[d]:
+                        assert (field_bytes(r[d].local, "status") == src).all(), (which, d)
+    finally:
+        for x in r.values():
+            x.close()
+        for x in w.values():
+            x.close()

@@ -1,5 +1,5 @@
-"""The CU cycle's output glue as a numba kernel: the HAL command frame (cu_hal axes + brake DO bits)
-from the core's arrays (the status fill, with its change test, is step.fill_status).
+"""The CU cycle's output glue as numba kernels: the HAL command frame (cu_hal axes + brake DO bits)
+from the core's arrays, and the cycle's commits (the status fill, with its change test, is step.fill_status).
 
 Kept apart from step.py so that this small kernel compiles in seconds and a change here does not
 invalidate step.py's cached cycle. Everything they need comes in as arguments or as the constants
@@ -11,6 +11,7 @@ import numpy as np
 
 from common.jit import Arg, Sig, kernel
 from common.shm.segments import CU_AXIS_COMMAND, CU_TO_HAL
+from common.shm.seqlock_jit import commit_spans, copy_bytes
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -49,3 +50,28 @@ def write_hal_outputs(out, pos, vel, torque, enable, brake, do_bank, brake_axis,
 
 _U1, _F1, _B1, _I1, _Q1 = Arg("uint8"), Arg("float64"), Arg("bool"), Arg("int64"), Arg("uint64")
 WRITE_HAL_OUTPUTS_SIG = Sig("void", (_U1, _F1, _F1, _F1, _B1, _B1, _Q1, _I1, _I1, _Q1, _Q1, _B1))
+
+
+# cu_publish's `which`: the status segments due this cycle (cu_hal is committed every cycle)
+PUB_RPC, PUB_RE, PUB_MQT = 1, 2, 4
+# cu_publish's `offs`: the `status` field's byte offset in cu_rpc, cu_re, cu_mqt, and its size
+N_PUB_OFFS = 4
+
+
+@kernel(**_JIT)
+def cu_publish(which, offs, hal, hal_seg, rpc, rpc_seg, re, re_seg, mqt, mqt_seg):
+    """CycleRunner's commits in one call: cu_hal every cycle, then cu_rpc / cu_re / cu_mqt when `which`
+    says (PUB_*): their status copied from cu_rpc's (`offs`), each a whole commit (TypedP2pWriter.commit:
+    heartbeat + 1, sequence odd, the payload, sequence even; common/shm/seqlock_jit.py)."""
+    commit_spans(hal_seg, hal, 0, hal.shape[0], 0, 0)
+    if which & PUB_RPC:
+        commit_spans(rpc_seg, rpc, 0, rpc.shape[0], 0, 0)
+    if which & PUB_RE:
+        copy_bytes(re, offs[1], rpc, offs[0], offs[3])
+        commit_spans(re_seg, re, 0, re.shape[0], 0, 0)
+    if which & PUB_MQT:
+        copy_bytes(mqt, offs[2], rpc, offs[0], offs[3])
+        commit_spans(mqt_seg, mqt, 0, mqt.shape[0], 0, 0)
+
+
+CU_PUBLISH_SIG = Sig("void", (Arg("int64", 0), _I1, _U1, _U1, _U1, _U1, _U1, _U1, _U1, _U1))
