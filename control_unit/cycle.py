@@ -20,7 +20,7 @@ from common.shm.p2p import ShmError, TypedP2pWriter, segment_name
 from common.shm.rings import Command
 from common.shm.segments import CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC
 from common.shm.views import field_bytes, flat_bytes
-from common.shm.wake import WakePoster
+from common.shm.wake import WakePoster, post_bits
 from common.stale import stale_threshold
 from common.states import CommandSource, MachineError, MachineState, SafetyState
 
@@ -33,6 +33,9 @@ from .latch import FILE_NAME as LATCH_FILE
 from .latch import SafetyLatch
 from .outputs import HalOutputs
 from .params import AxisParams
+
+if (PUB_RPC, PUB_RE, PUB_MQT) != (1, 2, 4):
+    raise ImportError("control_unit.cycle: the wake posters are posted by bit position (rpc, re, mqt)")
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +161,7 @@ class CycleRunner:
         # (StatusWriter.fill says which; the HAL heartbeat and age in it mean nothing to them)
         self.wake_mqt, self.wake_rpc, self.wake_re = WakePoster("mqt"), WakePoster("rpc"), WakePoster("re")
         self.wakes = [self.wake_mqt, self.wake_rpc, self.wake_re]
+        self._posters = (self.wake_rpc, self.wake_re, self.wake_mqt)  # by bit: PUB_RPC, PUB_RE, PUB_MQT
         self._rpc_acks = self.w_rpc.local["acks"]["count"]
         self._re_acks = self.w_re.local["acks"]["count"]
         self._rpc_acks_seen = self._re_acks_seen = 0
@@ -338,12 +342,7 @@ class CycleRunner:
                 np.copyto(self.status_mqt, self.status_src)
                 self.w_mqt.commit()
         if wake:
-            if wake & PUB_RPC:
-                self.wake_rpc.post()
-            if wake & PUB_RE:
-                self.wake_re.post()
-            if wake & PUB_MQT:
-                self.wake_mqt.post()
+            post_bits(wake, self._posters)  # (PUB_RPC, PUB_RE, PUB_MQT: bits 0, 1, 2)
 
     def _source_lost(self, source: CommandSource) -> None:
         """A command writer went away: stop what it commanded."""

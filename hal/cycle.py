@@ -18,7 +18,7 @@ from common.shm.inbound import CommandInbox, Inbound, InboundPolicy
 from common.shm.p2p import TypedP2pWriter
 from common.shm.segments import HAL_IO, SEGMENTS
 from common.shm.views import ChangeDetector, flat_bytes
-from common.shm.wake import WakePoster, WakeWaiter
+from common.shm.wake import WakePoster, WakeWaiter, post_bits
 from common.stale import stale_threshold
 from common.states import DriverState
 
@@ -31,6 +31,9 @@ from .io import IoProcessor
 from .kernels import (FL_COMMIT, FL_CONNECTED, FL_FRESH, FL_READ, PHASE_ALL, PHASE_OUT, PHASE_POST, PHASE_PRE,
                       R_ALL, READ_BIAS, READ_SHIFT, U_RE_SEEN, U_RPC_SEEN, WAKE_MQT, WAKE_RE, WAKE_RPC)
 from .state_file import StateWriter, load_state
+
+if (WAKE_MQT, WAKE_RPC, WAKE_RE) != (1, 2, 4):
+    raise ImportError("hal.cycle: the wake posters are posted by bit position (mqt, rpc, re)")
 
 log = logging.getLogger(__name__)
 
@@ -411,12 +414,7 @@ class HalCycle:
         if self._pub is not None:  # compiled: the same commits in one call (hal/kernels.py hal_publish)
             wake = self._pub(changed, beat, *self._pub_args)
             if wake:
-                if wake & WAKE_MQT:
-                    self.wake_mqt.post()
-                if wake & WAKE_RPC:
-                    self.wake_rpc.post()
-                if wake & WAKE_RE:
-                    self.wake_re.post()
+                post_bits(wake, self._posters)  # (WAKE_MQT, WAKE_RPC, WAKE_RE: bits 0, 1, 2)
             return
         tail = self._status_tail
         lo, hi = self._io_span[changed]

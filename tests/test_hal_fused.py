@@ -6,7 +6,6 @@ payload they publish compared after every cycle, and the commit decisions (heart
 from __future__ import annotations
 
 import contextlib
-
 import math
 
 import numpy as np

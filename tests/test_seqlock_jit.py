@@ -125,7 +125,7 @@ def test_a_reader_in_another_process_never_sees_a_torn_compiled_commit(fresh_pre
                 commit_spans(seg, local, 0, n, 0, 0)
         out = proc.stdout.read().split()
         assert proc.wait(10) == 0 and len(out) == 4, out
-        polls, new, torn, contentions = map(int, out)
+        _polls, new, torn, contentions = map(int, out)
         assert commits > 10_000 and new > 1000, (commits, new)
         assert torn == 0, f"{torn} of {new} new payloads were torn ({contentions} contended reads)"
     finally:

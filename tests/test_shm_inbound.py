@@ -304,8 +304,6 @@ def test_a_torn_read_never_replaces_the_last_consistent_copy(fresh_prefix, write
     as it can while this reader polls; every payload a poll returns must be uniform — also after a
     copy that tore and retries that found the writer inside its next commit (the previous copy is
     then returned, intact)."""
-    import numpy as np
-
     from common.shm.views import flat_bytes
 
     inb = Inbound.for_key("cu_hal", InboundPolicy(stale_reads=10**6, retry_s=0.0, probe_every=5))

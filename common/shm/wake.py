@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import posix_ipc
 
@@ -221,3 +221,14 @@ class WakePoster:
 
     def close(self) -> None:
         self._forget()
+
+
+def post_bits(bits: int, posters: Sequence[WakePoster]) -> None:
+    """Post `posters[k]` for every bit k set in `bits` — a compiled publish's answer to whose reader to
+    wake (hal.kernels.hal_publish, control_unit.kernels.outputs.cu_publish's callers)."""
+    k = 0
+    while bits:
+        if bits & 1:
+            posters[k].post()
+        bits >>= 1
+        k += 1
