@@ -405,9 +405,9 @@ def bench_commits(cycles: int, fifo: bool) -> dict[str, Any]:
     kernels/outputs.cu_publish call on the AOT module. Alternated per cycle: the same load for both."""
     from common.shm.p2p import TypedP2pWriter, segment_name
     from common.shm.segments import CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC
-    from common.shm.views import field_bytes, flat_bytes
+    from common.shm.views import field_bytes
     from control_unit import kernels
-    from control_unit.kernels.outputs import PUB_MQT, PUB_RE, PUB_RPC
+    from control_unit.kernels.outputs import PUB_MQT, PUB_RE, PUB_RPC, publish_args
 
     with temp_env(EVO_SHM_PREFIX=f"bcu{uuid.uuid4().hex[:8]}", EVO_KERNELS="aot"):
         k = kernels.load()
@@ -416,9 +416,7 @@ def bench_commits(cycles: int, fifo: bool) -> dict[str, Any]:
     try:
         for x in w.values():
             x.commit()
-        st = [w[d].dtype.fields["status"] for d in ("rpc", "re", "mqt")]
-        offs = np.array([f[1] for f in st] + [st[0][0].itemsize], np.int64)
-        args = (offs,) + tuple(a for d in ("hal", "rpc", "re", "mqt") for a in (flat_bytes(w[d].local), w[d].segment))
+        args = publish_args(w["hal"], w["rpc"], w["re"], w["mqt"])
         publish = k.loaded.entry("cu_publish", 0, *args)
         src, s_re, s_mqt = (field_bytes(w[d].local, "status") for d in ("rpc", "re", "mqt"))
 

@@ -19,7 +19,7 @@ from common.shm.inbound import CommandInbox, Inbound, InboundPolicy, LinkStatus
 from common.shm.p2p import ShmError, TypedP2pWriter, segment_name
 from common.shm.rings import Command
 from common.shm.segments import CU_TO_HAL, CU_TO_MQT, CU_TO_RE, CU_TO_RPC
-from common.shm.views import field_bytes, flat_bytes
+from common.shm.views import field_bytes
 from common.shm.wake import WakePoster, post_bits
 from common.stale import stale_threshold
 from common.states import CommandSource, MachineError, MachineState, SafetyState
@@ -27,7 +27,7 @@ from common.states import CommandSource, MachineError, MachineState, SafetyState
 from . import commands
 from .core import ControlCore
 from .diagnostics import StatusWriter, fill_pid
-from .kernels.outputs import PUB_MQT, PUB_RE, PUB_RPC
+from .kernels.outputs import PUB_MQT, PUB_RE, PUB_RPC, publish_args
 from .kernels.step import SI_M_SAFETY
 from .latch import FILE_NAME as LATCH_FILE
 from .latch import SafetyLatch
@@ -182,12 +182,7 @@ class CycleRunner:
             self._k_feedback = k.entry("gather_feedback", fb0, self.hal.local["di_bank"], self._nc_mask,
                                        self._di_logical, self._arena, self._layout, 0)
             self._k_step = k.entry("cycle_step", self._arena, self._layout, 0.0)  # ControlCore.step's kernel
-            st = [w.dtype.fields["status"] for w in (self.w_rpc, self.w_re, self.w_mqt)]
-            if len({f[0] for f in st}) != 1:
-                raise AssertionError("control_unit.cycle: cu_rpc / cu_re / cu_mqt no longer share one status layout")
-            self._pub_offs = np.array([f[1] for f in st] + [st[0][0].itemsize], np.int64)
-            self._pub_args = (self._pub_offs,) + tuple(
-                a for w in (self.w_hal, self.w_rpc, self.w_re, self.w_mqt) for a in (flat_bytes(w.local), w.segment))
+            self._pub_args = publish_args(self.w_hal, self.w_rpc, self.w_re, self.w_mqt)
             self._k_publish = k.entry("cu_publish", 0, *self._pub_args)
         self.status.bind(core)
         self.outputs.bind(core, self.cfg.io_registry)

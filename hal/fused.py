@@ -91,24 +91,23 @@ NO_SOURCE.flags.writeable = False
 
 def _publish_constants() -> np.ndarray:
     """HB_PUB's row (kernels.U_*): the status payload's end, the three status segments' payload ends, and the
-    byte offsets of hal_rpc's / hal_re's ACK_RING and its `count`, from the segment table."""
+    byte offsets of hal_rpc's / hal_re's ACK_RING, from the segment table."""
     u = np.zeros(K.N_PUB, np.int64)
     u[K.U_TAIL] = HAL_IO.itemsize
-    for key, end, acks, ring in (("hal_mqt", K.U_MQT_END, -1, -1), ("hal_rpc", K.U_RPC_END, K.U_RPC_ACKS, K.U_RPC_RING),
-                                 ("hal_re", K.U_RE_END, K.U_RE_ACKS, K.U_RE_RING)):
+    for key, end, ring in (("hal_mqt", K.U_MQT_END, -1), ("hal_rpc", K.U_RPC_END, K.U_RPC_RING),
+                           ("hal_re", K.U_RE_END, K.U_RE_RING)):
         dt = SEGMENTS[key].dtype
         if dt.fields["io"][1] != 0 or dt.fields["io"][0] != HAL_IO:
             raise AssertionError(f"hal.fused: {key} no longer starts with the status payload")
         u[end] = dt.itemsize
-        if acks >= 0:
+        if ring >= 0:
             a_dt, a_off = dt.fields["acks"][:2]
-            c_dt, c_off = a_dt.fields["count"][:2]
             head = ("epoch", "cmd_epoch_seen", "consumed", "count")
-            if c_dt != np.dtype("<u8") or a_off % 8 or a_dt.names[:K.ACK_HEAD_WORDS] != head or any(
-                    a_dt.fields[n][1] != 8 * i for i, n in enumerate(head)) or dt.names[-1] != "acks":
+            if a_off % 8 or a_dt.names[:K.ACK_HEAD_WORDS] != head or any(
+                    a_dt.fields[n] != (np.dtype("<u8"), 8 * i) for i, n in enumerate(head)) or dt.names[-1] != "acks" or (
+                    a_dt.fields["count"][1] != K.ACK_COUNT):
                 raise AssertionError(f"hal.fused: {key}'s ack ring no longer starts with {head} (aligned uint64) "
                                      "and ends the segment")
-            u[acks] = a_off + c_off
             u[ring] = a_off
     return u
 

@@ -773,11 +773,10 @@ N_OFFSETS = 32  # O_FORCE, O_OUTPUTS_WROTE: state (compare every region once; PH
 # payload (HAL_IO) that the changed regions cover (hal/fused.py spans)
 SP_CU_LO, SP_CU_HI, SP_IO_LO, SP_IO_HI = range(4)
 # HB_PUB (int64[1, 16]): hal_publish's constants (where the status payload ends in the three status
-# segments, the segments' ends, where hal_rpc's / hal_re's ack count and ACK_RING are) and state (the
-# ack counts seen)
-(U_TAIL, U_MQT_END, U_RPC_END, U_RE_END, U_RPC_ACKS, U_RE_ACKS, U_RPC_SEEN, U_RE_SEEN, U_RPC_RING,
- U_RE_RING) = range(10)
+# segments, the segments' ends, where hal_rpc's / hal_re's ACK_RING is) and state (the ack counts seen)
+U_TAIL, U_MQT_END, U_RPC_END, U_RE_END, U_RPC_SEEN, U_RE_SEEN, U_RPC_RING, U_RE_RING = range(8)
 ACK_HEAD_WORDS = 4  # ACK_RING's epoch, cmd_epoch_seen, consumed, count: its slots change only with count
+ACK_COUNT = 8 * (ACK_HEAD_WORDS - 1)  # the count's byte offset in ACK_RING
 N_PUB = 16
 WAKE_MQT, WAKE_RPC, WAKE_RE = 1, 2, 4  # hal_publish's result: whose wake to post
 # hal_step's result: the regions of the status payload (HAL_IO) that changed since its last call
@@ -935,7 +934,7 @@ def hal_publish(changed, beat, hal, rpc, re, mqt_seg, rpc_seg, re_seg, h_arena, 
         commit_spans(mqt_seg, hal, 0, 0, tail, u[U_MQT_END])
     for k in range(2):
         dst = rpc if k == 0 else re
-        n = load_u64(dst, u[U_RPC_ACKS + k])
+        n = load_u64(dst, u[U_RPC_RING + k] + ACK_COUNT)
         acked = n != u[U_RPC_SEEN + k]
         if changed or acked or beat:
             if hi > lo:

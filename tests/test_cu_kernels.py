@@ -757,7 +757,7 @@ def test_cu_publish_commits_what_typedp2pwriter_commit_would(fresh_prefix):
     from common.shm.segments import CU_TO_MQT, CU_TO_RE
     from common.shm.views import field_bytes, flat_bytes
     from control_unit import kernels
-    from control_unit.kernels.outputs import PUB_MQT, PUB_RE, PUB_RPC
+    from control_unit.kernels.outputs import PUB_MQT, PUB_RE, PUB_RPC, publish_args
 
     k = kernels.load()
     segs = {"hal": CU_TO_HAL, "rpc": CU_TO_RPC, "re": CU_TO_RE, "mqt": CU_TO_MQT}
@@ -766,9 +766,7 @@ def test_cu_publish_commits_what_typedp2pwriter_commit_would(fresh_prefix):
     try:
         for x in w.values():
             x.commit()  # (CycleRunner's writers start with Python commits too)
-        st = [w[d].dtype.fields["status"] for d in ("rpc", "re", "mqt")]
-        offs = np.array([f[1] for f in st] + [st[0][0].itemsize], np.int64)
-        args = (offs,) + tuple(a for d in ("hal", "rpc", "re", "mqt") for a in (flat_bytes(w[d].local), w[d].segment))
+        args = publish_args(w["hal"], w["rpc"], w["re"], w["mqt"])
         publish = k.loaded.entry("cu_publish", 0, *args)
         rng = np.random.default_rng(3)
         for which in (PUB_RPC | PUB_RE | PUB_MQT, 0, PUB_RE, PUB_MQT | PUB_RPC):

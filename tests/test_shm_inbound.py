@@ -386,6 +386,7 @@ def test_probe_apart_attaches_and_reattaches_in_probe_never_in_poll(fresh_prefix
         assert inb.reattaches == 0
         inb.probe(1020.0)
         assert inb.reattaches == 1 and inb.local is local
+        assert inb.segment is inb.reader.segment  # (the compiled read's source follows the new mapping)
         for _ in range(3):
             cycle(1020.0, lambda: w2.do("commit", 1))
         assert inb.status is LinkStatus.LIVE

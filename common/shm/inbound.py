@@ -132,6 +132,7 @@ class Inbound:
         self.policy = policy
         self.exclusive = exclusive
         self.reader: TypedP2pReader | None = None
+        self.segment: np.ndarray | None = None  # the reader's mapping (read-only uint8, header + payload)
         self.local: np.ndarray = np.zeros((), dtype=self.dtype)  # zeros until attached
         self.status = LinkStatus.ABSENT
         self.reason = f"{name} does not exist"
@@ -259,11 +260,6 @@ class Inbound:
     def seq_seen(self) -> int:
         """write_seq of the commit in `local` (-1: none)."""
         return self._seq_seen
-
-    @property
-    def segment(self) -> np.ndarray | None:
-        """The mapped segment (read-only uint8, header + payload) while attached, else None."""
-        return self.reader.segment if self.reader is not None else None
 
     def _poll_slow(self, now: float, copied: int = -1) -> np.ndarray | None:
         """`copied` >= 0: the fast path has just copied that commit into `local` (a probe is due)."""
@@ -421,6 +417,7 @@ class Inbound:
             self._set(LinkStatus.ABSENT, f"{self.name} does not exist (writer exited)")
             return
         if ino != r.inode and r.reattach_if_replaced():
+            self.segment = r.segment
             self.reattaches += 1
             self._saw(r.copy_in())  # live once it moves from here
             self._moved_at = -1.0
@@ -447,6 +444,7 @@ class Inbound:
         self._last_error = ""
         r.use_buffer(self.local)  # one payload array for the life of this object: callers bind views once
         self.reader = r
+        self.segment = r.segment
         self._saw(r.copy_in())  # LIVE only once it moves from here
         self._moved_at = -1.0
         self._attached_at = now
@@ -460,6 +458,7 @@ class Inbound:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
+            self.segment = None
 
     def _set(self, status: LinkStatus, reason: str) -> None:
         if status is not self.status:

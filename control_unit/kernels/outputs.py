@@ -12,6 +12,7 @@ import numpy as np
 from common.jit import Arg, Sig, kernel
 from common.shm.segments import CU_AXIS_COMMAND, CU_TO_HAL
 from common.shm.seqlock_jit import commit_spans, copy_bytes
+from common.shm.views import flat_bytes
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -75,3 +76,14 @@ def cu_publish(which, offs, hal, hal_seg, rpc, rpc_seg, re, re_seg, mqt, mqt_seg
 
 
 CU_PUBLISH_SIG = Sig("void", (Arg("int64", 0), _I1, _U1, _U1, _U1, _U1, _U1, _U1, _U1, _U1))
+
+
+def publish_args(w_hal, w_rpc, w_re, w_mqt) -> tuple:  # noqa: ANN001 - TypedP2pWriter (or alike: local, segment, dtype)
+    """cu_publish's arguments after `which`, the same on every call: the status offsets (`offs`), then each
+    writer's payload bytes and mapping (cu_hal, cu_rpc, cu_re, cu_mqt)."""
+    st = [w.dtype.fields["status"] for w in (w_rpc, w_re, w_mqt)]
+    if len({f[0] for f in st}) != 1:
+        raise AssertionError("cu_publish: cu_rpc / cu_re / cu_mqt no longer share one status layout")
+    offs = np.array([f[1] for f in st] + [st[0][0].itemsize], np.int64)
+    return (offs,) + tuple(a for w in (w_hal, w_rpc, w_re, w_mqt)
+                           for a in (flat_bytes(w.local), w.segment))
