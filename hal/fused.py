@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from common.consts import MAX_AI, MAX_AXES, MAX_DI, P2P_HEADER_SIZE
+from common.jit_table import array_table
 from common.shm.p2p import TypedP2pWriter
 from common.shm.segments import HAL_IO, SEGMENTS
 from common.shm.views import flat_bytes
@@ -168,10 +169,16 @@ class FusedStep:
         if len(lays) != K.N_LAYS:
             raise AssertionError(f"hal.fused: {len(lays)} layout entries, the kernel expects {K.N_LAYS}")
         w_cu, w_mqt, w_rpc, w_re = writers
-        self.tail = (self._cu_u8, self._hal_u8, self._out_u8, self.arena, lays, io_arena, sim[0], w_cu.segment)
-        self.publish_tail = (self._hal_u8, flat_bytes(w_rpc.local), flat_bytes(w_re.local), w_mqt.segment,
-                             w_rpc.segment, w_re.segment, self.arena, lays)
-        # the arrays are the same on every call and the scalars Python ints / floats: checked once here
+        arrays = [None] * K.N_TABLE
+        arrays[K.T_CU], arrays[K.T_HAL], arrays[K.T_OUT], arrays[K.T_H] = self._cu_u8, self._hal_u8, self._out_u8, self.arena
+        arrays[K.T_LAYS], arrays[K.T_IO], arrays[K.T_SIM], arrays[K.T_CU_SEG] = lays, io_arena, sim[0], w_cu.segment
+        arrays[K.T_RPC], arrays[K.T_RE] = flat_bytes(w_rpc.local), flat_bytes(w_re.local)
+        arrays[K.T_MQT_SEG], arrays[K.T_RPC_SEG], arrays[K.T_RE_SEG] = w_mqt.segment, w_rpc.segment, w_re.segment
+        # one table for both kernels (common/jit_table.py): it holds every array it lists, and so does
+        # whoever holds the table — HalCycle's step keeps `tail`
+        self.table = array_table(arrays)
+        self.tail = self.publish_tail = (self.table,)
+        # the table is the same on every call and the scalars Python ints / floats: checked once here
         self.kernel = self._kernels.entry("hal_step", K.PHASE_ALL, K.FL_CONNECTED, 0, 0.001, -1, NO_SOURCE, *self.tail)
         self.publish = self._kernels.entry("hal_publish", 0, False, *self.publish_tail)
 

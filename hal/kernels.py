@@ -11,6 +11,7 @@ import numpy as np
 
 from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES, MAX_DI, MAX_DO, P2P_HEADER_SIZE
 from common.jit import Arg, KernelSet, Loaded, Sig, kernel
+from common.jit_table import table_bytes
 from common.shm.seqlock_jit import commit_spans, copy_bytes, load_u64, read_commit
 from common.states import DriverState
 
@@ -795,12 +796,26 @@ LAY_IO = 4 * N_HAL_BLOCKS
 LAY_SIM = LAY_IO + 4 * N_IO_BLOCKS
 N_LAYS = LAY_SIM + 4 * N_SIM_BLOCKS
 
-HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, I64, Arg("uint8", readonly=True), u1_1c, u1_1c, u1_1c, u1_1c, i1c,
-                              u1_1c, u1_1c, u1_1c))
+# the arrays hal_step and hal_publish work on, the same on every call: one common/jit_table.py table
+# (hal/fused.py FusedStep.bind) in this order: the cu_hal reader's payload copy, hal_mqt's / hal_cu's
+# payloads, HalCycle's arena, the three layouts, the IoProcessor's and the SimDriver's arenas, hal_cu's
+# mapping; hal_rpc's / hal_re's payloads, the hal_mqt / hal_rpc / hal_re mappings
+T_CU, T_HAL, T_OUT, T_H, T_LAYS, T_IO, T_SIM, T_CU_SEG, T_RPC, T_RE, T_MQT_SEG, T_RPC_SEG, T_RE_SEG = range(13)
+N_TABLE = 13
+TABLE = Arg("int64", readonly=True)
+HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, I64, Arg("uint8", readonly=True), TABLE))
 
 
 @kernel(**_jit)
-def hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lays, io_arena, sim_arena, cu_seg):
+def hal_step(phase, flags, now, dt, cu_seen, cu_src, tab):
+    """_hal_step over the arrays of `tab` (T_*): one array argument for numba's entry point to convert."""
+    return _hal_step(phase, flags, now, dt, cu_seen, cu_src, table_bytes(tab, T_CU), table_bytes(tab, T_HAL),
+                     table_bytes(tab, T_OUT), table_bytes(tab, T_H), table_bytes(tab, T_LAYS).view(np.int64),
+                     table_bytes(tab, T_IO), table_bytes(tab, T_SIM), table_bytes(tab, T_CU_SEG))
+
+
+@kernel(**_jit)
+def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lays, io_arena, sim_arena, cu_seg):
     """HalCycle.step's numerics: cu_hal -> drive commands, IoProcessor.outputs, SimDriver.cycle,
     IoProcessor.inputs, the hal_cu payload, cu_connected, and the change test of the status
     payload: returns the R_* regions that changed since the last call (0: none; its copy is kept in
@@ -911,11 +926,19 @@ def hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lays
     return mask | read
 
 
-HAL_PUBLISH_SIG = Sig("int64", (I64, BOOL, u1_1c, u1_1c, u1_1c, u1_1c, u1_1c, u1_1c, u1_1c, i1c))
+HAL_PUBLISH_SIG = Sig("int64", (I64, BOOL, TABLE))
 
 
 @kernel(**_jit)
-def hal_publish(changed, beat, hal, rpc, re, mqt_seg, rpc_seg, re_seg, h_arena, lays):
+def hal_publish(changed, beat, tab):
+    """_hal_publish over the arrays of `tab` (T_*, as hal_step's)."""
+    return _hal_publish(changed, beat, table_bytes(tab, T_HAL), table_bytes(tab, T_RPC), table_bytes(tab, T_RE),
+                        table_bytes(tab, T_MQT_SEG), table_bytes(tab, T_RPC_SEG), table_bytes(tab, T_RE_SEG),
+                        table_bytes(tab, T_H), table_bytes(tab, T_LAYS).view(np.int64))
+
+
+@kernel(**_jit)
+def _hal_publish(changed, beat, hal, rpc, re, mqt_seg, rpc_seg, re_seg, h_arena, lays):
     """HalCycle._publish_status's commits, compiled: hal_mqt / hal_rpc / hal_re committed when the status
     payload changed (`changed`: its R_* regions; `hal` = hal_mqt's payload, filled in place) or their
     beat is due; hal_rpc / hal_re also when they carry a new ack. Each commit copies the span of the
@@ -981,11 +1004,11 @@ def _sync(src, prev, lo, hi):
 
 # --- loading ---------------------------------------------------------------------------------
 KERNELS = KernelSet(
-    "hal", "hal._kernels_aot", ("hal.kernels", "common.shm.seqlock_jit"),
+    "hal", "hal._kernels_aot", ("hal.kernels", "common.shm.seqlock_jit", "common.jit_table"),
     {"io_inputs": ("hal.kernels", "io_inputs", IO_INPUTS_SIG), "io_outputs": ("hal.kernels", "io_outputs", IO_OUTPUTS_SIG),
      "sim_cycle": ("hal.kernels", "sim_cycle", SIM_CYCLE_SIG), "hal_step": ("hal.kernels", "hal_step", HAL_STEP_SIG),
      "hal_publish": ("hal.kernels", "hal_publish", HAL_PUBLISH_SIG)},
-    ("hal/kernels.py", "common/consts.py", "common/states.py", "common/shm/seqlock_jit.py"))
+    ("hal/kernels.py", "common/consts.py", "common/states.py", "common/shm/seqlock_jit.py", "common/jit_table.py"))
 
 
 def load(backend: str | None = None) -> Loaded:

@@ -334,6 +334,30 @@ def _hal_beside_a_cu(tmp_path, monkeypatch, engine: str):  # noqa: ANN202
         remove_shm(prefix)
 
 
+def test_the_cycle_kernels_get_their_arrays_in_one_table_the_step_holds(tmp_path, monkeypatch):
+    """hal_step and hal_publish take one common/jit_table.py table (numba converts one array argument per
+    call instead of twelve): it lists the payloads and mappings the cycle reads and writes in kernels.T_*
+    order, and HalCycle's step holds it, so none of them can go while the step can run."""
+    from common.jit_table import table_arrays
+
+    with _hal_beside_a_cu(tmp_path, monkeypatch, "compiled") as (hal, _cu, cycle):
+        cycle(True)
+        cycle(True)
+        f = hal.fused
+        assert len(hal._k_tail) == 1 and hal._k_tail[0] is f.table and f.publish_tail[0] is f.table
+        arrays = table_arrays(f.table)
+        assert len(arrays) == kernels.N_TABLE
+        for k, w in ((kernels.T_CU_SEG, hal.w_cu), (kernels.T_MQT_SEG, hal.w_mqt), (kernels.T_RPC_SEG, hal.w_rpc),
+                     (kernels.T_RE_SEG, hal.w_re)):
+            assert arrays[k] is w.segment
+        for k, payload in ((kernels.T_CU, hal.cu_in.local), (kernels.T_HAL, hal.w_mqt.local),
+                           (kernels.T_OUT, hal.w_cu.local), (kernels.T_RPC, hal.w_rpc.local),
+                           (kernels.T_RE, hal.w_re.local)):
+            assert arrays[k].ctypes.data == payload.ctypes.data and arrays[k].nbytes == payload.nbytes
+        assert arrays[kernels.T_H] is f.arena and len(arrays[kernels.T_LAYS]) == kernels.N_LAYS
+        assert hal.w_cu.heartbeat >= 2 and hal.cu_connected  # the kernel committed hal_cu through the table
+
+
 def _assert_outputs_safe(hal: HalCycle) -> None:
     """Drives disabled, torque 0, brakes engaged, and the status says the CU is not connected."""
     assert not hal.dio.enable.any() and not hal.dio.brake_release.any() and not hal.dio.torque.any()
