@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.config import ConfigError, EvoConfig, format_errors, load_config
+from common.jit_table import array_table
 from common.notify import notify_stopping
 from common.rt import CycleLoop, StopFlag
 from common.shm.commands import CuCommand, ResultCode
@@ -112,6 +113,7 @@ class CycleRunner:
         self.rt_active = False
         self.hal_age = 0
         self._fb_obj: np.ndarray | None = None
+        self._fb_tab: np.ndarray | None = None  # gather_feedback's table (_bind_frame)
         self._di_logical = np.zeros(16, dtype=np.uint64)
         self._nc_mask = cfg.io_registry.di_nc_mask
         self.loop: CycleLoop | None = None
@@ -171,16 +173,14 @@ class CycleRunner:
 
     def _bind_core(self) -> None:
         core = self.core
-        self._nc_mask = np.ascontiguousarray(self.cfg.io_registry.di_nc_mask, dtype=np.uint64)
+        self._nc_mask = np.array(self.cfg.io_registry.di_nc_mask, dtype=np.uint64)  # (a copy: the table's are writable)
         k = core._kernels
         self._arena, self._layout = core._arena, core._layout
         # the compiled entry points themselves (no dispatcher type resolution per call), checked once
         # against the arrays and scalar types every cycle passes
         self._k_feedback = self._k_step = self._k_publish = None
         if k is not None:
-            fb0 = self.hal.local["axes"].reshape(-1).view(np.uint8)
-            self._k_feedback = k.entry("gather_feedback", fb0, self.hal.local["di_bank"], self._nc_mask,
-                                       self._di_logical, self._arena, self._layout, 0)
+            self._k_feedback = k.entry("gather_feedback", self._bind_frame(self.hal.local), 0)
             self._k_step = k.entry("cycle_step", self._arena, self._layout, 0.0)  # ControlCore.step's kernel
             self._pub_args = publish_args(self.w_hal, self.w_rpc, self.w_re, self.w_mqt)
             self._k_publish = k.entry("cu_publish", 0, *self._pub_args)
@@ -243,6 +243,16 @@ class CycleRunner:
             else:
                 self.core.m.errors &= ~MachineError.CYCLE_OVERRUN
 
+    def _bind_frame(self, fb: np.ndarray) -> np.ndarray | None:
+        """Field views of the HAL frame array `fb` (the hal_cu reader's copy); on the compiled engine the
+        table of gather_feedback's arrays (kernels/step.py FB_*) over it and the bound core."""
+        self._fb_obj, self._fb_axes, self._fb_di = fb, fb["axes"], fb["di_bank"]
+        self._fb_tab = None
+        if self.core._kernels is not None:
+            self._fb_tab = array_table([self._fb_axes.reshape(-1).view(np.uint8), self._fb_di, self._nc_mask,
+                                        self._di_logical, self._arena, self._layout])
+        return self._fb_tab
+
     def cycle(self, now: float) -> None:
         """One control cycle: HAL feedback and commands in, ControlCore step, outputs and status
         out, wakes for the readers that block."""
@@ -252,11 +262,9 @@ class CycleRunner:
         self.hal_age = hal.unchanged_polls
         if fb is not None:
             if fb is not self._fb_obj:
-                self._fb_obj, self._fb_axes, self._fb_di = fb, fb["axes"], fb["di_bank"]
-                self._fb_u8 = self._fb_axes.reshape(-1).view(np.uint8)  # the records as bytes (contiguous)
+                self._bind_frame(fb)
             if self._k_feedback is not None:  # compiled: NC inversion and gathering in one call
-                self._k_feedback(self._fb_u8, self._fb_di, self._nc_mask, self._di_logical, self._arena,
-                                 self._layout, self.hal_age)
+                self._k_feedback(self._fb_tab, self.hal_age)
             else:
                 np.bitwise_xor(self._fb_di, self._nc_mask, out=self._di_logical)
                 core.set_inputs(self._fb_axes, self._di_logical, True, False, self.hal_age)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from common.config.registry import IoRegistry
+from common.jit_table import array_table
 from common.shm.views import flat_bytes
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ class HalOutputs:
         self.do = local["do_bank"]
         self._bytes = flat_bytes(local)
         self._kernel = None
+        self._tab: np.ndarray | None = None
 
     def bind(self, core: "ControlCore", reg: IoRegistry) -> None:
         self.core = core
@@ -48,15 +50,15 @@ class HalOutputs:
             tr.pos.dtype == core.torque.dtype == np.float64 and ax.enable.dtype == ax.brake_release.dtype == bool
         self._kernel = None
         if kernels is not None and plain:  # the entry point, checked once against these very arrays
-            self._kernel = kernels.entry("write_hal_outputs", self._bytes, *self._args, self.do, self._b_axis,
-                                         self._b_word, self._b_set, self._b_clear, self._b_inv)
+            # one table of the arrays (common/jit_table.py; it holds them), in the kernel's W_* order
+            self._tab = array_table([self._bytes, *self._args, self.do, self._b_axis, self._b_word, self._b_set,
+                                     self._b_clear, self._b_inv])
+            self._kernel = kernels.entry("write_hal_outputs", self._tab)
 
     def write(self) -> None:
         """This cycle's outputs into `local` (the caller commits)."""
         if self._kernel is not None:
-            pos, vel, tq, en, br = self._args
-            self._kernel(self._bytes, pos, vel, tq, en, br, self.do, self._b_axis, self._b_word, self._b_set,
-                         self._b_clear, self._b_inv)
+            self._kernel(self._tab)
             return
         self.write_numpy()
 

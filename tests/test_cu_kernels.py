@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from common.config import load_config
+from common.jit_table import array_table
 from common.shm.commands import CuCommand as C
 from common.shm.commands import ResultCode
 from common.shm.rings import Command
@@ -258,8 +259,8 @@ class Twin:
                 if self.hal_ok and core is self.cmp:
                     # the cycle runner's compiled path: physical bank + NC mask in, one call
                     np.bitwise_xor(self.bank, self.nc, out=self.phys)
-                    core._kernels.gather_feedback(self.fb.view(np.uint8), self.phys, self.nc, self.logical,
-                                                  core._arena, core._layout, self.fb_age)
+                    core._kernels.gather_feedback(array_table([self.fb.view(np.uint8), self.phys, self.nc,
+                                                               self.logical, core._arena, core._layout]), self.fb_age)
                     assert np.array_equal(self.logical, self.bank)
                 elif self.hal_ok:
                     core.set_inputs(self.fb, self.bank, True, fb_age=self.fb_age)

@@ -16,14 +16,15 @@ __all__ = ["KERNELS", "Kernels", "load", "outputs", "step"]
 
 _S, _O = "control_unit.kernels.step", "control_unit.kernels.outputs"
 KERNELS = KernelSet(
-    "cu", "control_unit.kernels._aot", (_S, _O, "common.shm.seqlock_jit"),
+    "cu", "control_unit.kernels._aot", (_S, _O, "common.shm.seqlock_jit", "common.jit_table"),
     {"cycle_step": (_S, "cycle_step", step.CYCLE_STEP_SIG), "gather_inputs": (_S, "gather_inputs", step.GATHER_INPUTS_SIG),
      "gather_feedback": (_S, "gather_feedback", step.GATHER_FEEDBACK_SIG),
      "fill_status": (_S, "fill_status", step.FILL_STATUS_SIG),
      "write_hal_outputs": (_O, "write_hal_outputs", outputs.WRITE_HAL_OUTPUTS_SIG),
      "cu_publish": (_O, "cu_publish", outputs.CU_PUBLISH_SIG)},
     ("control_unit/kernels/step.py", "control_unit/kernels/outputs.py", "common/consts.py", "common/states.py",
-     "common/shm/segments.py", "common/shm/p2p.py", "common/shm/views.py", "common/shm/seqlock_jit.py"))
+     "common/shm/segments.py", "common/shm/p2p.py", "common/shm/views.py", "common/shm/seqlock_jit.py",
+     "common/jit_table.py"))
 
 
 @dataclass(frozen=True)

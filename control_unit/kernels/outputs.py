@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from common.jit import Arg, Sig, kernel
+from common.jit_table import array_table, table_bytes
 from common.shm.segments import CU_AXIS_COMMAND, CU_TO_HAL
 from common.shm.seqlock_jit import commit_spans, copy_bytes
 from common.shm.views import flat_bytes
@@ -26,9 +27,26 @@ if (CU_AXIS_COMMAND.itemsize, _f["target_position"][1], _f["target_velocity"][1]
     raise ImportError("control_unit.kernels.outputs: CU_AXIS_COMMAND layout changed; update the constants")
 
 
+# write_hal_outputs' arrays, the same on every call: one common/jit_table.py table (HalOutputs.bind), in
+# this order — cu_hal's payload bytes, the trajectory's position and velocity, the torque, enable, brake
+# release, the payload's do_bank, then the brake DO roles' axis, word, set / clear masks and inversion
+(W_OUT, W_POS, W_VEL, W_TORQUE, W_ENABLE, W_BRAKE, W_DO, W_B_AXIS, W_B_WORD, W_B_SET, W_B_CLEAR, W_B_INV) = range(12)
+
+
 @kernel(**_JIT)
-def write_hal_outputs(out, pos, vel, torque, enable, brake, do_bank, brake_axis, brake_word, brake_set,
-                      brake_clear, brake_inv):
+def write_hal_outputs(tab):
+    """_write_hal_outputs over the arrays of `tab` (W_*): one array argument for numba's entry point."""
+    _write_hal_outputs(table_bytes(tab, W_OUT), table_bytes(tab, W_POS).view(np.float64),
+                       table_bytes(tab, W_VEL).view(np.float64), table_bytes(tab, W_TORQUE).view(np.float64),
+                       table_bytes(tab, W_ENABLE).view(np.bool_), table_bytes(tab, W_BRAKE).view(np.bool_),
+                       table_bytes(tab, W_DO).view(np.uint64), table_bytes(tab, W_B_AXIS).view(np.int64),
+                       table_bytes(tab, W_B_WORD).view(np.int64), table_bytes(tab, W_B_SET).view(np.uint64),
+                       table_bytes(tab, W_B_CLEAR).view(np.uint64), table_bytes(tab, W_B_INV).view(np.bool_))
+
+
+@kernel(**_JIT)
+def _write_hal_outputs(out, pos, vel, torque, enable, brake, do_bank, brake_axis, brake_word, brake_set,
+                       brake_clear, brake_inv):
     """CycleRunner._write_outputs: `out` the CU_TO_HAL payload as bytes; per axis the set-point
     position and velocity, the torque, enable and brake release; then each brake DO role's bit
     (`brake_axis[k]`'s release XOR `brake_inv[k]`: set `brake_set[k]` in word `brake_word[k]`, else
@@ -49,18 +67,28 @@ def write_hal_outputs(out, pos, vel, torque, enable, brake, do_bank, brake_axis,
             do_bank[brake_word[k]] &= brake_clear[k]
 
 
-_U1, _F1, _B1, _I1, _Q1 = Arg("uint8"), Arg("float64"), Arg("bool"), Arg("int64"), Arg("uint64")
-WRITE_HAL_OUTPUTS_SIG = Sig("void", (_U1, _F1, _F1, _F1, _B1, _B1, _Q1, _I1, _I1, _Q1, _Q1, _B1))
+TABLE = Arg("int64", readonly=True)
+WRITE_HAL_OUTPUTS_SIG = Sig("void", (TABLE,))
 
 
 # cu_publish's `which`: the status segments due this cycle (cu_hal is committed every cycle)
 PUB_RPC, PUB_RE, PUB_MQT = 1, 2, 4
 # cu_publish's `offs`: the `status` field's byte offset in cu_rpc, cu_re, cu_mqt, and its size
 N_PUB_OFFS = 4
+# cu_publish's table (publish_args): `offs`, then each writer's payload bytes and mapping
+P_OFFS, P_HAL, P_HAL_SEG, P_RPC, P_RPC_SEG, P_RE, P_RE_SEG, P_MQT, P_MQT_SEG = range(9)
 
 
 @kernel(**_JIT)
-def cu_publish(which, offs, hal, hal_seg, rpc, rpc_seg, re, re_seg, mqt, mqt_seg):
+def cu_publish(which, tab):
+    """_cu_publish over the arrays of `tab` (P_*): one array argument for numba's entry point."""
+    _cu_publish(which, table_bytes(tab, P_OFFS).view(np.int64), table_bytes(tab, P_HAL), table_bytes(tab, P_HAL_SEG),
+                table_bytes(tab, P_RPC), table_bytes(tab, P_RPC_SEG), table_bytes(tab, P_RE), table_bytes(tab, P_RE_SEG),
+                table_bytes(tab, P_MQT), table_bytes(tab, P_MQT_SEG))
+
+
+@kernel(**_JIT)
+def _cu_publish(which, offs, hal, hal_seg, rpc, rpc_seg, re, re_seg, mqt, mqt_seg):
     """CycleRunner's commits in one call: cu_hal every cycle, then cu_rpc / cu_re / cu_mqt when `which`
     says (PUB_*): their status copied from cu_rpc's (`offs`), each a whole commit (TypedP2pWriter.commit:
     heartbeat + 1, sequence odd, the payload, sequence even; common/shm/seqlock_jit.py)."""
@@ -75,15 +103,14 @@ def cu_publish(which, offs, hal, hal_seg, rpc, rpc_seg, re, re_seg, mqt, mqt_seg
         commit_spans(mqt_seg, mqt, 0, mqt.shape[0], 0, 0)
 
 
-CU_PUBLISH_SIG = Sig("void", (Arg("int64", 0), _I1, _U1, _U1, _U1, _U1, _U1, _U1, _U1, _U1))
+CU_PUBLISH_SIG = Sig("void", (Arg("int64", 0), TABLE))
 
 
 def publish_args(w_hal, w_rpc, w_re, w_mqt) -> tuple:  # noqa: ANN001 - TypedP2pWriter (or alike: local, segment, dtype)
-    """cu_publish's arguments after `which`, the same on every call: the status offsets (`offs`), then each
-    writer's payload bytes and mapping (cu_hal, cu_rpc, cu_re, cu_mqt)."""
+    """cu_publish's arguments after `which`, the same on every call: one table (P_*) of the status offsets
+    (`offs`), then each writer's payload bytes and mapping (cu_hal, cu_rpc, cu_re, cu_mqt)."""
     st = [w.dtype.fields["status"] for w in (w_rpc, w_re, w_mqt)]
     if len({f[0] for f in st}) != 1:
         raise AssertionError("cu_publish: cu_rpc / cu_re / cu_mqt no longer share one status layout")
     offs = np.array([f[1] for f in st] + [st[0][0].itemsize], np.int64)
-    return (offs,) + tuple(a for w in (w_hal, w_rpc, w_re, w_mqt)
-                           for a in (flat_bytes(w.local), w.segment))
+    return (array_table([offs] + [a for w in (w_hal, w_rpc, w_re, w_mqt) for a in (flat_bytes(w.local), w.segment)]),)

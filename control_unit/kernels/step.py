@@ -15,6 +15,7 @@ import numpy as np
 
 from common.consts import MAX_DI
 from common.jit import Arg, Sig, kernel
+from common.jit_table import table_bytes
 from common.shm.segments import CU_TO_RPC, HAL_AXIS_FEEDBACK
 from common.states import (
     AxisError,
@@ -1352,8 +1353,22 @@ def gather_inputs(fb, bank, arena, lay, fb_age, hal_ok, hal_missing):
     _gather(fb, bank, F, B, bits, saved, PI, SI)
 
 
+# gather_feedback's arrays: one common/jit_table.py table (CycleRunner, made again when the HAL frame's
+# array or the core changes), in this order — the frame's axis records as bytes, its di_bank, the NC mask,
+# the logical bank it fills, the core's arena and layout
+FB_AXES, FB_PHYS, FB_NC, FB_LOGICAL, FB_ARENA, FB_LAY = range(6)
+
+
 @kernel(**_JIT)
-def gather_feedback(fb, phys_bank, nc_mask, logical, arena, lay, fb_age):
+def gather_feedback(tab, fb_age):
+    """_gather_feedback over the arrays of `tab` (FB_*): one array argument for numba's entry point."""
+    _gather_feedback(table_bytes(tab, FB_AXES), table_bytes(tab, FB_PHYS).view(np.uint64),
+                     table_bytes(tab, FB_NC).view(np.uint64), table_bytes(tab, FB_LOGICAL).view(np.uint64),
+                     table_bytes(tab, FB_ARENA), table_bytes(tab, FB_LAY).view(np.int64), fb_age)
+
+
+@kernel(**_JIT)
+def _gather_feedback(fb, phys_bank, nc_mask, logical, arena, lay, fb_age):
     """The cycle runner's set_inputs for a live HAL frame in one call: the logical DI bank
     (`logical` = `phys_bank` XOR `nc_mask`, the NC contacts inverted) and then gather_inputs."""
     for w in range(logical.shape[0]):
@@ -1436,5 +1451,5 @@ _U1, _I1, _Q1 = Arg("uint8"), Arg("int64"), Arg("uint64")
 _I, _F, _B = Arg("int64", 0), Arg("float64", 0), Arg("bool", 0)
 CYCLE_STEP_SIG = Sig("int64", (_U1, _I1, _F))
 GATHER_INPUTS_SIG = Sig("void", (_U1, _Q1, _U1, _I1, _I, _B, _B))
-GATHER_FEEDBACK_SIG = Sig("void", (_U1, _Q1, _Q1, _Q1, _U1, _I1, _I))
+GATHER_FEEDBACK_SIG = Sig("void", (Arg("int64", readonly=True), _I))
 FILL_STATUS_SIG = Sig("bool", (_U1, _U1, _I1, _I, _I))
