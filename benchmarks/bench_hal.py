@@ -457,8 +457,8 @@ def baseline_step(tree: Path, machine: str, scenario: str, cycles: int) -> dict[
 
 
 PARTS = ("cu_hal poll (or its fast_poll_ready test)", "command polls",
-         "hal_step kernel (+ the cu_hal copy, the hal_cu commit)",
-         "status commits + wakes", "whole step", "housekeeping after it (injection poll, state file, health)",
+         "hal_step kernel (+ the cu_hal copy, hal_cu's and the status segments' commits)",
+         "after it: read / wake bookkeeping, the wakes", "whole step", "housekeeping after it (injection poll, state file, health)",
          "step + housekeeping")
 
 
@@ -466,8 +466,11 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
     """Where a paced 64-axis step's time goes: HalCycle._step_compiled's parts timed one by one (the same
     calls in the same order, perf_counter_ns between them; the kernels commit, as after the step's first
     cycle), then HalCycle.housekeeping as the loop calls it right after; AOT kernels, SCHED_FIFO, 0.3 ms pause."""
+    from common.shm.wake import post_bits
+    from hal.cycle import BEAT_NS
     from hal.fused import NO_SOURCE
-    from hal.kernels import FL_CONNECTED, FL_READ, PHASE_ALL, R_ALL, READ_BIAS, READ_SHIFT
+    from hal.kernels import (FL_BEAT, FL_CONNECTED, FL_READ, PHASE_ALL, R_ALL, READ_BIAS, READ_SHIFT, WAKE_ALL,
+                             WAKE_BITS, WAKE_SHIFT)
 
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
@@ -508,13 +511,19 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
                     if hal.rpc_cmds.poll_pending(now * 1e-9):
                         hal._run_commands(hal.rpc_cmds, now, connected)
                     t2 = pc()
-                    changed = hal._k(PHASE_ALL, flags, now, 0.001, seen, src, *hal._k_tail)
-                    if flags & FL_READ:
-                        cu_in.fast_poll_done(now * 1e-9, (changed >> READ_SHIFT) - READ_BIAS)
-                    changed &= R_ALL
+                    if now >= hal._next_beat:
+                        flags |= FL_BEAT
+                        hal._next_beat = now + BEAT_NS
+                    res = hal._k(PHASE_ALL, flags, now, 0.001, seen, src, *hal._k_tail)
                     t3 = pc()
-                    if changed or hal._acked or now >= hal._next_beat:
-                        hal._publish_status(changed, now)
+                    if flags & FL_READ:
+                        cu_in.fast_poll_done(now * 1e-9, (res >> READ_SHIFT) - READ_BIAS)
+                    changed = res & R_ALL
+                    hal._acked = False
+                    if changed:
+                        hal._io_since_slow = True
+                    if res & WAKE_BITS:
+                        post_bits((res >> WAKE_SHIFT) & WAKE_ALL, hal._posters)
                     hal.cycles += 1
                     t5 = pc()
                     hal.housekeeping(now)
@@ -526,66 +535,6 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
             hal.close()
             cu.close()
     return {"rt_active": rt, **{name: _us(summarize(marks[:, k])) for k, name in enumerate(PARTS)}}
-
-
-def bench_table(tree: Path, scenario: str, cycles: int) -> dict[str, Any]:
-    """hal_step / hal_publish given their arrays in one table (common/jit_table.py) against the same kernels
-    given them as separate arguments (the tree `tree`, before the table: its AOT module loaded beside ours,
-    the bodies are the same), in ONE 64-axis HalCycle, alternating cycle by cycle (the same load for both):
-    the whole paced step timed as in bench_step."""
-    import importlib.util
-
-    from common.jit_table import table_arrays
-    from hal import kernels as K
-
-    so = next((tree / "hal").glob("_kernels_aot.*.so"))
-    spec = importlib.util.spec_from_file_location("evo_baseline_hal._kernels_aot", so)
-    old = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(old)  # type: ignore[union-attr]
-    with tempfile.TemporaryDirectory() as td:
-        tmp = Path(td)
-        _setup_env(tmp)
-        hal = _hal_cycle(_load(tmp, 64, 1024), "compiled", "aot")
-        moving = scenario != "idle"
-        cu = _test_cu(64, moving)
-        try:
-            ax, bank = cu.local["axes"], cu.local["do_bank"]
-            torques, _, _ = _scenario_frames(64, 500 + 2 * cycles)
-            pc = time.perf_counter_ns
-            now = pc()
-            for _ in range(3):  # the first cycles commit in Python; from here both paths' kernels commit
-                now += PERIOD_NS
-                cu.commit()
-                hal.step(now, 0.001)
-                hal.housekeeping(now)
-            a = table_arrays(hal.fused.table)
-            ways = {"table": (hal._k, hal._k_tail, hal._pub, hal._pub_args),
-                    "arguments": (old.hal_step, tuple(a[K.T_CU:K.T_CU_SEG + 1]), old.hal_publish,
-                                  (a[K.T_HAL], a[K.T_RPC], a[K.T_RE], a[K.T_MQT_SEG], a[K.T_RPC_SEG], a[K.T_RE_SEG],
-                                   a[K.T_H], a[K.T_LAYS]))}
-            names = list(ways)
-            out = {n: np.empty(cycles, np.int64) for n in names}
-            with _timed_region() as rt:
-                for i in range(500 + 2 * cycles):
-                    now += PERIOD_NS
-                    if moving:
-                        ax["calculated_torque"][:64] = torques[i]
-                        bank[1 + i % 15] = i
-                    way = names[i % 2]
-                    hal._k, hal._k_tail, hal._pub, hal._pub_args = ways[way]
-                    cu.commit()
-                    t0 = pc()
-                    hal.step(now, 0.001)
-                    t1 = pc()
-                    hal.housekeeping(now)
-                    if i >= 500:
-                        out[way][(i - 500) // 2] = t1 - t0
-                    time.sleep(PACE_S)
-            assert hal.cu_connected, "the CU writer was not seen"
-        finally:
-            hal.close()
-            cu.close()
-    return {"rt_active": rt, **{n: _us(summarize(v)) for n, v in out.items()}}
 
 
 def bench_fused(machine: str, scenario: str, cycles: int, points: int = 1024) -> dict[str, Any]:
@@ -678,28 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--parts", action="store_true", help="only where the 64-axis step's time goes, part by part")
-    ap.add_argument("--table", metavar="COMMIT", help="only the kernels' arrays in one table vs as arguments (the "
-                    "kernels of COMMIT, from before the table), alternating cycle by cycle")
     args = ap.parse_args(argv)
-    if args.table:
-        from benchmarks._baseline import baseline_tree
-
-        res = {"machine": machine_info(), "method": bench_table.__doc__, "commit": args.table}
-        with baseline_tree(args.table) as tree:
-            err = warm_baseline(tree)
-            if err:
-                print(err)
-                return 1
-            for rnd in range(3):
-                for scenario in ("idle", "moving"):
-                    r = res[f"{scenario}_{rnd + 1}"] = bench_table(tree, scenario, 2000 if args.quick else 10000)
-                    t, g = r["table"], r["arguments"]
-                    print(f"64 axes, {scenario}, round {rnd + 1} (SCHED_FIFO: {r['rt_active']}): whole step p50 / p99 "
-                          f"us: table {t['p50_us']:.1f} / {t['p99_us']:.1f}, arguments {g['p50_us']:.1f} / "
-                          f"{g['p99_us']:.1f}; arguments / table {g['p50_us'] / t['p50_us']:.2f} / "
-                          f"{g['p99_us'] / t['p99_us']:.2f}", flush=True)
-        print(f"\nresults: {write_json('hal_table', res, args.out)}")
-        return 0
     if args.parts:
         res = {"machine": machine_info(), "method": bench_parts.__doc__ + " Floor: " + bench_spin_floor.__doc__}
         n = 2000 if args.quick else 10000

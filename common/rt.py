@@ -96,7 +96,7 @@ class CycleTimer:
     Never busy-waits unless `spin_ns` is set (a SCHED_FIFO spinner can starve a 2-core box).
     """
 
-    def __init__(self, period_ns: int, spin_ns: int = 0) -> None:
+    def __init__(self, period_ns: int, spin_ns: int = 0, record: np.ndarray | None = None) -> None:
         self.period_ns = int(period_ns)
         self.spin_ns = spin_ns  # busy-wait the last part of the sleep (more CPU, less jitter)
         self.next_ns = time.perf_counter_ns() + self.period_ns
@@ -108,11 +108,15 @@ class CycleTimer:
         self.max_jitter_ns = 0
         self.ticks = 1  # periods since the previous wake (1 + skipped ticks)
         self.now_ns = 0  # wake time of this cycle (perf_counter_ns == CLOCK_MONOTONIC)
-        self.rt_active = False
         # None: wait() sleeps on the clock; else it calls this with the absolute deadline (wake_between)
         self.sleep_until: Callable[[int], None] | None = None
-        # the published record: hist lives in it, the scalars go in through one u64 memoryview
-        self._rec = np.zeros((), dtype=CYCLE_STATS)
+        # the published record, kept current by wait() / done() (the scalars through one u64 memoryview, the
+        # histogram in place): `publish_to` copies it; a compiled cycle may copy `record` itself (the HAL)
+        if record is not None and (record.dtype != CYCLE_STATS or record.shape != () or not record.flags.writeable):
+            raise TypeError("CycleTimer: record must be a writable 0-d CYCLE_STATS array")
+        self._rec = record if record is not None else np.zeros((), dtype=CYCLE_STATS)
+        self._rec[...] = np.zeros((), dtype=CYCLE_STATS)
+        self.record = self._rec
         self._rec_u8 = self._rec.reshape(1).view(np.uint8)
         self.hist = self._rec["jitter_hist"]
         assert [CYCLE_STATS.fields[f][1] for f in _U64_FIELDS] == [8 * i for i in range(len(_U64_FIELDS))]
@@ -123,6 +127,17 @@ class CycleTimer:
         self._rt_off = CYCLE_STATS.fields["rt_active"][1]
         self._rec_mv = memoryview(self._rec_u8)
         self._start_ns = 0
+        self._u64[1] = self.period_ns
+        self.rt_active = False
+
+    @property
+    def rt_active(self) -> bool:
+        return self._rt
+
+    @rt_active.setter
+    def rt_active(self, on: bool) -> None:
+        self._rt = bool(on)
+        self._rec_mv[self._rt_off] = 1 if on else 0
 
     def wait(self) -> int:
         """Sleep until the next deadline; returns the wake lateness in ns."""
@@ -142,9 +157,11 @@ class CycleTimer:
         now = _clock_ns()
         late = now - target
         ticks = 1
+        u = self._u64
         if late >= period:
             missed = late // period
             self.overruns += missed
+            u[6] = self.overruns
             ticks += missed
             target += missed * period  # skip, never queue
             late -= missed * period
@@ -153,8 +170,10 @@ class CycleTimer:
         self.ticks = ticks
         self.next_ns = target + period
         self.last_jitter_ns = late
+        u[4] = late
         if late > self.max_jitter_ns:
             self.max_jitter_ns = late
+            u[5] = late
         b = late // _BUCKET_NS
         if b >= JITTER_BUCKETS:
             b = JITTER_BUCKETS - 1
@@ -163,6 +182,7 @@ class CycleTimer:
         self._start_ns = now
         self.now_ns = now
         self.cycle_count += 1
+        u[0] = self.cycle_count
         return late
 
     def resync(self) -> None:
@@ -175,14 +195,20 @@ class CycleTimer:
         self._start_ns = now
         self.now_ns = now
         self.cycle_count += 1
+        u = self._u64
+        u[0] = self.cycle_count
+        u[4] = 0
 
     def done(self) -> int:
         """Record this cycle's compute time (since wake). A cycle longer than a period is an overrun
         and is counted when the next `wait()` finds its deadline passed."""
         dt = _clock_ns() - self._start_ns
         self.last_cycle_ns = dt
+        u = self._u64
+        u[2] = dt
         if dt > self.max_cycle_ns:
             self.max_cycle_ns = dt
+            u[3] = dt
         return dt
 
     def publish(self, stats: np.ndarray, rt_active: bool | None = None) -> None:
@@ -199,16 +225,8 @@ class CycleTimer:
         return stats.reshape(1).view(np.uint8)
 
     def publish_to(self, targets: Sequence[np.ndarray]) -> None:
-        """Fill the record and copy it into each `publisher()` byte view. No allocation."""
-        u = self._u64
-        u[0] = self.cycle_count
-        u[1] = self.period_ns
-        u[2] = self.last_cycle_ns
-        u[3] = self.max_cycle_ns
-        u[4] = self.last_jitter_ns
-        u[5] = self.max_jitter_ns
-        u[6] = self.overruns
-        self._rec_mv[self._rt_off] = 1 if self.rt_active else 0
+        """Copy the record (current since the last wait() / done()) into each `publisher()` byte view. No
+        allocation."""
         for t in targets:
             np.copyto(t, self._rec_u8)
 
@@ -266,9 +284,10 @@ class CycleLoop:
     commits its status segments only on a change or every 10 ms saves the copies in between)."""
 
     def __init__(self, name: str, period_ns: int, stop: StopFlag, *, rt_priority: int = 0, cpu: int = -1,
-                 spin_ns: int = 0, auto_publish: bool = True) -> None:
+                 spin_ns: int = 0, auto_publish: bool = True, record: np.ndarray | None = None) -> None:
         self.name = name
         self.auto_publish = auto_publish
+        self.record = record  # the timer's figures record, when the module's step copies it itself
         self.period_ns = int(period_ns)
         self.stop = stop
         self.rt_priority = rt_priority
@@ -285,7 +304,7 @@ class CycleLoop:
         Call when start-up is done (segments made, kernels loaded). Returns whether RT is on."""
         self.rt_active = setup_realtime(self.rt_priority, self.cpu)
         # busy-waiting only under SCHED_FIFO and only when asked: a FIFO spinner starves a small box
-        self.timer = CycleTimer(self.period_ns, spin_ns=self.spin_ns if self.rt_active else 0)
+        self.timer = CycleTimer(self.period_ns, spin_ns=self.spin_ns if self.rt_active else 0, record=self.record)
         self.timer.rt_active = self.rt_active
         if self._between is not None:
             self.timer.sleep_until = self._sleep_on_waiter(*self._between)

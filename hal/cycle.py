@@ -28,8 +28,9 @@ from .drivers.registry import create_driver
 from .engine import resolve_engine
 from .fused import NO_SOURCE, FusedStep, spans
 from .io import IoProcessor
-from .kernels import (FL_COMMIT, FL_CONNECTED, FL_FRESH, FL_READ, PHASE_ALL, PHASE_OUT, PHASE_POST, PHASE_PRE,
-                      R_ALL, READ_BIAS, READ_SHIFT, U_RE_SEEN, U_RPC_SEEN, WAKE_MQT, WAKE_RE, WAKE_RPC)
+from .kernels import (FL_BEAT, FL_COMMIT, FL_CONNECTED, FL_FRESH, FL_PUBLISH, FL_READ, PHASE_ALL, PHASE_OUT,
+                      PHASE_POST, PHASE_PRE, R_ALL, READ_BIAS, READ_SHIFT, U_RE_SEEN, U_RPC_SEEN, WAKE_ALL, WAKE_BITS,
+                      WAKE_MQT, WAKE_RE, WAKE_RPC, WAKE_SHIFT)
 from .state_file import StateWriter, load_state
 
 if (WAKE_MQT, WAKE_RPC, WAKE_RE) != (1, 2, 4):
@@ -243,23 +244,30 @@ class HalCycle:
             self._run_commands(self.re_cmds, now_ns, connected)
         if self.rpc_cmds.poll_pending(now):
             self._run_commands(self.rpc_cmds, now_ns, connected)
+        if self._fl_commit and now_ns >= self._next_beat:  # the kernel commits the status segments (FL_PUBLISH)
+            flags |= FL_BEAT
+            self._next_beat = now_ns + BEAT_NS
         if self._sim is not None:
-            changed = self._k(PHASE_ALL, flags, now_ns, dt_s, seen, src, *self._k_tail)
-            read = changed >> READ_SHIFT
-            changed &= R_ALL
+            res = self._k(PHASE_ALL, flags, now_ns, dt_s, seen, src, *self._k_tail)
         else:
-            read = self._k(PHASE_PRE, flags, now_ns, dt_s, seen, src, *self._k_tail) >> READ_SHIFT
+            read = self._k(PHASE_PRE, flags, now_ns, dt_s, seen, src, *self._k_tail)
             self.driver.cycle(self.dio, now_ns, dt_s)
-            changed = self._k(PHASE_POST, flags, now_ns, dt_s, seen, src, *self._k_tail)
+            res = self._k(PHASE_POST, flags, now_ns, dt_s, seen, src, *self._k_tail) | read
         if flags & FL_READ:
-            cu_in.fast_poll_done(now, read - READ_BIAS)
-        if not self._fl_commit:  # the first cycle: the commits in Python (each writer's first is whole)
+            cu_in.fast_poll_done(now, (res >> READ_SHIFT) - READ_BIAS)
+        changed = res & R_ALL
+        if self._fl_commit:  # hal_cu and the status segments are committed: the readers to wake, if any
+            self._acked = False
+            if changed:
+                self._io_since_slow = True
+            if res & WAKE_BITS:
+                post_bits((res >> WAKE_SHIFT) & WAKE_ALL, self._posters)
+        else:  # the first cycle: the commits in Python (each writer's first is whole)
             # hal_cu's payload is parts of the status payload: the kernel copied those that changed
             lo, hi = self._cu_span[changed]
             self.w_cu.commit_part(lo, hi)
-        if changed or self._acked or now_ns >= self._next_beat:
-            self._publish_status(changed, now_ns)
-        if not self._fl_commit:
+            if changed or self._acked or now_ns >= self._next_beat:
+                self._publish_status(changed, now_ns)
             self._compiled_commits()
         self.cycles += 1
 
@@ -272,7 +280,7 @@ class HalCycle:
         f.pub[U_RPC_SEEN], f.pub[U_RE_SEEN] = self._rpc_acks_seen, self._re_acks_seen
         self._pub_args = f.publish_tail
         self._pub = f.publish
-        self._fl_commit = FL_COMMIT
+        self._fl_commit = FL_COMMIT | FL_PUBLISH
 
     def housekeeping(self, now_ns: int) -> None:
         """After a cycle's commits, in the same wake (the loop calls it right after `step`): the work
@@ -405,17 +413,18 @@ class HalCycle:
         after the status payload (the loop's figures, the acks); the segments hold the rest from
         their last commit already."""
         self._acked = False
-        self.publish_figures()  # the loop's cycle figures into the tail these commits copy
         beat = now_ns >= self._next_beat
         if beat:
             self._next_beat = now_ns + BEAT_NS
         if changed:
             self._io_since_slow = True
-        if self._pub is not None:  # compiled: the same commits in one call (hal/kernels.py hal_publish)
+        if self._pub is not None:  # compiled: the same commits in one call (hal/kernels.py hal_publish), the
+            # figures copied in it from the loop's record (fused.figures)
             wake = self._pub(changed, beat, *self._pub_args)
             if wake:
                 post_bits(wake, self._posters)  # (WAKE_MQT, WAKE_RPC, WAKE_RE: bits 0, 1, 2)
             return
+        self.publish_figures()  # the loop's cycle figures into the tail these commits copy
         tail = self._status_tail
         lo, hi = self._io_span[changed]
         if changed:
@@ -492,7 +501,7 @@ def run(config: EvoConfig) -> int:
         hal.driver.name, len(config.axes), hal_cfg.cycle_time_us, config.hal_state_file(),
     )
     loop = CycleLoop("hal", hal.period_ns, stop, rt_priority=hal_cfg.rt_priority, cpu=hal_cfg.cpu,
-                     auto_publish=False)
+                     auto_publish=False, record=hal.fused.figures if hal.fused is not None else None)
     dt_of_ticks = [k * hal.period_ns / 1e9 for k in range(MAX_CATCH_UP_TICKS + 1)]  # no float built per cycle
 
     def step(now_ns: int, ticks: int) -> None:

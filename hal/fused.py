@@ -9,7 +9,7 @@ import numpy as np
 from common.consts import MAX_AI, MAX_AXES, MAX_DI, P2P_HEADER_SIZE
 from common.jit_table import array_table
 from common.shm.p2p import TypedP2pWriter
-from common.shm.segments import HAL_IO, SEGMENTS
+from common.shm.segments import CYCLE_STATS, HAL_IO, SEGMENTS
 from common.shm.views import flat_bytes
 
 from . import kernels as K
@@ -110,6 +110,12 @@ def _publish_constants() -> np.ndarray:
                 raise AssertionError(f"hal.fused: {key}'s ack ring no longer starts with {head} (aligned uint64) "
                                      "and ends the segment")
             u[ring] = a_off
+    for key, at in (("hal_mqt", K.U_STATS_MQT), ("hal_rpc", K.U_STATS_RPC)):
+        st_dt, st_off = SEGMENTS[key].dtype.fields["stats"][:2]
+        if st_dt != CYCLE_STATS:
+            raise AssertionError(f"hal.fused: {key}'s stats are no longer a CYCLE_STATS record")
+        u[at] = st_off
+    u[K.U_REC_N] = CYCLE_STATS.itemsize
     return u
 
 
@@ -150,6 +156,9 @@ class FusedStep:
         b.block(K.HB_SCRATCH, np.zeros((1, cu_local.dtype.itemsize), np.uint8))  # the cu_hal read's first copy
         self.arena, self._hal_lay = b.build()
         self.pub = b.views[K.HB_PUB][0]  # (the ack counts seen: HalCycle's, whichever path commits)
+        # the loop's figures: the HAL's CycleLoop keeps its timer's record here (CycleLoop(record=...)), and
+        # hal_publish copies it into hal_mqt's and hal_rpc's stats before it commits them
+        self.figures = np.zeros((), CYCLE_STATS)
         self._cu_u8 = flat_bytes(cu_local)
         self._out_u8 = flat_bytes(out_local)
         self.kernel = self._kernels.checked("hal_step")
@@ -174,6 +183,7 @@ class FusedStep:
         arrays[K.T_LAYS], arrays[K.T_IO], arrays[K.T_SIM], arrays[K.T_CU_SEG] = lays, io_arena, sim[0], w_cu.segment
         arrays[K.T_RPC], arrays[K.T_RE] = flat_bytes(w_rpc.local), flat_bytes(w_re.local)
         arrays[K.T_MQT_SEG], arrays[K.T_RPC_SEG], arrays[K.T_RE_SEG] = w_mqt.segment, w_rpc.segment, w_re.segment
+        arrays[K.T_REC] = flat_bytes(self.figures)
         # one table for both kernels (common/jit_table.py): it holds every array it lists, and so does
         # whoever holds the table — HalCycle's step keeps `tail`
         self.table = array_table(arrays)

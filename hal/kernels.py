@@ -776,10 +776,15 @@ SP_CU_LO, SP_CU_HI, SP_IO_LO, SP_IO_HI = range(4)
 # HB_PUB (int64[1, 16]): hal_publish's constants (where the status payload ends in the three status
 # segments, the segments' ends, where hal_rpc's / hal_re's ACK_RING is) and state (the ack counts seen)
 U_TAIL, U_MQT_END, U_RPC_END, U_RE_END, U_RPC_SEEN, U_RE_SEEN, U_RPC_RING, U_RE_RING = range(8)
+# ... and where the loop's figures (a CYCLE_STATS record, T_REC) go in hal_mqt's and hal_rpc's payloads, their size
+U_STATS_MQT, U_STATS_RPC, U_REC_N = 8, 9, 10
 ACK_HEAD_WORDS = 4  # ACK_RING's epoch, cmd_epoch_seen, consumed, count: its slots change only with count
 ACK_COUNT = 8 * (ACK_HEAD_WORDS - 1)  # the count's byte offset in ACK_RING
 N_PUB = 16
 WAKE_MQT, WAKE_RPC, WAKE_RE = 1, 2, 4  # hal_publish's result: whose wake to post
+WAKE_ALL = WAKE_MQT | WAKE_RPC | WAKE_RE
+WAKE_SHIFT = 6  # with FL_PUBLISH, hal_step's result carries them from this bit (above the R_* bits)
+WAKE_BITS = WAKE_ALL << WAKE_SHIFT
 # hal_step's result: the regions of the status payload (HAL_IO) that changed since its last call
 R_AXES, R_DI, R_DO, R_AI, R_AO, R_TAIL = 1, 2, 4, 8, 16, 32  # axes | di_bank | do_bank | ai | ao | the rest
 R_ALL = 63
@@ -788,8 +793,10 @@ PHASE_OUT = 3  # between cycles, after a command: the outputs again (no new CU f
 FL_CONNECTED, FL_FRESH = 1, 2  # `flags`: the CU is LIVE / its heartbeat moved on this poll
 FL_COMMIT = 4  # `flags`: commit hal_cu (cu_seg) at the end of PHASE_ALL / PHASE_POST
 FL_READ = 8  # `flags`: read cu_hal (cu_src) first (PHASE_ALL / PHASE_PRE); FL_FRESH when a new commit came
-READ_SHIFT, READ_BIAS = 8, 2  # with FL_READ the result carries read_commit's outcome + READ_BIAS from bit
-# READ_SHIFT on (the R_* bits below it)
+FL_PUBLISH = 16  # `flags`: end PHASE_ALL / PHASE_POST (after FL_COMMIT's commit) with hal_publish's commits
+FL_BEAT = 32  # `flags`: ... and the status segments' beat is due (HalCycle keeps its time)
+READ_SHIFT, READ_BIAS = 9, 2  # with FL_READ the result carries read_commit's outcome + READ_BIAS from bit
+# READ_SHIFT on (the R_* bits and the WAKE_* bits below it)
 # `lays`: the three arenas' layouts end to end (HalCycle's, the IoProcessor's, the SimDriver's)
 N_HAL_BLOCKS, N_IO_BLOCKS, N_SIM_BLOCKS = HB_SCRATCH + 1, IB_TABLES + 1, SB_SENS + 1
 LAY_IO = 4 * N_HAL_BLOCKS
@@ -799,9 +806,10 @@ N_LAYS = LAY_SIM + 4 * N_SIM_BLOCKS
 # the arrays hal_step and hal_publish work on, the same on every call: one common/jit_table.py table
 # (hal/fused.py FusedStep.bind) in this order: the cu_hal reader's payload copy, hal_mqt's / hal_cu's
 # payloads, HalCycle's arena, the three layouts, the IoProcessor's and the SimDriver's arenas, hal_cu's
-# mapping; hal_rpc's / hal_re's payloads, the hal_mqt / hal_rpc / hal_re mappings
-T_CU, T_HAL, T_OUT, T_H, T_LAYS, T_IO, T_SIM, T_CU_SEG, T_RPC, T_RE, T_MQT_SEG, T_RPC_SEG, T_RE_SEG = range(13)
-N_TABLE = 13
+# mapping; hal_rpc's / hal_re's payloads, the hal_mqt / hal_rpc / hal_re mappings, the loop's figures record
+(T_CU, T_HAL, T_OUT, T_H, T_LAYS, T_IO, T_SIM, T_CU_SEG, T_RPC, T_RE, T_MQT_SEG, T_RPC_SEG, T_RE_SEG,
+ T_REC) = range(14)
+N_TABLE = 14
 TABLE = Arg("int64", readonly=True)
 HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, I64, Arg("uint8", readonly=True), TABLE))
 
@@ -811,11 +819,11 @@ def hal_step(phase, flags, now, dt, cu_seen, cu_src, tab):
     """_hal_step over the arrays of `tab` (T_*): one array argument for numba's entry point to convert."""
     return _hal_step(phase, flags, now, dt, cu_seen, cu_src, table_bytes(tab, T_CU), table_bytes(tab, T_HAL),
                      table_bytes(tab, T_OUT), table_bytes(tab, T_H), table_bytes(tab, T_LAYS).view(np.int64),
-                     table_bytes(tab, T_IO), table_bytes(tab, T_SIM), table_bytes(tab, T_CU_SEG))
+                     table_bytes(tab, T_IO), table_bytes(tab, T_SIM), table_bytes(tab, T_CU_SEG), tab)
 
 
 @kernel(**_jit)
-def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lays, io_arena, sim_arena, cu_seg):
+def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lays, io_arena, sim_arena, cu_seg, tab):
     """HalCycle.step's numerics: cu_hal -> drive commands, IoProcessor.outputs, SimDriver.cycle,
     IoProcessor.inputs, the hal_cu payload, cu_connected, and the change test of the status
     payload: returns the R_* regions that changed since the last call (0: none; its copy is kept in
@@ -826,7 +834,9 @@ def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lay
     the commit of hal_cu's changed span into `cu_seg` (the writer's mapping). With FL_READ (and
     FL_CONNECTED), PHASE_ALL / PHASE_PRE start with the seqlock copy of `cu_src` (cu_hal's mapping) into
     `cu` unless it still holds commit `cu_seen`; the result then carries read_commit's outcome + READ_BIAS
-    from bit READ_SHIFT (for Inbound.fast_poll_done)."""
+    from bit READ_SHIFT (for Inbound.fast_poll_done). With FL_PUBLISH, PHASE_ALL / PHASE_POST end with
+    hal_publish's commits of the status segments (FL_BEAT: their beat is due); the result carries the
+    WAKE_* bits from WAKE_SHIFT."""
     hl, il, sl = lays[:LAY_IO], lays[LAY_IO:LAY_SIM], lays[LAY_SIM:N_LAYS]
     read = 0
     if flags & FL_READ and phase != PHASE_POST and phase != PHASE_OUT:
@@ -923,6 +933,8 @@ def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lay
     if flags & FL_COMMIT:
         sp = _i8(h_arena, hl, HB_SPANS)
         commit_spans(cu_seg, out, sp[SP_CU_LO, mask], sp[SP_CU_HI, mask], 0, 0)
+    if flags & FL_PUBLISH:
+        read |= hal_publish(mask, (flags & FL_BEAT) != 0, tab) << WAKE_SHIFT
     return mask | read
 
 
@@ -934,22 +946,27 @@ def hal_publish(changed, beat, tab):
     """_hal_publish over the arrays of `tab` (T_*, as hal_step's)."""
     return _hal_publish(changed, beat, table_bytes(tab, T_HAL), table_bytes(tab, T_RPC), table_bytes(tab, T_RE),
                         table_bytes(tab, T_MQT_SEG), table_bytes(tab, T_RPC_SEG), table_bytes(tab, T_RE_SEG),
-                        table_bytes(tab, T_H), table_bytes(tab, T_LAYS).view(np.int64))
+                        table_bytes(tab, T_H), table_bytes(tab, T_LAYS).view(np.int64), table_bytes(tab, T_REC))
 
 
 @kernel(**_jit)
-def _hal_publish(changed, beat, hal, rpc, re, mqt_seg, rpc_seg, re_seg, h_arena, lays):
+def _hal_publish(changed, beat, hal, rpc, re, mqt_seg, rpc_seg, re_seg, h_arena, lays, rec):
     """HalCycle._publish_status's commits, compiled: hal_mqt / hal_rpc / hal_re committed when the status
     payload changed (`changed`: its R_* regions; `hal` = hal_mqt's payload, filled in place) or their
     beat is due; hal_rpc / hal_re also when they carry a new ack. Each commit copies the span of the
     changed regions and what follows the status payload: the loop's figures, and the ack ring when its
-    head differs from the segment's (4 words compared; 4.4 KiB not copied on every commit). Returns the
-    WAKE_* bits of the readers to wake (a change or an ack)."""
+    head differs from the segment's (4 words compared; 4.4 KiB not copied on every commit); before any
+    commit the loop's figures (`rec`, the CycleTimer's record, current since its wait()) go into the two
+    payloads that show them. Returns the WAKE_* bits of the readers to wake (a change or an ack)."""
     hl = lays[:LAY_IO]
     sp = _i8(h_arena, hl, HB_SPANS)
     u = _i8(h_arena, hl, HB_PUB)[0]
     lo, hi, tail = sp[SP_IO_LO, changed], sp[SP_IO_HI, changed], u[U_TAIL]
     wake = 0
+    if changed or beat or load_u64(rpc, u[U_RPC_RING] + ACK_COUNT) != u[U_RPC_SEEN] or (
+            load_u64(re, u[U_RE_RING] + ACK_COUNT) != u[U_RE_SEEN]):
+        copy_bytes(hal, u[U_STATS_MQT], rec, 0, u[U_REC_N])
+        copy_bytes(rpc, u[U_STATS_RPC], rec, 0, u[U_REC_N])
     if changed:
         commit_spans(mqt_seg, hal, lo, hi, tail, u[U_MQT_END])
         wake |= WAKE_MQT

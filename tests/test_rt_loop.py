@@ -76,6 +76,34 @@ def test_cycle_loop_publishes_only_when_asked_without_auto_publish():
     assert int(stats["cycle_time_ns"]) == 1_000_000 and int(stats["jitter_hist"].sum()) == 40
 
 
+def test_the_timers_record_is_current_after_each_wait_and_done_without_a_publish():
+    """The HAL's compiled publish copies the timer's record itself (hal/kernels.py hal_publish, T_REC): the
+    record given to the timer must hold the figures as of the last wait() / done(), overruns included."""
+    from common.rt import CycleTimer
+
+    rec = np.zeros((), CYCLE_STATS)
+    t = CycleTimer(1_000_000, record=rec)
+    assert t.record is rec
+    t.rt_active = True
+    for _ in range(3):
+        t.wait()
+        t.done()
+    time.sleep(0.0035)  # the next deadlines pass: skipped ticks
+    t.wait()
+    t.done()
+    assert t.overruns >= 2
+    got = {f: int(rec[f]) for f in ("cycle_count", "cycle_time_ns", "last_cycle_ns", "max_cycle_ns",
+                                    "last_wake_jitter_ns", "max_wake_jitter_ns", "overruns", "rt_active")}
+    assert got == {"cycle_count": 4, "cycle_time_ns": 1_000_000, "last_cycle_ns": t.last_cycle_ns,
+                   "max_cycle_ns": t.max_cycle_ns, "last_wake_jitter_ns": t.last_jitter_ns,
+                   "max_wake_jitter_ns": t.max_jitter_ns, "overruns": t.overruns, "rt_active": 1}
+    assert int(rec["jitter_hist"].sum()) == 4
+    t.resync()
+    assert int(rec["cycle_count"]) == 5 and int(rec["last_wake_jitter_ns"]) == 0
+    with pytest.raises(TypeError, match="0-d CYCLE_STATS"):
+        CycleTimer(1_000_000, record=np.zeros(3))
+
+
 def test_idle_loop_blocks_on_its_wake_and_a_post_runs_one_step(fresh_prefix):
     """Issue 15 "the RE ticks at its rate only while a recipe runs": idle, the loop blocks on its
     WakeWaiter; a writer's post (here from another thread) runs a step at once — the idle time-out is
