@@ -469,7 +469,7 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
     from common.shm.wake import post_bits
     from hal.cycle import BEAT_NS
     from hal.fused import NO_SOURCE
-    from hal.kernels import (FL_BEAT, FL_CONNECTED, FL_READ, PHASE_ALL, R_ALL, READ_BIAS, READ_SHIFT, WAKE_ALL,
+    from hal.kernels import (FL_ACKED, FL_BEAT, FL_CONNECTED, FL_READ, PHASE_ALL, R_ALL, READ_BIAS, READ_SHIFT, WAKE_ALL,
                              WAKE_BITS, WAKE_SHIFT)
 
     with tempfile.TemporaryDirectory() as td:
@@ -514,6 +514,8 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
                     if now >= hal._next_beat:
                         flags |= FL_BEAT
                         hal._next_beat = now + BEAT_NS
+                    if hal._acked:
+                        flags |= FL_ACKED
                     res = hal._k(PHASE_ALL, flags, now, 0.001, seen, src, *hal._k_tail)
                     t3 = pc()
                     if flags & FL_READ:

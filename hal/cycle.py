@@ -28,7 +28,7 @@ from .drivers.registry import create_driver
 from .engine import resolve_engine
 from .fused import NO_SOURCE, FusedStep, spans
 from .io import IoProcessor
-from .kernels import (FL_BEAT, FL_COMMIT, FL_CONNECTED, FL_FRESH, FL_PUBLISH, FL_READ, PHASE_ALL, PHASE_OUT,
+from .kernels import (FL_ACKED, FL_BEAT, FL_COMMIT, FL_CONNECTED, FL_FRESH, FL_PUBLISH, FL_READ, PHASE_ALL, PHASE_OUT,
                       PHASE_POST, PHASE_PRE, R_ALL, READ_BIAS, READ_SHIFT, U_RE_SEEN, U_RPC_SEEN, WAKE_ALL, WAKE_BITS,
                       WAKE_MQT, WAKE_RE, WAKE_RPC, WAKE_SHIFT)
 from .state_file import StateWriter, load_state
@@ -244,9 +244,12 @@ class HalCycle:
             self._run_commands(self.re_cmds, now_ns, connected)
         if self.rpc_cmds.poll_pending(now):
             self._run_commands(self.rpc_cmds, now_ns, connected)
-        if self._fl_commit and now_ns >= self._next_beat:  # the kernel commits the status segments (FL_PUBLISH)
-            flags |= FL_BEAT
-            self._next_beat = now_ns + BEAT_NS
+        if self._fl_commit:  # the kernel commits the status segments (FL_PUBLISH): on a change, the beat, an ack
+            if now_ns >= self._next_beat:
+                flags |= FL_BEAT
+                self._next_beat = now_ns + BEAT_NS
+            if self._acked:
+                flags |= FL_ACKED
         if self._sim is not None:
             res = self._k(PHASE_ALL, flags, now_ns, dt_s, seen, src, *self._k_tail)
         else:

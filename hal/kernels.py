@@ -795,6 +795,7 @@ FL_COMMIT = 4  # `flags`: commit hal_cu (cu_seg) at the end of PHASE_ALL / PHASE
 FL_READ = 8  # `flags`: read cu_hal (cu_src) first (PHASE_ALL / PHASE_PRE); FL_FRESH when a new commit came
 FL_PUBLISH = 16  # `flags`: end PHASE_ALL / PHASE_POST (after FL_COMMIT's commit) with hal_publish's commits
 FL_BEAT = 32  # `flags`: ... and the status segments' beat is due (HalCycle keeps its time)
+FL_ACKED = 64  # `flags`: ... and a command was acked this cycle (else, with no change and no beat, nothing is due)
 READ_SHIFT, READ_BIAS = 9, 2  # with FL_READ the result carries read_commit's outcome + READ_BIAS from bit
 # READ_SHIFT on (the R_* bits and the WAKE_* bits below it)
 # `lays`: the three arenas' layouts end to end (HalCycle's, the IoProcessor's, the SimDriver's)
@@ -835,8 +836,8 @@ def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lay
     FL_CONNECTED), PHASE_ALL / PHASE_PRE start with the seqlock copy of `cu_src` (cu_hal's mapping) into
     `cu` unless it still holds commit `cu_seen`; the result then carries read_commit's outcome + READ_BIAS
     from bit READ_SHIFT (for Inbound.fast_poll_done). With FL_PUBLISH, PHASE_ALL / PHASE_POST end with
-    hal_publish's commits of the status segments (FL_BEAT: their beat is due); the result carries the
-    WAKE_* bits from WAKE_SHIFT."""
+    hal_publish's commits of the status segments when the status changed, their beat is due (FL_BEAT) or a
+    command was acked (FL_ACKED); the result carries the WAKE_* bits from WAKE_SHIFT."""
     hl, il, sl = lays[:LAY_IO], lays[LAY_IO:LAY_SIM], lays[LAY_SIM:N_LAYS]
     read = 0
     if flags & FL_READ and phase != PHASE_POST and phase != PHASE_OUT:
@@ -933,7 +934,7 @@ def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lay
     if flags & FL_COMMIT:
         sp = _i8(h_arena, hl, HB_SPANS)
         commit_spans(cu_seg, out, sp[SP_CU_LO, mask], sp[SP_CU_HI, mask], 0, 0)
-    if flags & FL_PUBLISH:
+    if flags & FL_PUBLISH and (mask or flags & (FL_BEAT | FL_ACKED)):
         read |= hal_publish(mask, (flags & FL_BEAT) != 0, tab) << WAKE_SHIFT
     return mask | read
 
