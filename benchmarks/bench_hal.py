@@ -539,6 +539,39 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
     return {"rt_active": rt, **{name: _us(summarize(marks[:, k])) for k, name in enumerate(PARTS)}}
 
 
+def parts_ab(commit: str, rounds: int, quick: bool, out: str | None) -> int:
+    """`--parts` run by COMMIT's tree and by this one in turns (each in its own process; the same load for
+    both within a round): the 64-axis whole step's p50 / p99 per round and the medians over the rounds."""
+    from benchmarks._baseline import baseline_tree
+
+    res: dict[str, Any] = {"machine": machine_info(), "method": parts_ab.__doc__, "commit": commit, "rounds": []}
+    with baseline_tree(commit) as tree, tempfile.TemporaryDirectory() as td:
+        err = warm_baseline(tree)
+        if err:
+            print(err)
+            return 1
+        for r in range(rounds):
+            got = {}
+            for side, cwd, env in (("baseline", tree, _baseline_env(tree)), ("this tree", REPO, dict(os.environ))):
+                path = Path(td) / f"{r}_{side[0]}.json"
+                cmd = [sys.executable, "-m", "benchmarks.bench_hal", "--parts", "--out", str(path)] + (["--quick"] if quick else [])
+                subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, timeout=900)
+                d = json.loads(path.read_text())
+                got[side] = {sc: {k: d[sc]["whole step"][k] for k in ("p50_us", "p99_us")} for sc in ("idle", "moving")}
+            res["rounds"].append(got)
+            print(f"round {r + 1}: " + "; ".join(f"{side} " + ", ".join(
+                f"{sc} {v[sc]['p50_us']:.1f} / {v[sc]['p99_us']:.1f}" for sc in v) for side, v in got.items()), flush=True)
+    med = {side: {sc: {k: float(np.median([g[side][sc][k] for g in res["rounds"]])) for k in ("p50_us", "p99_us")}
+                  for sc in ("idle", "moving")} for side in ("baseline", "this tree")}
+    res["medians"] = med
+    print(f"\n64 axes, whole step, median over {rounds} rounds, p50 / p99 us (baseline = {commit}):")
+    for sc in ("idle", "moving"):
+        b, t = med["baseline"][sc], med["this tree"][sc]
+        print(f"  {sc}: baseline {b['p50_us']:.1f} / {b['p99_us']:.1f}, this tree {t['p50_us']:.1f} / {t['p99_us']:.1f}")
+    print(f"\nresults: {write_json('hal_parts_ab', res, out)}")
+    return 0
+
+
 def bench_fused(machine: str, scenario: str, cycles: int, points: int = 1024) -> dict[str, Any]:
     """The one kernel call HalCycle.step makes with the sim driver (hal_step), inside a real
     HalCycle, fed through the cu_hal payload it reads (moving: torques and DO bits every cycle)."""
@@ -629,7 +662,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--parts", action="store_true", help="only where the 64-axis step's time goes, part by part")
+    ap.add_argument("--parts-ab", metavar="COMMIT", help="--parts of COMMIT's tree (a git worktree) and of this one "
+                    "in turns, --rounds times: the whole step's p50 / p99 per round and their medians")
+    ap.add_argument("--rounds", type=int, default=8)
     args = ap.parse_args(argv)
+    if args.parts_ab:
+        return parts_ab(args.parts_ab, args.rounds, args.quick, args.out)
     if args.parts:
         res = {"machine": machine_info(), "method": bench_parts.__doc__ + " Floor: " + bench_spin_floor.__doc__}
         n = 2000 if args.quick else 10000

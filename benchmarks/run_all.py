@@ -12,8 +12,9 @@ import time
 BENCHES = ["shm", "hal", "cu", "re", "grpc", "hmi", "watchdog", "mqtt", "sparkplug", "zenoh", "ethercat", "canopen",
            "idle",  # issue 15: the whole machine at idle beside a worktree of today's code
            "rt",  # issue 15: HAL/CU overruns of the whole machine beside a bare loop, normal and FIFO
-           "grpc_wait"]  # issue 15: how a grpc.aio handler waits for another party, a bare server
-QUICK_FLAG = {"cu": ["--quick"], "rt": ["--seconds", "15"], "grpc_wait": ["--n", "200"]}
+           "grpc_wait",  # issue 15: how a grpc.aio handler waits for another party, a bare server
+           "dispatch"]  # issue 15: a compiled kernel's entry point per array argument, back to back and paced
+QUICK_FLAG = {"cu": ["--quick"], "rt": ["--seconds", "15"], "grpc_wait": ["--n", "200"], "dispatch": ["--cycles", "1000"]}
 
 
 def main(argv: list[str] | None = None) -> int:
