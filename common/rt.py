@@ -281,7 +281,9 @@ class CycleLoop:
 
     `auto_publish=False`: the loop does not copy its figures into the stats views every cycle; the
     step calls `publish()` right before it commits the segments that carry them (a module that
-    commits its status segments only on a change or every 10 ms saves the copies in between)."""
+    commits its status segments only on a change or every 10 ms saves the copies in between).
+    `record`: a CYCLE_STATS array the timer keeps its figures in (current after every wait and done),
+    for a step that copies them itself (the HAL's compiled publish)."""
 
     def __init__(self, name: str, period_ns: int, stop: StopFlag, *, rt_priority: int = 0, cpu: int = -1,
                  spin_ns: int = 0, auto_publish: bool = True, record: np.ndarray | None = None) -> None:

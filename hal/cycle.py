@@ -223,11 +223,12 @@ class HalCycle:
         raise AssertionError("HalCycle.step is bound in __init__")
 
     def _step_compiled(self, now_ns: int, dt_s: float) -> None:
-        """The compiled cycle: the segment polls, commands only when one waits, ONE kernel call for the
-        cu_hal copy, the numerics and the hal_cu commit (two around a Python driver's cycle), and the status
-        commits (one more call) only when what they show changed, a command was acked, or their 10 ms beat
-        is due. The kernel makes the cu_hal copy when cu_in's poll needs nothing else (fast_poll_ready: LIVE,
-        no probe due, the stale count out of reach); otherwise cu_in.poll() does, in Python, as always."""
+        """The compiled cycle: the segment polls, commands only when one waits, ONE kernel call (two around a
+        Python driver's cycle) for the cu_hal copy, the numerics, the hal_cu commit and — from the second cycle
+        on — the status commits, made only when what they show changed, a command was acked (FL_ACKED) or
+        their 10 ms beat is due (FL_BEAT); then the wakes the kernel asks for. The kernel makes the cu_hal
+        copy when cu_in's poll needs nothing else (fast_poll_ready: LIVE, no probe due, the stale count out
+        of reach); otherwise cu_in.poll() does, in Python, as always."""
         now = now_ns * 1e-9  # perf_counter_ns is CLOCK_MONOTONIC: the same clock as time.monotonic()
         cu_in = self.cu_in
         if cu_in.fast_poll_ready(now):  # LIVE for this poll whatever it finds: the kernel copies (FL_READ)
