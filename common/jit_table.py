@@ -13,11 +13,18 @@ costs no numba.
 from __future__ import annotations
 
 import ctypes
+import functools
 from typing import Any, Sequence
 
 import numpy as np
 
 from common.jit import kernel_intrinsic
+
+
+@functools.lru_cache(maxsize=None)
+def _table_type(n: int) -> type:
+    """int64[n] as a ctypes array subclass: its instances take attributes (the borrowed arrays)."""
+    return type(f"_Table{n}", (ctypes.c_int64 * n,), {})
 
 
 def array_table(arrays: Sequence[np.ndarray]) -> np.ndarray:
@@ -29,10 +36,7 @@ def array_table(arrays: Sequence[np.ndarray]) -> np.ndarray:
         if what:
             raise TypeError(f"array_table: entry {k} is not a C-contiguous writable numpy array ({what})")
 
-    class _Table(ctypes.c_int64 * (2 * len(arrays))):  # a subclass: its instances take the `arrays` attribute
-        pass
-
-    owner = _Table(*[v for a in arrays for v in (a.ctypes.data, a.nbytes)])
+    owner = _table_type(2 * len(arrays))(*[v for a in arrays for v in (a.ctypes.data, a.nbytes)])
     owner.arrays = tuple(arrays)  # the borrow: alive as long as the table (its numpy view's base) is
     table = np.frombuffer(owner, np.int64)
     table.setflags(write=False)
