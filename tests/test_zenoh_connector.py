@@ -159,3 +159,54 @@ def test_options_and_parameters() -> None:
     with pytest.raises(ConfigurationError, match="query_timeout_s"):
         ZenohOptions(query_timeout_s=0)
     assert parse_parameters("axes=1,2;io=di&x") == {"axes": "1,2", "io": "di", "x": ""}
+
+
+PEER_SCRIPT = r"""
+import sys, time
+import zenoh
+from common.connector.zenoh import ZenohOptions
+port, role = sys.argv[1], sys.argv[2]
+ep = (f"tcp/127.0.0.1:{port}",)
+opts = ZenohOptions(listen=ep, min_peers=0) if role == "listen" else ZenohOptions(connect=ep, min_peers=0)
+s = zenoh.open(opts.to_config())
+got = []
+sub = s.declare_subscriber("evo/shmtest/" + ("b" if role == "listen" else "a"), lambda smp: got.append(1))
+pub = s.declare_publisher("evo/shmtest/" + ("a" if role == "listen" else "b"))
+said = False
+deadline = time.monotonic() + 60  # (killed long before)
+while time.monotonic() < deadline:  # publish on: the other side may subscribe later than we hear it
+    pub.put(b"x" * 8000)  # above zenoh's shared-memory threshold (3 KiB), were that transport on
+    if got and not said:
+        print("got", flush=True)
+        said = True
+    time.sleep(0.02)
+"""
+
+
+def test_two_sigkilled_peers_on_one_host_leave_nothing_in_dev_shm():
+    """zenoh's same-host shared-memory transport is off (ZenohOptions.to_config): with it on, two peers on
+    one host make /dev/shm/*.zenoh segments (1.3 MB each, 16 MB pools) that a SIGKILL leaves behind — and the
+    watchdog SIGKILLs a hung bridge. Two real peer processes exchange 8 KB messages over loopback, are
+    killed, and no new segment is left."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import REPO
+
+    before = {p.name for p in Path("/dev/shm").glob("*.zenoh")}
+    port = str(free_port())
+    procs = []
+    try:
+        for role in ("listen", "connect"):
+            procs.append(subprocess.Popen([sys.executable, "-c", PEER_SCRIPT, port, role], cwd=REPO,
+                                          stdout=subprocess.PIPE, text=True))
+        assert [p.stdout.readline().strip() for p in procs] == ["got", "got"], "the peers did not hear each other"
+        during = {p.name for p in Path("/dev/shm").glob("*.zenoh")} - before
+        assert not during, f"zenoh made shared-memory segments: {sorted(during)}"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
+    left = {p.name for p in Path("/dev/shm").glob("*.zenoh")} - before
+    assert not left, f"left in /dev/shm after SIGKILL: {sorted(left)}"

@@ -62,6 +62,10 @@ class ZenohOptions:
         conf.insert_json5("connect/endpoints", json.dumps(list(self.connect)))
         conf.insert_json5("scouting/multicast/enabled", json.dumps(self.multicast_scouting))
         conf.insert_json5("scouting/gossip/enabled", json.dumps(self.gossip_scouting))
+        # zenoh's same-host shared-memory transport is off: its segments (/dev/shm/*.zenoh: a 1.3 MB one per
+        # process and 16 MB pools per pair of peers) outlive a SIGKILLed process — each kill the watchdog
+        # makes would leave ~35 MB of RAM behind — and evo's messages are small enough for loopback TCP
+        conf.insert_json5("transport/shared_memory/enabled", "false")
         return conf
 
     def to_dict(self) -> dict[str, Any]:
