@@ -18,7 +18,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common.jit import kernel_intrinsic
+from common.jit import Arg, kernel_intrinsic
+
+TABLE_ARG = Arg("int64", readonly=True)  # a kernel signature's argument for an `array_table`
 
 
 @functools.lru_cache(maxsize=None)

@@ -11,7 +11,7 @@ import numpy as np
 
 from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES, MAX_DI, MAX_DO, P2P_HEADER_SIZE
 from common.jit import Arg, KernelSet, Loaded, Sig, kernel
-from common.jit_table import table_bytes
+from common.jit_table import TABLE_ARG, table_bytes
 from common.shm.seqlock_jit import commit_spans, copy_bytes, load_u64, read_commit
 from common.states import DriverState
 
@@ -811,8 +811,7 @@ N_LAYS = LAY_SIM + 4 * N_SIM_BLOCKS
 (T_CU, T_HAL, T_OUT, T_H, T_LAYS, T_IO, T_SIM, T_CU_SEG, T_RPC, T_RE, T_MQT_SEG, T_RPC_SEG, T_RE_SEG,
  T_REC) = range(14)
 N_TABLE = 14
-TABLE = Arg("int64", readonly=True)
-HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, I64, Arg("uint8", readonly=True), TABLE))
+HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, I64, Arg("uint8", readonly=True), TABLE_ARG))
 
 
 @kernel(**_jit)
@@ -939,7 +938,7 @@ def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lay
     return mask | read
 
 
-HAL_PUBLISH_SIG = Sig("int64", (I64, BOOL, TABLE))
+HAL_PUBLISH_SIG = Sig("int64", (I64, BOOL, TABLE_ARG))
 
 
 @kernel(**_jit)
@@ -964,8 +963,8 @@ def _hal_publish(changed, beat, hal, rpc, re, mqt_seg, rpc_seg, re_seg, h_arena,
     u = _i8(h_arena, hl, HB_PUB)[0]
     lo, hi, tail = sp[SP_IO_LO, changed], sp[SP_IO_HI, changed], u[U_TAIL]
     wake = 0
-    if changed or beat or load_u64(rpc, u[U_RPC_RING] + ACK_COUNT) != u[U_RPC_SEEN] or (
-            load_u64(re, u[U_RE_RING] + ACK_COUNT) != u[U_RE_SEEN]):
+    n_rpc, n_re = load_u64(rpc, u[U_RPC_RING] + ACK_COUNT), load_u64(re, u[U_RE_RING] + ACK_COUNT)
+    if changed or beat or n_rpc != u[U_RPC_SEEN] or n_re != u[U_RE_SEEN]:
         copy_bytes(hal, u[U_STATS_MQT], rec, 0, u[U_REC_N])
         copy_bytes(rpc, u[U_STATS_RPC], rec, 0, u[U_REC_N])
     if changed:
@@ -975,7 +974,7 @@ def _hal_publish(changed, beat, hal, rpc, re, mqt_seg, rpc_seg, re_seg, h_arena,
         commit_spans(mqt_seg, hal, 0, 0, tail, u[U_MQT_END])
     for k in range(2):
         dst = rpc if k == 0 else re
-        n = load_u64(dst, u[U_RPC_RING + k] + ACK_COUNT)
+        n = n_rpc if k == 0 else n_re
         acked = n != u[U_RPC_SEEN + k]
         if changed or acked or beat:
             if hi > lo:

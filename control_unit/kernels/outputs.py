@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from common.jit import Arg, Sig, kernel
-from common.jit_table import array_table, table_bytes
+from common.jit_table import TABLE_ARG, array_table, table_bytes
 from common.shm.segments import CU_AXIS_COMMAND, CU_TO_HAL
 from common.shm.seqlock_jit import commit_spans, copy_bytes
 from common.shm.views import flat_bytes
@@ -67,8 +67,7 @@ def _write_hal_outputs(out, pos, vel, torque, enable, brake, do_bank, brake_axis
             do_bank[brake_word[k]] &= brake_clear[k]
 
 
-TABLE = Arg("int64", readonly=True)
-WRITE_HAL_OUTPUTS_SIG = Sig("void", (TABLE,))
+WRITE_HAL_OUTPUTS_SIG = Sig("void", (TABLE_ARG,))
 
 
 # cu_publish's `which`: the status segments due this cycle (cu_hal is committed every cycle)
@@ -103,7 +102,7 @@ def _cu_publish(which, offs, hal, hal_seg, rpc, rpc_seg, re, re_seg, mqt, mqt_se
         commit_spans(mqt_seg, mqt, 0, mqt.shape[0], 0, 0)
 
 
-CU_PUBLISH_SIG = Sig("void", (Arg("int64", 0), TABLE))
+CU_PUBLISH_SIG = Sig("void", (Arg("int64", 0), TABLE_ARG))
 
 
 def publish_args(w_hal, w_rpc, w_re, w_mqt) -> tuple:  # noqa: ANN001 - TypedP2pWriter (or alike: local, segment, dtype)

@@ -15,7 +15,7 @@ import numpy as np
 
 from common.consts import MAX_DI
 from common.jit import Arg, Sig, kernel
-from common.jit_table import table_bytes
+from common.jit_table import TABLE_ARG, table_bytes
 from common.shm.segments import CU_TO_RPC, HAL_AXIS_FEEDBACK
 from common.states import (
     AxisError,
@@ -1451,5 +1451,5 @@ _U1, _I1, _Q1 = Arg("uint8"), Arg("int64"), Arg("uint64")
 _I, _F, _B = Arg("int64", 0), Arg("float64", 0), Arg("bool", 0)
 CYCLE_STEP_SIG = Sig("int64", (_U1, _I1, _F))
 GATHER_INPUTS_SIG = Sig("void", (_U1, _Q1, _U1, _I1, _I, _B, _B))
-GATHER_FEEDBACK_SIG = Sig("void", (Arg("int64", readonly=True), _I))
+GATHER_FEEDBACK_SIG = Sig("void", (TABLE_ARG, _I))
 FILL_STATUS_SIG = Sig("bool", (_U1, _U1, _I1, _I, _I))
