@@ -1,8 +1,9 @@
 """What a compiled kernel's entry point costs per array argument, back to back and paced like a 1 kHz cycle.
 
-Two no-op kernels built ahead of time by numba.pycc (as `make kernels` builds the HAL's and the CU's): one
+Three no-op kernels built ahead of time by numba.pycc (as `make kernels` builds the HAL's and the CU's): one
 with hal_step's old signature (5 scalars + 9 arrays), one with its signature since common/jit_table.py (5
-scalars + 1 read-only uint8 array + the table); a Python no-op beside them. The HAL's real arrays are passed
+scalars + 1 read-only uint8 array + the table), one with today's (4 scalars + the table + the table of the
+polled segments' mappings); a Python no-op beside them. The HAL's real arrays are passed
 (the same objects a cycle passes). Run: `.venv/bin/python -m benchmarks.bench_dispatch [--out PATH]`.
 """
 from __future__ import annotations
@@ -31,11 +32,15 @@ def args9(phase, flags, now, dt, seen, src, a, b, c, d, e, f, g, h):
     return 0
 def table(phase, flags, now, dt, seen, src, tab):
     return 0
+def tables2(phase, flags, now, dt, tab, src):
+    return 0
 u8 = Arg("uint8")
 cc.export("args9", Sig("int64", (I64, I64, I64, F64, I64, Arg("uint8", readonly=True), u8, u8, u8, u8,
                                  Arg("int64"), u8, u8, u8)).numba())(args9)
 cc.export("table", Sig("int64", (I64, I64, I64, F64, I64, Arg("uint8", readonly=True),
                                  Arg("int64", readonly=True))).numba())(table)
+cc.export("tables2", Sig("int64", (I64, I64, I64, F64, Arg("int64", readonly=True),
+                                   Arg("int64", readonly=True))).numba())(tables2)
 cc.compile()
 """
 
@@ -56,7 +61,6 @@ def _build(out: Path) -> Any:
 def bench(cycles: int) -> dict[str, Any]:
     from common.jit_table import table_arrays
     from hal import kernels as K
-    from hal.fused import NO_SOURCE
 
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
@@ -67,11 +71,14 @@ def bench(cycles: int) -> dict[str, Any]:
             tab = hal.fused.table
             a = table_arrays(tab)
             nine = (a[K.T_CU], a[K.T_HAL], a[K.T_OUT], a[K.T_H], a[K.T_LAYS], a[K.T_IO], a[K.T_SIM], a[K.T_CU_SEG])
-            src = NO_SOURCE
+            src = np.zeros(64, np.uint8)  # (a segment header's size, read-only: the old cu_src when not read)
+            src.flags.writeable = False
+            sources = hal.fused.sources
             calls = {
                 "no-op, 9 array arguments (hal_step before the table)":
                     lambda: mod.args9(0, 0, 0, 0.0, -1, src, *nine),
-                "no-op, 1 array + the table (hal_step now)": lambda: mod.table(0, 0, 0, 0.0, -1, src, tab),
+                "no-op, 1 array + the table (hal_step in stop 25)": lambda: mod.table(0, 0, 0, 0.0, -1, src, tab),
+                "no-op, 2 tables (hal_step now)": lambda: mod.tables2(0, 0, 0, 0.0, tab, sources),
                 "Python no-op (a lambda)": lambda: None,
             }
             res: dict[str, Any] = {}

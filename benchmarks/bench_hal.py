@@ -162,6 +162,24 @@ def _test_cu(axes: int, moving: bool):  # noqa: ANN202
     return cu
 
 
+def _command_writers() -> list:
+    """re_hal and rpc_hal as the RE and the gRPC bridge keep them: writers the HAL polls every cycle and
+    that commit every COMMAND_BEAT cycles with no command in them (the HAL's command polls as on a machine)."""
+    from common.shm.p2p import TypedP2pWriter
+    from common.shm.segments import SEGMENTS
+
+    out = []
+    for key in ("re_hal", "rpc_hal"):
+        s = SEGMENTS[key]
+        w = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
+        w.commit()
+        out.append(w)
+    return out
+
+
+COMMAND_BEAT = 10  # cycles between the command writers' commits (the bridges commit every <= 10 ms)
+
+
 def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled", points: int = 1024,
                backend: str | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as td:
@@ -173,6 +191,7 @@ def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled
         housekeeping = getattr(hal, "housekeeping", None)  # (a baseline tree's step still does it inside)
         moving = scenario != "idle"
         cu = _test_cu(axes, moving)
+        commanders = _command_writers()
         try:
             torque = cu.local["axes"]["calculated_torque"]
             bank = cu.local["do_bank"]
@@ -195,6 +214,9 @@ def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled
                         np.copyto(dio.di, di_frames[i % frames])
                         np.copyto(dio.ai, ai_frames[i % frames])
                     cu.commit()
+                    if i % COMMAND_BEAT == 0:
+                        for w in commanders:
+                            w.commit()
                     t0 = pc()
                     hal.step(now, 0.001)
                     t1 = pc()
@@ -204,11 +226,14 @@ def bench_step(machine: str, scenario: str, cycles: int, engine: str = "compiled
                         out[i - warm] = t1 - t0
                     time.sleep(PACE_S)  # paced like the real loop (the CPU is not hogged; caches cool)
             assert hal.cu_connected, "the CU writer was not seen"
+            assert all(c.status.value == "live" for c in (hal.re_cmds, hal.rpc_cmds)), "the command writers were not seen"
             if moving:
                 assert np.count_nonzero(hal.dio.position[:axes] != start_pos) == axes, "axes should move"
         finally:
             hal.close()
             cu.close()
+            for w in commanders:
+                w.close()
     return {**summarize(out), "rt_active": rt}
 
 
@@ -446,31 +471,30 @@ def warm_baseline(tree: Path) -> str:
     return "" if r.returncode == 0 else f"baseline kernels: {(r.stderr.strip().splitlines() or ['?'])[-1]}"
 
 
-def baseline_step(tree: Path, machine: str, scenario: str, cycles: int) -> dict[str, Any]:
-    """This file's bench_step in a subprocess whose imports come from `tree` (BASELINE_COMMIT)."""
+def baseline_step(tree: Path | None, machine: str, scenario: str, cycles: int) -> dict[str, Any]:
+    """This file's bench_step in a subprocess whose imports come from `tree` (BASELINE_COMMIT; None: this tree)."""
+    cwd = tree if tree is not None else REPO
+    env = _baseline_env(cwd)
     r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--step-worker",
-                        json.dumps([machine, scenario, cycles])], cwd=tree, env=_baseline_env(tree), capture_output=True,
+                        json.dumps([machine, scenario, cycles])], cwd=cwd, env=env, capture_output=True,
                        text=True, timeout=cycles * 0.05 + 300)
     if r.returncode != 0:
         return {"error": (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]}
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-PARTS = ("cu_hal poll (or its fast_poll_ready test)", "command polls",
-         "hal_step kernel (+ the cu_hal copy, hal_cu's and the status segments' commits)",
-         "after it: read / wake bookkeeping, the wakes", "whole step", "housekeeping after it (injection poll, state file, health)",
-         "step + housekeeping")
+PARTS = ("hal_step kernel (the three polls, the numerics, hal_cu's and the status segments' commits)",
+         "after it: the wakes (or, when the kernel stopped for it, the cycle in Python)", "whole step",
+         "housekeeping after it (probes, injection poll, state file, health)", "step + housekeeping")
 
 
 def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
-    """Where a paced 64-axis step's time goes: HalCycle._step_compiled's parts timed one by one (the same
-    calls in the same order, perf_counter_ns between them; the kernels commit, as after the step's first
-    cycle), then HalCycle.housekeeping as the loop calls it right after; AOT kernels, SCHED_FIFO, 0.3 ms pause."""
+    """Where a paced 64-axis step's time goes: HalCycle._step_polled's parts timed one by one (the same
+    calls in the same order, perf_counter_ns between them; the kernels poll and commit, as from the step's
+    first cycles on; re_hal and rpc_hal committed every COMMAND_BEAT cycles), then HalCycle.housekeeping as
+    the loop calls it right after; AOT kernels, SCHED_FIFO, 0.3 ms pause."""
     from common.shm.wake import post_bits
-    from hal.cycle import BEAT_NS
-    from hal.fused import NO_SOURCE
-    from hal.kernels import (FL_ACKED, FL_BEAT, FL_CONNECTED, FL_READ, PHASE_ALL, R_ALL, READ_BIAS, READ_SHIFT, WAKE_ALL,
-                             WAKE_BITS, WAKE_SHIFT)
+    from hal.kernels import FL_COMMIT, FL_POLL, FL_PUBLISH, TO_PYTHON, WAKE_ALL, WAKE_BITS, WAKE_SHIFT
 
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
@@ -478,6 +502,8 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
         hal = _hal_cycle(_load(tmp, 64, 1024), "compiled", "aot")
         moving = scenario != "idle"
         cu = _test_cu(64, moving)
+        commanders = _command_writers()
+        glue = 0
         try:
             assert hal._sim is not None, "the fused sim path is what this times"
             ax, bank = cu.local["axes"], cu.local["do_bank"]
@@ -485,9 +511,6 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
             marks = np.zeros((cycles, len(PARTS)), np.int64)
             pc = time.perf_counter_ns
             now = pc()
-            cu.commit()
-            hal.step(now, 0.001)  # the first cycle: its commits whole, in Python; the kernels commit from here
-            assert hal._fl_commit
             with _timed_region() as rt:
                 for i in range(500 + cycles):
                     now += PERIOD_NS
@@ -495,69 +518,62 @@ def bench_parts(scenario: str, cycles: int) -> dict[str, Any]:
                         ax["calculated_torque"][:64] = torques[i]
                         bank[1 + i % 15] = i
                     cu.commit()
-                    t0 = pc()
-                    cu_in = hal.cu_in  # --- HalCycle._step_compiled, part by part
-                    if cu_in.fast_poll_ready(now * 1e-9):
-                        connected = True
-                        flags = FL_CONNECTED | FL_READ | hal._fl_commit
-                        seen, src = cu_in.seq_seen, cu_in.segment
-                    else:
-                        connected = cu_in.poll(now * 1e-9) is not None
-                        flags = ((hal._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0) | hal._fl_commit
-                        seen, src = -1, NO_SOURCE
+                    if i % COMMAND_BEAT == 0:
+                        for w in commanders:
+                            w.commit()
+                    if hal.step != hal._step_polled:  # the first cycles: attach, the first whole commits
+                        assert i < 100, "the HAL did not reach its polled step"
+                        hal.step(now, 0.001)
+                        hal.housekeeping(now)
+                        time.sleep(PACE_S)
+                        continue
+                    t0 = pc()  # --- HalCycle._step_polled, part by part
+                    res = hal._k(hal._phase, FL_POLL | FL_COMMIT | FL_PUBLISH, now, 0.001, *hal._k_tail)
                     t1 = pc()
-                    if hal.re_cmds.poll_pending(now * 1e-9):
-                        hal._run_commands(hal.re_cmds, now, connected)
-                    if hal.rpc_cmds.poll_pending(now * 1e-9):
-                        hal._run_commands(hal.rpc_cmds, now, connected)
+                    if res & TO_PYTHON:
+                        hal._step_glue(now, 0.001, res)
+                        glue += i >= 500
+                    else:
+                        if res & WAKE_BITS:
+                            post_bits((res >> WAKE_SHIFT) & WAKE_ALL, hal._posters)
+                        hal.cycles += 1
                     t2 = pc()
-                    if now >= hal._next_beat:
-                        flags |= FL_BEAT
-                        hal._next_beat = now + BEAT_NS
-                    if hal._acked:
-                        flags |= FL_ACKED
-                    res = hal._k(PHASE_ALL, flags, now, 0.001, seen, src, *hal._k_tail)
-                    t3 = pc()
-                    if flags & FL_READ:
-                        cu_in.fast_poll_done(now * 1e-9, (res >> READ_SHIFT) - READ_BIAS)
-                    changed = res & R_ALL
-                    hal._acked = False
-                    if changed:
-                        hal._io_since_slow = True
-                    if res & WAKE_BITS:
-                        post_bits((res >> WAKE_SHIFT) & WAKE_ALL, hal._posters)
-                    hal.cycles += 1
-                    t5 = pc()
                     hal.housekeeping(now)
-                    t6 = pc()
+                    t3 = pc()
                     if i >= 500:
-                        marks[i - 500] = (t1 - t0, t2 - t1, t3 - t2, t5 - t3, t5 - t0, t6 - t5, t6 - t0)
+                        marks[i - 500] = (t1 - t0, t2 - t1, t2 - t0, t3 - t2, t3 - t0)
                     time.sleep(PACE_S)
         finally:
             hal.close()
             cu.close()
-    return {"rt_active": rt, **{name: _us(summarize(marks[:, k])) for k, name in enumerate(PARTS)}}
+            for w in commanders:
+                w.close()
+    return {"rt_active": rt, "cycles_in_python": glue,
+            **{name: _us(summarize(marks[:, k])) for k, name in enumerate(PARTS)}}
 
 
-def parts_ab(commit: str, rounds: int, quick: bool, out: str | None) -> int:
-    """`--parts` run by COMMIT's tree and by this one in turns (each in its own process; the same load for
-    both within a round): the 64-axis whole step's p50 / p99 per round and the medians over the rounds."""
+def step_ab(commit: str, rounds: int, quick: bool, out: str | None) -> int:
+    """The 64-axis HalCycle.step (bench_step: re_hal / rpc_hal committed every COMMAND_BEAT cycles, paced,
+    SCHED_FIFO) of COMMIT's tree and of this one in turns, each in its own process with this file's
+    bench_step (the same load for both within a round): p50 / p99 per round and the medians over the rounds."""
     from benchmarks._baseline import baseline_tree
 
-    res: dict[str, Any] = {"machine": machine_info(), "method": parts_ab.__doc__, "commit": commit, "rounds": []}
-    with baseline_tree(commit) as tree, tempfile.TemporaryDirectory() as td:
+    res: dict[str, Any] = {"machine": machine_info(), "method": step_ab.__doc__, "commit": commit, "rounds": []}
+    cycles = 2000 if quick else 10000
+    with baseline_tree(commit) as tree:
         err = warm_baseline(tree)
         if err:
             print(err)
             return 1
         for r in range(rounds):
-            got = {}
-            for side, cwd, env in (("baseline", tree, _baseline_env(tree)), ("this tree", REPO, dict(os.environ))):
-                path = Path(td) / f"{r}_{side[0]}.json"
-                cmd = [sys.executable, "-m", "benchmarks.bench_hal", "--parts", "--out", str(path)] + (["--quick"] if quick else [])
-                subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, timeout=900)
-                d = json.loads(path.read_text())
-                got[side] = {sc: {k: d[sc]["whole step"][k] for k in ("p50_us", "p99_us")} for sc in ("idle", "moving")}
+            got: dict[str, Any] = {"baseline": {}, "this tree": {}}
+            for sc in ("idle", "moving"):
+                for side, t in (("baseline", tree), ("this tree", None)):
+                    d = baseline_step(t, "64", sc, cycles)
+                    if "error" in d:
+                        print(f"{side}: {d['error']}")
+                        return 1
+                    got[side][sc] = {k: d[k] for k in ("p50_us", "p99_us")}
             res["rounds"].append(got)
             print(f"round {r + 1}: " + "; ".join(f"{side} " + ", ".join(
                 f"{sc} {v[sc]['p50_us']:.1f} / {v[sc]['p99_us']:.1f}" for sc in v) for side, v in got.items()), flush=True)
@@ -568,14 +584,13 @@ def parts_ab(commit: str, rounds: int, quick: bool, out: str | None) -> int:
     for sc in ("idle", "moving"):
         b, t = med["baseline"][sc], med["this tree"][sc]
         print(f"  {sc}: baseline {b['p50_us']:.1f} / {b['p99_us']:.1f}, this tree {t['p50_us']:.1f} / {t['p99_us']:.1f}")
-    print(f"\nresults: {write_json('hal_parts_ab', res, out)}")
+    print(f"\nresults: {write_json('hal_step_ab', res, out)}")
     return 0
 
 
 def bench_fused(machine: str, scenario: str, cycles: int, points: int = 1024) -> dict[str, Any]:
     """The one kernel call HalCycle.step makes with the sim driver (hal_step), inside a real
     HalCycle, fed through the cu_hal payload it reads (moving: torques and DO bits every cycle)."""
-    from hal.fused import NO_SOURCE
     from hal.kernels import FL_CONNECTED, FL_FRESH, PHASE_ALL
 
     with tempfile.TemporaryDirectory() as td:
@@ -606,7 +621,7 @@ def bench_fused(machine: str, scenario: str, cycles: int, points: int = 1024) ->
                         np.copyto(dio.di, di_frames[i & 63])
                         np.copyto(dio.ai, ai_frames[i & 63])
                     t0 = pc()
-                    k(PHASE_ALL, FL_CONNECTED | FL_FRESH, now, 0.001, -1, NO_SOURCE, *tail)
+                    k(PHASE_ALL, FL_CONNECTED | FL_FRESH, now, 0.001, *tail)
                     t1 = pc()
                     if i >= 500:
                         out[i - 500] = t1 - t0
@@ -662,12 +677,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--parts", action="store_true", help="only where the 64-axis step's time goes, part by part")
-    ap.add_argument("--parts-ab", metavar="COMMIT", help="--parts of COMMIT's tree (a git worktree) and of this one "
-                    "in turns, --rounds times: the whole step's p50 / p99 per round and their medians")
+    ap.add_argument("--step-ab", metavar="COMMIT", help="the 64-axis step of COMMIT's tree (a git worktree) and of "
+                    "this one in turns, --rounds times: p50 / p99 per round and their medians")
     ap.add_argument("--rounds", type=int, default=8)
     args = ap.parse_args(argv)
-    if args.parts_ab:
-        return parts_ab(args.parts_ab, args.rounds, args.quick, args.out)
+    if args.step_ab:
+        return step_ab(args.step_ab, args.rounds, args.quick, args.out)
     if args.parts:
         res = {"machine": machine_info(), "method": bench_parts.__doc__ + " Floor: " + bench_spin_floor.__doc__}
         n = 2000 if args.quick else 10000

@@ -29,14 +29,16 @@ def _table_type(n: int) -> type:
     return type(f"_Table{n}", (ctypes.c_int64 * n,), {})
 
 
-def array_table(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """The table of `arrays` (each C-contiguous and writable: a kernel may write any of them through it):
-    int64[2 * len(arrays)] = address, size in bytes per array; read-only; its base holds the arrays."""
+def array_table(arrays: Sequence[np.ndarray], *, read_only: bool = False) -> np.ndarray:
+    """The table of `arrays` (each C-contiguous, and writable: a kernel may write any of them through it;
+    with `read_only` a kernel only reads them, and read-only arrays — a reader's segment mapping — are
+    accepted): int64[2 * len(arrays)] = address, size in bytes per array; read-only; its base holds the arrays."""
     for k, a in enumerate(arrays):
         what = (type(a).__name__ if not isinstance(a, np.ndarray) else "strided" if not a.flags.c_contiguous
-                else "read-only" if not a.flags.writeable else "")
+                else "read-only" if not (a.flags.writeable or read_only) else "")
         if what:
-            raise TypeError(f"array_table: entry {k} is not a C-contiguous writable numpy array ({what})")
+            raise TypeError(f"array_table: entry {k} is not a C-contiguous {'' if read_only else 'writable '}"
+                            f"numpy array ({what})")
 
     owner = _table_type(2 * len(arrays))(*[v for a in arrays for v in (a.ctypes.data, a.nbytes)])
     owner.arrays = tuple(arrays)  # the borrow: alive as long as the table (its numpy view's base) is

@@ -14,7 +14,8 @@ from common.config import EvoConfig
 from common.consts import MAX_AXES
 from common.notify import notify_stopping
 from common.rt import CycleLoop, StopFlag, process_setup
-from common.shm.inbound import CommandInbox, Inbound, InboundPolicy
+from common.shm.inbound import CommandInbox, Inbound, InboundPolicy, SharedStateInbound
+from common.shm.inbound_jit import N_STATE, S_GEN, S_TABLE_GEN
 from common.shm.p2p import TypedP2pWriter
 from common.shm.segments import HAL_IO, SEGMENTS
 from common.shm.views import ChangeDetector, flat_bytes
@@ -26,11 +27,11 @@ from .commands import CommandExecutor
 from .drivers.base import Driver, DriverIO
 from .drivers.registry import create_driver
 from .engine import resolve_engine
-from .fused import NO_SOURCE, FusedStep, spans
+from .fused import FusedStep, spans
 from .io import IoProcessor
-from .kernels import (FL_ACKED, FL_BEAT, FL_COMMIT, FL_CONNECTED, FL_FRESH, FL_PUBLISH, FL_READ, PHASE_ALL, PHASE_OUT,
-                      PHASE_POST, PHASE_PRE, R_ALL, READ_BIAS, READ_SHIFT, U_RE_SEEN, U_RPC_SEEN, WAKE_ALL, WAKE_BITS,
-                      WAKE_MQT, WAKE_RE, WAKE_RPC, WAKE_SHIFT)
+from .kernels import (CMD_RE, CMD_RPC, FL_ACKED, FL_COMMIT, FL_CONNECTED, FL_FRESH, FL_POLL, FL_PUBLISH, N_POLLS,
+                      NEED_PYTHON, PHASE_ALL, PHASE_OUT, PHASE_POST, PHASE_PRE, R_ALL, TO_PYTHON, U_IO_SINCE,
+                      U_NEXT_BEAT, U_RE_SEEN, U_RPC_SEEN, WAKE_ALL, WAKE_BITS, WAKE_MQT, WAKE_RE, WAKE_RPC, WAKE_SHIFT)
 from .state_file import StateWriter, load_state
 
 if (WAKE_MQT, WAKE_RPC, WAKE_RE) != (1, 2, 4):
@@ -58,10 +59,11 @@ def _nothing() -> None:
 class HalCycle:
     """All HAL state and one cycle of work. Construct, `step()` every period, `close()`.
 
-    `step` is bound at construction: with the compiled engine (default) `_step_compiled`, whose
-    numerics are one kernel call (hal/fused.py; with a non-sim driver two, around driver.cycle);
-    with EVO_HAL_ENGINE=numpy `_step_reference`, the numpy reference. Both publish the same bytes
-    (tests/test_hal_fused.py runs them side by side)."""
+    `step` is bound per state: with the compiled engine (default) `_step_polled` once the kernels commit
+    and while the CU is connected — the polls, the numerics and the commits in one kernel call
+    (hal/fused.py; with a non-sim driver two, around driver.cycle) — else `_step_glue`, the same kernel
+    with the polls and commands in Python; with EVO_HAL_ENGINE=numpy `_step_reference`, the numpy
+    reference. All publish the same bytes (tests/test_hal_fused.py runs them side by side)."""
 
     def __init__(self, config: EvoConfig, driver: Driver | None = None) -> None:
         self.config = config
@@ -91,7 +93,7 @@ class HalCycle:
             own: dict[str, np.ndarray] = {}
             if self.engine == "compiled":
                 self.fused = FusedStep(self.configured, self.driver.uses_targets, self.cu_in.local,
-                                       self.w_mqt.local, self.w_cu.local)
+                                       self.w_mqt.local, self.w_cu.local, BEAT_NS, self._polls)
                 own = {k: getattr(self.fused, k) for k in
                        ("enable", "brake_release", "torque", "target_position", "target_velocity", "di", "ai")}
             fb = io["axes"]
@@ -106,7 +108,7 @@ class HalCycle:
             if self.fused is not None:
                 kernel_state = getattr(self.driver, "kernel_state", None)
                 self.fused.bind(self.proc._arena, self.proc._lay, kernel_state() if kernel_state else None,
-                                (self.w_cu, self.w_mqt, self.w_rpc, self.w_re))
+                                (self.w_cu, self.w_mqt, self.w_rpc, self.w_re), self._polled)
         except BaseException:
             self.close(save=False)
             raise
@@ -123,18 +125,24 @@ class HalCycle:
             self.driver.poll_in_cycle = False
         self.cu_connected = False
         self._acked = False  # a command was acked this cycle: its segment is committed and its reader woken
-        self._io_since_slow = True  # the status payload changed since the last state-file offer
+        self._io_since = np.ones(1, np.int64)  # the status payload changed since the last state-file offer
         self.between_passes = 0  # commands taken between cycles (`between`)
         # the compiled engine commits in its kernels (FL_COMMIT, hal_publish) once every writer has made
         # its first, whole commit in Python (after the first cycle): _compiled_commits() switches
         self._fl_commit = 0
         self._pub: Callable[..., int] | None = None
+        # the status segments' next beat (ns): the kernel's (hal_step decides it when it commits them)
+        self._beat = np.zeros(1, np.int64)
         if self.fused is not None:
             f = self.fused
             self._k, self._k_tail = f.kernel, f.tail
             self._sim = self.driver if f.sim_in_kernel else None
+            self._phase = PHASE_ALL if self._sim is not None else PHASE_PRE
             self._cu_fresh = FL_CONNECTED | FL_FRESH
-            self.step = self._step_compiled
+            self._beat = f.pub[U_NEXT_BEAT:U_NEXT_BEAT + 1]
+            self._io_since = f.pub[U_IO_SINCE:U_IO_SINCE + 1]  # set by the kernel when the status changed
+            self._io_since[0] = 1
+            self.step = self._step_glue  # _step_polled once the kernels commit and the CU is connected
         else:
             self.step = self._step_reference
 
@@ -156,12 +164,22 @@ class HalCycle:
         stale = stale_threshold(self.config.system.hal.stale_reads, cyc_us, rt_active=False)
         # the writer probes (a flock / a stat, ~20 us each after a sleep here) run in housekeeping(),
         # after the cycle's commits: a dead writer is seen by the next cycle's poll
-        self.cu_in = Inbound.for_key("cu_hal", InboundPolicy(
-            stale_reads=stale.cycles, retry_s=CU_RETRY_S, probe_every=WRITER_PROBE_EVERY, probe_apart=True))
+        # the compiled engine's kernel polls the three itself while nothing else is due (hal/kernels.py FL_POLL):
+        # their Inbounds keep their poll state in rows it shares (common/shm/inbound_jit.py)
+        self._polls = np.zeros((N_POLLS, N_STATE), np.int64) if self.engine == "compiled" else None
+
+        def inbound(key: str, policy: InboundPolicy, row: int) -> Inbound:
+            if self._polls is None:
+                return Inbound.for_key(key, policy)
+            return SharedStateInbound.for_key(key, policy, state=self._polls[row])
+
+        self.cu_in = inbound("cu_hal", InboundPolicy(
+            stale_reads=stale.cycles, retry_s=CU_RETRY_S, probe_every=WRITER_PROBE_EVERY, probe_apart=True), 0)
         cmd_policy = InboundPolicy(stale_reads=cmd_stale, retry_s=OPTIONAL_RETRY_S, probe_every=WRITER_PROBE_EVERY,
                                    probe_apart=True)
-        self.re_cmds = CommandInbox(Inbound.for_key("re_hal", cmd_policy), self.w_re.local["acks"])
-        self.rpc_cmds = CommandInbox(Inbound.for_key("rpc_hal", cmd_policy), self.w_rpc.local["acks"])
+        self.re_cmds = CommandInbox(inbound("re_hal", cmd_policy, 1), self.w_re.local["acks"])
+        self.rpc_cmds = CommandInbox(inbound("rpc_hal", cmd_policy, 2), self.w_rpc.local["acks"])
+        self._polled = (self.cu_in, self.re_cmds.inbound, self.rpc_cmds.inbound) if self._polls is not None else None
         self._links = [self.cu_in, self.re_cmds, self.rpc_cmds]
         self._probes = (self.cu_in.probe, self.re_cmds.inbound.probe, self.rpc_cmds.inbound.probe)
         # wake the readers that block (bridges, RE) after a commit with new acks or changed I/O
@@ -172,7 +190,6 @@ class HalCycle:
         self._rpc_acks = self.w_rpc.local["acks"]["count"]
         self._re_acks = self.w_re.local["acks"]["count"]
         self._rpc_acks_seen = self._re_acks_seen = 0
-        self._next_beat = 0
         # the hal_mqt payload is filled in place; the other three copy bytes from it
         io = self.w_mqt.local["io"]
         io["axes"]["active"] = self.configured
@@ -222,58 +239,77 @@ class HalCycle:
         """One cycle: read inputs, execute commands, exchange with the driver, publish."""
         raise AssertionError("HalCycle.step is bound in __init__")
 
-    def _step_compiled(self, now_ns: int, dt_s: float) -> None:
-        """The compiled cycle: the segment polls, commands only when one waits, ONE kernel call (two around a
-        Python driver's cycle) for the cu_hal copy, the numerics, the hal_cu commit and — from the second cycle
-        on — the status commits, made only when what they show changed, a command was acked (FL_ACKED) or
-        their 10 ms beat is due (FL_BEAT); then the wakes the kernel asks for. The kernel makes the cu_hal
-        copy when cu_in's poll needs nothing else (fast_poll_ready: LIVE, no probe due, the stale count out
-        of reach); otherwise cu_in.poll() does, in Python, as always."""
-        now = now_ns * 1e-9  # perf_counter_ns is CLOCK_MONOTONIC: the same clock as time.monotonic()
-        cu_in = self.cu_in
-        if cu_in.fast_poll_ready(now):  # LIVE for this poll whatever it finds: the kernel copies (FL_READ)
-            connected = True
-            flags = FL_CONNECTED | FL_READ | self._fl_commit
-            seen, src = cu_in.seq_seen, cu_in.segment
-        else:
-            connected = cu_in.poll(now) is not None
-            flags = ((self._cu_fresh if cu_in.changed else FL_CONNECTED) if connected else 0) | self._fl_commit
-            seen, src = -1, NO_SOURCE
-        if connected is not self.cu_connected:
-            self._cu_changed(connected)
-        if self.re_cmds.poll_pending(now):
-            self._run_commands(self.re_cmds, now_ns, connected)
-        if self.rpc_cmds.poll_pending(now):
-            self._run_commands(self.rpc_cmds, now_ns, connected)
-        if self._fl_commit:  # the kernel commits the status segments (FL_PUBLISH): on a change, the beat, an ack
-            if now_ns >= self._next_beat:
-                flags |= FL_BEAT
-                self._next_beat = now_ns + BEAT_NS
-            if self._acked:
-                flags |= FL_ACKED
-        if self._sim is not None:
-            res = self._k(PHASE_ALL, flags, now_ns, dt_s, seen, src, *self._k_tail)
-        else:
-            read = self._k(PHASE_PRE, flags, now_ns, dt_s, seen, src, *self._k_tail)
+    def _step_polled(self, now_ns: int, dt_s: float) -> None:
+        """The compiled cycle while the CU is connected and the kernels commit: ONE kernel call (two around a
+        Python driver's cycle) for the polls of cu_hal, re_hal and rpc_hal, the numerics, hal_cu's commit and
+        the status commits due (a change, an ack, the 10 ms beat); then the wakes it asks for. The kernel polls
+        through the Inbounds' shared rows (common/shm/inbound_jit.py) and stops before anything else when a
+        poll needs Python (NEED_PYTHON: attaching, a liveness edge, the stale criterion reached, a mapping it
+        does not list) or commands wait (CMD_RE / CMD_RPC): `_step_glue` finishes that cycle in Python."""
+        res = self._k(self._phase, FL_POLL | FL_COMMIT | FL_PUBLISH, now_ns, dt_s, *self._k_tail)
+        if res & TO_PYTHON:
+            self._step_glue(now_ns, dt_s, res)
+            return
+        if self._sim is None:
             self.driver.cycle(self.dio, now_ns, dt_s)
-            res = self._k(PHASE_POST, flags, now_ns, dt_s, seen, src, *self._k_tail) | read
-        if flags & FL_READ:
-            cu_in.fast_poll_done(now, (res >> READ_SHIFT) - READ_BIAS)
+            res = self._k(PHASE_POST, FL_CONNECTED | FL_COMMIT | FL_PUBLISH, now_ns, dt_s, *self._k_tail)
+        if res & WAKE_BITS:
+            post_bits((res >> WAKE_SHIFT) & WAKE_ALL, self._posters)
+        self.cycles += 1
+
+    def _step_glue(self, now_ns: int, dt_s: float, stopped: int = NEED_PYTHON) -> None:
+        """The compiled cycle with its polls and commands in Python: the first cycles (each writer's first
+        commit is whole, in Python), while the CU is not connected, and the cycles `_step_polled` hands over
+        (`stopped`: NEED_PYTHON — nothing polled yet; CMD_RE / CMD_RPC — the kernel polled all three and
+        commands wait). Then the kernel call(s) for the numerics and the commits."""
+        now = now_ns * 1e-9  # perf_counter_ns is CLOCK_MONOTONIC: the same clock as time.monotonic()
+        if stopped & NEED_PYTHON:
+            self._follow_mappings()
+            cu_in = self.cu_in
+            connected = cu_in.poll(now) is not None
+            if connected is not self.cu_connected:
+                self._cu_changed(connected)
+            if self.re_cmds.poll_pending(now):
+                self._run_commands(self.re_cmds, now_ns, connected)
+            if self.rpc_cmds.poll_pending(now):
+                self._run_commands(self.rpc_cmds, now_ns, connected)
+        else:  # the kernel polled: the CU is LIVE (it polls only then), commands wait
+            connected = True
+            if stopped & CMD_RE:
+                self._run_commands(self.re_cmds, now_ns, True)
+            if stopped & CMD_RPC:
+                self._run_commands(self.rpc_cmds, now_ns, True)
+        flags = ((self._cu_fresh if self.cu_in.changed else FL_CONNECTED) if connected else 0) | self._fl_commit
+        if self._fl_commit and self._acked:  # the kernel commits the status segments (FL_PUBLISH) with the acks
+            flags |= FL_ACKED
+        if self._sim is not None:
+            res = self._k(PHASE_ALL, flags, now_ns, dt_s, *self._k_tail)
+        else:
+            self._k(PHASE_PRE, flags, now_ns, dt_s, *self._k_tail)
+            self.driver.cycle(self.dio, now_ns, dt_s)
+            res = self._k(PHASE_POST, flags, now_ns, dt_s, *self._k_tail)
         changed = res & R_ALL
         if self._fl_commit:  # hal_cu and the status segments are committed: the readers to wake, if any
             self._acked = False
-            if changed:
-                self._io_since_slow = True
             if res & WAKE_BITS:
                 post_bits((res >> WAKE_SHIFT) & WAKE_ALL, self._posters)
         else:  # the first cycle: the commits in Python (each writer's first is whole)
             # hal_cu's payload is parts of the status payload: the kernel copied those that changed
             lo, hi = self._cu_span[changed]
             self.w_cu.commit_part(lo, hi)
-            if changed or self._acked or now_ns >= self._next_beat:
+            if changed or self._acked or now_ns >= self._beat[0]:
                 self._publish_status(changed, now_ns)
             self._compiled_commits()
         self.cycles += 1
+
+    def _follow_mappings(self) -> None:
+        """The kernel's table of the polled segments' mappings made again when one of them mapped another
+        (attached, re-attached to a restarted writer's segment, dropped): it polls a segment only while the
+        table lists that segment's mapping."""
+        p = self._polls
+        if (p[:, S_GEN] != p[:, S_TABLE_GEN]).any():
+            self.fused.set_sources(self._polled)
+            self._k_tail = self.fused.tail
 
     def _compiled_commits(self) -> None:
         """From here the kernels commit (hal_cu in hal_step, the status segments in hal_publish): once
@@ -285,6 +321,12 @@ class HalCycle:
         self._pub_args = f.publish_tail
         self._pub = f.publish
         self._fl_commit = FL_COMMIT | FL_PUBLISH
+        self._pick_step()
+
+    def _pick_step(self) -> None:
+        """The kernel polls (`_step_polled`) once it commits and while the CU is connected; else `_step_glue`."""
+        if self.fused is not None:
+            self.step = self._step_polled if self._fl_commit and self.cu_connected else self._step_glue
 
     def housekeeping(self, now_ns: int) -> None:
         """After a cycle's commits, in the same wake (the loop calls it right after `step`): the work
@@ -323,7 +365,7 @@ class HalCycle:
         if not self._acked:
             return
         if self.fused is not None:
-            changed = self._k(PHASE_OUT, FL_CONNECTED if connected else 0, now_ns, 0.0, -1, NO_SOURCE, *self._k_tail)
+            changed = self._k(PHASE_OUT, FL_CONNECTED if connected else 0, now_ns, 0.0, *self._k_tail)
         else:
             v = self._cu_views
             if connected and v:
@@ -336,6 +378,7 @@ class HalCycle:
 
     def _cu_changed(self, connected: bool) -> None:
         self.cu_connected = connected
+        self._pick_step()
         if connected:
             log.info("CU connected: outputs follow cu_hal")
         else:
@@ -417,11 +460,11 @@ class HalCycle:
         after the status payload (the loop's figures, the acks); the segments hold the rest from
         their last commit already."""
         self._acked = False
-        beat = now_ns >= self._next_beat
+        beat = now_ns >= self._beat[0]
         if beat:
-            self._next_beat = now_ns + BEAT_NS
+            self._beat[0] = now_ns + BEAT_NS
         if changed:
-            self._io_since_slow = True
+            self._io_since[0] = 1
         if self._pub is not None:  # compiled: the same commits in one call (hal/kernels.py hal_publish), the
             # figures copied in it from the loop's record (fused.figures)
             wake = self._pub(changed, beat, *self._pub_args)
@@ -457,8 +500,8 @@ class HalCycle:
 
     def _slow(self, now_ns: int) -> None:
         self._next_slow = now_ns + int(SLOW_EVERY_S * 1e9)
-        if self.state_writer is not None and self._io_since_slow:  # positions are in that payload
-            self._io_since_slow = False
+        if self.state_writer is not None and self._io_since[0]:  # positions are in that payload
+            self._io_since[0] = 0
             self.state_writer.offer(self.dio.position, self.dio.referenced)
         self._publish_health()
 

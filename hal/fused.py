@@ -8,6 +8,8 @@ import numpy as np
 
 from common.consts import MAX_AI, MAX_AXES, MAX_DI, P2P_HEADER_SIZE
 from common.jit_table import array_table
+from common.shm.inbound import SharedStateInbound
+from common.shm.inbound_jit import N_STATE
 from common.shm.p2p import TypedP2pWriter
 from common.shm.segments import CYCLE_STATS, HAL_IO, SEGMENTS
 from common.shm.views import flat_bytes
@@ -86,15 +88,34 @@ def spans(cu_dtype: np.dtype) -> tuple[list[tuple[int, int]], list[tuple[int, in
     return io_span, cu_span
 
 
-NO_SOURCE = np.zeros(P2P_HEADER_SIZE, np.uint8)  # hal_step's cu_src when it does not read cu_hal (no FL_READ)
-NO_SOURCE.flags.writeable = False
+POLLED = ("cu_hal", "re_hal", "rpc_hal")  # the inbound segments hal_step polls (FL_POLL), in kernels.P_* order
 
 
-def _publish_constants() -> np.ndarray:
-    """HB_PUB's row (kernels.U_*): the status payload's end, the three status segments' payload ends, and the
-    byte offsets of hal_rpc's / hal_re's ACK_RING, from the segment table."""
+def _absent(key: str) -> np.ndarray:
+    """The sources table's entry while a polled segment is not mapped: zeros of its size, read-only (the
+    kernel does not read it then: its Inbound's row says ABSENT or PYTHON)."""
+    a = np.zeros(P2P_HEADER_SIZE + SEGMENTS[key].dtype.itemsize, np.uint8)
+    a.flags.writeable = False
+    return a
+
+
+_ABSENT = {key: _absent(key) for key in POLLED}
+
+
+def _publish_constants(beat_ns: int) -> np.ndarray:
+    """HB_PUB's row (kernels.U_*): the status payload's end, the three status segments' payload ends, the
+    byte offsets of hal_rpc's / hal_re's ACK_RING and of re_hal's / rpc_hal's COMMAND_RING, from the segment
+    table; the status segments' beat period (`beat_ns`), the first beat due at once."""
     u = np.zeros(K.N_PUB, np.int64)
     u[K.U_TAIL] = HAL_IO.itemsize
+    u[K.U_BEAT_NS] = beat_ns
+    for key, at in (("re_hal", K.U_RE_CMD), ("rpc_hal", K.U_RPC_CMD)):
+        dt = SEGMENTS[key].dtype
+        r_dt, r_off = dt.fields["ring"][:2]
+        if r_off % 8 or r_dt.fields["epoch"] != (np.dtype("<u8"), K.CMD_EPOCH) or (
+                r_dt.fields["count"] != (np.dtype("<u8"), K.CMD_COUNT)):
+            raise AssertionError(f"hal.fused: {key}'s command ring no longer starts with epoch, count (aligned uint64)")
+        u[at] = r_off
     for key, end, ring in (("hal_mqt", K.U_MQT_END, -1), ("hal_rpc", K.U_RPC_END, K.U_RPC_RING),
                            ("hal_re", K.U_RE_END, K.U_RE_RING)):
         dt = SEGMENTS[key].dtype
@@ -106,7 +127,8 @@ def _publish_constants() -> np.ndarray:
             head = ("epoch", "cmd_epoch_seen", "consumed", "count")
             if a_off % 8 or a_dt.names[:K.ACK_HEAD_WORDS] != head or any(
                     a_dt.fields[n] != (np.dtype("<u8"), 8 * i) for i, n in enumerate(head)) or dt.names[-1] != "acks" or (
-                    a_dt.fields["count"][1] != K.ACK_COUNT):
+                    a_dt.fields["count"][1] != K.ACK_COUNT or a_dt.fields["consumed"][1] != K.ACK_CONSUMED
+                    or a_dt.fields["cmd_epoch_seen"][1] != K.ACK_SEEN):
                 raise AssertionError(f"hal.fused: {key}'s ack ring no longer starts with {head} (aligned uint64) "
                                      "and ends the segment")
             u[ring] = a_off
@@ -128,7 +150,7 @@ class FusedStep:
     changed (kernels.R_*; the first call reports all of them)."""
 
     def __init__(self, configured: np.ndarray, uses_targets: bool, cu_local: np.ndarray, hal_local: np.ndarray,
-                 out_local: np.ndarray) -> None:
+                 out_local: np.ndarray, beat_ns: int = 10_000_000, polls: np.ndarray | None = None) -> None:
         self._kernels = K.load()
         self.torque = np.zeros(MAX_AXES)
         self.target_position = np.zeros(MAX_AXES)
@@ -152,8 +174,9 @@ class FusedStep:
         io_span, cu_span = spans(out_local.dtype)
         b.block(K.HB_SPANS, np.array([[s[0] for s in cu_span], [s[1] for s in cu_span], [s[0] for s in io_span],
                                       [s[1] for s in io_span]], np.int64))
-        b.block(K.HB_PUB, _publish_constants()[None, :])
-        b.block(K.HB_SCRATCH, np.zeros((1, cu_local.dtype.itemsize), np.uint8))  # the cu_hal read's first copy
+        b.block(K.HB_PUB, _publish_constants(beat_ns)[None, :])
+        # the polls' first copies (seqlock: kept only once the sequence held)
+        b.block(K.HB_SCRATCH, np.zeros((1, max(SEGMENTS[k].dtype.itemsize for k in POLLED)), np.uint8))
         self.arena, self._hal_lay = b.build()
         self.pub = b.views[K.HB_PUB][0]  # (the ack counts seen: HalCycle's, whichever path commits)
         # the loop's figures: the HAL's CycleLoop keeps its timer's record here (CycleLoop(record=...)), and
@@ -163,14 +186,32 @@ class FusedStep:
         self._out_u8 = flat_bytes(out_local)
         self.kernel = self._kernels.checked("hal_step")
         self.tail: tuple = ()
+        self.table = self.sources = np.zeros(0, np.int64)
+        # the polled Inbounds' rows (SharedStateInbound(state=polls[k]), made before this: `polls`)
+        self.polls = np.zeros((K.N_POLLS, N_STATE), np.int64) if polls is None else polls
+        if self.polls.shape != (K.N_POLLS, N_STATE) or self.polls.dtype != np.int64 or not self.polls.flags.c_contiguous:
+            raise TypeError(f"FusedStep: polls must be C-contiguous int64[{K.N_POLLS}, {N_STATE}]")
+        self._in_locals: tuple[np.ndarray, np.ndarray] = (np.zeros((), SEGMENTS["re_hal"].dtype),
+                                                          np.zeros((), SEGMENTS["rpc_hal"].dtype))
         self.sim_in_kernel = False
         self.publish = self._kernels.checked("hal_publish")
         self.publish_tail: tuple = ()
 
     def bind(self, io_arena: np.ndarray, io_lay: np.ndarray, sim: tuple[np.ndarray, np.ndarray] | None,
-             writers: tuple[TypedP2pWriter, TypedP2pWriter, TypedP2pWriter, TypedP2pWriter]) -> None:
-        """The IoProcessor's arena, when the driver is the compiled sim the plant's (run in the kernel), and
-        the writers of hal_cu, hal_mqt, hal_rpc, hal_re (the compiled commits: FL_COMMIT, `publish`)."""
+             writers: tuple[TypedP2pWriter, TypedP2pWriter, TypedP2pWriter, TypedP2pWriter],
+             inbounds: tuple[SharedStateInbound, SharedStateInbound, SharedStateInbound] | None = None) -> None:
+        """The IoProcessor's arena, when the driver is the compiled sim the plant's (run in the kernel), the
+        writers of hal_cu, hal_mqt, hal_rpc, hal_re (the compiled commits: FL_COMMIT, `publish`) and the
+        Inbounds of cu_hal, re_hal, rpc_hal made on rows of `polls` (FL_POLL; without them the kernel is
+        never asked to poll)."""
+        if inbounds is not None:
+            cu_in, re_in, rpc_in = inbounds
+            for k, inb in enumerate(inbounds):
+                if inb.state.base is not self.polls or inb.state.ctypes.data != self.polls[k].ctypes.data:
+                    raise AssertionError(f"hal.fused: {inb.name}'s poll state is not row {k} of FusedStep.polls")
+            if cu_in.local.ctypes.data != self._cu_u8.ctypes.data:
+                raise AssertionError("hal.fused: the cu_hal Inbound's payload is not the kernel's cu_hal copy")
+            self._in_locals = (re_in.local, rpc_in.local)
         self.sim_in_kernel = sim is not None
         if sim is None:  # PHASE_PRE / PHASE_POST never look at the plant's arena
             sim = (np.zeros(64, np.uint8), np.zeros(4 * K.N_SIM_BLOCKS, np.int64))
@@ -184,17 +225,33 @@ class FusedStep:
         arrays[K.T_RPC], arrays[K.T_RE] = flat_bytes(w_rpc.local), flat_bytes(w_re.local)
         arrays[K.T_MQT_SEG], arrays[K.T_RPC_SEG], arrays[K.T_RE_SEG] = w_mqt.segment, w_rpc.segment, w_re.segment
         arrays[K.T_REC] = flat_bytes(self.figures)
+        arrays[K.T_POLL] = self.polls.reshape(-1)
+        arrays[K.T_RE_IN], arrays[K.T_RPC_IN] = (flat_bytes(a) for a in self._in_locals)
         # one table for both kernels (common/jit_table.py): it holds every array it lists, and so does
         # whoever holds the table — HalCycle's step keeps `tail`
         self.table = array_table(arrays)
-        self.tail = self.publish_tail = (self.table,)
-        # the table is the same on every call and the scalars Python ints / floats: checked once here
-        self.kernel = self._kernels.entry("hal_step", K.PHASE_ALL, K.FL_CONNECTED, 0, 0.001, -1, NO_SOURCE, *self.tail)
+        self.publish_tail = (self.table,)
+        self.set_sources(inbounds)
+        # the tables are the same on every call and the scalars Python ints / floats: checked once here
+        self.kernel = self._kernels.entry("hal_step", K.PHASE_ALL, K.FL_CONNECTED, 0, 0.001, *self.tail)
         self.publish = self._kernels.entry("hal_publish", 0, False, *self.publish_tail)
 
-    def run(self, phase: int, flags: int, now_ns: int, dt_s: float, seen: int = -1,
-            source: np.ndarray | None = None) -> int:
-        """One call of the kernel (HalCycle inlines this call; kept for tests and tools). `seen`, `source`:
-        the cu_hal read's (FL_READ)."""
-        return self.kernel(phase, flags, now_ns, dt_s, seen, NO_SOURCE if source is None else source, *self.tail)
+    def set_sources(self, inbounds: tuple[SharedStateInbound, ...] | None) -> None:
+        """hal_step's second table: the polled Inbounds' current mappings (read-only; zeros for one not
+        mapped), each Inbound told which mapping it lists (the kernel polls a segment only while that is its
+        mapping). Called at bind and whenever one of them mapped another (HalCycle: `mapping_gen` moved)."""
+        segs = [_ABSENT[key] for key in POLLED]
+        gens = [0] * len(POLLED)
+        for k, inb in enumerate(inbounds or ()):
+            gens[k] = inb.mapping_gen
+            if inb.segment is not None:
+                segs[k] = inb.segment
+        self.sources = array_table(segs, read_only=True)
+        self.tail = (self.table, self.sources)
+        for k, inb in enumerate(inbounds or ()):
+            inb.table_built_for(gens[k])
+
+    def run(self, phase: int, flags: int, now_ns: int, dt_s: float) -> int:
+        """One call of the kernel (HalCycle inlines this call; kept for tests and tools)."""
+        return self.kernel(phase, flags, now_ns, dt_s, *self.tail)
 

@@ -12,7 +12,8 @@ import numpy as np
 from common.consts import BANK_WORDS, MAX_AI, MAX_AO, MAX_AXES, MAX_DI, MAX_DO, P2P_HEADER_SIZE
 from common.jit import Arg, KernelSet, Loaded, Sig, kernel
 from common.jit_table import TABLE_ARG, table_bytes
-from common.shm.seqlock_jit import commit_spans, copy_bytes, load_u64, read_commit
+from common.shm.inbound_jit import MODE_LIVE, N_STATE, S_CHANGED, S_MODE, poll_ready, poll_segment
+from common.shm.seqlock_jit import commit_spans, copy_bytes, load_u64
 from common.states import DriverState
 
 # Layout: the kernels work in place on the same arrays the numpy reference uses. Arrays of one dtype
@@ -759,8 +760,8 @@ def _sim(enable, brake_release, torque, do_bank, position, velocity, torque_esti
 # cu_hal reader's copy, the hal_mqt and hal_cu writers' `local`); their fields are typed views
 # taken here. The commits are compiled too once every writer has made its first (whole) commit in
 # Python (FL_COMMIT; hal_publish): common/shm/seqlock_jit.py's commit, p2p.py's stores in p2p.py's
-# order. So is the seqlock read of cu_hal while its Inbound says a poll needs nothing else (FL_READ:
-# seqlock_jit.read_commit into the reader's payload copy `cu`, through HB_SCRATCH).
+# order. So are the polls of the three inbound segments (cu_hal, re_hal, rpc_hal: FL_POLL) while their
+# Inbounds' shared rows say a poll needs nothing else (common/shm/inbound_jit.py; the copies through HB_SCRATCH).
 HB_F, HB_B, HB_DI, HB_AI, HB_PREV, HB_OFF, HB_SPANS, HB_PUB, HB_SCRATCH = range(9)
 HF_TORQUE, HF_TARGET_POSITION, HF_TARGET_VELOCITY = range(3)  # float64[64] rows of HB_F
 HB_ENABLE, HB_BRAKE_RELEASE, HB_CONFIGURED = range(3)  # bool[64] rows of HB_B
@@ -778,6 +779,11 @@ SP_CU_LO, SP_CU_HI, SP_IO_LO, SP_IO_HI = range(4)
 U_TAIL, U_MQT_END, U_RPC_END, U_RE_END, U_RPC_SEEN, U_RE_SEEN, U_RPC_RING, U_RE_RING = range(8)
 # ... and where the loop's figures (a CYCLE_STATS record, T_REC) go in hal_mqt's and hal_rpc's payloads, their size
 U_STATS_MQT, U_STATS_RPC, U_REC_N = 8, 9, 10
+# ... the status segments' next beat (ns) and its period, "the status changed since HalCycle's last state-file
+# offer", and where re_hal's / rpc_hal's COMMAND_RING is in their payloads (FL_POLL's command test)
+U_NEXT_BEAT, U_BEAT_NS, U_IO_SINCE, U_RE_CMD, U_RPC_CMD = 11, 12, 13, 14, 15
+CMD_EPOCH, CMD_COUNT = 0, 8  # COMMAND_RING's epoch and count (byte offsets; hal/fused.py checks them)
+ACK_SEEN, ACK_CONSUMED = 8, 16  # ACK_RING's cmd_epoch_seen and consumed
 ACK_HEAD_WORDS = 4  # ACK_RING's epoch, cmd_epoch_seen, consumed, count: its slots change only with count
 ACK_COUNT = 8 * (ACK_HEAD_WORDS - 1)  # the count's byte offset in ACK_RING
 N_PUB = 16
@@ -785,6 +791,10 @@ WAKE_MQT, WAKE_RPC, WAKE_RE = 1, 2, 4  # hal_publish's result: whose wake to pos
 WAKE_ALL = WAKE_MQT | WAKE_RPC | WAKE_RE
 WAKE_SHIFT = 6  # with FL_PUBLISH, hal_step's result carries them from this bit (above the R_* bits)
 WAKE_BITS = WAKE_ALL << WAKE_SHIFT
+# with FL_POLL, hal_step's result when it stopped for Python: NEED_PYTHON (it touched nothing: a poll needs
+# Python's Inbound.poll) or CMD_RE / CMD_RPC (it polled all three; commands wait in re_hal / rpc_hal)
+NEED_PYTHON, CMD_RE, CMD_RPC = 1 << 9, 1 << 10, 1 << 11
+TO_PYTHON = NEED_PYTHON | CMD_RE | CMD_RPC
 # hal_step's result: the regions of the status payload (HAL_IO) that changed since its last call
 R_AXES, R_DI, R_DO, R_AI, R_AO, R_TAIL = 1, 2, 4, 8, 16, 32  # axes | di_bank | do_bank | ai | ao | the rest
 R_ALL = 63
@@ -792,12 +802,12 @@ PHASE_ALL, PHASE_PRE, PHASE_POST = 0, 1, 2  # sim in the kernel / before a Pytho
 PHASE_OUT = 3  # between cycles, after a command: the outputs again (no new CU frame), DO/AO regions compared
 FL_CONNECTED, FL_FRESH = 1, 2  # `flags`: the CU is LIVE / its heartbeat moved on this poll
 FL_COMMIT = 4  # `flags`: commit hal_cu (cu_seg) at the end of PHASE_ALL / PHASE_POST
-FL_READ = 8  # `flags`: read cu_hal (cu_src) first (PHASE_ALL / PHASE_PRE); FL_FRESH when a new commit came
+FL_POLL = 8  # `flags`: poll cu_hal, re_hal, rpc_hal first (PHASE_ALL / PHASE_PRE): FL_CONNECTED, FL_FRESH found there
 FL_PUBLISH = 16  # `flags`: end PHASE_ALL / PHASE_POST (after FL_COMMIT's commit) with hal_publish's commits
-FL_BEAT = 32  # `flags`: ... and the status segments' beat is due (HalCycle keeps its time)
 FL_ACKED = 64  # `flags`: ... and a command was acked this cycle (else, with no change and no beat, nothing is due)
-READ_SHIFT, READ_BIAS = 9, 2  # with FL_READ the result carries read_commit's outcome + READ_BIAS from bit
-# READ_SHIFT on (the R_* bits and the WAKE_* bits below it)
+# the polls' rows (T_POLL) and the sources table (hal_step's `src`: the readers' mappings): cu_hal, re_hal, rpc_hal
+P_CU, P_RE, P_RPC = range(3)
+N_POLLS = 3
 # `lays`: the three arenas' layouts end to end (HalCycle's, the IoProcessor's, the SimDriver's)
 N_HAL_BLOCKS, N_IO_BLOCKS, N_SIM_BLOCKS = HB_SCRATCH + 1, IB_TABLES + 1, SB_SENS + 1
 LAY_IO = 4 * N_HAL_BLOCKS
@@ -807,23 +817,58 @@ N_LAYS = LAY_SIM + 4 * N_SIM_BLOCKS
 # the arrays hal_step and hal_publish work on, the same on every call: one common/jit_table.py table
 # (hal/fused.py FusedStep.bind) in this order: the cu_hal reader's payload copy, hal_mqt's / hal_cu's
 # payloads, HalCycle's arena, the three layouts, the IoProcessor's and the SimDriver's arenas, hal_cu's
-# mapping; hal_rpc's / hal_re's payloads, the hal_mqt / hal_rpc / hal_re mappings, the loop's figures record
+# mapping; hal_rpc's / hal_re's payloads, the hal_mqt / hal_rpc / hal_re mappings, the loop's figures record;
+# the three polls' rows (int64[N_POLLS, N_STATE]), the re_hal / rpc_hal readers' payload copies
 (T_CU, T_HAL, T_OUT, T_H, T_LAYS, T_IO, T_SIM, T_CU_SEG, T_RPC, T_RE, T_MQT_SEG, T_RPC_SEG, T_RE_SEG,
- T_REC) = range(14)
-N_TABLE = 14
-HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, I64, Arg("uint8", readonly=True), TABLE_ARG))
+ T_REC, T_POLL, T_RE_IN, T_RPC_IN) = range(17)
+N_TABLE = 17
+HAL_STEP_SIG = Sig("int64", (I64, I64, I64, F64, TABLE_ARG, TABLE_ARG))
 
 
 @kernel(**_jit)
-def hal_step(phase, flags, now, dt, cu_seen, cu_src, tab):
-    """_hal_step over the arrays of `tab` (T_*): one array argument for numba's entry point to convert."""
-    return _hal_step(phase, flags, now, dt, cu_seen, cu_src, table_bytes(tab, T_CU), table_bytes(tab, T_HAL),
+def hal_step(phase, flags, now, dt, tab, src):
+    """_hal_step over the arrays of `tab` (T_*) and the readers' mappings `src` (P_*, read only): two array
+    arguments for numba's entry point to convert."""
+    return _hal_step(phase, flags, now, dt, table_bytes(tab, T_CU), table_bytes(tab, T_HAL),
                      table_bytes(tab, T_OUT), table_bytes(tab, T_H), table_bytes(tab, T_LAYS).view(np.int64),
-                     table_bytes(tab, T_IO), table_bytes(tab, T_SIM), table_bytes(tab, T_CU_SEG), tab)
+                     table_bytes(tab, T_IO), table_bytes(tab, T_SIM), table_bytes(tab, T_CU_SEG), tab, src)
 
 
 @kernel(**_jit)
-def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lays, io_arena, sim_arena, cu_seg, tab):
+def _polls(now, cu, h_arena, hl, tab, src):
+    """The three inbound polls of FL_POLL, all or none: NEED_PYTHON when one of them needs Python's
+    Inbound.poll (or cu_hal's writer is not LIVE: the CU's liveness edges are Python's) — nothing touched;
+    else each polled as Inbound.poll would (cu_hal's new commit copied into `cu`), then CMD_RE / CMD_RPC for
+    the command segments whose rings hold commands not taken yet, 0 for none."""
+    st = table_bytes(tab, T_POLL).view(np.int64).reshape((N_POLLS, N_STATE))
+    m_cu, m_re, m_rpc = table_bytes(src, P_CU), table_bytes(src, P_RE), table_bytes(src, P_RPC)
+    if not (st[P_CU, S_MODE] == MODE_LIVE and poll_ready(st[P_CU], m_cu, now) and poll_ready(st[P_RE], m_re, now)
+            and poll_ready(st[P_RPC], m_rpc, now)):
+        return NEED_PYTHON
+    scratch = h_arena[hl[4 * HB_SCRATCH]:hl[4 * HB_SCRATCH + 1]]
+    poll_segment(st[P_CU], m_cu, cu, scratch, now)
+    u = _i8(h_arena, hl, HB_PUB)[0]
+    waiting = 0
+    re_in, rpc_in = table_bytes(tab, T_RE_IN), table_bytes(tab, T_RPC_IN)
+    if poll_segment(st[P_RE], m_re, re_in, scratch, now) and _commands_wait(re_in, u[U_RE_CMD], table_bytes(tab, T_RE),
+                                                                            u[U_RE_RING]):
+        waiting |= CMD_RE
+    if poll_segment(st[P_RPC], m_rpc, rpc_in, scratch, now) and _commands_wait(
+            rpc_in, u[U_RPC_CMD], table_bytes(tab, T_RPC), u[U_RPC_RING]):
+        waiting |= CMD_RPC
+    return waiting
+
+
+@kernel(**_jit)
+def _commands_wait(cmd, ring, acks, ack_ring):
+    """CommandInbox.pending()'s test: the ring in `cmd` (a command segment's payload copy) holds commands our
+    ACK_RING in `acks` has not consumed, or a new epoch it has not seen."""
+    return (load_u64(cmd, ring + CMD_COUNT) != load_u64(acks, ack_ring + ACK_CONSUMED)
+            or load_u64(cmd, ring + CMD_EPOCH) != load_u64(acks, ack_ring + ACK_SEEN))
+
+
+@kernel(**_jit)
+def _hal_step(phase, flags, now, dt, cu, hal, out, h_arena, lays, io_arena, sim_arena, cu_seg, tab, src):
     """HalCycle.step's numerics: cu_hal -> drive commands, IoProcessor.outputs, SimDriver.cycle,
     IoProcessor.inputs, the hal_cu payload, cu_connected, and the change test of the status
     payload: returns the R_* regions that changed since the last call (0: none; its copy is kept in
@@ -831,19 +876,21 @@ def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lay
     whose cycle is Python. PHASE_OUT (a command taken between cycles) runs the outputs alone on the
     CU frame of the last cycle and returns R_DO / R_AO when those regions changed: the status
     committed with the command's ack shows its effect. With FL_COMMIT, PHASE_ALL / PHASE_POST end with
-    the commit of hal_cu's changed span into `cu_seg` (the writer's mapping). With FL_READ (and
-    FL_CONNECTED), PHASE_ALL / PHASE_PRE start with the seqlock copy of `cu_src` (cu_hal's mapping) into
-    `cu` unless it still holds commit `cu_seen`; the result then carries read_commit's outcome + READ_BIAS
-    from bit READ_SHIFT (for Inbound.fast_poll_done). With FL_PUBLISH, PHASE_ALL / PHASE_POST end with
-    hal_publish's commits of the status segments when the status changed, their beat is due (FL_BEAT) or a
-    command was acked (FL_ACKED); the result carries the WAKE_* bits from WAKE_SHIFT."""
+    the commit of hal_cu's changed span into `cu_seg` (the writer's mapping). With FL_POLL, PHASE_ALL /
+    PHASE_PRE start with the polls of cu_hal, re_hal and rpc_hal (`_polls`: FL_CONNECTED and FL_FRESH come
+    from there) and return at once, nothing else done, when one needs Python (NEED_PYTHON) or commands
+    wait (CMD_RE / CMD_RPC: Python takes them, then calls again without FL_POLL). With FL_PUBLISH,
+    PHASE_ALL / PHASE_POST end with hal_publish's commits of the status segments when the status changed,
+    their beat (U_NEXT_BEAT) is due or a command was acked (FL_ACKED); the result carries the WAKE_* bits
+    from WAKE_SHIFT."""
     hl, il, sl = lays[:LAY_IO], lays[LAY_IO:LAY_SIM], lays[LAY_SIM:N_LAYS]
-    read = 0
-    if flags & FL_READ and phase != PHASE_POST and phase != PHASE_OUT:
-        got = read_commit(cu_src, cu, h_arena[hl[4 * HB_SCRATCH]:hl[4 * HB_SCRATCH + 1]], cu_seen)
-        if got >= 0:
+    if flags & FL_POLL and phase != PHASE_POST and phase != PHASE_OUT:
+        stop = _polls(now, cu, h_arena, hl, tab, src)
+        if stop:
+            return stop
+        flags |= FL_CONNECTED
+        if table_bytes(tab, T_POLL).view(np.int64)[P_CU * N_STATE + S_CHANGED]:
             flags |= FL_FRESH
-        read = (got + READ_BIAS) << READ_SHIFT
     o = _i8(h_arena, hl, HB_OFF)[0]
     hf, hb = _f8(h_arena, hl, HB_F), _b(h_arena, hl, HB_B)
     enable, brake_release, torque = hb[HB_ENABLE], hb[HB_BRAKE_RELEASE], hf[HF_TORQUE]
@@ -886,7 +933,7 @@ def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lay
                  _b(io_arena, il, IB_AOB), _i8(io_arena, il, IB_AOI), tables[0], tables[1], do_bank,
                  hal[o[O_AO]:o[O_AO] + 8 * MAX_AO].view(np.float64))
         if phase == PHASE_PRE:
-            return read
+            return 0
         if phase == PHASE_OUT:
             wrote_out = o[O_OUTPUTS_WROTE]
             o[O_OUTPUTS_WROTE] = 0
@@ -933,9 +980,16 @@ def _hal_step(phase, flags, now, dt, cu_seen, cu_src, cu, hal, out, h_arena, lay
     if flags & FL_COMMIT:
         sp = _i8(h_arena, hl, HB_SPANS)
         commit_spans(cu_seg, out, sp[SP_CU_LO, mask], sp[SP_CU_HI, mask], 0, 0)
-    if flags & FL_PUBLISH and (mask or flags & (FL_BEAT | FL_ACKED)):
-        read |= hal_publish(mask, (flags & FL_BEAT) != 0, tab) << WAKE_SHIFT
-    return mask | read
+    if flags & FL_PUBLISH:
+        u = _i8(h_arena, hl, HB_PUB)[0]
+        if mask:
+            u[U_IO_SINCE] = 1
+        beat = now >= u[U_NEXT_BEAT]
+        if beat:
+            u[U_NEXT_BEAT] = now + u[U_BEAT_NS]
+        if mask or beat or flags & FL_ACKED:
+            return mask | hal_publish(mask, beat, tab) << WAKE_SHIFT
+    return mask
 
 
 HAL_PUBLISH_SIG = Sig("int64", (I64, BOOL, TABLE_ARG))
@@ -1021,11 +1075,12 @@ def _sync(src, prev, lo, hi):
 
 # --- loading ---------------------------------------------------------------------------------
 KERNELS = KernelSet(
-    "hal", "hal._kernels_aot", ("hal.kernels", "common.shm.seqlock_jit", "common.jit_table"),
+    "hal", "hal._kernels_aot", ("hal.kernels", "common.shm.seqlock_jit", "common.shm.inbound_jit", "common.jit_table"),
     {"io_inputs": ("hal.kernels", "io_inputs", IO_INPUTS_SIG), "io_outputs": ("hal.kernels", "io_outputs", IO_OUTPUTS_SIG),
      "sim_cycle": ("hal.kernels", "sim_cycle", SIM_CYCLE_SIG), "hal_step": ("hal.kernels", "hal_step", HAL_STEP_SIG),
      "hal_publish": ("hal.kernels", "hal_publish", HAL_PUBLISH_SIG)},
-    ("hal/kernels.py", "common/consts.py", "common/states.py", "common/shm/seqlock_jit.py", "common/jit_table.py"))
+    ("hal/kernels.py", "common/consts.py", "common/states.py", "common/shm/seqlock_jit.py", "common/shm/inbound_jit.py",
+     "common/jit_table.py"))
 
 
 def load(backend: str | None = None) -> Loaded:
@@ -1084,7 +1139,7 @@ def _smoke(backend: str) -> None:
                           writers["hal_mqt"].local, writers["hal_cu"].local)
         fused.bind(proc._arena, proc._lay, drv.kernel_state(), tuple(writers.values()))
         for k in range(4, 7):
-            changed = fused.run(PHASE_ALL, FL_CONNECTED | FL_FRESH | FL_COMMIT, k * 1_000_000, 0.001)
+            changed = fused.run(PHASE_ALL, FL_CONNECTED | FL_FRESH | FL_COMMIT, k * 1_000_000, 0.001) & R_ALL
             fused.publish(changed, True, *fused.publish_tail)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from common.config import IoType, load_config
 from common.consts import BANK_WORDS, MAX_AO
 from common.shm.commands import HalCommand
 from common.shm.inbound import CommandOutbox, Inbound, InboundPolicy
-from common.shm.p2p import TypedP2pReader, TypedP2pWriter
+from common.shm.p2p import TypedP2pReader, TypedP2pWriter, shm_path
 from common.shm.segments import HAL_IO, SEGMENTS
 from hal import kernels
 from hal.cycle import HalCycle
@@ -337,14 +338,19 @@ def _hal_beside_a_cu(tmp_path, monkeypatch, engine: str):  # noqa: ANN202
 def test_the_cycle_kernels_get_their_arrays_in_one_table_the_step_holds(tmp_path, monkeypatch):
     """hal_step and hal_publish take one common/jit_table.py table (numba converts one array argument per
     call instead of twelve): it lists the payloads and mappings the cycle reads and writes in kernels.T_*
-    order, and HalCycle's step holds it, so none of them can go while the step can run."""
+    order, and HalCycle's step holds it, so none of them can go while the step can run; hal_step's second
+    table lists the polled segments' mappings (kernels.P_*: cu_hal's, zeros for re_hal / rpc_hal, absent)."""
     from common.jit_table import table_arrays
 
     with _hal_beside_a_cu(tmp_path, monkeypatch, "compiled") as (hal, _cu, cycle):
-        cycle(True)
-        cycle(True)
+        for _ in range(3):
+            cycle(True)
         f = hal.fused
-        assert len(hal._k_tail) == 1 and hal._k_tail[0] is f.table and f.publish_tail[0] is f.table
+        assert hal.step == hal._step_polled
+        assert len(hal._k_tail) == 2 and hal._k_tail[0] is f.table and f.publish_tail[0] is f.table
+        sources = table_arrays(hal._k_tail[1])
+        assert sources[kernels.P_CU] is hal.cu_in.segment and not sources[kernels.P_RPC].any()
+        assert not sources[kernels.P_RE].flags.writeable
         arrays = table_arrays(f.table)
         assert len(arrays) == kernels.N_TABLE
         for k, w in ((kernels.T_CU_SEG, hal.w_cu), (kernels.T_MQT_SEG, hal.w_mqt), (kernels.T_RPC_SEG, hal.w_rpc),
@@ -355,6 +361,9 @@ def test_the_cycle_kernels_get_their_arrays_in_one_table_the_step_holds(tmp_path
                            (kernels.T_RE, hal.w_re.local)):
             assert arrays[k].ctypes.data == payload.ctypes.data and arrays[k].nbytes == payload.nbytes
         assert arrays[kernels.T_H] is f.arena and len(arrays[kernels.T_LAYS]) == kernels.N_LAYS
+        assert arrays[kernels.T_POLL].ctypes.data == f.polls.ctypes.data == hal.cu_in.state.ctypes.data
+        for k, inb in ((kernels.T_RE_IN, hal.re_cmds.inbound), (kernels.T_RPC_IN, hal.rpc_cmds.inbound)):
+            assert arrays[k].ctypes.data == inb.local.ctypes.data and arrays[k].nbytes == inb.local.nbytes
         assert hal.w_cu.heartbeat >= 2 and hal.cu_connected  # the kernel committed hal_cu through the table
 
 
@@ -414,9 +423,10 @@ def test_a_command_taken_between_cycles_is_acked_with_its_output_in_the_same_com
 def test_a_cu_that_stops_committing_is_stale_after_exactly_stale_reads_cycles(tmp_path, monkeypatch, engine):
     """Issue 15 (safety kept, the cu_hal copy made by the kernel): a CU that is alive (its writer lock
     held) but stops committing — frozen, hung — is STALE after exactly stale_reads unchanged cycles with
-    either engine, and that cycle's outputs are safe. The compiled engine reads cu_hal in its kernel
-    while the poll needs nothing else (Inbound.fast_poll_ready): Inbound.poll() is then not called at all
-    on a live CU, and the stale count is kept the same."""
+    either engine, and that cycle's outputs are safe. The compiled engine polls cu_hal in its kernel while
+    the poll needs nothing else (common/shm/inbound_jit.py): Inbound.poll() is then not called at all on a
+    live CU, and the stale count is kept the same (the last unchanged poll, the one that makes it STALE,
+    is Python's)."""
     with _hal_beside_a_cu(tmp_path, monkeypatch, engine) as (hal, _cu, cycle):
         polls = 0
         real_poll = hal.cu_in.poll
@@ -446,3 +456,115 @@ def test_a_cu_that_stops_committing_is_stale_after_exactly_stale_reads_cycles(tm
         for _ in range(3):  # it commits again: LIVE once its heartbeat moved, the outputs follow it again
             cycle(True)
         assert hal.cu_connected and hal.dio.enable[:4].all()
+
+
+def test_the_kernel_polls_every_segment_and_leaves_python_only_the_edges(tmp_path, monkeypatch):
+    """Issue 15, the HAL's polls in its kernel: with the CU and both command writers alive and beating, every
+    cycle is the one kernel call (no Python poll); a command is taken by Python in the cycle its commit
+    arrives (the kernel stops for it: CMD_RPC) and acked there with its output; a killed CU is Python's
+    (the loss, the safe outputs); its restarted successor's new segment is mapped, the kernel's table of
+    mappings made again, and the kernel polls it — the outputs follow the new CU."""
+    import subprocess
+    import sys
+
+    from common.jit_table import table_arrays
+    from tests.helpers import module_env
+
+    with _hal_beside_a_cu(tmp_path, monkeypatch, "compiled") as (hal, cu, cycle):
+        writers = {}
+        for key in ("re_hal", "rpc_hal"):
+            s = SEGMENTS[key]
+            writers[key] = TypedP2pWriter.create(s.name(), s.writer, s.reader, s.dtype)
+            writers[key].commit()
+        acks_in = Inbound.for_key("hal_rpc", InboundPolicy(stale_reads=10**6, retry_s=0.0))
+        outbox = CommandOutbox(writers["rpc_hal"].local["ring"], acks_in)
+        glue: list[int] = []
+        real_glue = hal._step_glue
+
+        def counted(now_ns, dt_s, stopped=kernels.NEED_PYTHON):  # noqa: ANN001, ANN202
+            glue.append(stopped)
+            return real_glue(now_ns, dt_s, stopped)
+
+        hal._step_glue = counted
+        py_polls = []
+        for inb in (hal.cu_in, hal.re_cmds.inbound, hal.rpc_cmds.inbound):
+            real = inb.poll
+            inb.poll = lambda now, _real=real, _name=inb.name: (py_polls.append(_name), _real(now))[1]
+        n = 0
+
+        def beat() -> None:  # the bridges commit every <= 10 ms, and follow hal_rpc
+            nonlocal n
+            n += 1
+            acks_in.poll(n * 1e-3)
+            if n % 5 == 0:
+                for w in writers.values():
+                    w.commit()
+
+        try:
+            for _ in range(12):  # attach, LIVE (Python's edges), then the kernel's
+                beat()
+                cycle(True)
+            assert hal.step == hal._step_polled and hal.re_cmds.status.value == "live" == hal.rpc_cmds.status.value
+            glue.clear()
+            py_polls.clear()
+            for _ in range(30):
+                beat()
+                cycle(True)
+            assert glue == [] and py_polls == [], (glue, py_polls)
+            pin = next(p.pin for p in hal.config.io.points_of(IoType.DO) if p.role is None and not p.init)
+            word, bit = pin >> 6, np.uint64(1) << np.uint64(pin & 63)
+            outbox.submit(int(HalCommand.SET_DO), 41, pin=pin, args=(1.0,))
+            writers["rpc_hal"].commit()
+            cycle(True)
+            assert glue == [kernels.CMD_RPC] and py_polls == [], (glue, py_polls)
+            beat()
+            assert [(a.request_id, int(a.result)) for a in outbox.poll_acks()] == [(41, 0)]
+            assert acks_in.local["io"]["do_bank"][word] & bit, "the ack's commit shows the output it set"
+            glue.clear()
+            cycle(True)
+            assert glue == [] and hal.step == hal._step_polled
+            # the CU dies: Python's (the loss is an edge); outputs safe
+            cu.kill()
+            cu.wait(10)
+            for _ in range(WRITER_PROBE_EVERY_BOUND):
+                beat()
+                cycle(False)
+                if not hal.cu_connected:
+                    break
+            assert not hal.cu_connected and hal.step == hal._step_glue
+            _assert_outputs_safe(hal)
+            old = hal.cu_in.segment
+            os.unlink(shm_path(SEGMENTS["cu_hal"].name()))  # cleaned up: its successor makes a new segment
+            cu2 = subprocess.Popen([sys.executable, "-c", CU_SCRIPT], cwd=REPO, env=module_env(os.environ["EVO_SHM_PREFIX"]),
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                assert cu2.stdout.readline().split() == ["ready"]
+                for _ in range(400):  # re-attached within the retry period (0.1 s), then LIVE once it moves
+                    cu2.stdin.write("c\n")
+                    cu2.stdin.flush()
+                    assert cu2.stdout.readline().split() == ["ok"]
+                    beat()
+                    cycle(False)
+                    if hal.cu_connected and hal.step == hal._step_polled:
+                        break
+                assert hal.cu_connected and hal.cu_in.segment is not old and hal.cu_in.reattaches == 1
+                assert table_arrays(hal._k_tail[1])[kernels.P_CU] is hal.cu_in.segment
+                glue.clear()
+                py_polls.clear()
+                for _ in range(5):
+                    cu2.stdin.write("c\n")
+                    cu2.stdin.flush()
+                    assert cu2.stdout.readline().split() == ["ok"]
+                    cycle(False)
+                assert glue == [] and py_polls == [], (glue, py_polls)
+                assert hal.dio.enable[:4].all() and (hal.dio.torque[:4] == 5.0).all()
+            finally:
+                cu2.kill()
+                cu2.wait(10)
+        finally:
+            acks_in.close()
+            for w in writers.values():
+                w.close()
+
+
+WRITER_PROBE_EVERY_BOUND = 10  # cycles a dead writer is seen within (WRITER_PROBE_EVERY + 1, with margin)

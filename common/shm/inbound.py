@@ -48,12 +48,10 @@ API
     inb.heartbeat             # the writer's heartbeat as last read (0 when not attached)
     inb.close()
 
-    # a compiled cycle making the seqlock copy itself (the HAL's hal_step, common/shm/seqlock_jit.py):
-    if inb.fast_poll_ready(now):                       # LIVE, no probe due, the stale count out of reach
-        got = read_commit(inb.segment, local_u8, scratch, inb.seq_seen)   # in the kernel
-        inb.fast_poll_done(now, got)                   # poll()'s bookkeeping for what it found
-    else:
-        inb.poll(now)
+    # a compiled cycle polling the segment itself (the HAL's hal_step; common/shm/inbound_jit.py):
+    inb = SharedStateInbound(name, module, dtype, policy, state=row)   # row: int64[N_STATE] the kernel gets
+    # in the kernel: if poll_ready(row, mapping, now): poll_segment(row, mapping, local_u8, scratch, now)
+    # else (or on the Python side): inb.poll(now) — either keeps the same counters, in `row`
 
     inbox = CommandInbox(inb, my_local["acks"])      # consumer of a command ring
     inbox.poll(now) -> LinkStatus                    # reads the segment; a lost writer is forgotten
@@ -72,12 +70,13 @@ import enum
 import logging
 import os
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from common.shm.commands import ResultCode
 from common.shm.conversions import decode_str
+from common.shm import inbound_jit as J
 from common.shm.fastcalls import InodeOf, lock_free
 from common.shm.p2p import ModuleAbbrev, ShmError, TypedP2pReader, shm_path
 from common.shm.rings import Ack, Command, CommandRingReader, CommandRingWriter, RingFull
@@ -171,10 +170,11 @@ class Inbound:
 
     @classmethod
     def for_key(cls, key: str, policy: InboundPolicy, prefix: str | None = None, *,
-                exclusive: bool = True) -> "Inbound":
-        """The inbound segment `key` of the segment table (e.g. "cu_hal"), read by its reader module."""
+                exclusive: bool = True, **kw: Any) -> "Inbound":
+        """The inbound segment `key` of the segment table (e.g. "cu_hal"), read by its reader module (`kw`:
+        a subclass's own arguments)."""
         spec = SEGMENTS[key]
-        return cls(spec.name(prefix), spec.reader, spec.dtype, policy, exclusive=exclusive)
+        return cls(spec.name(prefix), spec.reader, spec.dtype, policy, exclusive=exclusive, **kw)
 
     def set_stale_reads(self, n: int) -> None:
         """A new polls-unchanged threshold (> 0), e.g. once the loop knows the scheduling it got
@@ -227,39 +227,6 @@ class Inbound:
                 self.lost = self.became_live = False
                 return self.local
         return self._poll_slow(now)
-
-    # --- a poll whose copy a compiled cycle makes (common/shm/seqlock_jit.py read_commit) -------------
-    def fast_poll_ready(self, now: float) -> bool:
-        """The next poll can be decided by the segment's sequence word alone — LIVE, no writer probe due
-        on it, the stale criterion out of reach however it ends — so a compiled caller may make the
-        seqlock copy itself (`read_commit(segment, local, scratch, seq_seen)`) and report it with
-        `fast_poll_done`; the writer is LIVE for that poll. False: call `poll` as usual."""
-        return self._live and not self._probe_slot[(self.polls + 1) % self._probe_mod] and (
-            self.unchanged_polls + 1 < self._stale_reads) and (not self._stale_s or now - self._moved_at < self._stale_s)
-
-    def fast_poll_done(self, now: float, got: int) -> None:
-        """The outcome of the compiled copy made after `fast_poll_ready`: `got` = the write_seq of the new
-        commit now in `local`, or seqlock_jit.READ_UNCHANGED (-1) / READ_CONTENDED (-2: a commit in
-        progress or torn through every retry; `local` holds the last consistent copy). The same
-        bookkeeping as poll()'s for those cases."""
-        self.polls += 1
-        self.lost = self.became_live = False
-        if got >= 0:
-            self._last_hb = got >> 1
-            self._seq_seen = got
-            self._moved_at = now
-            self.unchanged_polls = 0
-            self.changed = True
-        else:
-            if got != -1:
-                self.contentions += 1
-            self.unchanged_polls += 1
-            self.changed = False
-
-    @property
-    def seq_seen(self) -> int:
-        """write_seq of the commit in `local` (-1: none)."""
-        return self._seq_seen
 
     def _poll_slow(self, now: float, copied: int = -1) -> np.ndarray | None:
         """`copied` >= 0: the fast path has just copied that commit into `local` (a probe is due)."""
@@ -492,6 +459,127 @@ class Inbound:
         self.reason = f"{self.name} closed"
 
 
+class SharedStateInbound(Inbound):
+    """An Inbound whose poll state lives in `state`, an int64 row (common/shm/inbound_jit.py S_*) that a
+    compiled cycle shares: the kernel polls the segment itself while the row's mode allows it (poll_ready,
+    poll_segment) and leaves every other case to `poll()` here, which reads and writes the same row — one
+    set of counters, whichever side polled. The mode follows the status, the mapping and a probe's loss;
+    S_GEN counts mappings (the kernel's source table must list the current one: `mapping_gen`,
+    `table_built_for`). Requires probe_apart (the kernel makes no system call)."""
+
+    def __init__(self, name: str, my_module: "ModuleAbbrev | str", dtype: np.dtype, policy: InboundPolicy,
+                 *, state: np.ndarray, exclusive: bool = True) -> None:
+        if not policy.probe_apart:
+            raise ValueError(f"{name}: a SharedStateInbound needs probe_apart (a compiled poll makes no system call)")
+        if not (isinstance(state, np.ndarray) and state.dtype == np.int64 and state.shape == (J.N_STATE,)
+                and state.flags.c_contiguous and state.flags.writeable):
+            raise TypeError(f"{name}: state must be a writable C-contiguous int64[{J.N_STATE}] row")
+        state[:] = 0
+        self._st = state
+        self._status, self._reader, self._segment, self._lost_apart_v = LinkStatus.ABSENT, None, None, False
+        super().__init__(name, my_module, dtype, policy, exclusive=exclusive)
+
+    @property
+    def state(self) -> np.ndarray:
+        return self._st
+
+    @property
+    def mapping_gen(self) -> int:
+        """How many mappings the segment has had here (attach, re-attach, drop each count one)."""
+        return int(self._st[J.S_GEN])
+
+    def table_built_for(self, gen: int) -> None:
+        """The caller's source table now lists the mapping of generation `gen` (`segment` then): the kernel
+        may poll while no other mapping replaced it."""
+        self._st[J.S_TABLE_GEN] = gen
+
+    def _sync_mode(self) -> None:
+        mode = J.MODE_PYTHON
+        if not self._lost_apart_v:
+            if self._reader is None:
+                mode = J.MODE_ABSENT
+            elif self._status is LinkStatus.LIVE:
+                mode = J.MODE_LIVE
+            elif self._status is LinkStatus.STALE:
+                mode = J.MODE_STALE
+        self._st[J.S_MODE] = mode
+
+    @property  # type: ignore[override]
+    def status(self) -> LinkStatus:
+        return self._status
+
+    @status.setter
+    def status(self, v: LinkStatus) -> None:
+        self._status = v
+        self._sync_mode()
+
+    @property  # type: ignore[override]
+    def reader(self) -> TypedP2pReader | None:
+        return self._reader
+
+    @reader.setter
+    def reader(self, v: TypedP2pReader | None) -> None:
+        self._reader = v
+        self._sync_mode()
+
+    @property  # type: ignore[override]
+    def segment(self) -> np.ndarray | None:
+        return self._segment
+
+    @segment.setter
+    def segment(self, v: np.ndarray | None) -> None:
+        if v is not self._segment:
+            self._st[J.S_GEN] += 1
+        self._segment = v
+
+    @property  # type: ignore[override]
+    def _lost_apart(self) -> bool:
+        return self._lost_apart_v
+
+    @_lost_apart.setter
+    def _lost_apart(self, v: bool) -> None:
+        self._lost_apart_v = v
+        self._sync_mode()
+
+
+def _state_int(k: int) -> property:
+    def get(self: SharedStateInbound) -> int:
+        return int(self._st[k])
+
+    def put(self: SharedStateInbound, v: int) -> None:
+        self._st[k] = v
+    return property(get, put)
+
+
+def _state_bool(k: int) -> property:
+    def get(self: SharedStateInbound) -> bool:
+        return bool(self._st[k])
+
+    def put(self: SharedStateInbound, v: bool) -> None:
+        self._st[k] = 1 if v else 0
+    return property(get, put)
+
+
+def _state_seconds(k: int, unset: float) -> property:
+    """A time in seconds (Inbound's floats) kept as integer nanoseconds; `unset` (-1.0 / 0.0) as itself."""
+    def get(self: SharedStateInbound) -> float:
+        v = int(self._st[k])
+        return unset if v == int(unset) else v * 1e-9
+
+    def put(self: SharedStateInbound, v: float) -> None:
+        self._st[k] = int(unset) if v == unset else round(v * 1e9)
+    return property(get, put)
+
+
+for _name, _prop in (("polls", _state_int(J.S_POLLS)), ("unchanged_polls", _state_int(J.S_UNCHANGED)),
+                     ("contentions", _state_int(J.S_CONTENTIONS)), ("_seq_seen", _state_int(J.S_SEQ_SEEN)),
+                     ("_last_hb", _state_int(J.S_LAST_HB)), ("_stale_reads", _state_int(J.S_STALE_READS)),
+                     ("changed", _state_bool(J.S_CHANGED)), ("lost", _state_bool(J.S_LOST)),
+                     ("became_live", _state_bool(J.S_BECAME_LIVE)), ("_moved_at", _state_seconds(J.S_MOVED_NS, -1.0)),
+                     ("_stale_s", _state_seconds(J.S_STALE_NS, 0.0))):
+    setattr(SharedStateInbound, _name, _prop)
+
+
 class CommandInbox:
     """The consumer side of a command segment: an `Inbound` plus a `CommandRingReader` whose acks
     go into `acks` (the ACK_RING field of our own outbound payload; the caller commits it)."""
@@ -547,6 +635,7 @@ class CommandInbox:
     def take(self) -> Iterator[Command]:
         """Each new command exactly once (only while the writer is LIVE); ack each with `ack`."""
         if self.pending():
+            self._recheck = True  # poll_pending looks at the counts again (pending() found them by another way)
             yield from self.ring_reader.take(self._ring)
 
     def next_code(self) -> int | None:
