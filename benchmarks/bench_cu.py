@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"CU core start on {b}: process {kl[f'cu_start_{b}_process_s']:.2f} s (imports "
                   f"{kl[f'cu_start_{b}_import_s']:.2f} s, config + core + first step {kl[f'cu_start_{b}_build_s']:.2f} s)")
         path = write_json("cu", {"machine": info, "method": METHOD, "compute": compute, "kernel_load": kernel_load,
-                                 "aims": aims})  # written again with the loops below
+                                 "aims": aims}, args.out)  # written again with the loops below
         if args.no_loop:
             print(f"\nresults: {path}")
             return 0
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({'met' if fifo_loop['rt_active'] and fifo_loop['overruns'] == 0 else 'NOT met'})")
         path = write_json("cu", {"machine": info, "method": METHOD, "compute": compute, "kernel_load": kernel_load,
                                  "loops": loops, "aims": {**{f"compute_p99_{n}_us": a for n, a in aims.items()},
-                                                          "fifo_overruns": 0}})
+                                                          "fifo_overruns": 0}}, args.out)
         print(f"\nresults: {path}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
