@@ -16,6 +16,26 @@ from tests.helpers import remove_shm, unique_prefix
 os.environ.setdefault("EVO_RT", "off")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def iceoryx2_root():
+    """iceoryx2's files (services, and the node management file it keeps after the last node) under a
+    name of this run's own (common/connector/iceoryx2_transport.py EVO_IOX2_ROOT, inherited by every
+    process the tests start), removed at the end: nothing is left in /dev/shm or /tmp."""
+    import shutil
+
+    root = unique_prefix("iox")
+    os.environ["EVO_IOX2_ROOT"] = root
+    yield root
+    os.environ.pop("EVO_IOX2_ROOT", None)
+    for name in os.listdir("/dev/shm"):
+        if name.startswith(root + "_"):
+            try:
+                os.unlink(os.path.join("/dev/shm", name))
+            except FileNotFoundError:
+                pass
+    shutil.rmtree(f"/tmp/{root}", ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def shm_prefix():
     """A unique prefix set in os.environ for this module; leftovers are removed and reported."""

@@ -5,6 +5,7 @@ Each bridge is one pub-sub service of u8 slices plus an event service used for w
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import weakref
 
@@ -16,6 +17,21 @@ from common.connector.transport import Waker
 iox2.set_log_level(iox2.LogLevel.Error)
 
 _WAIT_SLICE = iox2.Duration.from_millis(100)  # listener threads re-check their stop flag this often
+ENV_ROOT = "EVO_IOX2_ROOT"  # a name: iceoryx2's files as /dev/shm/<name>_* and under /tmp/<name>/ (tests)
+
+
+def _node_config() -> "iox2.Config":
+    """iceoryx2's defaults, or with $EVO_IOX2_ROOT its files under their own name, so that a test run's
+    (its node management file included, which iceoryx2 keeps after the last node) can be removed whole."""
+    cfg = iox2.config.default()
+    root = os.environ.get(ENV_ROOT, "")
+    if root:
+        if not root.replace("-", "").replace("_", "").isalnum():
+            raise ConfigurationError(f"{ENV_ROOT}={root!r}: letters, digits, '-' and '_' only")
+        g = cfg.global_cfg  # a live handle: setting its fields changes cfg
+        g.prefix = iox2.FileName.new(root + "_")
+        g.root_path = iox2.Path.new(f"/tmp/{root}/")
+    return cfg
 
 
 def _duration(seconds: float) -> "iox2.Duration":
@@ -29,6 +45,7 @@ class Iceoryx2Transport:
         self.prefix = prefix
         self._node = (
             iox2.NodeBuilder.new()
+            .config(_node_config())
             .signal_handling_mode(iox2.SignalHandlingMode.Disabled)  # Python owns SIGINT/SIGTERM
             .create(iox2.ServiceType.Ipc)
         )

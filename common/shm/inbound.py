@@ -542,21 +542,13 @@ class SharedStateInbound(Inbound):
         self._sync_mode()
 
 
-def _state_int(k: int) -> property:
-    def get(self: SharedStateInbound) -> int:
-        return int(self._st[k])
+def _state_field(k: int, cast: type) -> property:
+    """Element k of the row, read as `cast` (int or bool)."""
+    def get(self: SharedStateInbound) -> Any:
+        return cast(self._st[k])
 
-    def put(self: SharedStateInbound, v: int) -> None:
+    def put(self: SharedStateInbound, v: Any) -> None:
         self._st[k] = v
-    return property(get, put)
-
-
-def _state_bool(k: int) -> property:
-    def get(self: SharedStateInbound) -> bool:
-        return bool(self._st[k])
-
-    def put(self: SharedStateInbound, v: bool) -> None:
-        self._st[k] = 1 if v else 0
     return property(get, put)
 
 
@@ -571,11 +563,11 @@ def _state_seconds(k: int, unset: float) -> property:
     return property(get, put)
 
 
-for _name, _prop in (("polls", _state_int(J.S_POLLS)), ("unchanged_polls", _state_int(J.S_UNCHANGED)),
-                     ("contentions", _state_int(J.S_CONTENTIONS)), ("_seq_seen", _state_int(J.S_SEQ_SEEN)),
-                     ("_last_hb", _state_int(J.S_LAST_HB)), ("_stale_reads", _state_int(J.S_STALE_READS)),
-                     ("changed", _state_bool(J.S_CHANGED)), ("lost", _state_bool(J.S_LOST)),
-                     ("became_live", _state_bool(J.S_BECAME_LIVE)), ("_moved_at", _state_seconds(J.S_MOVED_NS, -1.0)),
+for _name, _prop in (("polls", _state_field(J.S_POLLS, int)), ("unchanged_polls", _state_field(J.S_UNCHANGED, int)),
+                     ("contentions", _state_field(J.S_CONTENTIONS, int)), ("_seq_seen", _state_field(J.S_SEQ_SEEN, int)),
+                     ("_last_hb", _state_field(J.S_LAST_HB, int)), ("_stale_reads", _state_field(J.S_STALE_READS, int)),
+                     ("changed", _state_field(J.S_CHANGED, bool)), ("lost", _state_field(J.S_LOST, bool)),
+                     ("became_live", _state_field(J.S_BECAME_LIVE, bool)), ("_moved_at", _state_seconds(J.S_MOVED_NS, -1.0)),
                      ("_stale_s", _state_seconds(J.S_STALE_NS, 0.0))):
     setattr(SharedStateInbound, _name, _prop)
 
