@@ -46,6 +46,8 @@ OPTIONAL_RETRY_S = 0.1  # attach attempts for re_hal / rpc_hal: a stat while abs
 SLOW_EVERY_S = 0.1  # state file offer, driver health
 WRITER_PROBE_EVERY = 5  # cycles between flock probes of the CU's writer lock (a death seen within 5 ms)
 MAX_CATCH_UP_TICKS = 20  # a late cycle steps the plant by at most this many periods
+_FL_POLLED = FL_POLL | FL_COMMIT | FL_PUBLISH  # _step_polled's call: the kernel polls, commits, publishes
+_FL_POST = FL_CONNECTED | FL_COMMIT | FL_PUBLISH  # ... and its second call around a Python driver's cycle
 BEAT_NS = 10_000_000  # unchanged status segments (hal_mqt/rpc/re) are still committed this often
 BETWEEN_GUARD_NS = 150_000  # a command woken closer than this to the next cycle waits for that cycle
 
@@ -246,13 +248,13 @@ class HalCycle:
         through the Inbounds' shared rows (common/shm/inbound_jit.py) and stops before anything else when a
         poll needs Python (NEED_PYTHON: attaching, a liveness edge, the stale criterion reached, a mapping it
         does not list) or commands wait (CMD_RE / CMD_RPC): `_step_glue` finishes that cycle in Python."""
-        res = self._k(self._phase, FL_POLL | FL_COMMIT | FL_PUBLISH, now_ns, dt_s, *self._k_tail)
+        res = self._k(self._phase, _FL_POLLED, now_ns, dt_s, *self._k_tail)
         if res & TO_PYTHON:
             self._step_glue(now_ns, dt_s, res)
             return
         if self._sim is None:
             self.driver.cycle(self.dio, now_ns, dt_s)
-            res = self._k(PHASE_POST, FL_CONNECTED | FL_COMMIT | FL_PUBLISH, now_ns, dt_s, *self._k_tail)
+            res = self._k(PHASE_POST, _FL_POST, now_ns, dt_s, *self._k_tail)
         if res & WAKE_BITS:
             post_bits((res >> WAKE_SHIFT) & WAKE_ALL, self._posters)
         self.cycles += 1

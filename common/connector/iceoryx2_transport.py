@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import threading
 import weakref
 
@@ -26,7 +27,7 @@ def _node_config() -> "iox2.Config":
     cfg = iox2.config.default()
     root = os.environ.get(ENV_ROOT, "")
     if root:
-        if not root.replace("-", "").replace("_", "").isalnum():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", root):
             raise ConfigurationError(f"{ENV_ROOT}={root!r}: letters, digits, '-' and '_' only")
         g = cfg.global_cfg  # a live handle: setting its fields changes cfg
         g.prefix = iox2.FileName.new(root + "_")
